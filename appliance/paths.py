@@ -1,0 +1,62 @@
+"""The one place that turns the instance root into paths; nobody else builds them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+
+def home() -> Path:
+    return Path(settings.HEARTH_HOME)
+
+
+def _dir(*parts: str) -> Path:
+    path = home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mirrors_dir() -> Path:
+    return _dir("mirrors")
+
+
+def mirror_path(name: str) -> Path:
+    return mirrors_dir() / f"{name}.git"
+
+
+def datasets_dir() -> Path:
+    return _dir("datasets")
+
+
+def dataset_dir(pk: int) -> Path:
+    return _dir("datasets", f"dataset-{pk:05d}")
+
+
+def basemodels_dir() -> Path:
+    return _dir("basemodels")
+
+
+def basemodel_dir(slug: str) -> Path:
+    return _dir("basemodels", slug)
+
+
+def run_dir(pk: int) -> Path:
+    return _dir("runs", f"run-{pk:05d}")
+
+
+def model_version_dir(pk: int) -> Path:
+    return _dir("models", f"version-{pk:05d}")
+
+
+def tools_dir() -> Path:
+    """Pinned offline tools unpacked at install time (the llama.cpp GGUF converter)."""
+    return _dir("tools")
+
+
+def engine_state_file() -> Path:
+    return _dir("engine") / "state.json"
+
+
+def logs_dir() -> Path:
+    return _dir("logs")

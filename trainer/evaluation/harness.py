@@ -1,0 +1,141 @@
+"""Score GGUF models with llama.cpp on held-out line tasks and held-out perplexity.
+
+Every model in one report is scored in the same mode: FIM (text after the line too) when all of
+them can infill, else prefix-only. A model that can infill also gets its FIM score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from appliance.errors import EvaluationError
+from inference.engine.completion import Completer
+from trainer.basemodels.fim import FimFormat
+from trainer.evaluation.metrics import edit_similarity, exact_match, wilson_interval
+from trainer.evaluation.tasks import LineTask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    label: str  # base | candidate | served
+    gguf: Path
+    fim: FimFormat | None
+
+
+def _llama(path: Path, *, n_ctx: int, logits_all: bool = False):
+    import os
+
+    from llama_cpp import Llama
+
+    try:
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count() or 1, logits_all=logits_all,
+                     verbose=False, seed=0)
+    except (ValueError, RuntimeError) as exc:
+        raise EvaluationError(f"llama.cpp could not load {path.name}: {exc}") from exc
+
+
+def line_tasks_score(
+    model: Candidate, tasks: list[LineTask], *, mode: str, n_ctx: int = 2048, max_tokens: int = 48,
+    context_tokens: int = 1024, progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    llm = _llama(model.gguf, n_ctx=n_ctx)
+    completer = Completer(llm, model.fim)
+    if mode == "fim" and not completer.can_infill:
+        raise EvaluationError(f"{model.label} cannot infill; it cannot be scored in FIM mode.")
+    hits, sims = 0, []
+    per_lang: dict[str, list[tuple[bool, float]]] = defaultdict(list)
+    samples = []
+    started = time.monotonic()
+    for i, task in enumerate(tasks):
+        result = completer.complete(
+            task.prefix, task.suffix if mode == "fim" else None, max_tokens=max_tokens,
+            temperature=0.0, single_line=True, max_prompt_tokens=context_tokens,
+        )
+        em, es = exact_match(result.text, task.target), edit_similarity(result.text, task.target)
+        hits += em
+        sims.append(es)
+        per_lang[task.language].append((em, es))
+        if len(samples) < 5 and i % 7 == 0:
+            samples.append({"path": task.path, "line": task.line_no, "target": task.target, "prediction": result.text})
+        if progress:
+            progress(i + 1, len(tasks))
+    del llm
+    n = len(tasks)
+    lo, hi = wilson_interval(hits, n)
+    return {
+        "mode": mode,
+        "tasks": n,
+        "exact_match": hits / n if n else 0.0,
+        "exact_match_ci95": [round(lo, 4), round(hi, 4)],
+        "edit_similarity": float(np.mean(sims)) if sims else 0.0,
+        "by_language": {
+            lang: {"tasks": len(v), "exact_match": sum(e for e, _ in v) / len(v),
+                   "edit_similarity": float(np.mean([s for _, s in v]))}
+            for lang, v in sorted(per_lang.items())
+        },
+        "examples": samples,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def perplexity(model: Candidate, texts: list[str], *, max_tokens: int = 8192, window: int = 512) -> dict:
+    """Token-level perplexity of the held-out text through llama.cpp, in non-overlapping windows."""
+    llm = _llama(model.gguf, n_ctx=window, logits_all=True)
+    nll, count = 0.0, 0
+    started = time.monotonic()
+    for text in texts:
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        for start in range(0, len(ids) - 1, window):
+            chunk = ids[start:start + window]
+            if len(chunk) < 2:
+                continue
+            llm.reset()
+            llm.eval(chunk)
+            logits = np.asarray(llm.scores[: len(chunk) - 1], dtype=np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            nll -= float(logprobs[np.arange(len(chunk) - 1), chunk[1:]].sum())
+            count += len(chunk) - 1
+            if count >= max_tokens:
+                break
+        if count >= max_tokens:
+            break
+    del llm
+    if count == 0:
+        raise EvaluationError("The held-out files produced no tokens to measure perplexity on.")
+    return {"perplexity": math.exp(nll / count), "tokens": count, "nats_per_token": nll / count,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def models_compare(
+    models: list[Candidate], tasks: list[LineTask], heldout_texts: list[str], *,
+    log: Callable[[str], None] = logger.info, ppl_tokens: int = 8192,
+) -> dict:
+    """Score every model on the same tasks in the same mode; FIM extras for those that infill."""
+    if not tasks:
+        raise EvaluationError("There are no held-out lines to score (held-out files too small?).")
+    common = "fim" if all(m.fim is not None for m in models) else "prefix"
+    report: dict = {"mode": common, "tasks": len(tasks), "models": {}}
+    for m in models:
+        log(f"scoring {m.label} ({m.gguf.name}) on {len(tasks)} held-out lines, {common} mode")
+        entry = {"gguf": str(m.gguf), "can_infill": m.fim is not None, "line_completion": {}}
+        entry["line_completion"][common] = line_tasks_score(m, tasks, mode=common)
+        if common != "fim" and m.fim is not None:
+            log(f"scoring {m.label} in FIM mode as well")
+            entry["line_completion"]["fim"] = line_tasks_score(m, tasks, mode="fim")
+        entry["perplexity"] = perplexity(m, heldout_texts, max_tokens=ppl_tokens)
+        headline = entry["line_completion"][common]
+        log(f"{m.label}: exact match {headline['exact_match']:.3f}, edit similarity "
+            f"{headline['edit_similarity']:.3f}, perplexity {entry['perplexity']['perplexity']:.2f}")
+        report["models"][m.label] = entry
+    return report

@@ -1,0 +1,35 @@
+from django.db import models
+
+from appliance.status import StatusRow
+
+
+class Repository(StatusRow):
+    """A git repository Hearth keeps as its own bare mirror under the instance dir."""
+
+    class Status(models.TextChoices):
+        NEW = "new"
+        SYNCING = "syncing"
+        READY = "ready"
+        FAILED = "failed"
+
+    TRANSITIONS = {
+        Status.NEW: {Status.SYNCING},
+        Status.SYNCING: {Status.READY, Status.FAILED},
+        Status.READY: {Status.SYNCING},
+        Status.FAILED: {Status.SYNCING},
+    }
+
+    name = models.SlugField(max_length=100, unique=True)
+    source = models.CharField(max_length=1000, help_text="Local path or intranet URL it is mirrored from.")
+    mirror_path = models.CharField(max_length=1000, blank=True)
+    default_branch = models.CharField(max_length=255, blank=True)
+    head_sha = models.CharField(max_length=64, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+
+    class Meta:
+        verbose_name_plural = "repositories"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,54 @@
+from django.db import models
+
+from appliance.status import StatusRow
+
+
+class TrainingRun(StatusRow):
+    """One fine-tune of a base model on a dataset; progress is a time series of ProgressPoint."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TRANSITIONS = {
+        Status.QUEUED: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
+        Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.QUEUED},
+    }
+
+    base = models.ForeignKey("trainer.BaseModel", on_delete=models.PROTECT, related_name="runs")
+    dataset = models.ForeignKey("trainer.Dataset", on_delete=models.PROTECT, related_name="runs")
+    settings = models.JSONField(default=dict, blank=True)
+    method = models.CharField(max_length=32, blank=True, help_text="qlora-nf4, lora-bf16 or lora-fp32, and why.")
+    device = models.CharField(max_length=32, blank=True)
+    path = models.CharField(max_length=1000, blank=True)
+    adapter_path = models.CharField(max_length=1000, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    summary = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+
+    def __str__(self) -> str:
+        return f"run-{self.pk}"
+
+
+class ProgressPoint(models.Model):
+    """One sample of a run's progress, written every few seconds while it trains."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="progress")
+    at = models.DateTimeField(auto_now_add=True)
+    step = models.PositiveIntegerField()
+    total_steps = models.PositiveIntegerField()
+    loss = models.FloatField(null=True)
+    eval_loss = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True)
+    eta_s = models.FloatField(null=True, blank=True)
+    peak_memory_mb = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "step"]

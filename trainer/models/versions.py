@@ -1,0 +1,34 @@
+from django.db import models
+
+from appliance.status import StatusRow
+
+
+class ModelVersion(StatusRow):
+    """A fine-tuned model: base + dataset + run + adapter + GGUF files + evaluation."""
+
+    class Status(models.TextChoices):
+        BUILDING = "building"
+        CANDIDATE = "candidate"
+        PROMOTED = "promoted"
+        RETIRED = "retired"
+        FAILED = "failed"
+
+    TRANSITIONS = {
+        Status.BUILDING: {Status.CANDIDATE, Status.FAILED},
+        Status.CANDIDATE: {Status.PROMOTED, Status.RETIRED, Status.FAILED},
+        Status.PROMOTED: {Status.RETIRED},
+        Status.RETIRED: {Status.PROMOTED},
+    }
+
+    base = models.ForeignKey("trainer.BaseModel", on_delete=models.PROTECT, related_name="versions")
+    run = models.OneToOneField("trainer.TrainingRun", on_delete=models.PROTECT, related_name="version")
+    path = models.CharField(max_length=1000, blank=True)
+    gguf_path = models.CharField(max_length=1000, blank=True)
+    gguf_sha256 = models.CharField(max_length=64, blank=True)
+    fim_format = models.CharField(max_length=32, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
+
+    def __str__(self) -> str:
+        return f"v{self.pk} ({self.base.slug})"

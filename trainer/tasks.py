@@ -1,0 +1,12 @@
+"""django-q2 entry points of the pipeline beyond training (which lives in training/tasks.py)."""
+
+from __future__ import annotations
+
+from trainer.models import ModelVersion
+
+
+def model_version_build(version_pk: int) -> str:
+    from trainer import pipeline
+
+    version = ModelVersion.objects.select_related("run__base", "run__dataset", "base").get(pk=version_pk)
+    return pipeline.model_version_build(version).status

@@ -1,0 +1,94 @@
+"""Training knobs: a typed dataclass with help on every field, validated on creation, saved as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from appliance.errors import TrainingError
+
+QUANTIZATION_CHOICES = ("auto", "nf4", "none")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class LoraSettings:
+    preset: str = _f("standard", "quick, standard or thorough: how many passes over the data.")
+    rank: int = _f(16, "LoRA rank r of every adapted projection.")
+    alpha: int = _f(32, "LoRA alpha; the update is scaled by alpha / rank.")
+    dropout: float = _f(0.05, "Dropout on the LoRA path.")
+    learning_rate: float = _f(5e-4, "Peak learning rate of AdamW.")
+    schedule: str = _f("cosine", "Learning-rate schedule after warm-up: cosine, linear or constant.")
+    warmup_steps: int = _f(5, "Optimizer steps of linear warm-up.")
+    weight_decay: float = _f(0.0, "AdamW weight decay on adapter weights.")
+    seq_len: int = _f(512, "Tokens per packed training sequence.")
+    fim_rate: float = _f(0.5, "Fraction of samples turned into fill-in-the-middle samples.")
+    spm_rate: float = _f(0.5, "Fraction of FIM samples in suffix-prefix-middle order (the rest PSM).")
+    multiline_rate: float = _f(0.5, "Fraction of FIM middles that span several lines (the rest one line).")
+    epochs: float = _f(0.0, "Passes over the training tokens; 0 lets the preset decide.")
+    max_steps: int = _f(0, "Hard cap on optimizer steps; 0 means no cap.")
+    batch_size: int = _f(1, "Sequences per forward pass.")
+    grad_accum: int = _f(4, "Forward passes per optimizer step.")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory (slower; for large bases on small GPUs).")
+    quantization: str = _f("auto", "auto (NF4 4-bit on CUDA, bf16 LoRA on CPU), nf4 (force QLoRA) or none.")
+    eval_every_steps: int = _f(0, "Held-out loss every N steps; 0 picks about 8 evaluations per run.")
+    eval_sequences: int = _f(16, "Held-out sequences used for the held-out loss.")
+    early_stopping_patience: int = _f(3, "Stop after this many held-out evaluations without improvement.")
+    checkpoint_every_s: float = _f(120.0, "Seconds between resumable checkpoints.")
+    seed: int = _f(0, "Seed of sample construction, data order and adapter initialisation.")
+
+    PRESET_EPOCHS = {"quick": 1.0, "standard": 2.0, "thorough": 4.0}
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.preset not in self.PRESET_EPOCHS:
+            problems.append(f"preset must be one of {', '.join(self.PRESET_EPOCHS)}")
+        if self.rank < 1 or self.alpha < 1:
+            problems.append("rank and alpha must be at least 1")
+        if not 0 <= self.dropout < 1:
+            problems.append("dropout must be in [0, 1)")
+        if not 0 < self.learning_rate < 1:
+            problems.append("learning_rate must be in (0, 1)")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.seq_len < 32:
+            problems.append("seq_len must be at least 32")
+        for name in ("fim_rate", "spm_rate", "multiline_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be in [0, 1]")
+        if self.epochs < 0 or self.max_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
+            problems.append("epochs and max_steps must be >= 0; batch_size and grad_accum >= 1")
+        if self.quantization not in QUANTIZATION_CHOICES:
+            problems.append(f"quantization must be one of {', '.join(QUANTIZATION_CHOICES)}")
+        if problems:
+            raise TrainingError("Invalid training settings: " + "; ".join(problems) + ".")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LoraSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise TrainingError(f"Unknown training settings: {', '.join(sorted(unknown))}.")
+        return cls(**data)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.as_dict(), indent=2))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.batch_size * self.grad_accum
+
+    def steps_for(self, train_tokens: int) -> int:
+        """Optimizer steps for this dataset: the preset's epochs (or `epochs`), capped by max_steps."""
+        epochs = self.epochs or self.PRESET_EPOCHS[self.preset]
+        steps = max(1, math.ceil(epochs * train_tokens / self.tokens_per_step))
+        return min(steps, self.max_steps) if self.max_steps else steps

@@ -1,0 +1,145 @@
+"""Load a base for training (NF4 4-bit or full precision), add FIM tokens when it has none,
+wrap it with LoRA on every linear projection, and merge an adapter back for export."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import TrainingError
+from trainer.basemodels.fim import ADDED_FORMAT, FimFormat, fim_format_detect
+from trainer.training.config import LoraSettings
+
+logger = logging.getLogger(__name__)
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainingMethod:
+    name: str  # qlora-nf4 | lora-bf16 | lora-fp32
+    device: str
+    reason: str
+
+    @property
+    def four_bit(self) -> bool:
+        return self.name == "qlora-nf4"
+
+    @property
+    def autocast_bf16(self) -> bool:
+        return self.name == "lora-bf16"
+
+
+def method_choose(quantization: str) -> TrainingMethod:
+    """NF4 QLoRA on CUDA; on CPU bf16-autocast LoRA unless 4-bit is asked for explicitly."""
+    import torch
+
+    if torch.cuda.is_available():
+        if quantization == "none":
+            return TrainingMethod("lora-bf16", "cuda", "4-bit quantization switched off in the settings")
+        return TrainingMethod("qlora-nf4", "cuda", "CUDA present: base in 4-bit NF4, double quantization, bf16 compute")
+    if quantization == "nf4":
+        return TrainingMethod("qlora-nf4", "cpu", "NF4 4-bit requested on CPU (bitsandbytes CPU backend)")
+    bf16 = torch.backends.mkldnn.is_available()
+    return TrainingMethod(
+        "lora-bf16" if bf16 else "lora-fp32",
+        "cpu",
+        "no CUDA: full-precision base with LoRA"
+        + (" under bf16 autocast, faster than NF4 on this CPU" if bf16 else "")
+        + " (quantization=nf4 forces QLoRA)",
+    )
+
+
+def tokenizer_load(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+
+
+def fim_tokens_ensure(tokenizer) -> tuple[FimFormat, list[int]]:
+    """The tokenizer's FIM format; if it has none, add Hearth's and return the new token ids."""
+    fmt = fim_format_detect(tokenizer.get_vocab())
+    if fmt is not None:
+        return fmt, []
+    fmt = ADDED_FORMAT
+    missing = [t for t in fmt.special_tokens if t not in tokenizer.get_vocab()]
+    tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    return fmt, [tokenizer.convert_tokens_to_ids(t) for t in missing]
+
+
+def base_load_for_training(hf_path: str, settings: LoraSettings, method: TrainingMethod):
+    """(peft model, tokenizer, fim format, added token ids) ready to train."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    tokenizer = tokenizer_load(hf_path)
+    fmt, added = fim_tokens_ensure(tokenizer)
+    kwargs: dict = {"trust_remote_code": False, "dtype": torch.float32}
+    if method.four_bit:
+        compute = torch.bfloat16 if method.device == "cuda" else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        if method.device == "cuda":
+            kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(hf_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"The base model at {hf_path} could not be loaded: {exc}") from exc
+    if added:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if method.four_bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+        _bnb_cpu_training_fix(model)
+    elif settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=LORA_TARGETS,
+        task_type="CAUSAL_LM",
+        # New FIM tokens get trainable embedding rows; the rest of the vocabulary stays frozen.
+        trainable_token_indices={"embed_tokens": added} if added else None,
+    )
+    model = get_peft_model(model, config)
+    return model, tokenizer, fmt, added
+
+
+def _bnb_cpu_training_fix(model) -> None:
+    """bitsandbytes repacks 4-bit weights for an inference-only CPU kernel after a no-grad pass,
+    after which gradients are silently dropped; this flag keeps the trainable layout."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def adapter_merge(hf_path: str, adapter_dir: Path, out_dir: Path) -> FimFormat:
+    """Reload the base in full precision, apply the adapter, merge, save HF folder + tokenizer."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tokenizer_load(str(adapter_dir))
+    fmt = fim_format_detect(tokenizer.get_vocab())
+    model = AutoModelForCausalLM.from_pretrained(hf_path, dtype=torch.float32, trust_remote_code=False)
+    if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    merged = model.merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    if fmt is None:
+        raise TrainingError("The merged model's tokenizer has no FIM tokens; the adapter folder is incomplete.")
+    return fmt

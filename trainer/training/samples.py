@@ -1,0 +1,126 @@
+"""Fill-in-the-middle samples in the base model's own format, packed into fixed-length sequences.
+
+Every token of a packed sequence is a real token (no padding): samples are joined with the
+end-of-text token and the stream is cut into `seq_len` pieces.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from trainer.basemodels.fim import FimFormat
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of a sample: either literal text or one special token (by its text)."""
+
+    text: str
+    special: bool = False
+
+
+def _windows(text: str, max_chars: int) -> list[str]:
+    """Cut a file into line-aligned windows of at most about `max_chars` characters."""
+    lines = text.splitlines(keepends=True)
+    out, cur, size = [], [], 0
+    for line in lines:
+        if cur and size + len(line) > max_chars:
+            out.append("".join(cur))
+            cur, size = [], 0
+        cur.append(line)
+        size += len(line)
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def _line_span(text: str, rng: random.Random, multiline: bool) -> tuple[int, int] | None:
+    """Character span [start, end) covering one or several whole lines (without the final newline)."""
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n" and i + 1 < len(text)]
+    candidates = [s for s in starts if text[s:text.find("\n", s) if "\n" in text[s:] else len(text)].strip()]
+    if not candidates:
+        return None
+    first = rng.choice(candidates)
+    k = starts.index(first)
+    n_lines = rng.randint(2, 8) if multiline else 1
+    last = min(k + n_lines, len(starts)) - 1
+    end = text.find("\n", starts[last])
+    end = len(text) if end == -1 else end
+    return first, end
+
+
+def fim_pieces(text: str, fmt: FimFormat, rng: random.Random, *, spm: bool, multiline: bool) -> list[Piece] | None:
+    span = _line_span(text, rng, multiline)
+    if span is None:
+        return None
+    start, end = span
+    prefix, middle, suffix = text[:start], text[start:end], text[end:]
+    P, S, M = Piece(fmt.prefix, True), Piece(fmt.suffix, True), Piece(fmt.middle, True)
+    if spm:
+        return [P, S, Piece(suffix), M, Piece(prefix), Piece(middle)]
+    return [P, Piece(prefix), S, Piece(suffix), M, Piece(middle)]
+
+
+def samples_build(
+    files: Iterable[dict], fmt: FimFormat | None, *, fim_rate: float, spm_rate: float,
+    multiline_rate: float, window_chars: int, seed: int,
+) -> list[list[Piece]]:
+    """One list of pieces per window of every file; FIM where a format exists and the dice say so."""
+    rng = random.Random(seed)
+    samples: list[list[Piece]] = []
+    for record in files:
+        for window in _windows(record["text"], window_chars):
+            pieces = None
+            if fmt is not None and rng.random() < fim_rate:
+                pieces = fim_pieces(
+                    window, fmt, rng, spm=rng.random() < spm_rate, multiline=rng.random() < multiline_rate
+                )
+            samples.append(pieces or [Piece(window)])
+    return samples
+
+
+class PieceEncoder:
+    """Turns pieces into token ids; literal text never becomes a special token."""
+
+    def __init__(self, tokenizer, eot_id: int):
+        self.tokenizer = tokenizer
+        self.eot_id = eot_id
+        self._special: dict[str, int] = {}
+
+    def special_id(self, text: str) -> int:
+        if text not in self._special:
+            self._special[text] = self.tokenizer.convert_tokens_to_ids(text)
+        return self._special[text]
+
+    def encode_many(self, samples: list[list[Piece]]) -> list[list[int]]:
+        texts = [p.text for s in samples for p in s if not p.special]
+        encoded = iter(
+            self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+        )
+        out = []
+        for sample in samples:
+            ids: list[int] = []
+            for piece in sample:
+                ids.extend([self.special_id(piece.text)] if piece.special else next(encoded))
+            ids.append(self.eot_id)
+            out.append(ids)
+        return out
+
+
+def pack(sequences: list[list[int]], seq_len: int) -> tuple[list[list[int]], dict]:
+    """Concatenate and cut into `seq_len` rows; the ragged tail is dropped, nothing is padded."""
+    stream = [t for s in sequences for t in s]
+    n = len(stream) // seq_len
+    rows = [stream[i * seq_len:(i + 1) * seq_len] for i in range(n)]
+    if not rows and stream:  # less than one sequence of data: train on what there is
+        rows, n = [stream], 1
+    stats = {
+        "tokens": len(stream),
+        "sequences": n,
+        "dropped_tail_tokens": max(0, len(stream) - n * seq_len),
+        "padding_tokens": 0,
+        "padding_fraction": 0.0,
+    }
+    return rows, stats
