@@ -9,14 +9,12 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 
-def job_enqueue(func: str, *args, group: str = "", sync: bool | None = None) -> None:
+def job_enqueue(func: str, *args, group: str = "") -> None:
     """Schedule `func` (a dotted path) once the current transaction commits."""
     from django_q.tasks import async_task
 
     def _send() -> None:
         kwargs = {"group": group or func.rsplit(".", 1)[-1], "task_name": f"{func.rsplit('.', 1)[-1]}:{args}"[:100]}
-        if sync is not None:
-            kwargs["sync"] = sync
         async_task(func, *args, **kwargs)
         logger.info("enqueued %s%s", func, args)
 

@@ -13,13 +13,13 @@ from trainer.models import ModelVersion, TrainingRun
 logger = logging.getLogger(__name__)
 
 
-def after_training(run: TrainingRun, *, sync: bool | None = None) -> None:
+def after_training(run: TrainingRun) -> None:
     if run.status != TrainingRun.Status.SUCCEEDED:
         return
     version = ModelVersion.objects.create(base=run.base, run=run)
     version.path = str(paths.model_version_dir(version.pk))
     version.save(update_fields=["path"])
-    job_enqueue("trainer.tasks.model_version_build", version.pk, sync=sync)
+    job_enqueue("trainer.tasks.model_version_build", version.pk)
 
 
 def model_version_build(version: ModelVersion) -> ModelVersion:

@@ -191,12 +191,19 @@ def _handler(engine: Engine):
     return Handler
 
 
-def serve(*, host: str, port: int, n_ctx: int, n_threads: int | None = None) -> None:
-    engine = Engine(n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 1)
+def engine_server_build(*, host: str, port: int, n_ctx: int, n_threads: int | None = None,
+                        poll_s: float = 2.0) -> tuple[ThreadingHTTPServer, Engine]:
+    """An engine with its model loaded, its watcher running, and an HTTP server not yet serving."""
+    engine = Engine(n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 1, poll_s=poll_s)
     engine.refresh()
     threading.Thread(target=engine.watch, daemon=True, name="model-watch").start()
     server = ThreadingHTTPServer((host, port), _handler(engine))
     server.daemon_threads = True
+    return server, engine
+
+
+def serve(*, host: str, port: int, n_ctx: int, n_threads: int | None = None) -> None:
+    server, _ = engine_server_build(host=host, port=port, n_ctx=n_ctx, n_threads=n_threads)
     logger.info("engine listening on http://%s:%d", host, port)
     try:
         server.serve_forever()

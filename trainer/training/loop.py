@@ -196,7 +196,7 @@ def train(
             with autocast:
                 loss = model(input_ids=x, labels=x).loss / settings.grad_accum
             loss.backward()
-            step_loss += float(loss)
+            step_loss += float(loss.detach())
             window_tokens += x.numel()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()

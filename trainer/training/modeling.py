@@ -138,7 +138,7 @@ def adapter_merge(hf_path: str, adapter_dir: Path, out_dir: Path) -> FimFormat:
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     merged = model.merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir, safe_serialization=True)
+    merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     if fmt is None:
         raise TrainingError("The merged model's tokenizer has no FIM tokens; the adapter folder is incomplete.")

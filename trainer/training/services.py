@@ -23,7 +23,7 @@ MAX_ATTEMPTS = 3
 HEARTBEAT_S = 10.0
 
 
-def training_run_start(*, dataset: Dataset, base: BaseModel, settings: LoraSettings, sync: bool | None = None) -> TrainingRun:
+def training_run_start(*, dataset: Dataset, base: BaseModel, settings: LoraSettings) -> TrainingRun:
     if dataset.status != Dataset.Status.READY:
         raise TrainingError(f"Dataset {dataset.pk} is {dataset.status}, not ready.")
     if base.status != BaseModel.Status.READY:
@@ -32,7 +32,7 @@ def training_run_start(*, dataset: Dataset, base: BaseModel, settings: LoraSetti
         run = TrainingRun.objects.create(dataset=dataset, base=base, settings=settings.as_dict())
         run.path = str(paths.run_dir(run.pk))
         run.save(update_fields=["path"])
-        job_enqueue("trainer.training.tasks.training_run_execute", run.pk, sync=sync)
+        job_enqueue("trainer.training.tasks.training_run_execute", run.pk)
     return run
 
 

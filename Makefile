@@ -1,0 +1,44 @@
+# Hearth: `make demo` and `make test` set everything up themselves (virtualenv, dependencies,
+# the pinned GGUF converter, the database).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.hearth-installed
+REPO   ?= $(CURDIR)
+NPROC  := $(shell nproc 2>/dev/null || echo 2)
+# The CPU build of torch; a GPU host sets TORCH_SPEC (see README).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo test test-slow serve bench bench-serving lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	@echo "Installing Hearth and its dependencies (llama-cpp-python compiles from source: ~8 min the first time)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m appliance.converter install
+	$(BIN)/python manage.py migrate --noinput -v0
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py demo --repo "$(REPO)"
+
+test: install
+	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+serve: install
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py serve
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,104 @@
+"""Shared fixtures: an instance dir per session, real git repositories, the micro base model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Hearth Tests", "GIT_AUTHOR_EMAIL": "tests@hearth.invalid",
+    "GIT_COMMITTER_NAME": "Hearth Tests", "GIT_COMMITTER_EMAIL": "tests@hearth.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def git_run(cwd: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def git_repo_make(path: Path, files: dict[str, str | bytes], branch: str = "main") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git_run(path, "init", "-q", "-b", branch)
+    for rel, content in files.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+    git_run(path, "add", "-A")
+    git_run(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+def stdlib_files(names: list[str]) -> dict[str, str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return {f"src/{Path(n).name}": (root / n).read_text() for n in names}
+
+
+CODE_FILES = [
+    "json/decoder.py", "json/encoder.py", "json/scanner.py", "json/__init__.py", "textwrap.py", "shlex.py",
+    "fnmatch.py", "glob.py", "colorsys.py", "bisect.py", "heapq.py", "keyword.py", "queue.py", "sched.py",
+    "stat.py", "string.py", "this.py", "tty.py", "uu.py", "wave.py", "pprint.py", "netrc.py",
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _instance_home(tmp_path_factory):
+    from django.conf import settings
+
+    from django_q.conf import Conf
+
+    home = tmp_path_factory.mktemp("hearth-home")
+    settings.HEARTH_HOME = home
+    Conf.SYNC = True  # unit tests run jobs in-process; integration tests start a real qcluster
+    yield home
+
+
+@pytest.fixture
+def code_repo(tmp_path) -> Path:
+    """A small but real Python repository (standard library modules) plus a binary and a README."""
+    files: dict[str, str | bytes] = stdlib_files(CODE_FILES)
+    files["README.md"] = "# sample\n\nA sample project.\n"
+    files["assets/logo.png"] = b"\x89PNG\r\n\x1a\n\x00\x00binary"
+    return git_repo_make(tmp_path / "sample", files)
+
+
+@pytest.fixture(scope="session")
+def micro_dir(tmp_path_factory) -> Path:
+    """The bootstrap micro model's HF folder, built once per session."""
+    from trainer.basemodels.bootstrap import micro_model_build
+
+    out = tmp_path_factory.mktemp("micro") / "hf"
+    micro_model_build(out, seed=0)
+    return out
+
+
+@pytest.fixture
+def micro_base(db, micro_dir):
+    """A ready BaseModel row for the micro model, with its GGUF (converted once per session)."""
+    from trainer.basemodels.services import _fim_keys_write
+    from trainer.export.gguf import gguf_convert
+    from trainer.models import BaseModel
+
+    gguf = micro_dir.parent / "model-f16.gguf"
+    if not gguf.exists():
+        gguf_convert(micro_dir, gguf, outtype="f16", log=lambda m: None)
+        _fim_keys_write(gguf, micro_dir)
+    base = BaseModel.objects.create(
+        slug="hearth-micro-test", display_name="micro", hf_path=str(micro_dir), gguf_path=str(gguf),
+        architecture="LlamaForCausalLM", fim_format="hearth", can_infill=True,
+    )
+    base.transition(BaseModel.Status.READY)
+    return base
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,73 @@
+"""The whole chain on the micro model: git repo → dataset → LoRA steps → GGUF → engine → HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_repository_to_served_completion(code_repo, micro_base, live_server, settings):
+    from inference.auth import token_create
+    from inference.engine.server import engine_server_build
+    from trainer.datasets.services import dataset_build
+    from trainer.mirrors.services import repository_register
+    from trainer.models import ModelVersion, TrainingRun
+    from trainer.training.config import LoraSettings
+    from trainer.training.services import training_run_start
+
+    repo = repository_register(source=str(code_repo))
+    assert repo.default_branch == "main" and len(repo.head_sha) == 40
+    dataset = dataset_build(repositories=[repo])
+    assert dataset.status == "ready" and dataset.heldout_files >= 1
+    assert dataset.report["skipped"].get("binary", 0) + dataset.report["skipped"].get("language-unknown", 0) >= 1
+
+    settings_ = LoraSettings(max_steps=4, seq_len=128, grad_accum=1, eval_sequences=4, warmup_steps=1)
+    run = training_run_start(dataset=dataset, base=micro_base, settings=settings_)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.status_reason
+    assert run.progress.count() >= 1 and run.method in {"lora-bf16", "lora-fp32"}
+    version = ModelVersion.objects.get(run=run)
+    assert version.status in {"candidate", "promoted"}, version.status_reason
+    report = version.reports.get()
+    assert report.mode == "fim"  # both the micro base and the candidate can infill
+    assert set(report.metrics["models"]) == {"base", "candidate"}
+    assert version.manifest["gguf"]["model-q8_0.gguf"] == version.gguf_sha256
+
+    # Serve whatever the gate decided (promoted version, or the base), over real HTTP.
+    settings.HEARTH_ENGINE_PORT = _free_port()
+    server, engine = engine_server_build(host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512, n_threads=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _, raw = token_create(username="dev")
+        url = f"{live_server.url}/v1/completions"
+        body = {"prompt": "def parse(text):\n    ", "suffix": "\n    return result\n", "max_tokens": 8}
+        ok = requests.post(url, json=body, headers={"Authorization": f"Bearer {raw}"}, timeout=60)
+        assert ok.status_code == 200, ok.text
+        payload = ok.json()
+        assert payload["object"] == "text_completion" and isinstance(payload["choices"][0]["text"], str)
+        assert payload["usage"]["completion_tokens"] >= 0
+
+        bad = requests.post(url, json=body, headers={"Authorization": "Bearer hth_nope"}, timeout=10)
+        assert bad.status_code == 401 and bad.json()["error"]["message"] == "Invalid token."
+        missing = requests.post(url, json=body, timeout=10)
+        assert missing.status_code == 401
+        malformed = requests.post(url, data=b"{not json", headers={"Authorization": f"Bearer {raw}"}, timeout=10)
+        assert malformed.status_code == 400 and "JSON" in malformed.json()["error"]["message"]
+        wrong_type = requests.post(url, json={"prompt": "x", "max_tokens": "many"},
+                                   headers={"Authorization": f"Bearer {raw}"}, timeout=10)
+        assert wrong_type.status_code == 400 and wrong_type.json()["error"]["param"] == "max_tokens"
+    finally:
+        server.shutdown()
+        time.sleep(0.1)
