@@ -60,10 +60,18 @@ class BuildResult:
         return data
 
 
-def is_heldout(repo: str, path: str, percent: int) -> bool:
-    """Deterministic split by path: the same file is always on the same side."""
+def _split_score(repo: str, path: str) -> int:
     digest = hashlib.sha256(f"{repo}:{path}".encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < percent
+    return int.from_bytes(digest[:4], "big")
+
+
+def heldout_paths(repo: str, paths: list[str], percent: int) -> set[str]:
+    """Deterministic split by path: the same file is always on the same side. A small repository
+    still holds out one file (the lowest score), so it can be evaluated."""
+    chosen = {p for p in paths if _split_score(repo, p) % 100 < percent}
+    if not chosen and len(paths) >= 2:
+        chosen = {min(paths, key=lambda p: _split_score(repo, p))}
+    return chosen
 
 
 def _skip_reason(entry: TreeEntry, options: DatasetOptions) -> str | None:
@@ -120,6 +128,8 @@ def dataset_build_files(
                 else:
                     by_oid.setdefault(entry.oid, []).append(entry)
             total = sum(len(v) for v in by_oid.values())
+            heldout_set = heldout_paths(source.name, [e.path for v in by_oid.values() for e in v],
+                                        options.heldout_percent)
             done = 0
             for oid, data in blobs_read(source.mirror, list(by_oid)):
                 for entry in by_oid[oid]:
@@ -133,7 +143,7 @@ def dataset_build_files(
                     record = {"repo": source.name, "path": entry.path, "language": language,
                               "text": data.decode("utf-8")}
                     line = json.dumps(record, ensure_ascii=False) + "\n"
-                    if is_heldout(source.name, entry.path, options.heldout_percent):
+                    if entry.path in heldout_set:
                         heldout.write(line)
                         result.heldout_files += 1
                         result.heldout_bytes += len(data)
