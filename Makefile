@@ -42,3 +42,15 @@ lint: install
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
+
+bench-training: install
+	$(BIN)/python benchmarks/bench_training.py
+
+bench-export: install
+	$(BIN)/python benchmarks/bench_export.py
+
+bench-dataset: install
+	$(BIN)/python benchmarks/bench_dataset.py
+
+bench-serving: install
+	$(BIN)/python benchmarks/bench_serving.py $(BENCH_ARGS)

@@ -32,7 +32,8 @@ MANIFEST = "converter.json"
 # What convert_hf_to_gguf.py needs beside itself: its model classes (`conversion/`), the gguf-py
 # it was written against (newer than the PyPI gguf of the same version number), and the chat
 # templates a few architectures read from `models/templates/`.
-_FILES = (SCRIPT, "LICENSE")
+LORA_SCRIPT = "convert_lora_to_gguf.py"
+_FILES = (SCRIPT, LORA_SCRIPT, "LICENSE")
 _DIRS = ("conversion/", "gguf-py/gguf/", "models/templates/")
 _GGUF_PY_FILES = ("gguf-py/LICENSE", "gguf-py/pyproject.toml")
 _VENDOR = "vendor/llama.cpp/"
@@ -70,6 +71,7 @@ def _installed_at(target: Path, version: str) -> bool:
     return (
         meta.get("version") == version
         and script.is_file()
+        and all((target / name).is_file() for name in _FILES)
         and (target / "gguf-py" / "gguf" / "__init__.py").is_file()
         and meta.get("script_sha256") == sha256_of(script)
     )

@@ -60,3 +60,10 @@ def engine_state_file() -> Path:
 
 def logs_dir() -> Path:
     return _dir("logs")
+
+
+def private_tmp_dir() -> Path:
+    """Short-lived files that must not be world-readable (an SSH key handed to one git call)."""
+    path = _dir("tmp")
+    path.chmod(0o700)
+    return path

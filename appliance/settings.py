@@ -43,6 +43,19 @@ HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))
 HEARTH_BASE_MODEL = _env("BASE_MODEL", "smollm2-135m-instruct")
 HEARTH_WEB_PORT = int(_env("WEB_PORT", "8000"))
 
+# Mirrors: how often the scheduled sync fetches every repository (0 switches the schedule off),
+# and the key that encrypts intranet credentials at rest (default: derived from SECRET_KEY).
+HEARTH_MIRROR_SYNC_MINUTES = int(_env("MIRROR_SYNC_MINUTES", "60"))
+HEARTH_CREDENTIAL_KEY = _env("CREDENTIAL_KEY", "")
+# Datasets: exclusion globs (gitignore syntax, comma-separated) applied to every repository.
+HEARTH_DATASET_EXCLUDE = [g.strip() for g in _env("DATASET_EXCLUDE", "").split(",") if g.strip()]
+# Training crash safety: a running job refreshes its heartbeat; the watchdog requeues (resume from
+# the last checkpoint) a run whose heartbeat is older than the stale limit, up to max attempts.
+HEARTH_TRAINING_HEARTBEAT_S = float(_env("TRAINING_HEARTBEAT_S", "10"))
+HEARTH_TRAINING_STALE_S = float(_env("TRAINING_STALE_S", "90"))
+HEARTH_TRAINING_MAX_ATTEMPTS = int(_env("TRAINING_MAX_ATTEMPTS", "3"))
+HEARTH_RETRAIN_MIN_INTERVAL_H = float(_env("RETRAIN_MIN_INTERVAL_H", "168"))
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -136,6 +149,24 @@ Q_CLUSTER = {
     "label": "Jobs",
 }
 
+# Notifications: in-app always; email to HEARTH_NOTIFY_EMAILS through the intranet SMTP server when
+# HEARTH_SMTP_HOST is set, else to the console (or HEARTH_EMAIL_FILE_PATH with the file backend).
+HEARTH_NOTIFY_EMAILS = [a for a in _env("NOTIFY_EMAILS", "").split(",") if a]
+DEFAULT_FROM_EMAIL = _env("FROM_EMAIL", "hearth@localhost")
+if _env("SMTP_HOST", ""):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _env("SMTP_HOST", "")
+    EMAIL_PORT = int(_env("SMTP_PORT", "25"))
+    EMAIL_HOST_USER = _env("SMTP_USER", "")
+    EMAIL_HOST_PASSWORD = _env("SMTP_PASSWORD", "")
+    EMAIL_USE_TLS = _env_bool("SMTP_TLS", False)
+elif _env("EMAIL_FILE_PATH", ""):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = _env("EMAIL_FILE_PATH", "")
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+HEARTH_AUTO_RETRAIN = _env_bool("AUTO_RETRAIN", False)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -147,3 +178,15 @@ LOGGING = {
         "inference": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
     },
 }
+
+# Serving (stage 6): parallel engine slots, per-token rate limit, how long the web tier caches
+# the admin's serving policy, and how often the engine polls for a promoted model.
+HEARTH_ENGINE_SLOTS = int(_env("ENGINE_SLOTS", "2"))
+HEARTH_ENGINE_POLL_S = float(_env("ENGINE_POLL_S", "2"))
+HEARTH_RATE_LIMIT = int(_env("RATE_LIMIT", "600"))
+HEARTH_POLICY_CACHE_S = float(_env("POLICY_CACHE_S", "5"))
+# Usage counts and telemetry rows are committed in batches by a background thread (one fsync for
+# many requests); off = written inline (unit tests).
+HEARTH_DEFERRED_WRITES = _env_bool("DEFERRED_WRITES", True)
+# RAM for users' prompt caches parked while their slot serves someone else (0 = off).
+HEARTH_ENGINE_KV_CACHE_MB = int(_env("ENGINE_KV_CACHE_MB", "512"))

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
+import time
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from appliance.errors import HearthError
 from inference.models import ApiToken
+from inference.writer import deferred
 
 TOKEN_PREFIX = "hth_"
 LOOKUP_CHARS = 12
 
 
 class AuthError(HearthError):
-    def __init__(self, message: str, status: int = 401):
+    def __init__(self, message: str, status: int = 401, *, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 def token_create(*, username: str, name: str = "", expires_at: datetime | None = None) -> tuple[ApiToken, str]:
@@ -44,10 +50,46 @@ def token_authenticate(header: str | None) -> ApiToken:
                 raise AuthError("This token has expired.", status=401)
             if not token.user.is_active:
                 raise AuthError("This token's user is disabled.", status=403)
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+            _rate_count(token)
             return token
     raise AuthError("Invalid token.")
 
 
 def token_revoke(*, token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+_pending_lock = threading.Lock()
+_pending: dict[tuple[int, int], int] = {}  # (token pk, minute) → requests not yet written
+
+
+def _rate_count(token: ApiToken) -> None:
+    """Count this request in the token's one-minute window; 429 past its limit.
+
+    The count is the row as loaded plus this process's requests not yet written; the write
+    (count + last_used_at) is deferred off the request path. Concurrent processes may each
+    undercount by the requests of the last few tens of milliseconds.
+    """
+    window = int(time.time() // 60)
+    key = (token.pk, window)
+    with _pending_lock:
+        _pending[key] = _pending.get(key, 0) + 1
+        local = _pending[key]
+    count = (token.rate_count if token.rate_window == window else 0) + local
+
+    def write() -> None:
+        with _pending_lock:
+            k = _pending.pop(key, 0)
+        if k:
+            ApiToken.objects.filter(pk=token.pk).update(
+                last_used_at=timezone.now(),
+                rate_count=Case(When(rate_window=window, then=F("rate_count") + k), default=Value(k)),
+                rate_window=window,
+            )
+
+    deferred(write)
+    limit = token.rate_limit_per_minute if token.rate_limit_per_minute is not None else settings.HEARTH_RATE_LIMIT
+    if limit and count > limit:
+        retry = 60 - int(time.time()) % 60
+        raise AuthError(f"Rate limit of {limit} requests per minute exceeded for this token; retry in {retry} s.",
+                        status=429, retry_after=retry)

@@ -57,8 +57,17 @@ def _instance_home(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("hearth-home")
     settings.HEARTH_HOME = home
+    settings.HEARTH_RETRAIN_MIN_INTERVAL_H = 0  # tests train the same base many times
     Conf.SYNC = True  # unit tests run jobs in-process; integration tests start a real qcluster
     yield home
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """A file-backed test database, so servers started by a test (qcluster, engine) share it."""
+    from django.conf import settings
+
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
 @pytest.fixture

@@ -68,6 +68,38 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
         wrong_type = requests.post(url, json={"prompt": "x", "max_tokens": "many"},
                                    headers={"Authorization": f"Bearer {raw}"}, timeout=10)
         assert wrong_type.status_code == 400 and wrong_type.json()["error"]["param"] == "max_tokens"
+        _other_dialects(live_server.url, raw)
     finally:
         server.shutdown()
         time.sleep(0.1)
+
+
+def _other_dialects(base: str, raw: str) -> None:
+    """The official openai client (FIM + streaming), llama.cpp's /infill and /completion, Tabby."""
+    from openai import OpenAI
+
+    auth = {"Authorization": f"Bearer {raw}"}
+    client = OpenAI(base_url=f"{base}/v1", api_key=raw, max_retries=0, timeout=60)
+    model = client.models.list().data[0].id
+    done = client.completions.create(model=model, prompt="def add(a, b):\n", suffix="\n", max_tokens=6)
+    assert done.choices[0].finish_reason in {"stop", "length"}
+    chunks = list(client.completions.create(model=model, prompt="import os\n", max_tokens=6, stream=True))
+    assert chunks and chunks[-1].choices[0].finish_reason in {"stop", "length"}
+
+    infill = requests.post(f"{base}/infill", headers=auth, timeout=60, json={
+        "input_prefix": "def f(x):\n", "prompt": "    ", "input_suffix": "\n", "n_predict": 8,
+        "input_extra": [{"filename": "util.py", "text": "def g():\n    pass\n"}], "cache_prompt": True,
+    })
+    assert infill.status_code == 200, infill.text
+    assert {"content", "stop", "stop_type", "timings", "tokens_predicted"} <= set(infill.json())
+    completion = requests.post(f"{base}/completion", headers=auth, json={"prompt": "x = ", "n_predict": 4}, timeout=60)
+    assert completion.status_code == 200 and "content" in completion.json()
+
+    tabby = requests.post(f"{base}/v1/completions", headers=auth, timeout=60, json={
+        "language": "python", "segments": {"prefix": "def f():\n    ", "suffix": "\n", "filepath": "a.py"},
+    })
+    assert tabby.status_code == 200 and tabby.json()["choices"][0]["index"] == 0
+    event = requests.post(f"{base}/v1/events", headers=auth, json={"type": "view", "completion_id": "c"}, timeout=10)
+    assert event.status_code == 200
+    health = requests.get(f"{base}/v1/health", headers=auth, timeout=10)
+    assert health.status_code == 200 and health.json()["model"]

@@ -10,3 +10,9 @@ def model_version_build(version_pk: int) -> str:
 
     version = ModelVersion.objects.select_related("run__base", "run__dataset", "base").get(pk=version_pk)
     return pipeline.model_version_build(version).status
+
+
+def retrain_if_changed() -> str:
+    from trainer import pipeline
+
+    return pipeline.retrain_if_changed()

@@ -1,9 +1,21 @@
 """The admin pages: every pipeline row visible in a browser, read-mostly, with the stage logs."""
 
+from django import forms
 from django.contrib import admin
+from django.utils.html import format_html, format_html_join
 
+from appliance.models import Notification
 from inference.models import ApiToken
-from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion, ProgressPoint, Repository, TrainingRun
+from trainer.models import (
+    BaseModel,
+    Dataset,
+    EvaluationReport,
+    ModelVersion,
+    ProgressPoint,
+    Repository,
+    TrainingRun,
+)
+from trainer.models.datasets import DatasetFile
 
 admin.site.site_header = "Hearth"
 admin.site.site_title = "Hearth admin"
@@ -14,11 +26,83 @@ class ReadOnlyLogMixin:
     readonly_fields = ("status", "status_reason", "log", "created_at", "updated_at")
 
 
+class RepositoryForm(forms.ModelForm):
+    """The credential is write-only: typed in, stored encrypted, never shown again."""
+
+    new_credential = forms.CharField(
+        label="Password, token or SSH key", required=False, strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="For an intranet URL. Stored encrypted; leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = Repository
+        fields = ("name", "source", "branch", "username", "exclude_globs")
+
+    def clean_source(self):
+        from appliance.errors import MirrorError
+        from trainer.mirrors.services import repository_source_parse
+
+        source = self.cleaned_data["source"]
+        if self.instance.pk:
+            return source
+        try:
+            repository_source_parse(source)
+        except MirrorError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return source
+
+
 @admin.register(Repository)
 class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
-    list_display = ("name", "status", "default_branch", "head_sha", "last_synced_at")
+    form = RepositoryForm
+    list_display = ("name", "status", "default_branch", "head_sha", "last_synced_at", "has_credential")
+    list_filter = ("status",)
     search_fields = ("name", "source")
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("mirror_path", "head_sha", "last_synced_at")
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("mirror_path", "default_branch", "head_sha",
+                                                          "last_synced_at")
+    actions = ("sync_now", "build_dataset")
+
+    @admin.display(boolean=True, description="credential")
+    def has_credential(self, obj):
+        return bool(obj.credential)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields + (("source", "name") if obj else ())
+
+    def save_model(self, request, obj, form, change):
+        from appliance.jobs import job_enqueue
+        from trainer.mirrors.services import repository_create, repository_credential_set
+
+        secret = form.cleaned_data.get("new_credential") or ""
+        if change:
+            super().save_model(request, obj, form, change)
+            if secret:
+                repository_credential_set(repo=obj, credential=secret)
+            return
+        created = repository_create(
+            source=obj.source, name=obj.name, branch=obj.branch, username=obj.username, credential=secret,
+            exclude_globs=obj.exclude_globs,
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
+        job_enqueue("trainer.mirrors.tasks.repository_sync_task", obj.pk)
+        self.message_user(request, f"{obj.name} registered; its first sync runs in the background.")
+
+    @admin.action(description="Sync the selected repositories now")
+    def sync_now(self, request, queryset):
+        from appliance.jobs import job_enqueue
+
+        for repo in queryset:
+            job_enqueue("trainer.mirrors.tasks.repository_sync_task", repo.pk)
+        self.message_user(request, f"Sync queued for {queryset.count()} repositories.")
+
+    @admin.action(description="Build a dataset from the selected repositories")
+    def build_dataset(self, request, queryset):
+        from appliance.jobs import job_enqueue
+
+        job_enqueue("trainer.datasets.tasks.dataset_build_task", sorted(queryset.values_list("pk", flat=True)))
+        self.message_user(request, "Dataset build queued; it appears under Datasets with its report.")
 
 
 @admin.register(BaseModel)
@@ -27,10 +111,106 @@ class BaseModelAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     readonly_fields = ReadOnlyLogMixin.readonly_fields + ("manifest",)
 
 
+def _table(headers: tuple[str, ...], rows) -> str:
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+    body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),)
+                                                 for row in rows))
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
+
+
 @admin.register(Dataset)
 class DatasetAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
-    list_display = ("id", "status", "train_files", "heldout_files", "train_bytes", "created_at")
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("commits", "manifest", "report", "path")
+    list_display = ("id", "status", "train_files", "heldout_files", "train_bytes", "tokens", "duplicate_ratio",
+                    "secrets", "created_at")
+    list_filter = ("status", "repositories")
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("commits", "options", "manifest", "report", "path",
+                                                          "report_view", "files_link")
+    fieldsets = (
+        (None, {"fields": ("status", "status_reason", "path", "commits", "files_link")}),
+        ("Report", {"fields": ("report_view",)}),
+        ("Details", {"classes": ("collapse",), "fields": ("options", "manifest", "log", "report",
+                                                         "created_at", "updated_at")}),
+    )
+
+    @admin.display(description="tokens (est.)")
+    def tokens(self, obj):
+        return f"{obj.report.get('tokens', {}).get('total', 0):,}"
+
+    @admin.display(description="duplicates")
+    def duplicate_ratio(self, obj):
+        return f"{obj.report.get('duplicates', {}).get('ratio', 0):.1%}"
+
+    @admin.display(description="secrets scrubbed")
+    def secrets(self, obj):
+        return obj.report.get("secrets", {}).get("total", 0)
+
+    @admin.display(description="files")
+    def files_link(self, obj):
+        from django.urls import reverse
+
+        url = reverse("admin:trainer_datasetfile_changelist")
+        dropped = obj.files.filter(split="dropped").count()
+        return format_html(
+            '<a href="{}?dataset__id__exact={}">All {} files</a> · '
+            '<a href="{}?dataset__id__exact={}&split__exact=dropped">the {} left out, with reasons</a> · '
+            '<a href="{}?dataset__id__exact={}&split__exact=heldout">held out</a>',
+            url, obj.pk, obj.files.count(), url, obj.pk, dropped, url, obj.pk,
+        )
+
+    @admin.display(description="report")
+    def report_view(self, obj):
+        r = obj.report
+        if not r or "tokens" not in r:
+            return "No report yet."
+        d, s, t = r["duplicates"], r["secrets"], r["tokens"]
+        summary = _table(("", "files", "bytes"), [
+            ("read", f"{r['seen_files']:,}", f"{r['seen_bytes']:,}"),
+            ("kept", f"{r['kept_files']:,}", f"{r['kept_bytes']:,}"),
+            ("training", f"{r['train_files']:,}", f"{r['train_bytes']:,}"),
+            ("held out", f"{r['heldout_files']:,}", f"{r['heldout_bytes']:,}"),
+        ])
+        reasons = _table(("left out because", "files", "bytes"), [
+            (k, f"{v:,}", f"{r['skipped_bytes'].get(k, 0):,}") for k, v in r["skipped"].items()
+        ])
+        languages = _table(("language", "files", "bytes", "tokens"), [
+            (k, f"{v['files']:,}", f"{v['bytes']:,}", f"{v['tokens']:,}")
+            for k, v in sorted(r["by_language"].items(), key=lambda kv: -kv[1]["files"])
+        ])
+        repos = _table(("repository", "commit", "files read", "kept", "bytes kept", "tokens"), [
+            (k, r["commits"].get(k, "")[:12], f"{v.get('seen_files', 0):,}", f"{v.get('kept_files', 0):,}",
+             f"{v.get('kept_bytes', 0):,}", f"{v.get('tokens', 0):,}") for k, v in r["by_repo"].items()
+        ])
+        kinds = _table(("secret kind", "hits"), [(k, v) for k, v in s["by_kind"].items()] or [("none", 0)])
+        hits = _table(("repository", "file", "line", "kind"),
+                      [(h["repo"], h["path"], h["line"], h["kind"]) for h in s["hits"][:200]])
+        heldout = format_html_join("", "<li>{}: {}</li>", ((h["repo"], h["path"]) for h in r["heldout"][:500]))
+        return format_html(
+            "{}<p>Tokens: {} training, {} held out ({}).</p>"
+            "<p>Duplicates: {} exact and {} near (MinHash, threshold {}, {}) of {} files checked: {}.</p>"
+            "<h3>Left out</h3>{}<h3>Languages kept</h3>{}<h3>Repositories</h3>{}"
+            "<h3>Secrets and personal data scrubbed: {} in {} files</h3>{}"
+            "<details><summary>Where (file, line, kind; values are never stored)</summary>{}</details>"
+            "<details><summary>{} held-out files</summary><ul>{}</ul></details>",
+            summary, f"{t['train']:,}", f"{t['heldout']:,}", t["method"],
+            d["exact"], d["near"], d["near_threshold"], d["near_mode"], d["checked_files"], f"{d['ratio']:.1%}",
+            reasons, languages, repos, s["total"], s["files"], kinds, hits, r["heldout_files"], heldout,
+        )
+
+
+@admin.register(DatasetFile)
+class DatasetFileAdmin(admin.ModelAdmin):
+    """Every file a dataset read, kept or left out: search by path, filter by reason."""
+
+    list_display = ("path", "repo", "split", "reason", "detail", "language", "size", "secrets", "dataset")
+    list_filter = ("split", "reason", "language", "repo", "dataset")
+    search_fields = ("path", "detail")
+    list_per_page = 200
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class ProgressInline(admin.TabularInline):
@@ -79,6 +259,30 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     list_filter = ("status",)
     readonly_fields = ReadOnlyLogMixin.readonly_fields + ("gguf_path", "gguf_sha256", "manifest", "promoted_at")
     inlines = [ReportInline]
+    actions = ["promote", "retire", "delete_versions"]
+
+    def _each(self, request, queryset, action: str) -> None:
+        from appliance.errors import HearthError
+        from trainer import versions
+
+        for version in queryset:
+            try:
+                getattr(versions, f"model_version_{action}")(version=version)
+                self.message_user(request, f"Version {version.pk}: {action} done.")
+            except HearthError as exc:
+                self.message_user(request, f"Version {version.pk}: {exc}", level="error")
+
+    @admin.action(description="Promote (serve) / roll back to the selected version")
+    def promote(self, request, queryset):
+        self._each(request, queryset.order_by("pk")[:1], "promote")
+
+    @admin.action(description="Retire the selected versions (the base model is served)")
+    def retire(self, request, queryset):
+        self._each(request, queryset, "retire")
+
+    @admin.action(description="Delete the selected versions and their files")
+    def delete_versions(self, request, queryset):
+        self._each(request, queryset, "delete")
 
 
 @admin.register(EvaluationReport)
@@ -87,8 +291,111 @@ class EvaluationReportAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at", "mode", "metrics", "decision")
 
 
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "level", "title", "read", "emailed")
+    list_filter = ("level", "read")
+    readonly_fields = ("created_at", "level", "title", "body", "emailed")
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at")
     readonly_fields = ("prefix", "digest", "created_at", "last_used_at")
     search_fields = ("user__username", "name", "prefix")
+
+
+# ---------------------------------------------------------------- serving (stage 6) and telemetry (stage 7)
+
+from inference.models import (  # serving's rows, registered after the pipeline's
+    BlockedCode,
+    CodeSnapshot,
+    CompletionEvent,
+    CompletionRecord,
+    FilterCount,
+    FlowLog,
+    ServingPolicy,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the API only: the admin reads them (and may delete them)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ServingPolicy)
+class ServingPolicyAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "telemetry_enabled", "telemetry_content", "flow_logs_enabled", "retention_days",
+                    "updated_at")
+
+    def has_add_permission(self, request):
+        return not ServingPolicy.objects.exists()
+
+    def save_model(self, request, obj, form, change):
+        from inference.policy import serving_rules_clear
+
+        super().save_model(request, obj, form, change)
+        serving_rules_clear()
+
+
+@admin.register(BlockedCode)
+class BlockedCodeAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at", "size")
+    search_fields = ("name",)
+
+    @admin.display(description="characters")
+    def size(self, obj):
+        return len(obj.text)
+
+
+@admin.register(CompletionRecord)
+class CompletionRecordAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user", "dialect", "model", "language", "latency_ms", "outcome", "filters")
+    list_filter = ("dialect", "model", "language", "outcome")
+    search_fields = ("completion_id",)
+
+    def changelist_view(self, request, extra_context=None):
+        """Usage figures for the last 7 days, shown above the list."""
+        from inference.selectors import usage_summary
+
+        summary = usage_summary()
+        overall = summary["overall"]
+        self.message_user(
+            request,
+            f"Last 7 days: {overall['requests']} completions, acceptance rate {overall['acceptance_rate']}, "
+            f"latency p50 {overall['latency_ms_p50']} ms / p90 {overall['latency_ms_p90']} ms "
+            f"/ p99 {overall['latency_ms_p99']} ms; filters acted: {summary['filters'] or 'none'}. "
+            "Per language and model: manage.py usage_report.",
+        )
+        for name, figures in list(summary["by_model"].items())[:5]:
+            self.message_user(request, f"Model {name}: {figures['requests']} completions, acceptance "
+                                       f"{figures['acceptance_rate']}, p50 {figures['latency_ms_p50']} ms")
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(CompletionEvent)
+class CompletionEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user", "kind", "completion_id", "choice_index")
+    list_filter = ("kind",)
+
+
+@admin.register(CodeSnapshot)
+class CodeSnapshotAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user", "completion_id", "filepath", "language", "elapsed_s")
+
+
+@admin.register(FilterCount)
+class FilterCountAdmin(ReadOnlyAdmin):
+    list_display = ("day", "name", "count")
+    list_filter = ("name",)
+
+
+@admin.register(FlowLog)
+class FlowLogAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user", "path", "status_code", "latency_ms")
+    list_filter = ("status_code", "path")

@@ -24,6 +24,7 @@ class CompletionResult:
     completion_tokens: int
     cached_tokens: int
     timings: dict = field(default_factory=dict)
+    stop_word: str = ""
 
 
 class Completer:
@@ -49,6 +50,16 @@ class Completer:
     def _tok(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
 
+    def _heal_mask(self, remaining: bytes) -> np.ndarray:
+        """Tokens allowed while `remaining` of the healed text is still to be generated (cached)."""
+        cache = self.__dict__.setdefault("_heal_masks", {})
+        if remaining not in cache:
+            cache[remaining] = np.array(
+                [bool(p) and (p.startswith(remaining) or remaining.startswith(p)) for p in self._vocab_pieces()],
+                dtype=bool,
+            )
+        return cache[remaining]
+
     def _vocab_pieces(self) -> list[bytes]:
         if self._pieces is None:
             n = self.llm.n_vocab()
@@ -56,7 +67,8 @@ class Completer:
         return self._pieces
 
     def prompt_build(
-        self, prefix: str, suffix: str | None, *, prefix_budget: int, suffix_budget: int = 256
+        self, prefix: str, suffix: str | None, *, prefix_budget: int, suffix_budget: int = 256,
+        context: list[tuple[str, str]] | None = None, filepath: str = "", trim_lines: bool = False,
     ) -> tuple[list[int], bytes]:
         """Token ids of the prompt and the bytes the first generated token must start with.
 
@@ -64,12 +76,20 @@ class Completer:
         it ("token healing"): tokenizers merge a newline with the next line's indentation, so a
         prompt ending on a bare newline ends on a token the model rarely saw there.
         The prefix is cut from the front in half-budget steps, so successive requests on the same
-        file keep the same cut and reuse the KV cache.
+        file keep the same cut and reuse the KV cache; with `trim_lines` both cuts then move to a
+        line boundary. `context` (other files: path, text) goes where the model expects it: after
+        file-separator tokens for repository-level FIM formats, else as text before the prefix.
         """
-        prefix_ids = _cut_front(self._tok(prefix), prefix_budget)
+        context_ids: list[int] = []
+        if context:
+            context_budget = prefix_budget // 3
+            context_ids = self._context_ids(context, filepath, context_budget)
+            prefix_budget -= len(context_ids)
+        prefix_ids = self._prefix_ids(prefix, prefix_budget, trim_lines)
         if suffix is not None and self.fim is not None:
-            suffix_ids = self._tok(suffix)[:suffix_budget]
-            ids = [self.fim_ids["prefix"], *prefix_ids, self.fim_ids["suffix"], *suffix_ids, self.fim_ids["middle"]]
+            suffix_ids = self._suffix_ids(suffix, suffix_budget, trim_lines)
+            ids = [*context_ids, self.fim_ids["prefix"], *prefix_ids, self.fim_ids["suffix"], *suffix_ids,
+                   self.fim_ids["middle"]]
             return ids, b""
         heal = b""
         if prefix_ids:
@@ -78,7 +98,49 @@ class Completer:
                 heal = last
                 prefix_ids = prefix_ids[:-1]
         bos = [self.llm.token_bos()] if self._wants_bos() else []
-        return bos + prefix_ids, heal
+        ids = bos + context_ids + prefix_ids
+        if not ids:  # an empty prompt: start from the beginning-of-text token (llama.cpp needs one)
+            bos_id = self.llm.token_bos()
+            ids = [bos_id if bos_id >= 0 else self.llm.token_eos()]
+        return ids, heal
+
+    def _prefix_ids(self, prefix: str, budget: int, trim_lines: bool) -> list[int]:
+        ids = self._tok(prefix)
+        cut = _cut_front(ids, budget)
+        if not trim_lines or len(cut) == len(ids):
+            return cut
+        dropped = len(self.llm.detokenize(ids[: len(ids) - len(cut)], special=False).decode("utf-8", "ignore"))
+        newline = prefix.find("\n", dropped)
+        if newline < 0:
+            return cut
+        return self._tok(prefix[newline + 1 :])[-budget:] if budget > 0 else []
+
+    def _suffix_ids(self, suffix: str, budget: int, trim_lines: bool) -> list[int]:
+        ids = self._tok(suffix)
+        if len(ids) <= budget:
+            return ids
+        if not trim_lines:
+            return ids[:budget]
+        kept = self.llm.detokenize(ids[:budget], special=False).decode("utf-8", "ignore")
+        return self._tok(kept[: kept.rfind("\n") + 1]) if "\n" in kept else ids[:budget]
+
+    def _context_ids(self, context: list[tuple[str, str]], filepath: str, budget: int) -> list[int]:
+        sep = self._special(self.fim.file_sep) if self.fim is not None and self.fim.file_sep else None
+        ids: list[int] = []
+        for path, text in context:
+            piece = self._tok(f"{path}\n{text.rstrip()}\n") if sep is not None else self._tok(
+                (f"# {path}\n" if path else "") + text.rstrip() + "\n\n")
+            piece = ([sep] if sep is not None else []) + piece
+            if len(ids) + len(piece) > budget:
+                break
+            ids += piece
+        if ids and sep is not None:
+            ids += [sep, *self._tok(f"{filepath}\n" if filepath else "\n")]
+        return ids
+
+    def _special(self, text: str) -> int | None:
+        ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
+        return ids[0] if len(ids) == 1 else None
 
     def _wants_bos(self) -> bool:
         return bool(self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true")
@@ -93,31 +155,45 @@ class Completer:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         single_line: bool = False,
+        max_lines: int = 0,
         max_prompt_tokens: int | None = None,
         max_suffix_tokens: int = 256,
         deadline_s: float | None = None,
         on_token=None,
+        cancel=None,
+        context: list[tuple[str, str]] | None = None,
+        filepath: str = "",
+        trim_lines: bool = False,
     ) -> CompletionResult:
+        """Complete `prefix` (filling up to `suffix` when given and the model can infill).
+
+        `cancel` (a threading.Event) is checked between tokens: a set event ends generation with
+        finish_reason "cancelled". `max_tokens=0` only evaluates the prompt (a cache warm-up).
+        """
         stop = [s for s in (stop or []) if s]
         budget = min(max_prompt_tokens or self.llm.n_ctx(), self.llm.n_ctx() - max_tokens - 8)
+        if cancel is not None and cancel.is_set():
+            return CompletionResult("", "cancelled", 0, 0, 0)
         if suffix is not None and self.fim is not None:
             max_suffix_tokens = min(max_suffix_tokens, budget // 4)
             budget -= max_suffix_tokens + 3
-        ids, heal = self.prompt_build(prefix, suffix, prefix_budget=budget, suffix_budget=max_suffix_tokens)
+        ids, heal = self.prompt_build(prefix, suffix, prefix_budget=budget, suffix_budget=max_suffix_tokens,
+                                      context=context, filepath=filepath, trim_lines=trim_lines)
         started = time.monotonic()
         cached = _common_prefix(self.llm._input_ids.tolist() if self.llm.n_tokens else [], ids)
-        allowed = None
-        if heal:
-            pieces = self._vocab_pieces()
-            allowed = np.array([p.startswith(heal) for p in pieces], dtype=bool)
+        # Token healing across tokens: until the removed text is regenerated, a token must either
+        # be a prefix of what remains of it or extend past it.
+        remaining = heal
 
-        first = True
-
-        def heal_processor(_input_ids, scores):
-            nonlocal first
-            if first and allowed is not None:
-                scores = np.where(allowed[: scores.shape[0]], scores, -np.inf).astype(np.single)
-            first = False
+        def heal_processor(input_ids, scores):
+            nonlocal remaining
+            generated = len(input_ids) - len(ids)
+            if generated > 0 and remaining:
+                piece = self._vocab_pieces()[int(input_ids[-1])]
+                remaining = b"" if piece.startswith(remaining) else remaining[len(piece):]
+            if remaining:
+                mask = self._heal_mask(remaining)
+                scores = np.where(mask[: scores.shape[0]], scores, -np.inf).astype(np.single)
             return scores
 
         from llama_cpp import LogitsProcessorList
@@ -132,6 +208,11 @@ class Completer:
         ):
             if first_token_at is None:
                 first_token_at = time.monotonic()
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            if n_generated >= max_tokens:
+                break
             if token in self.stop_ids:
                 finish = "stop"
                 break
@@ -140,7 +221,7 @@ class Completer:
             text = bytes(out[len(heal):]).decode("utf-8", errors="ignore")
             if on_token is not None:
                 on_token(text)
-            if single_line and "\n" in text:
+            if (single_line and "\n" in text) or (max_lines > 1 and text.count("\n") >= max_lines):
                 finish = "stop"
                 break
             if any(s in text for s in stop):
@@ -154,9 +235,12 @@ class Completer:
             "utf-8", errors="ignore")
         if single_line:
             text = text.split("\n", 1)[0]
+        elif max_lines > 1:
+            text = "\n".join(text.split("\n")[:max_lines])
+        stop_word = ""
         for s in stop:
             if s in text:
-                text = text[: text.index(s)]
+                text, stop_word = text[: text.index(s)], s
         ended = time.monotonic()
         return CompletionResult(
             text=text,
@@ -164,6 +248,7 @@ class Completer:
             prompt_tokens=len(ids),
             completion_tokens=n_generated,
             cached_tokens=cached,
+            stop_word=stop_word,
             timings={
                 "prompt_n": len(ids) - cached,
                 "prompt_ms": round(((first_token_at or ended) - started) * 1000, 2),

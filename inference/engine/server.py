@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +19,8 @@ from pathlib import Path
 
 from appliance.errors import EngineError, HearthError
 from inference.engine.completion import Completer
+from inference.engine.kvstore import KvStore
+from inference.engine.scheduler import Job, Pool, Scheduler
 from inference.engine.selection import ServedModel, served_model_select
 from trainer.basemodels.fim import fim_format_get
 
@@ -25,104 +29,163 @@ logger = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
 
 
-class Slot:
-    """A loaded model and the lock that serialises requests on it."""
+def pool_load(served: ServedModel, *, slots: int, n_ctx: int, n_threads: int, kv_cache_mb: int = 0) -> Pool:
+    """Load `served` into `slots` llama.cpp contexts (one mmap'd copy of the weights)."""
+    from llama_cpp import Llama
 
-    def __init__(self, served: ServedModel, *, n_ctx: int, n_threads: int):
-        from llama_cpp import Llama
-
-        if not Path(served.gguf_path).is_file():
-            raise EngineError(f"GGUF file {served.gguf_path} does not exist.")
-        started = time.monotonic()
-        try:
+    if not Path(served.gguf_path).is_file():
+        raise EngineError(f"GGUF file {served.gguf_path} does not exist.")
+    started = time.monotonic()
+    completers = []
+    try:
+        for _ in range(slots):
             llm = Llama(model_path=served.gguf_path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
-        except (ValueError, RuntimeError) as exc:
-            raise EngineError(f"llama.cpp could not load {served.gguf_path}: {exc}") from exc
-        self.served = served
-        self.completer = Completer(llm, fim_format_get(served.fim_format))
-        self.lock = threading.Lock()
-        self.load_seconds = time.monotonic() - started
+            completers.append(Completer(llm, fim_format_get(served.fim_format)))
+    except (ValueError, RuntimeError) as exc:
+        raise EngineError(f"llama.cpp could not load {served.gguf_path}: {exc}") from exc
+    kv = KvStore(kv_cache_mb << 20) if kv_cache_mb > 0 else None
+    return Pool(served, completers, time.monotonic() - started, kv=kv)
+
+
+def slot_switch(pool: Pool, slot: int, leaving: str | None, arriving: str) -> None:
+    """A slot changes user: park the leaving user's prompt cache, bring the arriving one's back."""
+    if pool.kv is None:
+        return
+    llm = pool.completers[slot].llm
+    if leaving is not None:
+        pool.kv.save(leaving, llm)
+    pool.kv.restore(arriving, llm)
+
+
+def job_run(completer: Completer, job: Job) -> dict:
+    """Run one job's completions (n of them) on one slot; only the first one streams."""
+    body = job.body
+    choices = []
+    context = [(str(p), str(t)) for p, t in body.get("context") or []]
+    # Half the window at most goes to generation, so a prompt always keeps room.
+    max_tokens = min(int(body.get("max_tokens", 64)), completer.llm.n_ctx() // 2)
+    for i in range(int(body.get("n", 1))):
+        r = completer.complete(
+            body.get("prefix", ""), body.get("suffix"),
+            max_tokens=max_tokens, temperature=float(body.get("temperature", 0.0)),
+            top_p=float(body.get("top_p", 1.0)), stop=body.get("stop") or [],
+            deadline_s=body.get("deadline_s"), on_token=job.on_token if i == 0 else None, cancel=job.cancel,
+            context=context, filepath=body.get("filepath") or "", trim_lines=True,
+        )
+        text = "" if r.finish_reason == "cancelled" else r.text  # stale: the newer request answers
+        choices.append({"index": i, "text": text, "finish_reason": r.finish_reason, "timings": r.timings,
+                        "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                        "cached_tokens": r.cached_tokens, "stop_word": r.stop_word})
+        if r.finish_reason == "cancelled":
+            break
+    cancelled = choices[-1]["finish_reason"] == "cancelled"
+    return {"can_infill": completer.can_infill, "choices": choices, "superseded": cancelled}
 
 
 class Engine:
-    def __init__(self, *, n_ctx: int, n_threads: int, poll_s: float = 2.0):
-        self.n_ctx, self.n_threads, self.poll_s = n_ctx, n_threads, poll_s
-        self.slot: Slot | None = None
+    """The served model in N slots, kept in step with the database by `refresh`."""
+
+    def __init__(self, *, n_ctx: int, n_threads: int, slots: int = 1, poll_s: float = 2.0, kv_cache_mb: int = 512):
+        self.n_ctx, self.n_threads, self.slots, self.poll_s = n_ctx, n_threads, max(1, slots), poll_s
+        self.kv_cache_mb = kv_cache_mb
+        self.scheduler = Scheduler(slots=self.slots, run=job_run, switch=slot_switch)
         self.swap_lock = threading.Lock()
         self.last_error = ""
         self.failed_version: int | None = None
-        self.requests = 0
+        self.swaps = 0
+        self.stopping = threading.Event()
+
+    @property
+    def pool(self) -> Pool | None:
+        return self.scheduler.pool
 
     def refresh(self) -> None:
-        """Load whatever the database says should be served, if it is not loaded already."""
+        """Load whatever the database says should be served, if it is not loaded already.
+
+        The new model loads beside the old one, which keeps answering; the switch is atomic and
+        the old model is closed only after its running requests finish. A model that fails to
+        load is remembered and skipped, so the next poll falls back to the base model.
+        """
         from django.db import close_old_connections
 
         close_old_connections()
-        wanted = served_model_select(exclude_version=self.failed_version)
+        wanted = served_model_select()
+        if wanted is not None and wanted.version_pk is not None and wanted.version_pk == self.failed_version:
+            wanted = served_model_select(exclude_version=self.failed_version)  # still broken: keep the base
+        elif wanted is not None and wanted.version_pk != self.failed_version:
+            self.failed_version = None  # another version was promoted since: it gets its chance
         if wanted is None:
             self.last_error = "No model to serve: register a base model first."
             return
-        if self.slot is not None and self.slot.served == wanted:
+        current = self.pool
+        if current is not None and current.served == wanted:
             return
         with self.swap_lock:
             try:
-                new = Slot(wanted, n_ctx=self.n_ctx, n_threads=self.n_threads)
+                new = pool_load(wanted, slots=self.slots, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                kv_cache_mb=self.kv_cache_mb)
             except HearthError as exc:
                 logger.error("could not load %s: %s", wanted.id, exc)
                 self.last_error = str(exc)
                 if wanted.version_pk is not None:
                     self.failed_version = wanted.version_pk  # fall back to the base next poll
                 return
-            old, self.slot = self.slot, new
             self.last_error = ""
-            logger.info("serving %s (%s), loaded in %.2f s", wanted.id, wanted.gguf_path, new.load_seconds)
-            if old is not None:
-                with old.lock:  # wait for in-flight requests on the old model to finish
-                    pass
+            logger.info("serving %s (%s) in %d slots, loaded in %.2f s", wanted.id, wanted.gguf_path, self.slots,
+                        new.load_seconds)
+            self.scheduler.swap(new)
+            self.swaps += 1
 
     def watch(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             try:
                 self.refresh()
             except Exception:  # keep serving the current model whatever the poll hit
                 logger.exception("model refresh failed")
-            time.sleep(self.poll_s)
+            self.stopping.wait(self.poll_s)
+
+    def stop(self) -> None:
+        """Stop polling and let the slot workers exit (tests, and a clean shutdown)."""
+        self.stopping.set()
+        self.scheduler.close()
+
+    def submit(self, body: dict, on_token=None, on_done=None) -> Job:
+        if self.pool is None:
+            raise EngineError(self.last_error or "The engine has no model loaded yet.")
+        user = body.get("user")
+        job = Job(user=str(user) if user is not None else None, body=body, on_token=on_token, on_done=on_done)
+        return self.scheduler.submit(job)
 
     def complete(self, body: dict, on_token=None) -> dict:
-        slot = self.slot
-        if slot is None:
-            raise EngineError(self.last_error or "The engine has no model loaded yet.")
-        n = int(body.get("n", 1))
-        choices = []
-        with slot.lock:
-            self.requests += 1
-            for i in range(n):
-                r = slot.completer.complete(
-                    body.get("prefix", ""), body.get("suffix"),
-                    max_tokens=int(body.get("max_tokens", 64)), temperature=float(body.get("temperature", 0.0)),
-                    top_p=float(body.get("top_p", 1.0)), stop=body.get("stop") or [],
-                    deadline_s=body.get("deadline_s"), on_token=on_token if i == 0 else None,
-                )
-                choices.append({"index": i, "text": r.text, "finish_reason": r.finish_reason, "timings": r.timings,
-                                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                                "cached_tokens": r.cached_tokens})
-        return {"model": slot.served.id, "can_infill": slot.completer.can_infill, "choices": choices}
+        job = self.submit(body, on_token)
+        return self.scheduler.wait(job, timeout=float(body.get("timeout_s") or 300))
 
     def health(self) -> dict:
-        slot = self.slot
+        pool = self.pool
         return {
-            "status": "ok" if slot else "loading",
-            "model": slot.served.id if slot else None,
-            "gguf": slot.served.gguf_path if slot else None,
-            "can_infill": slot.completer.can_infill if slot else None,
+            "status": "ok" if pool else "loading",
+            "model": pool.served.id if pool else None,
+            "version": pool.served.version_pk if pool else None,
+            "gguf": pool.served.gguf_path if pool else None,
+            "can_infill": pool.completers[0].can_infill if pool and pool.completers else None,
+            "load_seconds": round(pool.load_seconds, 3) if pool else None,
             "error": self.last_error,
-            "requests": self.requests,
+            "failed_version": self.failed_version,  # a promoted version that would not load: base served
+            "swaps": self.swaps,
+            "kv_store": pool.kv.stats if pool and pool.kv else None,
+            **self.scheduler.snapshot(),
         }
 
 
 def _handler(engine: Engine):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            super().setup()
+            # Headers and body go out in separate writes: without NODELAY, Nagle's algorithm and
+            # the client's delayed ACK add ~40 ms to every answer.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, fmt, *args):  # quiet: the web tier logs requests
             logger.debug(fmt, *args)
@@ -162,39 +225,52 @@ def _handler(engine: Engine):
                 self._json(503, {"error": str(exc)})
 
         def _stream(self, body: dict) -> None:
-            """Newline-delimited JSON: one {"delta": ...} per generated piece, then the final result."""
+            """Newline-delimited JSON: one {"delta": ...} per generated piece, then the final result.
+
+            The slot's worker only puts text on a queue; this thread writes the socket, and cancels
+            the job if the web tier has gone away.
+            """
+            pieces: queue.SimpleQueue = queue.SimpleQueue()
+            try:
+                job = engine.submit(body, on_token=pieces.put, on_done=lambda: pieces.put(None))
+            except EngineError as exc:
+                self._json(503, {"error": str(exc)})
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            sent = {"text": ""}
+            sent = ""
 
             def chunk(payload: dict) -> None:
                 data = json.dumps(payload).encode() + b"\n"
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-            def on_token(text: str) -> None:
-                if len(text) > len(sent["text"]) and text.startswith(sent["text"]):
-                    chunk({"delta": text[len(sent["text"]):]})
-                    sent["text"] = text
-
             try:
-                result = engine.complete(body, on_token=on_token)
-                final = result["choices"][0]["text"]
-                # Stop strings are cut after generation: the final text is authoritative.
-                chunk({"done": True, "result": result, "streamed": sent["text"], "final": final})
-            except EngineError as exc:
-                chunk({"error": str(exc)})
-            self.wfile.write(b"0\r\n\r\n")
+                while (text := pieces.get()) is not None:
+                    if len(text) > len(sent) and text.startswith(sent):
+                        chunk({"delta": text[len(sent):]})
+                        sent = text
+                try:
+                    result = engine.scheduler.wait(job, timeout=1)
+                    # Stop strings are cut after generation: the final text is authoritative.
+                    chunk({"done": True, "result": result, "streamed": sent, "final": result["choices"][0]["text"]})
+                except EngineError as exc:
+                    chunk({"error": str(exc)})
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                job.cancel.set()
 
     return Handler
 
 
 def engine_server_build(*, host: str, port: int, n_ctx: int, n_threads: int | None = None,
-                        poll_s: float = 2.0) -> tuple[ThreadingHTTPServer, Engine]:
+                        poll_s: float = 2.0, slots: int = 1, kv_cache_mb: int = 512,
+                        ) -> tuple[ThreadingHTTPServer, Engine]:
     """An engine with its model loaded, its watcher running, and an HTTP server not yet serving."""
-    engine = Engine(n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 1, poll_s=poll_s)
+    engine = Engine(n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 1, slots=slots, poll_s=poll_s,
+                    kv_cache_mb=kv_cache_mb)
     engine.refresh()
     threading.Thread(target=engine.watch, daemon=True, name="model-watch").start()
     server = ThreadingHTTPServer((host, port), _handler(engine))
@@ -202,9 +278,11 @@ def engine_server_build(*, host: str, port: int, n_ctx: int, n_threads: int | No
     return server, engine
 
 
-def serve(*, host: str, port: int, n_ctx: int, n_threads: int | None = None) -> None:
-    server, _ = engine_server_build(host=host, port=port, n_ctx=n_ctx, n_threads=n_threads)
-    logger.info("engine listening on http://%s:%d", host, port)
+def serve(*, host: str, port: int, n_ctx: int, n_threads: int | None = None, slots: int = 1,
+          poll_s: float = 2.0, kv_cache_mb: int = 512) -> None:
+    server, engine = engine_server_build(host=host, port=port, n_ctx=n_ctx, n_threads=n_threads, slots=slots,
+                                         poll_s=poll_s, kv_cache_mb=kv_cache_mb)
+    logger.info("engine listening on http://%s:%d with %d slots", host, port, engine.slots)
     try:
         server.serve_forever()
     finally:

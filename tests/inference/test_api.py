@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -75,3 +77,116 @@ def test_importing_the_web_tier_does_not_import_torch():
             "import appliance.urls, inference.api.openai, webui.admin; print('torch' in sys.modules, 'llama_cpp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
+
+
+@pytest.mark.django_db
+def test_expired_revoked_disabled_and_rate_limited_tokens_get_json_errors(client, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inference.auth import token_create, token_revoke
+
+    def events(raw):
+        return client.post("/v1/events", data={"type": "view", "completion_id": "c"}, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    _, expired = token_create(username="e", expires_at=timezone.now() - timedelta(seconds=1))
+    r = events(expired)
+    assert r.status_code == 401 and r.json()["error"]["message"] == "This token has expired."
+    row, revoked = token_create(username="r")
+    token_revoke(token=row)
+    assert events(revoked).status_code == 401
+    row, disabled = token_create(username="d")
+    row.user.is_active = False
+    row.user.save()
+    r = events(disabled)
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+
+    row, limited = token_create(username="busy")
+    row.rate_limit_per_minute = 3
+    row.save()
+    assert [events(limited).status_code for _ in range(3)] == [200, 200, 200]
+    r = events(limited)
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(r["Retry-After"]) <= 60
+    _, other = token_create(username="calm")
+    assert events(other).status_code == 200  # limits are per token
+
+
+def test_response_filters_cut_suggestions_and_are_counted(client, token, monkeypatch):
+    from inference.api import serving
+    from inference.models import FilterCount
+    from inference.policy import serving_rules_clear
+
+    serving_rules_clear()
+    suggestion = "    notify('ops@example.com')\n    return 1\n"
+
+    def fake_complete(params, timeout=120.0):
+        return {"model": "m", "version": None, "superseded": False, "choices": [{
+            "index": 0, "text": suggestion, "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 9,
+            "cached_tokens": 0, "stop_word": "", "timings": {"prompt_n": 3, "prompt_ms": 1, "predicted_n": 9,
+                                                             "predicted_ms": 1}}]}
+
+    def fake_stream(params, timeout=120.0):
+        for piece in ("    x = 1\n", "    notify('ops@", "example.com')\n"):
+            yield {"delta": piece}
+        final = "    x = 1\n    notify('ops@example.com')\n"
+        yield {"done": True, "final": final, "streamed": final, "result": {**fake_complete(params), "choices": [
+            {**fake_complete(params)["choices"][0], "text": final}]}}
+
+    monkeypatch.setattr(serving, "engine_complete", fake_complete)
+    monkeypatch.setattr(serving, "engine_stream", fake_stream)
+    r = _post(client, {"prompt": "def f():\n"}, token=token)
+    choice = r.json()["choices"][0]
+    assert choice["text"] == "" and choice["finish_reason"] == "content_filter"
+    r = _post(client, {"prompt": "def f():\n", "stream": True}, token=token)
+    body = b"".join(r.streaming_content).decode()
+    assert "ops@" not in body and "x = 1" in body and '"content_filter"' in body
+    assert FilterCount.objects.get(name="email").count == 2
+
+
+def test_every_url_is_in_the_openapi_document(client):
+    from django.urls import URLPattern
+
+    from inference.api.openapi import openapi_document
+    from inference.api.urls import urlpatterns
+
+    doc = client.get("/openapi.json").json()
+    assert doc == json_roundtrip(openapi_document())
+    for pattern in urlpatterns:
+        assert isinstance(pattern, URLPattern)
+        route = "/" + str(pattern.pattern)
+        assert route in doc["paths"], f"{route} is served but missing from the OpenAPI document"
+    assert len(doc["paths"]) == len(urlpatterns)
+
+
+def json_roundtrip(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+@pytest.mark.django_db
+def test_admin_reads_usage_figures_and_edits_the_policy(admin_client):
+    from django.core.management import call_command
+
+    from inference.models import CompletionEvent, CompletionRecord
+
+    for i, (lang, latency) in enumerate([("python", 40.0), ("python", 60.0), ("go", 90.0)]):
+        CompletionRecord.objects.create(completion_id=f"c{i}", dialect="tabby", model="hearth-v1", language=lang,
+                                        latency_ms=latency, outcome="ok")
+    CompletionEvent.objects.create(completion_id="c0", kind="view")
+    CompletionEvent.objects.create(completion_id="c1", kind="view")
+    CompletionEvent.objects.create(completion_id="c1", kind="select")
+    page = admin_client.get("/admin/inference/completionrecord/")
+    assert page.status_code == 200 and b"Last 7 days: 3 completions, acceptance rate 0.5" in page.content
+    assert admin_client.get("/admin/inference/servingpolicy/add/").status_code == 200
+    assert admin_client.get("/admin/inference/blockedcode/").status_code == 200
+    from io import StringIO
+
+    out = StringIO()
+    call_command("usage_report", "--days", "1", stdout=out)
+    report = json.loads(out.getvalue())
+    assert report["by_language"]["python"]["requests"] == 2 and report["by_language"]["go"]["latency_ms_p50"] == 90.0
+    assert report["by_model"]["hearth-v1"]["acceptance_rate"] == 0.5

@@ -150,6 +150,7 @@ def _fake_sdist(path: Path, version: str) -> Path:
     top = f"llama_cpp_python-{version}/vendor/llama.cpp"
     files = {
         f"{top}/convert_hf_to_gguf.py": b"print('converter')\n",
+        f"{top}/convert_lora_to_gguf.py": b"print('lora converter')\n",
         f"{top}/LICENSE": b"MIT\n",
         f"{top}/conversion/__init__.py": b"",
         f"{top}/gguf-py/gguf/__init__.py": b"",

@@ -20,13 +20,16 @@ class FimFormat:
     pad: str | None = None
     file_sep: str | None = None
     repo_name: str | None = None
+    # llama.cpp finds the well-known families' FIM tokens by their text when it loads a GGUF; only
+    # other formats need tokenizer.ggml.fim_* keys written into the file.
+    llama_cpp_detects: bool = True
 
     @property
     def special_tokens(self) -> list[str]:
         return [t for t in (self.prefix, self.suffix, self.middle, self.eot, self.pad, self.file_sep, self.repo_name) if t]
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "llama_cpp_detects"}
 
 
 STARCODER = FimFormat(
@@ -44,7 +47,7 @@ CODELLAMA = FimFormat("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>
 # Hearth's bootstrap micro model carries its own FIM tokens.
 HEARTH = FimFormat(
     "hearth", "<hearth_fim_prefix>", "<hearth_fim_suffix>", "<hearth_fim_middle>", "<hearth_eot>",
-    pad="<hearth_pad>", file_sep="<hearth_file_sep>",
+    pad="<hearth_pad>", file_sep="<hearth_file_sep>", llama_cpp_detects=False,
 )
 
 FORMATS: dict[str, FimFormat] = {f.name: f for f in (HEARTH, QWEN, STARCODER, DEEPSEEK, CODELLAMA)}

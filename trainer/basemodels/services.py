@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -152,7 +153,7 @@ def _fim_keys_write(gguf: Path, hf_dir: Path) -> None:
 
     tokenizer = tokenizer_load(str(hf_dir))
     fmt = fim_format_detect(tokenizer.get_vocab())
-    if fmt is None:
+    if fmt is None or fmt.llama_cpp_detects:
         return
     gguf_set_fim_tokens(gguf, fim_token_ids(tokenizer, fmt))
 
@@ -160,3 +161,39 @@ def _fim_keys_write(gguf: Path, hf_dir: Path) -> None:
 def fim_token_ids(tokenizer, fmt) -> dict[str, int]:
     roles = ("prefix", "suffix", "middle", "eot", "pad", "file_sep")
     return {role: tokenizer.convert_tokens_to_ids(getattr(fmt, role)) for role in roles if getattr(fmt, role)}
+
+
+def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] = logger.info) -> BaseModel:
+    """Register a local Hugging Face folder as a base: checked, copied, hashed, converted to GGUF."""
+    from trainer.basemodels.importer import folder_check, folder_copy, tokenizer_fim
+    from trainer.export.gguf import gguf_convert, gguf_quantize
+
+    path = Path(path).expanduser().resolve()
+    config = folder_check(path)
+    slug = slug or re.sub(r"[^a-z0-9-]+", "-", path.name.lower()).strip("-")[:100] or "base"
+    if BaseModel.objects.filter(slug=slug).exists():
+        raise BaseModelError(f"A base model named {slug!r} already exists; pass another --slug.")
+    fmt = tokenizer_fim(path)
+    root = paths.basemodel_dir(slug)
+    row = BaseModel.objects.create(slug=slug, display_name=path.name, hf_path=str(root / "hf"),
+                                   architecture=config["architectures"][0])
+    try:
+        log(f"copying {path} into the instance")
+        folder_copy(path, root / "hf")
+        files = {p.name: sha256_file(p) for p in sorted((root / "hf").iterdir()) if p.is_file()}
+        log("converting to GGUF for serving the base as-is")
+        f16 = gguf_convert(root / "hf", root / "model-f16.gguf", outtype="f16", log=log)
+        _fim_keys_write(f16, root / "hf")
+        served = gguf_quantize(f16, root / "model-q8_0.gguf", "q8_0")
+        f16.unlink()
+        row.gguf_path = str(served)
+        row.fim_format, row.can_infill = (fmt.name, True) if fmt else ("", False)
+        row.manifest = {"source": str(path), "files": files, "gguf": {served.name: sha256_file(served)},
+                        "fim_format": row.fim_format,
+                        "note": "" if fmt else "no FIM tokens: fine-tuning adds them"}
+        row.save()
+        row.transition(BaseModel.Status.READY)
+    except HearthError as exc:
+        row.transition(BaseModel.Status.FAILED, reason=str(exc))
+        raise
+    return row

@@ -1,23 +1,63 @@
-"""Source languages recognised by file extension."""
+"""Source languages recognised by file extension, well-known file name, or shebang line."""
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 EXTENSIONS: dict[str, str] = {
     ".py": "python", ".pyi": "python",
     ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
     ".ts": "typescript", ".tsx": "typescript",
-    ".java": "java", ".kt": "kotlin", ".scala": "scala",
+    ".java": "java", ".kt": "kotlin", ".kts": "kotlin", ".scala": "scala", ".groovy": "groovy",
     ".go": "go", ".rs": "rust", ".rb": "ruby", ".php": "php", ".cs": "csharp", ".swift": "swift",
     ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp",
-    ".sh": "shell", ".bash": "shell", ".sql": "sql", ".lua": "lua", ".r": "r", ".jl": "julia",
-    ".html": "html", ".css": "css", ".scss": "css", ".vue": "vue", ".dart": "dart",
-    ".md": "markdown", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml",
+    ".m": "objective-c", ".mm": "objective-c",
+    ".sh": "shell", ".bash": "shell", ".zsh": "shell", ".ps1": "powershell",
+    ".sql": "sql", ".lua": "lua", ".r": "r", ".jl": "julia", ".pl": "perl", ".pm": "perl",
+    ".ex": "elixir", ".exs": "elixir", ".erl": "erlang", ".hs": "haskell", ".ml": "ocaml",
+    ".clj": "clojure", ".fs": "fsharp", ".vb": "visualbasic", ".proto": "protobuf", ".tf": "terraform",
+    ".html": "html", ".htm": "html", ".css": "css", ".scss": "css", ".less": "css", ".vue": "vue",
+    ".svelte": "svelte", ".dart": "dart",
+    ".md": "markdown", ".rst": "restructuredtext", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml",
 }
-MAKEFILES = {"Makefile": "makefile", "Dockerfile": "dockerfile"}
+FILENAMES = {
+    "Makefile": "makefile", "GNUmakefile": "makefile", "Dockerfile": "dockerfile", "Containerfile": "dockerfile",
+    "CMakeLists.txt": "cmake", "Jenkinsfile": "groovy", "Rakefile": "ruby", "Gemfile": "ruby",
+    "Vagrantfile": "ruby",
+}
+# Interpreter in a `#!` line → language, for scripts without an extension (bin/deploy, manage).
+INTERPRETERS = {
+    "python": "python", "python2": "python", "python3": "python", "pypy": "python", "pypy3": "python",
+    "sh": "shell", "bash": "shell", "dash": "shell", "zsh": "shell", "ksh": "shell",
+    "node": "javascript", "nodejs": "javascript", "deno": "typescript", "ts-node": "typescript",
+    "ruby": "ruby", "perl": "perl", "php": "php", "lua": "lua", "Rscript": "r", "pwsh": "powershell",
+}
+_SHEBANG = re.compile(rb"#![ \t]*(\S+)(?:[ \t]+(?:-\S+[ \t]+)*(\S+))?")
+_VERSION = re.compile(r"[\d.]+$")
+
+ALL_LANGUAGES = tuple(sorted(set(EXTENSIONS.values()) | set(FILENAMES.values()) | set(INTERPRETERS.values())))
 
 
 def language_of(path: str) -> str | None:
+    """Language from the file name alone (None when the name says nothing)."""
     p = PurePosixPath(path)
-    return MAKEFILES.get(p.name) or EXTENSIONS.get(p.suffix.lower())
+    return FILENAMES.get(p.name) or EXTENSIONS.get(p.suffix.lower())
+
+
+def language_from_shebang(head: bytes) -> str | None:
+    """Language from a `#!` first line: `#!/usr/bin/env python3`, `#!/bin/bash -e`, `#!/usr/bin/env -S node`."""
+    if not head.startswith(b"#!"):
+        return None
+    match = _SHEBANG.match(head.split(b"\n", 1)[0])
+    if not match:
+        return None
+    program = match.group(1).rsplit(b"/", 1)[-1].decode("ascii", "replace")
+    if program == "env" and match.group(2):
+        program = match.group(2).rsplit(b"/", 1)[-1].decode("ascii", "replace")
+    return INTERPRETERS.get(program) or INTERPRETERS.get(_VERSION.sub("", program))
+
+
+def needs_shebang(path: str) -> bool:
+    """Only extensionless files are worth opening to look for a `#!` line."""
+    return not PurePosixPath(path).suffix

@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
 
 from appliance import paths
 from appliance.errors import DatasetError, HearthError
-from trainer.datasets.builder import DatasetOptions, SourceRepo, dataset_build_files
+from trainer.datasets.builder import (
+    BuildResult,
+    DatasetOptions,
+    DatasetRejected,
+    SourceRepo,
+    dataset_build_files,
+)
 from trainer.models import Dataset, Repository
+from trainer.models.datasets import DatasetFile
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +32,12 @@ def dataset_build(
     options: DatasetOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
+    """Create a Dataset row, build its folder, and store the report and the per-file list with it.
+    Global exclusion patterns (HEARTH_DATASET_EXCLUDE) are added to the options' own."""
     options = options or DatasetOptions()
+    extra = [g for g in settings.HEARTH_DATASET_EXCLUDE if g not in options.exclude_globs]
+    if extra:
+        options = replace(options, exclude_globs=(*options.exclude_globs, *extra))
     not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
     if not repositories or not_ready:
         raise DatasetError(f"Repositories not synced yet: {', '.join(not_ready) or 'none given'}.")
@@ -30,22 +45,41 @@ def dataset_build(
     dataset.repositories.set(repositories)
     dataset.transition(Dataset.Status.BUILDING)
     out = paths.dataset_dir(dataset.pk)
-    sources = [SourceRepo(r.name, Path(r.mirror_path), r.head_sha) for r in repositories]
+    sources = [SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns) for r in repositories]
     try:
         result = dataset_build_files(sources, out, options, progress)
+    except DatasetRejected as exc:
+        _result_store(dataset, exc.result)
+        dataset.log_line(f"failed: {exc}")
+        dataset.transition(Dataset.Status.FAILED, reason=str(exc))
+        raise
     except HearthError as exc:
         dataset.log_line(f"failed: {exc}")
         dataset.transition(Dataset.Status.FAILED, reason=str(exc))
         raise
     dataset.path = str(out)
+    dataset.manifest = json.loads((out / "manifest.json").read_text())
+    _result_store(dataset, result)
+    dataset.transition(Dataset.Status.READY)
+    secrets = result.report()["secrets"]
+    dataset.log_line(
+        f"built: {result.train_files} training files, {result.heldout_files} held-out, "
+        f"{sum(result.skipped.values())} skipped, {secrets['total']} secrets scrubbed in {secrets['files']} files, "
+        f"about {result.train_tokens + result.heldout_tokens:,} tokens, in {result.seconds:.1f} s"
+    )
+    logger.info("dataset %s built in %.1f s: %s", dataset.pk, result.seconds, dict(result.phases))
+    return dataset
+
+
+def _result_store(dataset: Dataset, result: BuildResult) -> None:
+    """Save the report on the row and the searchable file list beside it (kept and dropped)."""
     dataset.report = result.report()
     dataset.train_files, dataset.heldout_files = result.train_files, result.heldout_files
     dataset.train_bytes = result.train_bytes
-    dataset.manifest = json.loads((out / "manifest.json").read_text())
-    dataset.save()
-    dataset.transition(Dataset.Status.READY)
-    dataset.log_line(
-        f"built: {result.train_files} training files, {result.heldout_files} held-out, "
-        f"{sum(result.skipped.values())} skipped in {result.seconds:.1f} s"
-    )
-    return dataset
+    with transaction.atomic():
+        dataset.save(update_fields=["path", "manifest", "report", "train_files", "heldout_files", "train_bytes",
+                                    "updated_at"])
+        DatasetFile.objects.filter(dataset=dataset).delete()
+        DatasetFile.objects.bulk_create(
+            (DatasetFile(dataset=dataset, **row) for row in result.files), batch_size=2000
+        )

@@ -46,7 +46,7 @@ def _llama(path: Path, *, n_ctx: int, logits_all: bool = False):
 
 def line_tasks_score(
     model: Candidate, tasks: list[LineTask], *, mode: str, n_ctx: int = 2048, max_tokens: int = 48,
-    context_tokens: int = 1024, progress: Callable[[int, int], None] | None = None,
+    context_tokens: int = 1024, suffix_tokens: int = 128, progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     llm = _llama(model.gguf, n_ctx=n_ctx)
     completer = Completer(llm, model.fim)
@@ -58,8 +58,9 @@ def line_tasks_score(
     started = time.monotonic()
     for i, task in enumerate(tasks):
         result = completer.complete(
-            task.prefix, task.suffix if mode == "fim" else None, max_tokens=max_tokens,
-            temperature=0.0, single_line=True, max_prompt_tokens=context_tokens,
+            task.prefix, task.suffix if mode == "fim" else None, max_tokens=max_tokens * task.n_lines,
+            temperature=0.0, single_line=task.n_lines == 1, max_lines=task.n_lines,
+            max_prompt_tokens=context_tokens, max_suffix_tokens=suffix_tokens,
         )
         em, es = exact_match(result.text, task.target), edit_similarity(result.text, task.target)
         hits += em
@@ -119,9 +120,11 @@ def perplexity(model: Candidate, texts: list[str], *, max_tokens: int = 8192, wi
 
 def models_compare(
     models: list[Candidate], tasks: list[LineTask], heldout_texts: list[str], *,
-    log: Callable[[str], None] = logger.info, ppl_tokens: int = 8192,
+    log: Callable[[str], None] = logger.info, ppl_tokens: int = 4096, span_tasks: list[LineTask] | None = None,
+    extra_fim_tasks: int = 120,
 ) -> dict:
-    """Score every model on the same tasks in the same mode; FIM extras for those that infill."""
+    """Score every model on the same tasks in the same mode; FIM extras (on the first
+    `extra_fim_tasks` tasks) for those that infill when the common mode is prefix-only."""
     if not tasks:
         raise EvaluationError("There are no held-out lines to score (held-out files too small?).")
     common = "fim" if all(m.fim is not None for m in models) else "prefix"
@@ -131,8 +134,12 @@ def models_compare(
         entry = {"gguf": str(m.gguf), "can_infill": m.fim is not None, "line_completion": {}}
         entry["line_completion"][common] = line_tasks_score(m, tasks, mode=common)
         if common != "fim" and m.fim is not None:
-            log(f"scoring {m.label} in FIM mode as well")
-            entry["line_completion"]["fim"] = line_tasks_score(m, tasks, mode="fim")
+            subset = tasks[:: max(1, len(tasks) // extra_fim_tasks)][:extra_fim_tasks]
+            log(f"scoring {m.label} in FIM mode as well ({len(subset)} of the tasks)")
+            entry["line_completion"]["fim"] = line_tasks_score(m, subset, mode="fim")
+        if m.fim is not None and span_tasks:
+            log(f"scoring {m.label} on {len(span_tasks)} multi-line FIM spans")
+            entry["line_completion"]["fim_multiline"] = line_tasks_score(m, span_tasks, mode="fim")
         entry["perplexity"] = perplexity(m, heldout_texts, max_tokens=ppl_tokens)
         headline = entry["line_completion"][common]
         log(f"{m.label}: exact match {headline['exact_match']:.3f}, edit similarity "

@@ -5,13 +5,17 @@ from __future__ import annotations
 import difflib
 
 
+def _norm(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.strip().split("\n"))
+
+
 def exact_match(prediction: str, target: str) -> bool:
-    return prediction.strip() == target.strip()
+    return _norm(prediction) == _norm(target)
 
 
 def edit_similarity(prediction: str, target: str) -> float:
     """1 - normalised edit distance, in [0, 1] (difflib's ratio, on stripped lines)."""
-    a, b = prediction.strip(), target.strip()
+    a, b = _norm(prediction), _norm(target)
     if not a and not b:
         return 1.0
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()

@@ -10,7 +10,7 @@ from appliance.errors import EvaluationError
 from trainer.basemodels.fim import fim_format_get
 from trainer.datasets.builder import dataset_files_read
 from trainer.evaluation.harness import Candidate, models_compare
-from trainer.evaluation.tasks import line_tasks_build
+from trainer.evaluation.tasks import line_tasks_build, span_tasks_build
 from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -34,9 +34,12 @@ def _version_candidate(label: str, version: ModelVersion) -> Candidate:
 
 def evaluation_run(
     *, dataset: Dataset, version: ModelVersion | None = None, base: BaseModel | None = None,
-    max_tasks: int = 300, log: Callable[[str], None] = logger.info,
+    max_tasks: int = 300, max_span_tasks: int = 40, splits: tuple[str, ...] = ("heldout",),
+    log: Callable[[str], None] = logger.info,
 ) -> EvaluationReport:
-    """Score base, currently served model (if any, and not the candidate) and the candidate."""
+    """Score base, currently served model (if any, and not the candidate) and the candidate.
+    `splits=("train", "heldout")` scores every file of a dataset no model trained on (extra
+    evaluation repositories)."""
     base = base or (version.base if version else None)
     if base is None:
         raise EvaluationError("Nothing to evaluate: give a model version or a base model.")
@@ -46,10 +49,11 @@ def evaluation_run(
         models.append(_version_candidate("served", served))
     if version is not None:
         models.append(_version_candidate("candidate", version))
-    heldout = dataset_files_read(Path(dataset.path), "heldout")
+    heldout = [f for split in splits for f in dataset_files_read(Path(dataset.path), split)]
     tasks = line_tasks_build(heldout, max_tasks=max_tasks)
-    log(f"{len(tasks)} held-out line tasks from {len(heldout)} files")
-    metrics = models_compare(models, tasks, [f["text"] for f in heldout], log=log)
+    spans = span_tasks_build(heldout, max_tasks=max_span_tasks) if max_span_tasks else []
+    log(f"{len(tasks)} held-out line tasks and {len(spans)} multi-line spans from {len(heldout)} files")
+    metrics = models_compare(models, tasks, [f["text"] for f in heldout], log=log, span_tasks=spans)
     return EvaluationReport.objects.create(dataset=dataset, version=version, mode=metrics["mode"], metrics=metrics)
 
 

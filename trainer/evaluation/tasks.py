@@ -16,6 +16,7 @@ class LineTask:
     prefix: str  # text before the masked line (ends with a newline)
     target: str  # the masked line, without its newline
     suffix: str  # text after the masked line (starts with its newline)
+    n_lines: int = 1
 
 
 def _score(path: str, line_no: int, seed: int) -> int:
@@ -49,4 +50,23 @@ def line_tasks_build(files: list[dict], *, max_tasks: int = 300, seed: int = 0, 
         lines = text.split("\n")
         end = start + len(lines[i])
         tasks.append(LineTask(record["path"], record.get("language", ""), i + 1, text[:start], lines[i], text[end:]))
+    return tasks
+
+
+def span_tasks_build(files: list[dict], *, max_tasks: int = 60, seed: int = 0, span: tuple[int, int] = (2, 5)) -> list[LineTask]:
+    """Multi-line spans (2–5 whole lines starting at a non-trivial line), for fill-in-the-middle."""
+    singles = line_tasks_build(files, max_tasks=max_tasks, seed=seed + 1)
+    by_path = {f["path"]: f["text"] for f in files}
+    tasks = []
+    for t in singles:
+        lines = by_path[t.path].split("\n")
+        start = t.line_no - 1
+        n = span[0] + _score(t.path, t.line_no, seed + 2) % (span[1] - span[0] + 1)
+        n = min(n, len(lines) - start)
+        if n < 2:
+            continue
+        prefix = "\n".join(lines[:start]) + "\n"
+        target = "\n".join(lines[start:start + n])
+        suffix = "\n" + "\n".join(lines[start + n:])
+        tasks.append(LineTask(t.path, t.language, t.line_no, prefix, target, suffix, n_lines=n))
     return tasks

@@ -108,7 +108,7 @@ def gguf_convert(
     Every converter line goes to `log`; on failure the ExportError carries the last lines.
     `converter_root` is where `appliance.converter install` put the converter (default: its default).
     """
-    from appliance.converter import SCRIPT, converter_dir
+    from appliance.converter import SCRIPT
 
     hf_dir, out_path = Path(hf_dir), Path(out_path)
     if outtype not in OUTTYPES:
@@ -116,11 +116,40 @@ def gguf_convert(
     if not (hf_dir / "config.json").is_file():
         raise ExportError(f"{hf_dir} is not a Hugging Face model folder (no config.json).")
     _weights_check(hf_dir)
-    tool = converter_dir(converter_root)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial(out_path)
-    partial.unlink(missing_ok=True)
+    _converter_run(SCRIPT, [str(hf_dir), "--outfile", str(partial), "--outtype", outtype], partial,
+                   label=hf_dir.name, log=log, timeout_s=timeout_s, converter_root=converter_root)
+    os.replace(partial, out_path)
+    logger.info("converted %s to %s (%s)", hf_dir, out_path.name, outtype)
+    return out_path
 
+
+def gguf_convert_adapter(
+    adapter_dir: Path, base_dir: Path, out_path: Path, *, log: Callable[[str], None] = print,
+    timeout_s: float = _CONVERT_TIMEOUT_S, converter_root: Path | None = None,
+) -> Path:
+    """The LoRA adapter alone as a GGUF adapter file (llama.cpp's convert_lora_to_gguf.py)."""
+    from appliance.converter import LORA_SCRIPT
+
+    adapter_dir, out_path = Path(adapter_dir), Path(out_path)
+    partial = _partial(out_path)
+    _converter_run(LORA_SCRIPT, [str(adapter_dir), "--base", str(base_dir), "--outfile", str(partial),
+                                 "--outtype", "f16"], partial, label=adapter_dir.name, log=log,
+                   timeout_s=timeout_s, converter_root=converter_root)
+    os.replace(partial, out_path)
+    return out_path
+
+
+def _converter_run(
+    script: str, args: list[str], partial: Path, *, label: str, log: Callable[[str], None], timeout_s: float,
+    converter_root: Path | None,
+) -> None:
+    """Run one of the pinned converter scripts into `partial`; ExportError with its last lines on failure."""
+    from appliance.converter import converter_dir
+
+    tool = converter_dir(converter_root)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(tool / "gguf-py"), str(tool), env.get("PYTHONPATH", "")) if p
@@ -128,19 +157,12 @@ def gguf_convert(
     env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, not the PyPI one
     # No hub lookups, and no tqdm bars: their carriage returns would garble the log and the error.
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
-    cmd = [sys.executable, str(tool / SCRIPT), str(hf_dir), "--outfile", str(partial), "--outtype", outtype]
-
+    cmd = [sys.executable, str(tool / script), *args]
     started = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     proc = subprocess.Popen(
-        cmd,
-        cwd=tool,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
+        cmd, cwd=tool, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, errors="replace",
     )
     timer = threading.Timer(timeout_s, proc.kill)
     timer.start()
@@ -161,12 +183,8 @@ def gguf_convert(
         partial.unlink(missing_ok=True)
         why = "timed out" if rc < 0 and seconds >= timeout_s else f"exit {rc}"
         raise ExportError(
-            f"GGUF conversion of {hf_dir.name} failed ({why}): {_headline(tail)}\n"
-            + "\n".join(f"  {t}" for t in tail)
+            f"GGUF conversion of {label} failed ({why}): {_headline(tail)}\n" + "\n".join(f"  {t}" for t in tail)
         )
-    os.replace(partial, out_path)
-    logger.info("converted %s to %s (%s) in %.1f s", hf_dir, out_path.name, outtype, seconds)
-    return out_path
 
 
 def _headline(lines: collections.abc.Sequence[str]) -> str:

@@ -16,12 +16,16 @@ from trainer.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("q8_0",)
+QUANTIZATIONS = ("q8_0", "q4_k_m")
 
 
 def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = logger.info,
                          quantizations: tuple[str, ...] = QUANTIZATIONS) -> ModelVersion:
-    from trainer.export.gguf import gguf_convert, gguf_quantize, gguf_set_fim_tokens, gguf_verify
+    from trainer.datasets.builder import dataset_files_read
+    from trainer.export.agreement import gguf_top1_agreement, reference_top1
+    from trainer.export.gguf import (
+        gguf_convert, gguf_convert_adapter, gguf_quantize, gguf_set_fim_tokens, gguf_verify,
+    )
     from trainer.training.modeling import adapter_merge, tokenizer_load
 
     run = version.run
@@ -34,9 +38,10 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
     log(f"merged adapter into the base in {timings['merge_s']} s")
 
     t = time.monotonic()
-    f16 = gguf_convert(merged, out / "model-f16.gguf", outtype="f16", log=log)
+    f16 = gguf_convert(merged, out / "model-f16.gguf", outtype="f16", log=logger.debug)
     ids = fim_token_ids(tokenizer_load(str(merged)), fmt)
-    gguf_set_fim_tokens(f16, ids)
+    if not fmt.llama_cpp_detects:  # rewriting the file costs seconds on real models: only when needed
+        gguf_set_fim_tokens(f16, ids)
     timings["convert_s"] = round(time.monotonic() - t, 2)
     files = {"model-f16.gguf": f16}
     for kind in quantizations:
@@ -47,6 +52,22 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
     probe = "def add(a, b):\n    return a + b\n"
     verified = {name: gguf_verify(path, probe_text=probe) for name, path in files.items()}
     log(f"converted and quantized ({', '.join(files)}); all load in llama.cpp")
+
+    t = time.monotonic()
+    heldout = [f["text"] for f in dataset_files_read(Path(run.dataset.path), "heldout")]
+    ids, reference = reference_top1(merged, heldout)
+    agreement = {name: round(gguf_top1_agreement(path, ids, reference), 4) for name, path in files.items()}
+    timings["agreement_s"] = round(time.monotonic() - t, 2)
+    log("top-1 agreement with the merged model on held-out tokens: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()))
+    adapter_gguf: dict = {}
+    try:
+        path = gguf_convert_adapter(Path(run.adapter_path), Path(run.base.hf_path), out / "adapter-f16.gguf",
+                                    log=logger.debug)
+        adapter_gguf = {path.name: sha256_file(path)}
+    except ExportError as exc:  # e.g. adapters that also train new token embeddings
+        adapter_gguf = {"unsupported": str(exc).splitlines()[0]}
+        log(f"adapter-only GGUF not written: {adapter_gguf['unsupported']}")
     manifest = {
         "stage": "export",
         "base": {"slug": run.base.slug, "manifest_files": run.base.manifest.get("files", {})},
@@ -58,6 +79,8 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
         "merged": {p.name: sha256_file(p) for p in sorted(merged.iterdir()) if p.is_file()},
         "gguf": {name: sha256_file(path) for name, path in files.items()},
         "verify": verified,
+        "top1_agreement": {"tokens": len(ids), **agreement},
+        "adapter_gguf": adapter_gguf,
         "timings": timings,
         "served_file": served.name,
     }

@@ -3,13 +3,20 @@ prompts, fsck on transfer and no submodule recursion. Blobs are read from the ob
 
 from __future__ import annotations
 
+import base64
 import os
+import re
+import shlex
 import subprocess
+import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import MirrorError
+from trainer.mirrors.credentials import GitAuth
 
 # `-c` options override anything a hostile repository's own config could set.
 HARDENING = (
@@ -29,7 +36,10 @@ HARDENING = (
 )
 
 
-def git_env() -> dict[str, str]:
+SSH_COMMAND = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes"
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(
         GIT_CONFIG_NOSYSTEM="1",
@@ -37,25 +47,69 @@ def git_env() -> dict[str, str]:
         GIT_TERMINAL_PROMPT="0",
         GIT_ASKPASS="/bin/false",
         SSH_ASKPASS="/bin/false",
-        GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
+        GIT_SSH_COMMAND=SSH_COMMAND,
         GIT_ALLOW_PROTOCOL="file:https:ssh:git",
         LC_ALL="C",
     )
+    env.update(extra or {})
     return env
 
 
-def git(*args: str, cwd: Path | None = None, input: bytes | None = None, timeout: float = 600) -> bytes:
-    """Run one hardened git command; raise MirrorError with git's own message on failure."""
+@contextmanager
+def _auth_env(auth: GitAuth | None) -> Iterator[dict[str, str]]:
+    """Credentials reach git through its environment, never its argv (which `ps` shows to anyone):
+    an `http.extraHeader` set with GIT_CONFIG_COUNT for https, a 0600 key file for ssh."""
+    if auth is None or not auth.secret:
+        yield {}
+        return
+    if auth.is_ssh_key:
+        from appliance import paths
+
+        fd, name = tempfile.mkstemp(prefix="key-", dir=paths.private_tmp_dir())
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(auth.secret if auth.secret.endswith("\n") else auth.secret + "\n")
+            yield {"GIT_SSH_COMMAND": f"{SSH_COMMAND} -o IdentitiesOnly=yes -i {shlex.quote(name)}"}
+        finally:
+            os.unlink(name)
+        return
+    basic = base64.b64encode(f"{auth.username or 'git'}:{auth.secret}".encode()).decode()
+    yield {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+    }
+
+
+def _redact(message: str, auth: GitAuth | None) -> str:
+    if auth and auth.secret:
+        message = message.replace(auth.secret, "***")
+    return re.sub(r"(://[^/@\s:]*:)[^@\s/]*@", r"\1***@", message)
+
+
+def git(
+    *args: str,
+    cwd: Path | None = None,
+    input: bytes | None = None,
+    timeout: float = 600,
+    auth: GitAuth | None = None,
+) -> bytes:
+    """Run one hardened git command; raise MirrorError with git's own message on failure (with any
+    credential blanked out)."""
     cmd = ["git", *HARDENING, *args]
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, input=input, capture_output=True, env=git_env(), timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise MirrorError(f"git {args[0]} took longer than {timeout:.0f} s and was stopped.") from exc
+    with _auth_env(auth) as extra:
+        try:
+            proc = subprocess.run(
+                cmd, cwd=cwd, input=input, capture_output=True, env=git_env(extra), timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise MirrorError(f"git {args[0]} took longer than {timeout:.0f} s and was stopped.") from exc
+        except OSError as exc:  # the mirror folder is gone, or git is not installed
+            raise MirrorError(f"git {args[0]} could not start: {exc.strerror} ({exc.filename}).") from exc
     if proc.returncode != 0:
         message = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise MirrorError(f"git {args[0]} failed: {message[-1] if message else 'exit ' + str(proc.returncode)}")
+        last = message[-1] if message else "exit " + str(proc.returncode)
+        raise MirrorError(f"git {args[0]} failed: {_redact(last, auth)}")
     return proc.stdout
 
 
@@ -98,22 +152,41 @@ def tree_list(mirror: Path, sha: str) -> list[TreeEntry]:
 
 
 def blobs_read(mirror: Path, oids: list[str]) -> Iterator[tuple[str, bytes]]:
-    """Yield (oid, content) for each blob through one `git cat-file --batch` process."""
+    """Yield (oid, content) for each blob, in order, through one `git cat-file --batch` process.
+
+    A thread feeds the object names while this one reads, so the pipe never stalls on a flush
+    per object."""
     if not oids:
         return
-    proc = subprocess.Popen(
-        ["git", *HARDENING, "cat-file", "--batch"],
-        cwd=mirror,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=git_env(),
-    )
+    try:
+        proc = subprocess.Popen(
+            ["git", *HARDENING, "cat-file", "--batch", "--buffer"],
+            cwd=mirror,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=git_env(),
+        )
+    except OSError as exc:
+        raise MirrorError(f"git cat-file could not start: {exc.strerror} ({exc.filename}).") from exc
     assert proc.stdin and proc.stdout
+    stdin = proc.stdin
+
+    def feed() -> None:
+        try:
+            stdin.write(b"".join(oid.encode() + b"\n" for oid in oids))
+        except (BrokenPipeError, ValueError):
+            pass  # the reader stopped early; closing below ends the process
+        finally:
+            try:
+                stdin.close()
+            except BrokenPipeError:
+                pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
     try:
         for oid in oids:
-            proc.stdin.write(oid.encode() + b"\n")
-            proc.stdin.flush()
             header = proc.stdout.readline().split()
             if len(header) < 3 or header[1] != b"blob":
                 raise MirrorError(f"object {oid} is not a readable blob")
@@ -122,5 +195,17 @@ def blobs_read(mirror: Path, oids: list[str]) -> Iterator[tuple[str, bytes]]:
             proc.stdout.read(1)  # the newline after each object
             yield oid, data
     finally:
-        proc.stdin.close()
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(timeout=30)
+        writer.join(timeout=30)
+
+
+def remote_head_branch(mirror: Path, auth: GitAuth | None = None) -> str | None:
+    """The branch the remote's HEAD points at, asked afresh (it can change after the first clone)."""
+    out = git("ls-remote", "--symref", "origin", "HEAD", cwd=mirror, auth=auth, timeout=120).decode()
+    for line in out.splitlines():
+        if line.startswith("ref: ") and line.endswith("\tHEAD"):
+            return line[5:-5].strip().removeprefix("refs/heads/")
+    return None

@@ -30,3 +30,29 @@ class Dataset(StatusRow):
 
     def __str__(self) -> str:
         return f"dataset-{self.pk}"
+
+
+class DatasetFile(models.Model):
+    """One file a dataset read, kept or dropped, with the reason: the searchable list behind the report."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train"
+        HELDOUT = "heldout"
+        DROPPED = "dropped"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="files")
+    repo = models.CharField(max_length=100)
+    path = models.CharField(max_length=2000)
+    language = models.CharField(max_length=40, blank=True)
+    size = models.PositiveBigIntegerField(default=0, help_text="Bytes in the repository.")
+    split = models.CharField(max_length=8, choices=Split.choices)
+    reason = models.CharField(max_length=40, blank=True, help_text="Why the file was left out.")
+    detail = models.CharField(max_length=300, blank=True, help_text="The numbers behind the reason.")
+    secrets = models.PositiveIntegerField(default=0, help_text="Secrets and PII scrubbed from the file.")
+
+    class Meta:
+        ordering = ["dataset", "repo", "path"]
+        indexes = [models.Index(fields=["dataset", "split", "reason"])]
+
+    def __str__(self) -> str:
+        return f"{self.repo}:{self.path}"

@@ -20,9 +20,23 @@ class Repository(StatusRow):
     }
 
     name = models.SlugField(max_length=100, unique=True)
-    source = models.CharField(max_length=1000, help_text="Local path or intranet URL it is mirrored from.")
+    source = models.CharField(
+        max_length=1000, help_text="Local path or intranet URL it is mirrored from (never with a password in it)."
+    )
+    username = models.CharField(max_length=255, blank=True, help_text="User name for an https URL.")
+    credential = models.TextField(
+        blank=True, editable=False,
+        help_text="Password, access token or SSH private key, encrypted at rest (Fernet).",
+    )
+    branch = models.CharField(
+        max_length=255, blank=True,
+        help_text="Branch to read. Empty: the repository's default branch, detected at every sync.",
+    )
+    exclude_globs = models.TextField(
+        blank=True, help_text="Files to leave out of datasets, one pattern a line (gitignore syntax)."
+    )
     mirror_path = models.CharField(max_length=1000, blank=True)
-    default_branch = models.CharField(max_length=255, blank=True)
+    default_branch = models.CharField(max_length=255, blank=True, help_text="Branch read at the last sync.")
     head_sha = models.CharField(max_length=64, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
@@ -33,3 +47,8 @@ class Repository(StatusRow):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def exclude_patterns(self) -> tuple[str, ...]:
+        lines = (line.strip() for line in self.exclude_globs.splitlines())
+        return tuple(line for line in lines if line and not line.startswith("#"))

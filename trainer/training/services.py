@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings as django_settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from appliance import paths
 from appliance.errors import HearthError, TrainingError
 from appliance.jobs import job_enqueue
+from appliance.notifications import notify
 from trainer.datasets.builder import dataset_files_read
 from trainer.models import BaseModel, Dataset, ProgressPoint, TrainingRun
 from trainer.training.config import LoraSettings
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
-HEARTBEAT_S = 10.0
-
-
-def training_run_start(*, dataset: Dataset, base: BaseModel, settings: LoraSettings) -> TrainingRun:
+def training_run_start(
+    *, dataset: Dataset, base: BaseModel, settings: LoraSettings, force: bool = False
+) -> TrainingRun:
+    """Queue a fine-tune. Retraining the same base is rate-limited (HEARTH_RETRAIN_MIN_INTERVAL_H)
+    unless `force` is given."""
+    if not force:
+        _rate_limit_check(base)
     if dataset.status != Dataset.Status.READY:
         raise TrainingError(f"Dataset {dataset.pk} is {dataset.status}, not ready.")
     if base.status != BaseModel.Status.READY:
@@ -34,6 +40,20 @@ def training_run_start(*, dataset: Dataset, base: BaseModel, settings: LoraSetti
         run.save(update_fields=["path"])
         job_enqueue("trainer.training.tasks.training_run_execute", run.pk)
     return run
+
+
+def _rate_limit_check(base: BaseModel) -> None:
+    hours = django_settings.HEARTH_RETRAIN_MIN_INTERVAL_H
+    last = (TrainingRun.objects.filter(base=base).exclude(status__in=[TrainingRun.Status.FAILED,
+                                                                     TrainingRun.Status.CANCELLED])
+            .order_by("-created_at").first())
+    if hours and last and timezone.now() - last.created_at < timedelta(hours=hours):
+        wait = timedelta(hours=hours) - (timezone.now() - last.created_at)
+        raise TrainingError(
+            f"Retraining {base.slug} is limited to once every {hours:g} h; run {last.pk} started "
+            f"{last.created_at:%Y-%m-%d %H:%M} UTC. Next allowed in {wait.total_seconds() / 3600:.1f} h "
+            "(or force it)."
+        )
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
@@ -59,31 +79,41 @@ class _Heartbeat(threading.Thread):
         from django.db import connection
 
         try:
-            while not self.stopped.wait(HEARTBEAT_S):
+            while not self.stopped.wait(django_settings.HEARTH_TRAINING_HEARTBEAT_S):
                 TrainingRun.objects.filter(pk=self.run_pk).update(heartbeat_at=timezone.now())
         finally:
             connection.close()
 
 
+def _claim(run: TrainingRun) -> bool:
+    """Move a queued run to running in one conditional UPDATE: two workers can never both win."""
+    claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED, cancel_requested=False).update(
+        status=TrainingRun.Status.RUNNING, attempts=F("attempts") + 1, heartbeat_at=timezone.now(),
+        worker_pid=os.getpid(), updated_at=timezone.now(),
+    )
+    run.refresh_from_db()
+    return bool(claimed)
+
+
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
-    """Train in this process. Called by the worker task; resumes from a checkpoint if one exists."""
+    """Train in this process (a worker task). Resumes from the run's checkpoint if one exists;
+    does nothing if another worker holds the run."""
     from trainer.training.loop import Progress, TrainingCancelled, train
     from trainer.training.modeling import method_choose
 
-    attempts = run.attempts + 1
-    TrainingRun.objects.filter(pk=run.pk).update(attempts=attempts, heartbeat_at=timezone.now())
-    run.attempts = attempts
-    if attempts > MAX_ATTEMPTS:
-        run.transition(TrainingRun.Status.FAILED,
-                       reason=f"Gave up after {MAX_ATTEMPTS} attempts: the worker kept dying (out of memory?).")
+    if not _claim(run):
+        logger.info("run %s is %s; not starting it here", run.pk, run.status)
         return run
-    if run.status == TrainingRun.Status.QUEUED:
-        run.transition(TrainingRun.Status.RUNNING)
+    max_attempts = django_settings.HEARTH_TRAINING_MAX_ATTEMPTS
+    if run.attempts > max_attempts:
+        run.transition(TrainingRun.Status.FAILED,
+                       reason=f"Gave up after {max_attempts} attempts: the worker kept dying (out of memory?).")
+        return run
     settings = LoraSettings.from_dict(run.settings)
     method = method_choose(settings.quantization)
     run.method, run.device = method.name, method.device
     run.save(update_fields=["method", "device"])
-    run.log_line(f"attempt {attempts}: {method.name} on {method.device} — {method.reason}")
+    run.log_line(f"attempt {run.attempts} (pid {os.getpid()}): {method.name} on {method.device} — {method.reason}")
     dataset_dir = Path(run.dataset.path)
 
     def on_progress(p: Progress) -> None:
@@ -122,6 +152,28 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     run.log_line(f"done: {summary['steps']} steps at {summary['tokens_per_s']} tok/s, "
                  f"best held-out loss {summary['best_eval_loss']}")
     return run
+
+
+def training_watchdog() -> list[int]:
+    """Requeue runs whose worker died (stale heartbeat), or fail them after too many attempts.
+    Returns the primary keys it requeued. Runs on a django-q2 schedule."""
+    stale_before = timezone.now() - timedelta(seconds=django_settings.HEARTH_TRAINING_STALE_S)
+    requeued = []
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=stale_before):
+        silent = (timezone.now() - run.heartbeat_at).total_seconds()
+        if run.attempts >= django_settings.HEARTH_TRAINING_MAX_ATTEMPTS:
+            run.transition(TrainingRun.Status.FAILED, reason=(
+                f"The training worker died {run.attempts} times (no heartbeat for {silent:.0f} s); giving up. "
+                "Check the machine's memory and the worker log."))
+            notify(title=f"Training run {run.pk} failed", body=run.status_reason, level="error")
+            continue
+        run.log_line(f"no heartbeat for {silent:.0f} s from pid {run.worker_pid}: worker presumed dead; "
+                     "requeued to resume from the last checkpoint")
+        with transaction.atomic():
+            run.transition(TrainingRun.Status.QUEUED, reason="Requeued after the worker died.")
+            job_enqueue("trainer.training.tasks.training_run_execute", run.pk)
+        requeued.append(run.pk)
+    return requeued
 
 
 def promotion_margin() -> float:

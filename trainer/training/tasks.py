@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from trainer.models import TrainingRun
 
 
@@ -10,5 +12,12 @@ def training_run_execute(run_pk: int) -> str:
     from trainer.training.services import training_run_execute as execute
 
     run = execute(run=TrainingRun.objects.select_related("base", "dataset").get(pk=run_pk))
-    pipeline.after_training(run)
+    if run.worker_pid == os.getpid():  # only the worker that claimed the run moves the pipeline on
+        pipeline.after_training(run)
     return run.status
+
+
+def training_watchdog() -> str:
+    from trainer.training.services import training_watchdog as watchdog
+
+    return f"requeued {watchdog()}"

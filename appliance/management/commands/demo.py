@@ -90,7 +90,7 @@ class Command(BaseCommand):
         from trainer.training.services import training_run_start
 
         lora = LoraSettings(preset=opts["preset"], max_steps=opts["max_steps"])
-        run = training_run_start(dataset=dataset, base=base, settings=lora)
+        run = training_run_start(dataset=dataset, base=base, settings=lora, force=True)
         version = self._follow(run, services)
 
         self.say("6/6 serve: engine + web, then a live request with the openai client")

@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -9,10 +9,20 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=settings.HEARTH_ENGINE_HOST, help="Bind address (default loopback).")
         parser.add_argument("--port", type=int, default=settings.HEARTH_ENGINE_PORT, help="Port to listen on.")
         parser.add_argument("--ctx", type=int, default=settings.HEARTH_ENGINE_CTX, help="Context window in tokens.")
-        parser.add_argument("--threads", type=int, default=settings.HEARTH_ENGINE_THREADS, help="CPU threads.")
+        parser.add_argument("--threads", type=int, default=settings.HEARTH_ENGINE_THREADS,
+                            help="CPU threads per slot.")
+        parser.add_argument("--slots", type=int, default=settings.HEARTH_ENGINE_SLOTS,
+                            help="Parallel slots (llama.cpp contexts sharing the mmap'd weights).")
+        parser.add_argument("--kv-cache-mb", type=int, default=settings.HEARTH_ENGINE_KV_CACHE_MB,
+                            help="RAM for users' parked prompt caches when users outnumber slots (0 = off).")
+        parser.add_argument("--poll", type=float, default=settings.HEARTH_ENGINE_POLL_S,
+                            help="Seconds between checks for a newly promoted model.")
 
     def handle(self, *args, **opts):
         from inference.engine.server import serve
 
+        if opts["slots"] < 1:
+            raise CommandError("--slots must be at least 1.")
         self.stdout.write(f"Hearth engine on http://{opts['host']}:{opts['port']} (Ctrl-C to stop)")
-        serve(host=opts["host"], port=opts["port"], n_ctx=opts["ctx"], n_threads=opts["threads"])
+        serve(host=opts["host"], port=opts["port"], n_ctx=opts["ctx"], n_threads=opts["threads"],
+              slots=opts["slots"], poll_s=opts["poll"], kv_cache_mb=opts["kv_cache_mb"])

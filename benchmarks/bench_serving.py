@@ -1,0 +1,241 @@
+"""`make bench-serving`: serving latency through Hearth's HTTP API, side by side with llama.cpp.
+
+Starts its own engine and gunicorn (appliance.processes) on free loopback ports in a throwaway
+instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro model with
+`--model micro`), and prints one JSON object per line: {"metric", "value", "goal"}.
+
+- gateway_vs_direct_p50: p50 of a completion through the HTTP API (auth, filters, engine hop)
+  over p50 of the same completion by `llama_cpp.Llama` in this process; requests alternate.
+- cache_hit_vs_cold_p50: a request that extends the user's previous prompt by a few characters
+  (the next keystroke) over a cold one of the same size.
+- concurrency_p95_ratio / concurrency_errors: p95 with 8 concurrent clients over one client.
+- hotswap_failed_requests: failed requests while a promotion hot-swaps under that load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CODE = (ROOT / "inference" / "filters.py").read_text() + (ROOT / "inference" / "engine" / "scheduler.py").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def emit(metric: str, value, goal: str | None) -> None:
+    print(json.dumps({"metric": metric, "value": value, "goal": goal}), flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def prompt_make(i: int, chars: int) -> str:
+    """A distinct code prompt of about `chars` characters ending mid-line (no whitespace at the end)."""
+    start = (i * 977) % max(1, len(CODE) - chars)
+    body = CODE[start : start + chars]
+    return f"# request {i}\n{body.rstrip()}\n    result = compute_"
+
+
+def setup(args) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="hearth-bench-"))
+    os.environ.update({
+        "HEARTH_HOME": str(home), "HEARTH_ENGINE_PORT": str(free_port()), "HEARTH_ENGINE_SLOTS": str(args.slots),
+        "HEARTH_ENGINE_THREADS": str(args.threads), "HEARTH_ENGINE_CTX": str(args.ctx), "HEARTH_ENGINE_POLL_S": "0.5",
+        "HEARTH_RATE_LIMIT": "0", "HEARTH_LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "appliance.settings",
+    })
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    from trainer.models import BaseModel
+
+    if args.gguf:
+        base = BaseModel.objects.create(slug="bench-base", display_name="bench", gguf_path=str(args.gguf),
+                                        architecture="llama", fim_format="", can_infill=False)
+        base.transition(BaseModel.Status.READY)
+    elif args.model == "micro":
+        from trainer.basemodels.services import basemodel_bootstrap
+
+        base = basemodel_bootstrap(log=lambda m: None)
+    else:
+        from trainer.basemodels.services import basemodel_fetch_default
+
+        base = basemodel_fetch_default(log=lambda m: None)
+    return {"home": home, "base": base}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["smollm2", "micro"], default="smollm2", help="Which base GGUF to serve.")
+    parser.add_argument("--gguf", type=Path, help="Serve this GGUF instead (registered as a prefix-only base).")
+    parser.add_argument("--slots", type=int, default=2, help="Engine slots.")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads per slot.")
+    parser.add_argument("--ctx", type=int, default=2048, help="Context window.")
+    parser.add_argument("--requests", type=int, default=12, help="Requests per measured series.")
+    parser.add_argument("--max-tokens", type=int, default=16, help="Tokens generated per request.")
+    parser.add_argument("--prompt-chars", type=int, default=1200, help="Size of each prompt in characters.")
+    parser.add_argument("--keep", action="store_true", help="Keep the instance directory.")
+    args = parser.parse_args()
+
+    # Stopped from outside (timeout, Ctrl-C): still stop the engine and web server it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    env = setup(args)
+    base = env["base"]
+    import requests
+    from django.conf import settings
+
+    from appliance.processes import Services, wait_http
+    from inference.auth import token_create
+
+    tokens = [token_create(username=f"bench{i}")[1] for i in range(9)]
+    web_port = free_port()
+    services = Services()
+    try:
+        services.start_engine()
+        services.start_web(web_port)
+        wait_http(f"http://127.0.0.1:{settings.HEARTH_ENGINE_PORT}/ready", timeout=120, services=services)
+        wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
+        url = f"http://127.0.0.1:{web_port}/v1/completions"
+        emit("model", base.slug, None)
+        emit("config", {"slots": args.slots, "threads_per_slot": args.threads, "max_tokens": args.max_tokens,
+                        "prompt_chars": args.prompt_chars, "cores": os.cpu_count()}, None)
+
+        def call(session, raw: str, prompt: str, max_tokens: int = args.max_tokens) -> tuple[float, dict]:
+            started = time.perf_counter()
+            r = session.post(url, headers={"Authorization": f"Bearer {raw}"}, timeout=300,
+                             json={"prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+            elapsed = time.perf_counter() - started
+            if r.status_code != 200:
+                raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+            return elapsed, r.json()
+
+        # ---------------------------------------------------------- gateway vs direct
+        from llama_cpp import Llama
+
+        llm = Llama(model_path=base.gguf_path, n_ctx=args.ctx, n_threads=args.threads, verbose=False, seed=0)
+        session = requests.Session()
+        call(session, tokens[0], prompt_make(10_000, args.prompt_chars))  # warm both paths
+        llm.create_completion(prompt_make(10_001, args.prompt_chars), max_tokens=args.max_tokens, temperature=0)
+        direct, gateway, tokens_direct, tokens_gateway = [], [], 0, 0
+        for i in range(args.requests):
+            prompt = prompt_make(i, args.prompt_chars)  # distinct first line: no cache reuse on either side
+            llm.reset()
+            started = time.perf_counter()
+            out = llm.create_completion(prompt, max_tokens=args.max_tokens, temperature=0, top_k=1)
+            direct.append(time.perf_counter() - started)
+            tokens_direct += out["usage"]["completion_tokens"]
+            elapsed, payload = call(session, tokens[0], prompt)
+            gateway.append(elapsed)
+            tokens_gateway += payload["usage"]["completion_tokens"]
+        del llm
+        emit("direct_p50_ms", round(statistics.median(direct) * 1000, 1), None)
+        emit("gateway_p50_ms", round(statistics.median(gateway) * 1000, 1), None)
+        emit("generated_tokens_direct_vs_gateway", [tokens_direct, tokens_gateway], None)
+        emit("gateway_vs_direct_p50", round(statistics.median(gateway) / statistics.median(direct), 3), "<= 1.10")
+
+        # ---------------------------------------------------------- cache hit vs cold
+        cold, hit = [], []
+        for i in range(args.requests):
+            prompt = prompt_make(1000 + i, args.prompt_chars)
+            elapsed, _ = call(session, tokens[0], prompt)
+            cold.append(elapsed)
+            elapsed, payload = call(session, tokens[0], prompt + "val")  # the next keystrokes
+            hit.append(elapsed)
+        emit("cold_p50_ms", round(statistics.median(cold) * 1000, 1), None)
+        emit("cache_hit_p50_ms", round(statistics.median(hit) * 1000, 1), None)
+        emit("cache_hit_vs_cold_p50", round(statistics.median(hit) / statistics.median(cold), 3), "<= 0.25")
+
+        # ---------------------------------------------------------- concurrency (+ hot swap)
+        def typing_client(n: int, raw: str, rounds: int, latencies: list, errors: list, stop=None) -> None:
+            """A developer typing: after opening a file, each request extends the prompt by a character."""
+            sess = requests.Session()
+            prompt = prompt_make(2000 + n * 37, args.prompt_chars)
+            try:  # opening the file: a cold prompt, not counted (every client pays it once)
+                call(sess, raw, prompt)
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                errors.append(str(exc))
+            i = 0
+            while (stop is None and i < rounds) or (stop is not None and not stop.is_set()):
+                prompt += "xy"[i % 2]
+                try:
+                    latencies.append(call(sess, raw, prompt)[0])
+                except Exception as exc:  # noqa: BLE001 - every failure is counted
+                    errors.append(str(exc))
+                i += 1
+
+        single, errors1 = [], []
+        typing_client(0, tokens[1], args.requests, single, errors1)
+        many, errors8 = [], []
+        threads = [threading.Thread(target=typing_client, args=(n, tokens[1 + n], args.requests, many, errors8))
+                   for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        emit("single_client_p95_ms", round(pct(single, 0.95) * 1000, 1), None)
+        emit("eight_clients_p95_ms", round(pct(many, 0.95) * 1000, 1), None)
+        emit("concurrency_p95_ratio", round(pct(many, 0.95) / pct(single, 0.95), 3), "<= 2.0")
+        emit("concurrency_errors", len(errors1) + len(errors8), "0")
+
+        from inference.api.engine_client import engine_health
+        from trainer.models import Dataset, ModelVersion, TrainingRun
+        from trainer.versions import model_version_promote
+
+        stop, swap_lat, swap_errors = threading.Event(), [], []
+        threads = [threading.Thread(target=typing_client, args=(n, tokens[1 + n], 0, swap_lat, swap_errors, stop))
+                   for n in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        copy = env["home"] / "promoted.gguf"
+        shutil.copy(base.gguf_path, copy)
+        dataset = Dataset.objects.create(status=Dataset.Status.READY)
+        run = TrainingRun.objects.create(base=base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
+        version = ModelVersion.objects.create(base=base, run=run, gguf_path=str(copy), fim_format=base.fim_format,
+                                              status=ModelVersion.Status.CANDIDATE)
+        promoted_at = time.monotonic()
+        model_version_promote(version=version)
+        while engine_health().get("model") != f"hearth-v{version.pk}":
+            if time.monotonic() - promoted_at > 120:
+                swap_errors.append("the promoted model was not served within 120 s")
+                break
+            time.sleep(0.1)
+        swapped_s = time.monotonic() - promoted_at
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join()
+        emit("hotswap_seconds", round(swapped_s, 2), None)
+        emit("hotswap_requests", len(swap_lat) + len(swap_errors), None)
+        emit("hotswap_failed_requests", len(swap_errors), "0")
+        if swap_errors or errors8:
+            print(json.dumps({"errors": (swap_errors + errors8)[:5]}), file=sys.stderr)
+    finally:
+        services.stop()
+        if not args.keep:
+            shutil.rmtree(env["home"], ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""What every API surface shares: body parsing, auth, engine calls with uniform errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+
+from django.http import HttpRequest
+from django.views.decorators.csrf import csrf_exempt
+
+from appliance.errors import EngineError
+from inference.api.errors import RequestError, error_response
+from inference.auth import AuthError, token_authenticate
+from inference.models import ApiToken
+
+MAX_TOKENS_CAP = 1024
+
+
+def json_body(request: HttpRequest) -> dict:
+    try:
+        body = json.loads(request.body or b"")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RequestError("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise RequestError("The request body must be a JSON object.")
+    return body
+
+
+def number(body: dict, name: str, kind: type, default, lo, hi):
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and int(value) != value):
+        raise RequestError(f"'{name}' must be {'an integer' if kind is int else 'a number'}.", param=name)
+    if not lo <= value <= hi:
+        raise RequestError(f"'{name}' must be between {lo} and {hi}.", param=name)
+    return kind(value)
+
+
+def text(body: dict, name: str, *, required: bool = False) -> str | None:
+    value = body.get(name)
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]
+    if value is None:
+        if required:
+            raise RequestError(f"'{name}' is required.", param=name)
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"'{name}' must be a string.", param=name)
+    return value
+
+
+def stop_list(body: dict, name: str = "stop", limit: int = 16) -> list[str]:
+    stop = body.get(name)
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > limit):
+        raise RequestError(f"'{name}' must be a string or a list of up to {limit} strings.", param=name)
+    return stop or []
+
+
+def boolean(body: dict, name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise RequestError(f"'{name}' must be true or false.", param=name)
+    return value
+
+
+def snippets(items, *, path_key: str, text_key: str, limit: int = 16) -> list[tuple[str, str]]:
+    """(path, text) pairs of other files' code sent as context; malformed items are skipped."""
+    if not isinstance(items, list):
+        return []
+    out = []
+    for item in items[:limit]:
+        if isinstance(item, dict) and isinstance(item.get(text_key), str) and item[text_key].strip():
+            path = item.get(path_key) if isinstance(item.get(path_key), str) else ""
+            out.append((path, item[text_key]))
+    return out
+
+
+@dataclass
+class RequestContext:
+    """What a view knows about the caller, plus the steps recorded for the flow log."""
+
+    token: ApiToken
+    started: float
+    steps: list = field(default_factory=list)
+
+    @property
+    def user_key(self) -> str:
+        # Supersession and cache affinity are per token: one IDE session, one stream of keystrokes.
+        return f"token-{self.token.pk}"
+
+    def step(self, name: str, **detail) -> None:
+        self.steps.append({"step": name, "ms": round((time.monotonic() - self.started) * 1000, 2), **detail})
+
+
+def api_view(kind_401: str = "authentication_error") -> Callable:
+    """Authenticate (401/403/429), catch request and engine errors, answer JSON, write the flow log.
+
+    The view gets (request, ctx: RequestContext).
+    """
+
+    def decorator(view):
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs):
+            started = time.monotonic()
+            ctx = None
+            try:
+                token = token_authenticate(request.headers.get("Authorization"))
+                ctx = RequestContext(token=token, started=started)
+                ctx.step("auth", user=token.user.username)
+                response = view(request, ctx, *args, **kwargs)
+            except AuthError as exc:
+                kind = {403: "permission_error", 429: "rate_limit_error"}.get(exc.status, kind_401)
+                response = error_response(exc.status, str(exc), kind=kind)
+                if exc.retry_after is not None:
+                    response["Retry-After"] = str(exc.retry_after)
+            except RequestError as exc:
+                response = error_response(exc.status, str(exc), param=exc.param)
+            except EngineError as exc:
+                response = error_response(503, str(exc), kind="engine_unavailable")
+            if ctx is not None:
+                _flow_log(request, ctx, response, started)
+            return response
+
+        return wrapper
+
+    return decorator
+
+
+def _flow_log(request: HttpRequest, ctx: RequestContext, response, started: float) -> None:
+    from inference.policy import serving_rules
+    from inference.telemetry import flow_log_record
+
+    policy = serving_rules().policy
+    if not policy.flow_logs_enabled:
+        return
+    steps = [{"step": "request", "method": request.method, "body": request.body[:20000].decode("utf-8", "replace")},
+             *ctx.steps]
+    if not getattr(response, "streaming", False):
+        steps.append({"step": "response", "body": response.content[:20000].decode("utf-8", "replace")})
+    flow_log_record(policy=policy, user_id=ctx.token.user_id, path=request.path, status_code=response.status_code,
+                    latency_ms=round((time.monotonic() - started) * 1000, 2), steps=steps)

@@ -1,0 +1,192 @@
+"""The one completion path behind every dialect: exclusion → engine → filters → telemetry.
+
+Each dialect (OpenAI, llama.cpp, Tabby) parses its body into a `CompletionRequest` and shapes the
+`Served` result; what happens in between is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from appliance.errors import EngineError
+from inference.api.common import RequestContext
+from inference.api.engine_client import engine_complete, engine_stream
+from inference.filters import FilterOutcome, path_excluded, response_filter, suggestion_filter
+from inference.policy import ServingRules, serving_rules
+from inference.telemetry import completion_record, filter_counts_add, language_guess
+
+# A choice's finish_reason when a filter cut or discarded it (OpenAI's own value for this).
+FILTERED = "content_filter"
+
+
+@dataclass
+class CompletionRequest:
+    dialect: str  # openai | infill | completion | tabby
+    prefix: str
+    suffix: str | None = None
+    context: list[tuple[str, str]] = field(default_factory=list)
+    filepath: str = ""
+    language: str = ""
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    deadline_s: float | None = None
+    id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+
+
+@dataclass
+class Served:
+    id: str
+    model: str
+    choices: list[dict]
+    outcome: str  # ok | empty | excluded | filtered | superseded
+    filters: list[str] = field(default_factory=list)
+    superseded: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.choices[0]["text"] if self.choices else ""
+
+
+def _empty_choice(finish: str = "stop") -> dict:
+    return {"index": 0, "text": "", "finish_reason": finish, "prompt_tokens": 0, "completion_tokens": 0,
+            "cached_tokens": 0, "timings": {"prompt_n": 0, "prompt_ms": 0, "predicted_n": 0, "predicted_ms": 0},
+            "stop_word": ""}
+
+
+def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules, dict | None]:
+    """The engine parameters, or None when the file is excluded (no completion at all)."""
+    rules = serving_rules()
+    req.language = language_guess(language=req.language, filepath=req.filepath)
+    if path_excluded(req.filepath, rules.globs):
+        ctx.step("exclusion", excluded=True)
+        return rules, None
+    context = [(p, t) for p, t in req.context if not path_excluded(p, rules.globs)]
+    ctx.step("exclusion", excluded=False, context_files=len(req.context), context_dropped=len(req.context) - len(context))
+    params = {
+        "prefix": req.prefix, "suffix": req.suffix, "context": context, "filepath": req.filepath,
+        "max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p, "n": req.n,
+        "stop": req.stop, "deadline_s": req.deadline_s, "user": ctx.user_key,
+    }
+    return rules, params
+
+
+def _finish(ctx: RequestContext, req: CompletionRequest, rules: ServingRules, served: Served, result: dict) -> Served:
+    acted = sorted(set(served.filters))
+    if acted:
+        filter_counts_add(acted)
+    latency = round((time.monotonic() - ctx.started) * 1000, 2)
+    ctx.step("filters", acted=acted)
+    completion_record(
+        policy=rules.policy, completion_id=served.id, user_id=ctx.token.user_id, dialect=req.dialect,
+        result=result, language=req.language, latency_ms=latency, outcome=served.outcome, filters=acted,
+        prompt=req.prefix + ("" if req.suffix is None else "<|suffix|>" + req.suffix), suggestion=served.text,
+    )
+    return served
+
+
+def _outcome(choices: list[dict], acted: list[str], superseded: bool) -> str:
+    if superseded:
+        return "superseded"
+    if acted:
+        return "filtered"
+    return "ok" if any(c["text"] for c in choices) else "empty"
+
+
+def completion_serve(ctx: RequestContext, req: CompletionRequest) -> Served:
+    cid = req.id
+    rules, params = _prepare(ctx, req)
+    if params is None:
+        served = Served(cid, "", [_empty_choice()], "excluded")
+        return _finish(ctx, req, rules, served, {})
+    result = engine_complete(params)
+    ctx.step("engine", model=result.get("model"), slot=result.get("slot"),
+             cached_tokens=result["choices"][0].get("cached_tokens"))
+    choices, acted = [], []
+    for choice in result["choices"]:
+        outcome: FilterOutcome = suggestion_filter(choice["text"], index=rules.index)
+        acted += outcome.acted
+        finish = FILTERED if outcome.acted else choice["finish_reason"]
+        choices.append({**choice, "text": outcome.text, "finish_reason": "stop" if finish == "cancelled" else finish})
+    superseded = bool(result.get("superseded"))
+    served = Served(cid, result.get("model", ""), choices, _outcome(choices, acted, superseded), acted, superseded)
+    return _finish(ctx, req, rules, served, result)
+
+
+class StreamGuard:
+    """Filters a stream: text leaves only as whole lines that passed every filter.
+
+    A line that trips a filter ends the stream (finish_reason content_filter); for the verbatim
+    filter, at most 149 matching characters were sent before the match became certain.
+    """
+
+    def __init__(self, rules: ServingRules):
+        self.rules, self.sent, self.pending, self.acted = rules, "", "", []
+
+    def feed(self, delta: str) -> str:
+        if self.acted:
+            return ""
+        self.pending += delta
+        if "\n" not in self.pending:
+            return ""
+        cut = self.pending.rindex("\n") + 1
+        return self._release(self.pending[:cut], rest=self.pending[cut:])
+
+    def close(self, final: str) -> str:
+        """The rest of the authoritative final text (stop strings already cut by the engine)."""
+        if self.acted or not final.startswith(self.sent):
+            return ""
+        self.pending = ""
+        return self._release(final[len(self.sent):], rest="")
+
+    def _release(self, text: str, *, rest: str) -> str:
+        candidate = self.sent + text
+        if self.rules.index.matches(candidate):
+            self.acted = ["verbatim"]
+            return ""
+        outcome = response_filter(candidate)
+        if outcome.acted:
+            self.acted = outcome.acted
+            out = outcome.text[len(self.sent):] if outcome.text.startswith(self.sent) else ""
+            self.sent += out
+            return out
+        self.sent, self.pending = candidate, rest
+        return text
+
+
+def completion_stream(ctx: RequestContext, req: CompletionRequest) -> Iterator[tuple[str, object]]:
+    """Yields ("delta", text)… then ("done", Served). Errors from the engine come as EngineError."""
+    cid = req.id
+    rules, params = _prepare(ctx, req)
+    if params is None:
+        yield "done", _finish(ctx, req, rules, Served(cid, "", [_empty_choice()], "excluded"), {})
+        return
+    params["n"] = 1
+    guard = StreamGuard(rules)
+    for item in engine_stream(params):
+        if "error" in item:
+            raise EngineError(item["error"])
+        if item.get("done"):
+            result = item["result"]
+            tail = guard.close(item["final"])
+            if tail:
+                yield "delta", tail
+            choice = result["choices"][0]
+            finish = FILTERED if guard.acted else ("stop" if choice["finish_reason"] == "cancelled" else
+                                                  choice["finish_reason"])
+            choices = [{**choice, "text": guard.sent, "finish_reason": finish}]
+            superseded = bool(result.get("superseded"))
+            ctx.step("engine", model=result.get("model"), slot=result.get("slot"),
+                     cached_tokens=choice.get("cached_tokens"))
+            served = Served(cid, result.get("model", ""), choices, _outcome(choices, guard.acted, superseded),
+                            guard.acted, superseded)
+            yield "done", _finish(ctx, req, rules, served, result)
+            return
+        out = guard.feed(item["delta"])
+        if out:
+            yield "delta", out

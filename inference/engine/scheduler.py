@@ -1,0 +1,220 @@
+"""Parallel slots over one served model, with per-user cache affinity and supersession.
+
+A slot is one `llama_cpp.Llama` context of the served GGUF (the weights are mmap'd, so N slots
+share one copy in the page cache; each has its own KV cache). One worker thread per slot takes
+jobs from a single FIFO queue:
+
+- **Supersede.** Each user (API token) has at most one live job. A newer job from the same user
+  cancels the older one (between two tokens if it is running) and takes its place in the queue,
+  so a fast typist neither jumps the queue nor loses their turn; other users are served in order.
+- **Cache affinity.** A worker prefers the job of a user whose previous request ran on its slot
+  (that slot's KV cache holds the user's prompt, so only the new keystrokes are evaluated). It
+  takes any other job only when that job's own slot is busy or unknown, and it always takes the
+  oldest job once that has waited `max_wait_s`, so affinity never starves anyone. When a slot
+  does change user, `switch` parks the leaving user's cache and restores the arriving one's.
+- **Hot swap.** `swap()` installs a freshly loaded model; jobs dispatched from then on run on it,
+  jobs already running finish on the old one, which is then closed. No job fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from appliance.errors import EngineError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Job:
+    user: str | None
+    body: dict
+    on_token: Callable[[str], None] | None = None
+    on_done: Callable[[], None] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict | None = None
+    error: Exception | None = None
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+class Pool:
+    """One loaded model: its identity and N completers (slots) built by `load_slot`."""
+
+    def __init__(self, served, completers: list, load_seconds: float, kv=None):
+        self.served = served
+        self.completers = completers
+        self.load_seconds = load_seconds
+        self.owners: list[str | None] = [None] * len(completers)  # whose prompt each slot's KV holds
+        self.kv = kv  # a KvStore parking users' caches while their slot serves someone else
+
+    def close(self) -> None:
+        for completer in self.completers:
+            close = getattr(completer.llm, "close", None)
+            if close is not None:
+                close()
+        self.completers = []
+
+
+class Scheduler:
+    def __init__(self, *, slots: int, run: Callable[[object, Job], dict],
+                 switch: Callable[[Pool, int, str | None, str], None] | None = None, max_wait_s: float = 1.0):
+        self.n = slots
+        self.max_wait_s = max_wait_s
+        self._run = run  # (completer, job) -> result dict, called outside the lock
+        self._switch = switch  # (pool, slot, leaving user, arriving user): park / restore caches
+        self.cond = threading.Condition()
+        self.pool: Pool | None = None
+        self.queue: deque[Job] = deque()
+        self.latest: dict[str, Job] = {}
+        self.affinity: dict[str, int] = {}
+        self.running: list[tuple[Pool, Job] | None] = [None] * slots
+        self.stats = {"requests": 0, "superseded": 0, "cache_affine": 0}
+        self.closed = False
+        self._workers = [threading.Thread(target=self._work, args=(i,), daemon=True, name=f"slot-{i}")
+                         for i in range(slots)]
+        for worker in self._workers:
+            worker.start()
+
+    # ------------------------------------------------------------ submitting
+
+    def submit(self, job: Job) -> Job:
+        with self.cond:
+            if self.pool is None:
+                raise EngineError("The engine has no model loaded yet.")
+            self.stats["requests"] += 1
+            old = self.latest.get(job.user) if job.user else None
+            if old is not None and not old.done.is_set():
+                old.cancel.set()
+                self.stats["superseded"] += 1
+                try:  # a queued job is answered now, and the newer one takes its place
+                    at = self.queue.index(old)
+                    self.queue[at] = job
+                    job.enqueued_at = old.enqueued_at  # the user's wait so far still counts
+                    self._finish_cancelled(old)
+                except ValueError:
+                    self.queue.append(job)
+            else:
+                self.queue.append(job)
+            if job.user:
+                self.latest[job.user] = job
+            self.cond.notify_all()
+        return job
+
+    def wait(self, job: Job, timeout: float | None = None) -> dict:
+        if not job.done.wait(timeout):
+            job.cancel.set()
+            raise EngineError("The engine did not answer in time.")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _finish_cancelled(self, job: Job) -> None:
+        pool = self.pool
+        job.result = {
+            "model": pool.served.id if pool else "", "version": pool.served.version_pk if pool else None,
+            "superseded": True,
+            "choices": [{"index": 0, "text": "", "finish_reason": "cancelled", "timings": {}, "prompt_tokens": 0,
+                         "completion_tokens": 0, "cached_tokens": 0, "stop_word": ""}],
+        }
+        self._done(job)
+
+    @staticmethod
+    def _done(job: Job) -> None:
+        job.done.set()
+        if job.on_done is not None:
+            job.on_done()
+
+    # ------------------------------------------------------------ swapping
+
+    def swap(self, pool: Pool, *, drain_timeout: float = 300.0) -> None:
+        """Serve `pool` from now on; close the previous pool once its running jobs are done."""
+        with self.cond:
+            old, self.pool = self.pool, pool
+            self.affinity.clear()  # the new slots' caches are empty
+            self.cond.notify_all()
+            deadline = time.monotonic() + drain_timeout
+            while old is not None and any(r is not None and r[0] is old for r in self.running):
+                if not self.cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    logger.warning("old model still busy after %.0f s; closing it anyway", drain_timeout)
+                    break
+        if old is not None:
+            old.close()
+
+    # ------------------------------------------------------------ working
+
+    def _pick(self, i: int) -> Job | None:
+        # Cache affinity may reorder the queue, but never past a job that has waited too long.
+        if self.queue and time.monotonic() - self.queue[0].enqueued_at > self.max_wait_s:
+            return self.queue[0]
+        fallback = None
+        for job in self.queue:
+            home = self.affinity.get(job.user) if job.user else None
+            if home == i:
+                self.stats["cache_affine"] += 1
+                return job
+            if fallback is None and self._may_move(job, home):
+                fallback = job
+        return fallback
+
+    def _may_move(self, job: Job, home: int | None) -> bool:
+        """Whether `job` may run away from its cache: yes unless its slot is about to free up.
+
+        A home slot busy with the same user's superseded job frees within one token, so waiting
+        for it beats evaluating the whole prompt cold elsewhere.
+        """
+        if home is None or home >= self.n:
+            return True
+        running = self.running[home]
+        return running is not None and running[1].user != job.user
+
+    def _work(self, i: int) -> None:
+        while True:
+            with self.cond:
+                job = None
+                while job is None:
+                    if self.closed:
+                        return
+                    job = self._pick(i) if self.pool is not None else None
+                    if job is None:
+                        self.cond.wait()
+                self.queue.remove(job)
+                pool = self.pool
+                self.running[i] = (pool, job)
+            try:
+                if job.cancel.is_set():
+                    self._finish_cancelled(job)
+                    continue
+                if job.user and pool.owners[i] != job.user:
+                    if self._switch is not None:
+                        self._switch(pool, i, pool.owners[i], job.user)
+                    pool.owners[i] = job.user
+                job.result = self._run(pool.completers[i], job)
+                job.result.update({"model": pool.served.id, "version": pool.served.version_pk, "slot": i})
+            except Exception as exc:
+                logger.exception("completion failed on slot %d", i)
+                job.error = exc if isinstance(exc, EngineError) else EngineError(f"The completion failed: {exc}")
+            finally:
+                with self.cond:
+                    self.running[i] = None
+                    if job.user:
+                        self.affinity[job.user] = i
+                        if self.latest.get(job.user) is job:
+                            del self.latest[job.user]
+                    self._done(job)
+                    self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def snapshot(self) -> dict:
+        with self.cond:
+            return {"slots": self.n, "busy": sum(r is not None for r in self.running), "queued": len(self.queue),
+                    **self.stats}

@@ -1,0 +1,164 @@
+"""What a suggestion must never contain, and which files must never be completed or read.
+
+- Content exclusion: admin globs; a matching file gets no completion and is never context.
+- Response filters: a suggestion is cut just before the first email address, URL, IP address or
+  credential it contains (what is left before it is still useful code).
+- Verbatim filter: a suggestion sharing >= 150 whitespace-stripped characters with the admin's
+  blocked-code corpus is discarded. The corpus is indexed once as a set of 64-bit polynomial hashes
+  of every 150-character window (computed with numpy), so a check costs one hash per window of
+  the suggestion, however large the corpus.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import numpy as np
+
+WINDOW = 150
+_BASE = np.uint64(1_000_003)
+_WS = re.compile(r"\s+")
+
+# Each pattern names one filter; the suggestion is truncated at the earliest match of any.
+RESPONSE_PATTERNS: dict[str, re.Pattern] = {
+    "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    "url": re.compile(r"\b(?:https?|ftp|ssh|git|wss?)://[^\s'\"<>]+|\bwww\.[A-Za-z0-9-]+\.[A-Za-z]{2,}[^\s'\"<>]*"),
+    "ip": re.compile(
+        r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w.])"
+        r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])"
+        r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,5})?(?![\w:])"
+    ),
+    "credential": re.compile(
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
+        r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+        r"|\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bglpat-[A-Za-z0-9_-]{20,}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b"
+        r"|\bsk-[A-Za-z0-9_-]{20,}\b|\bhth_[A-Za-z0-9_-]{20,}\b"
+        r"|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
+        r"|(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token|token|private[_-]?key)"
+        r"\w*\s*[:=]\s*['\"][^'\"\s]{6,}['\"])"
+        r"|(?i:\bbearer\s+[A-Za-z0-9._~+/-]{16,})"
+    ),
+}
+
+
+@dataclass
+class FilterOutcome:
+    text: str
+    acted: list[str] = field(default_factory=list)  # names of the filters that changed the text
+    discarded: bool = False
+
+
+# ---------------------------------------------------------------- content exclusion
+
+
+def path_excluded(path: str | None, globs: list[str]) -> bool:
+    """True when `path` (as an IDE sends it: relative, absolute or a file:// URI) matches a glob.
+
+    A glob matches the whole path, any tail of it (so `secrets/*.py` matches `/repo/secrets/a.py`),
+    or the file name alone; `**/` also matches zero directories.
+    """
+    if not path or not globs:
+        return False
+    clean = path.removeprefix("file://").replace("\\", "/")
+    parts = PurePosixPath(clean).parts
+    tails = ["/".join(parts[i:]) for i in range(len(parts))] + [clean]
+    for glob in globs:
+        variants = {glob, glob.removeprefix("**/"), glob.removeprefix("/")}
+        for pattern in variants:
+            if any(fnmatch.fnmatchcase(t, pattern) for t in tails):
+                return True
+    return False
+
+
+# ---------------------------------------------------------------- response filters
+
+
+def response_filter(text: str) -> FilterOutcome:
+    """Truncate `text` before the first sensitive match; name every filter that matched there."""
+    cut, acted = len(text), []
+    for name, pattern in RESPONSE_PATTERNS.items():
+        match = pattern.search(text)
+        if match is not None:
+            acted.append(name)
+            cut = min(cut, match.start())
+    if not acted:
+        return FilterOutcome(text)
+    kept = text[:cut]
+    # Do not leave half a line ending in an opening quote or "=": drop the incomplete last line.
+    if "\n" in kept:
+        kept = kept[: kept.rindex("\n") + 1] if kept[kept.rindex("\n") + 1 :].strip() else kept
+    else:
+        kept = "" if kept.strip() else kept
+    return FilterOutcome(kept, acted)
+
+
+# ---------------------------------------------------------------- verbatim filter
+
+
+def stripped(text: str) -> str:
+    return _WS.sub("", text)
+
+
+def window_hashes(text: str, window: int = WINDOW) -> np.ndarray:
+    """64-bit polynomial hashes of every `window`-character window of `text` (already stripped)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n = len(codes) - window + 1
+    if n <= 0:
+        return np.empty(0, dtype=np.uint64)
+    out = np.zeros(n, dtype=np.uint64)
+    power = np.uint64(1)
+    with np.errstate(over="ignore"):  # arithmetic modulo 2**64 is the point
+        for k in range(window - 1, -1, -1):
+            out += codes[k : k + n] * power
+            power = power * _BASE
+    return out
+
+
+class VerbatimIndex:
+    """Hashes of every 150-character window of the blocked corpus, whitespace removed."""
+
+    def __init__(self, texts: list[str]):
+        parts = [window_hashes(stripped(t)) for t in texts]
+        self.hashes = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def matches(self, suggestion: str) -> bool:
+        if not len(self.hashes):
+            return False
+        probe = window_hashes(stripped(suggestion))
+        if not len(probe):
+            return False
+        at = np.minimum(np.searchsorted(self.hashes, probe), len(self.hashes) - 1)  # hashes are sorted
+        return bool((self.hashes[at] == probe).any())
+
+
+_index_lock = threading.Lock()
+_index: tuple[tuple, VerbatimIndex] | None = None
+
+
+def verbatim_index() -> VerbatimIndex:
+    """The index of the current BlockedCode rows, rebuilt only when the rows change."""
+    global _index
+    from django.db.models import Count, Max
+
+    from inference.models import BlockedCode
+
+    stamp = tuple(BlockedCode.objects.aggregate(n=Count("id"), last=Max("id"), at=Max("created_at")).values())
+    with _index_lock:
+        if _index is None or _index[0] != stamp:
+            texts = list(BlockedCode.objects.values_list("text", flat=True))
+            _index = (stamp, VerbatimIndex(texts))
+        return _index[1]
+
+
+def suggestion_filter(text: str, *, index: VerbatimIndex | None) -> FilterOutcome:
+    """Both filters in order: discard verbatim matches, then truncate sensitive strings."""
+    if text and index is not None and index.matches(text):
+        return FilterOutcome("", ["verbatim"], discarded=True)
+    return response_filter(text)

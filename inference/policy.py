@@ -1,0 +1,52 @@
+"""The serving rules in force (admin policy + blocked-code index), cached briefly per process.
+
+Every API request needs them; reading them at most every HEARTH_POLICY_CACHE_S seconds keeps the
+request path free of extra queries while an admin's change still applies within seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from inference.filters import VerbatimIndex, verbatim_index
+from inference.models import ServingPolicy
+
+
+@dataclass(frozen=True)
+class ServingRules:
+    policy: ServingPolicy
+    globs: list[str]
+    index: VerbatimIndex
+
+
+_lock = threading.Lock()
+_cached: tuple[float, ServingRules] | None = None
+
+
+def policy_get() -> ServingPolicy:
+    policy, _ = ServingPolicy.objects.get_or_create(pk=1)
+    return policy
+
+
+def serving_rules() -> ServingRules:
+    global _cached
+    now = time.monotonic()
+    with _lock:
+        if _cached is not None and now - _cached[0] < settings.HEARTH_POLICY_CACHE_S:
+            return _cached[1]
+    policy = policy_get()
+    rules = ServingRules(policy=policy, globs=policy.globs, index=verbatim_index())
+    with _lock:
+        _cached = (now, rules)
+    return rules
+
+
+def serving_rules_clear() -> None:
+    """Forget the cached rules (after an admin edit in this process, and in tests)."""
+    global _cached
+    with _lock:
+        _cached = None

@@ -1,0 +1,89 @@
+"""Prompt building on a real GGUF (micro model): context placement, line-boundary trimming, cancel."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+
+@pytest.fixture
+def completer(micro_base):
+    from llama_cpp import Llama
+
+    from inference.engine.completion import Completer
+    from trainer.basemodels.fim import fim_format_get
+
+    llm = Llama(model_path=micro_base.gguf_path, n_ctx=512, n_threads=1, verbose=False, seed=0)
+    yield Completer(llm, fim_format_get(micro_base.fim_format))
+    llm.close()
+
+
+def test_context_goes_after_file_separators_before_the_fim_prefix(completer):
+    ids, _ = completer.prompt_build("def f():\n    ", "\n", prefix_budget=200,
+                                    context=[("util.py", "def helper():\n    return 1\n")], filepath="app.py")
+    sep = completer._special(completer.fim.file_sep)
+    assert ids[0] == sep and ids.count(sep) == 2
+    assert ids.index(completer.fim_ids["prefix"]) > ids.index(sep, 1)
+    head = completer.llm.detokenize(ids[: ids.index(completer.fim_ids["prefix"])], special=False).decode()
+    assert "util.py\ndef helper():" in head and head.endswith("app.py\n")
+
+
+def test_long_prefix_and_suffix_are_cut_at_line_boundaries(completer):
+    prefix = "".join(f"value_{i} = compute({i}, 'item {i}')\n" for i in range(200)) + "result = "
+    suffix = "".join(f"print(value_{i})\n" for i in range(200))
+    ids, _ = completer.prompt_build(prefix, suffix, prefix_budget=120, suffix_budget=40, trim_lines=True)
+    p, s, m = (completer.fim_ids[k] for k in ("prefix", "suffix", "middle"))
+    kept_prefix = completer.llm.detokenize(ids[ids.index(p) + 1 : ids.index(s)], special=False).decode()
+    kept_suffix = completer.llm.detokenize(ids[ids.index(s) + 1 : ids.index(m)], special=False).decode()
+    assert prefix.endswith(kept_prefix) and prefix[-len(kept_prefix) - 1] == "\n"
+    assert kept_prefix.startswith("value_")
+    assert suffix.startswith(kept_suffix) and kept_suffix.endswith("\n") and len(kept_suffix) < len(suffix)
+    assert ids.index(s) - ids.index(p) - 1 <= 120
+
+
+def test_cancel_stops_between_tokens_and_zero_tokens_only_warms_the_cache(completer):
+    cancel = threading.Event()
+    seen = []
+
+    def on_token(text):
+        seen.append(text)
+        if len(seen) == 3:
+            cancel.set()
+
+    r = completer.complete("import os\n", max_tokens=100, on_token=on_token, cancel=cancel)
+    assert r.finish_reason == "cancelled" and r.completion_tokens == 3
+    warm = completer.complete("def main(argv):\n    return argv", max_tokens=0)
+    assert warm.text == "" and warm.completion_tokens == 0
+    again = completer.complete("def main(argv):\n    return argv[0]", max_tokens=2)
+    assert again.cached_tokens >= warm.prompt_tokens - 2
+
+
+def test_users_sharing_one_slot_keep_their_prompt_cache(micro_base):
+    """More developers than slots: each one's KV cache is parked and restored, not recomputed."""
+    from inference.engine.scheduler import Job, Scheduler
+    from inference.engine.selection import ServedModel
+    from inference.engine.server import job_run, pool_load, slot_switch
+
+    served = ServedModel("m", micro_base.gguf_path, micro_base.fim_format, None, "m")
+    pool = pool_load(served, slots=1, n_ctx=1024, n_threads=1, kv_cache_mb=64)
+    scheduler = Scheduler(slots=1, run=job_run, switch=slot_switch)
+    scheduler.swap(pool)
+    files = {"alice": "".join(f"alpha_{i} = {i}\n" for i in range(60)),
+             "bob": "".join(f"beta_{i} = {i} * 2\n" for i in range(60))}
+    texts = {}
+    for keystroke in range(3):
+        for user, text in files.items():
+            result = scheduler.wait(scheduler.submit(Job(user=user, body={"prefix": text + "x" * keystroke,
+                                                                           "max_tokens": 4})))
+            choice = result["choices"][0]
+            if keystroke:
+                assert choice["cached_tokens"] >= choice["prompt_tokens"] - 2, (user, keystroke, choice)
+            texts[(user, keystroke)] = choice["text"]
+    assert pool.kv.stats["restored"] >= 4
+    # A restored cache gives the same answer as a fresh slot.
+    fresh = pool_load(served, slots=1, n_ctx=1024, n_threads=1)
+    again = job_run(fresh.completers[0], Job(user=None, body={"prefix": files["bob"] + "xx", "max_tokens": 4}))
+    assert again["choices"][0]["text"] == texts[("bob", 2)]
+    scheduler.close()
+    fresh.close()

@@ -1,0 +1,76 @@
+"""Content exclusion, response filters and the verbatim index, without an engine."""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+
+import pytest
+
+from inference.filters import VerbatimIndex, path_excluded, response_filter, suggestion_filter
+
+
+@pytest.mark.parametrize("path,globs,excluded", [
+    ("src/secrets/keys.py", ["**/secrets/**"], True),
+    ("/home/dev/repo/secrets/keys.py", ["secrets/*.py"], True),
+    ("file:///repo/config/prod.pem", ["*.pem"], True),
+    ("C:\\repo\\.env", [".env"], True),
+    ("src/app.py", ["**/secrets/**", "*.pem"], False),
+    ("", ["*"], False),
+    ("src/app.py", [], False),
+])
+def test_path_exclusion_globs(path, globs, excluded):
+    assert path_excluded(path, globs) is excluded
+
+
+@pytest.mark.parametrize("text,name,kept", [
+    ("send_to(\n    'ops@example.com')", "email", "send_to(\n"),
+    ("url = 'https://intranet.corp/api'\n", "url", ""),
+    ("x = 1\nhost = '10.1.2.3'\n", "ip", "x = 1\n"),
+    ("addr = 'fe80::1ff:fe23:4567:890a'", "ip", ""),
+    ("key = 'AKIAIOSFODNN7EXAMPLE'", "credential", ""),
+    ("a = 1\npassword = \"hunter2hunter2\"\n", "credential", "a = 1\n"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIE", "credential", ""),
+    ("token: ghp_abcdefghijklmnopqrstuvwxyz0123456789", "credential", ""),
+])
+def test_response_filters_truncate_before_the_match(text, name, kept):
+    out = response_filter(text)
+    assert name in out.acted
+    assert out.text == kept
+
+
+def test_response_filters_leave_plain_code_alone():
+    code = "def add(a, b):\n    return a + b  # version 1.2.3\n"
+    assert response_filter(code).acted == [] and response_filter(code).text == code
+
+
+def _code(n: int, seed: int) -> str:
+    rnd = random.Random(seed)
+    return "".join(rnd.choice(string.ascii_letters + "   \n(){}=+") for _ in range(n))
+
+
+def test_verbatim_discards_150_shared_chars_and_ignores_whitespace():
+    corpus = _code(5000, seed=1)
+    index = VerbatimIndex([corpus, _code(3000, seed=2)])
+    stripped = "".join(corpus.split())
+    chunk = stripped[1000:1150]  # exactly 150 non-space characters from the corpus
+    respaced = "\n    ".join(chunk[i:i + 7] for i in range(0, len(chunk), 7))
+    assert index.matches("prefix" + respaced + "suffix")
+    assert not index.matches(stripped[1000:1149])  # 149 is allowed
+    assert not index.matches(_code(2000, seed=3))
+    out = suggestion_filter(respaced, index=index)
+    assert out.discarded and out.acted == ["verbatim"] and out.text == ""
+
+
+def test_verbatim_index_is_fast_on_a_large_corpus():
+    corpus = [_code(200_000, seed=s) for s in range(5)]  # ~1 MB of blocked code
+    started = time.monotonic()
+    index = VerbatimIndex(corpus)
+    built = time.monotonic() - started
+    started = time.monotonic()
+    for seed in range(50):
+        index.matches(_code(400, seed=100 + seed))
+    per_check_ms = (time.monotonic() - started) / 50 * 1000
+    assert len(index) > 900_000
+    assert built < 10 and per_check_ms < 20, (built, per_check_ms)

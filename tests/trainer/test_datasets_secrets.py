@@ -1,0 +1,257 @@
+"""The secret corpus: realistic fake secrets of every kind Hearth scrubs (recall must be 100%) and
+look-alikes that are not secrets (placeholders, example keys, hashes, UUIDs), whose false-positive
+rate is printed and recorded in the test report."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import string
+import uuid
+
+import pytest
+
+ALNUM = string.ascii_letters + string.digits
+rng = random.Random(20261122)
+
+
+def rand(chars: str, n: int) -> str:
+    return "".join(rng.choice(chars) for _ in range(n))
+
+
+def b64(n: int) -> str:
+    return rand(ALNUM + "+/", n)
+
+
+def _private_keys() -> list[tuple[str, str, str]]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    F = serialization.PrivateFormat
+    out = []
+    keys = [
+        (rsa.generate_private_key(public_exponent=65537, key_size=1024), F.TraditionalOpenSSL),
+        (rsa.generate_private_key(public_exponent=65537, key_size=1024), F.PKCS8),
+        (ec.generate_private_key(ec.SECP256R1()), F.TraditionalOpenSSL),
+        (ec.generate_private_key(ec.SECP384R1()), F.PKCS8),
+        (ed25519.Ed25519PrivateKey.generate(), F.OpenSSH),
+        (rsa.generate_private_key(public_exponent=65537, key_size=1024), F.OpenSSH),
+    ]
+    for i, (key, fmt) in enumerate(keys):
+        pem = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+        body = pem.strip().splitlines()[1]
+        if i % 2:
+            out.append(("deploy.py", f'KEY = """{pem}"""\nprint(KEY)\n', body))
+        else:
+            escaped = pem.replace("\n", "\\n")
+            out.append(("config.json", f'{{"ssh_private": "{escaped}"}}\n', body))
+    return out
+
+
+def _jwt() -> str:
+    def seg(obj) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    payload = {"sub": str(rng.randint(10**5, 10**9)), "name": rand(string.ascii_lowercase, 8), "iat": 1700000000}
+    sig = base64.urlsafe_b64encode(rng.randbytes(32)).decode().rstrip("=")
+    return f"{seg({'alg': 'HS256', 'typ': 'JWT'})}.{seg(payload)}.{sig}"
+
+
+def positives() -> list[tuple[str, str, str, str]]:
+    """(kind, filename, text, value that must disappear)."""
+    P: list[tuple[str, str, str, str]] = []
+
+    def add(kind, filename, text, value):
+        P.append((kind, filename, text, value))
+
+    for _ in range(6):
+        v = "AKIA" + rand("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+        add("aws-key-id", "settings.py", f'AWS_ACCESS_KEY_ID = "{v}"\n', v)
+    for _ in range(5):
+        v = b64(40)
+        add("aws-secret", "settings.py", f'aws_secret_access_key = "{v}"\n', v)
+    for prefix in ("ghp", "gho", "ghs", "ghu", "ghr", "ghp"):
+        v = f"{prefix}_{rand(ALNUM, 36)}"
+        add("github", "ci.yml", f"env:\n  GH_TOKEN: {v}\n", v)
+    for _ in range(4):
+        v = "glpat-" + rand(ALNUM + "_-", 20)
+        add("gitlab", "deploy.sh", f"curl --header 'PRIVATE-TOKEN: {v}' https://gitlab.corp/api\n", v)
+    for _ in range(4):
+        v = f"xoxb-{rng.randint(10**10, 10**11)}-{rng.randint(10**10, 10**11)}-{rand(string.ascii_lowercase + string.digits, 24)}"
+        add("slack", "notify.js", f"const slack = new WebClient('{v}');\n", v)
+    for _ in range(2):
+        v = f"https://hooks.slack.com/services/T{rand(ALNUM, 8)}/B{rand(ALNUM, 8)}/{rand(ALNUM, 24)}"
+        add("slack-webhook", "notify.py", f'requests.post("{v}", json=msg)\n', v.rsplit("/", 1)[1])
+    for _ in range(4):
+        v = "sk_live_" + rand(ALNUM, 24)
+        add("stripe", "billing.rb", f'Stripe.api_key = "{v}"\n', v)
+    for _ in range(3):
+        v = f"SG.{rand(ALNUM + '_-', 22)}.{rand(ALNUM + '_-', 43)}"
+        add("sendgrid", "mail.py", f'sg = SendGridAPIClient("{v}")\n', v)
+    for _ in range(3):
+        v = "SK" + rand("0123456789abcdef", 32)
+        add("twilio", "sms.py", f'client = Client("{v}", other)\n', v)
+    for _ in range(3):
+        v = "npm_" + rand(ALNUM, 36)
+        add("npm", "build.sh", f'echo "//registry.corp/:_authToken={v}" > .npmrc.tmp\n', v)
+    for _ in range(2):
+        v = "pypi-AgEIcHlwaS5vcmc" + rand(ALNUM + "_-", 80)
+        add("pypi", "release.py", f'TWINE = "{v}"\n', v)
+    for _ in range(2):
+        v = f"sk-proj-{rand(ALNUM, 20)}T3BlbkFJ{rand(ALNUM, 20)}"
+        add("openai", "llm.py", f'client = OpenAI(api_key="{v}")\n', v)
+    for _ in range(5):
+        v = _jwt()
+        add("jwt", "client.ts", f'const auth = "Bearer {v}";\n', v.rsplit(".", 1)[1])
+    for kind_file, text, body in _private_keys():
+        add("private-key", kind_file, text, body)
+    words = ["Tr0ub4dor&3", "Winter2024!x", "p@ssW0rd-prod", "Qm9bd8!kLz", "s3cure#Db-77", "hunter2-Prod!"]
+    for i in range(12):
+        v = rng.choice(words) + rand(string.digits, 3)
+        templates = [
+            ("settings.py", f'DB_PASSWORD = "{v}"\n'),
+            ("config.yaml", f"database:\n  user: app\n  password: {v}\n"),
+            ("appsettings.js", f'module.exports = {{ password: "{v}" }};\n'),
+            ("Settings.java", f'private static final String PASSWORD = "{v}";\n'),
+            ("deploy.sh", f'export MYSQL_PWD="{v}"\n'),
+            ("config.go", f'var secret = "{v}"\n'),
+        ]
+        name, text = templates[i % len(templates)]
+        add("password", name, text, v)
+    for i in range(12):
+        user, pw = rand(string.ascii_lowercase, 6), rand(ALNUM, 10) + "!" + rand(ALNUM, 3)
+        host = f"db{i}.corp.internal"
+        templates = [
+            f'DATABASE_URL = "postgres://{user}:{pw}@{host}:5432/app"\n',
+            f'MONGO = "mongodb+srv://{user}:{pw}@{host}/db?retryWrites=true"\n',
+            f'REDIS_URL = "redis://:{pw}@{host}:6379/0"\n',
+            f'conn = "Server={host};Database=app;User Id={user};Password={pw};"\n',
+            f'url = "jdbc:mysql://{host}:3306/app?user={user}&password={pw}"\n',
+            f'AMQP = "amqp://{user}:{pw}@{host}:5672/"\n',
+        ]
+        add("connection-string", "db.py", templates[i % len(templates)], pw)
+    for _ in range(4):
+        v = b64(44)
+        add("high-entropy", "signing.py", f'SIGNING = "{v}"\n', v)
+    for _ in range(4):
+        v = rand("0123456789abcdef", 40)
+        add("high-entropy-hex", "hmac.py", f'HMAC_KEY = "{v}"\n', v)
+    for _ in range(2):
+        v = rand(ALNUM + "+/", 86) + "=="
+        add("azure", "storage.py", f'conn = "DefaultEndpointsProtocol=https;AccountName=corp;AccountKey={v}"\n', v)
+    for i in range(8):
+        first, last = rand(string.ascii_lowercase, 5), rand(string.ascii_lowercase, 7)
+        v = f"{first}.{last}@{rng.choice(['acme-corp.com', 'bigbank.co.uk', 'corp.internal', 'contoso.io'])}"
+        text = [f"# Maintainer: {first.title()} <{v}>\n", f'NOTIFY = ["{v}"]\n', f"// contact {v} for access\n"][i % 3]
+        add("email", "module.py", text, v)
+    for i in range(8):
+        v = rng.choice([f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                        f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                        f"172.{rng.randint(16, 31)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                        f"52.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"])
+        text = [f'DB_HOST = "{v}"\n', f"server {v}:8080;\n", f"# the build box is {v}\n", f"ALLOWED = ['{v}']\n"][i % 4]
+        add("ip", "hosts.py", text, v)
+    for _ in range(5):
+        token = rand(ALNUM, 20)
+        v = f"https://deploy-bot:{token}@git.corp.internal/team/app.git"
+        add("url-credentials", "Makefile", f"clone:\n\tgit clone {v}\n", token)
+    for _ in range(2):
+        v = f"{rng.randint(10**8, 10**9)}:{rand(ALNUM + '_-', 35)}"
+        add("telegram", "bot.py", f'BOT = "{v}"\n', v)
+    return P
+
+
+def negatives() -> list[tuple[str, str, str]]:
+    """(kind, filename, text) that must come out unchanged."""
+    N: list[tuple[str, str, str]] = []
+
+    def add(kind, filename, text):
+        N.append((kind, filename, text))
+
+    for text in [
+        'password = "<your-password>"\n', 'password = "changeme"\n', 'API_KEY = "YOUR_API_KEY_HERE"\n',
+        'token = "${GITHUB_TOKEN}"\n', 'password: "{{ vault_db_password }}"\n', 'secret = os.environ["SECRET"]\n',
+        "password = get_password(user)\n", "api_key = settings.API_KEY\n", 'password = ""\n',
+        'password = "********"\n', 'AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"\n',
+        'aws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n',
+        'DATABASE_URL = "postgres://user:password@localhost:5432/app"\n', 'contact = "user@example.com"\n',
+        'HOST = "127.0.0.1"\n', 'BIND = "0.0.0.0"\n', 'DOC_IP = "192.0.2.10"\n', 'NETMASK = "255.255.255.0"\n',
+        'version = "1.2.3.4"\n', "oid = '1.3.6.1.4.1.311'\n", 'secret_key = "dummy-secret-for-tests"\n',
+        'STRIPE_KEY = "sk_test_placeholder"\n', "if password is None:\n    raise ValueError('password required')\n",
+        "def check_password(raw_password):\n    return hasher.verify(raw_password)\n",
+        'git clone git@github.com:org/repo.git\n', "@pytest.mark.parametrize('x', [1, 2])\n",
+        "url = 'https://docs.python.org/3/library/re.html'\n", 'PASSWORD_FIELD = "password"\n',
+        "token = request.headers['X-Token']\n", 'password = "$DB_PASSWORD"\n',
+    ]:
+        add("placeholder", "settings.py", text)
+    for _ in range(20):
+        data = rng.randbytes(32)
+        add("hash", "checksums.py", f'SHA256 = "{hashlib.sha256(data).hexdigest()}"\n')
+        add("hash", "lock.py", f'"integrity": "sha512-{base64.b64encode(hashlib.sha512(data).digest()).decode()}",\n')
+        add("hash", "pins.py", f'revision = "{hashlib.sha1(data).hexdigest()}"  # pinned commit\n')
+        add("hash", "cache.py", f'etag = "{hashlib.md5(data).hexdigest()}"\n')
+    for _ in range(20):
+        add("uuid", "ids.py", f'REQUEST_ID = "{uuid.UUID(int=rng.getrandbits(128), version=4)}"\n')
+        add("uuid", "fixtures.json", f'{{"pk": "{uuid.UUID(int=rng.getrandbits(128), version=4)}"}}\n')
+    for _ in range(15):
+        name = "".join(rng.choice(["Abstract", "Singleton", "Proxy", "Factory", "Bean", "Manager", "Handler",
+                                   "Request", "Response", "Serializer"]) for _ in range(4))
+        add("identifier", "app.py", f'CLASS_PATH = "com.corp.{name}"\n')
+        add("identifier", "app.py", f"value = compute_{name.lower()}(x, y)\n")
+    for i in range(10):
+        add("code", "app.py", f"for i in range({i}, {i * 7}):\n    total += i * 0.5\n")
+        add("code", "app.js", f"const sum = items.reduce((a, b) => a + b, {i});\n")
+    return N
+
+
+@pytest.fixture(scope="module")
+def scrubber():
+    from trainer.datasets.secrets import SecretScrubber
+
+    return SecretScrubber()
+
+
+def test_corpus_is_big_enough():
+    assert len(positives()) >= 100
+    assert len(negatives()) >= len(positives())
+    assert len({k for k, *_ in positives()}) >= 20
+
+
+def test_recall_is_total_and_false_positive_rate_reported(scrubber, record_property, capsys):
+    missed = []
+    for kind, filename, text, value in positives():
+        out, hits = scrubber.scrub(text, filename)
+        if value in out or not hits:
+            missed.append((kind, filename, text.strip()[:80]))
+    flagged = []
+    negs = negatives()
+    for kind, filename, text in negs:
+        out, hits = scrubber.scrub(text, filename)
+        if hits or out != text:
+            flagged.append((kind, text.strip()[:80], [h.kind for h in hits]))
+    rate = len(flagged) / len(negs)
+    record_property("secret_recall", 1 - len(missed) / len(positives()))
+    record_property("secret_false_positive_rate", round(rate, 4))
+    with capsys.disabled():
+        print(f"\nsecret corpus: {len(positives())} positives, recall {1 - len(missed) / len(positives()):.1%}; "
+              f"{len(negs)} look-alikes, false-positive rate {rate:.1%} ({len(flagged)})")
+        for item in flagged:
+            print("  false positive:", item)
+    assert not missed, missed
+
+
+def test_hits_carry_line_and_kind_never_the_value(scrubber):
+    text = 'x = 1\nAWS_ACCESS_KEY_ID = "AKIAZ7Q3XW4RTYUIOP2L"\n# mail jane.doe@acme-corp.com\n'
+    out, hits = scrubber.scrub(text, "s.py")
+    assert [(h.line, h.kind) for h in hits] == [(2, "AWS Access Key"), (3, "Email Address")]
+    assert out == 'x = 1\nAWS_ACCESS_KEY_ID = "<SECRET>"\n# mail <EMAIL>\n'
+    assert all("AKIA" not in repr(h) for h in hits)
+
+
+def test_placeholders_are_typed(scrubber):
+    text = ('password = "Winter2024!x99"\nhost = "10.1.2.3"\n'
+            'KEY = "-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIB\\n-----END EC PRIVATE KEY-----"\n')
+    out, _ = scrubber.scrub(text, "s.py")
+    assert '"<PASSWORD>"' in out and '"<IP>"' in out and '"<PRIVATE_KEY>"' in out
