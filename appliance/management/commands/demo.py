@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--base", default=settings.HEARTH_BASE_MODEL,
                             help="Base model slug (default: SmolLM2-135M-Instruct from its carrier package).")
         parser.add_argument("--max-steps", type=int, default=90, help="Cap on optimizer steps (fits ~30 min on 2 cores).")
-        parser.add_argument("--preset", default="standard", help="quick, standard or thorough.")
+        parser.add_argument("--preset", default="thorough", help="quick, standard or thorough (passes over the data).")
         parser.add_argument("--max-tasks", type=int, default=300, help="Held-out line tasks to score.")
         parser.add_argument("--serve", action="store_true", help="Keep the engine and web server running at the end.")
         parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port.")
