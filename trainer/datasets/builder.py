@@ -321,7 +321,7 @@ class _Builder:
             self.result.secrets_by_kind[hit.kind] += 1
             self.result.secret_hits.append({"repo": repo, "path": display_path(entry.path), "line": hit.line,
                                             "kind": hit.kind})
-            logger.info("secret scrubbed: %s:%s line %d (%s)", repo, display_path(entry.path), hit.line, hit.kind)
+            logger.debug("secret scrubbed: %s:%s line %d (%s)", repo, display_path(entry.path), hit.line, hit.kind)
         record = json.dumps({"repo": repo, "path": display_path(entry.path), "language": language, "text": text},
                             ensure_ascii=False) + "\n"
         self.kept.append(_Kept(repo, entry.path, language, size, record,

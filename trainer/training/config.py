@@ -87,8 +87,9 @@ class LoraSettings:
     def tokens_per_step(self) -> int:
         return self.seq_len * self.batch_size * self.grad_accum
 
-    def steps_for(self, train_tokens: int) -> int:
-        """Optimizer steps for this dataset: the preset's epochs (or `epochs`), capped by max_steps."""
+    def steps_for(self, train_tokens: int, processes: int = 1) -> int:
+        """Optimizer steps for this dataset: the preset's epochs (or `epochs`) shared by `processes`
+        data-parallel processes, capped by max_steps."""
         epochs = self.epochs or self.PRESET_EPOCHS[self.preset]
-        steps = max(1, math.ceil(epochs * train_tokens / self.tokens_per_step))
+        steps = max(1, math.ceil(epochs * train_tokens / (self.tokens_per_step * processes)))
         return min(steps, self.max_steps) if self.max_steps else steps

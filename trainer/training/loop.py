@@ -96,9 +96,17 @@ def train(
     torch.set_num_threads(os.cpu_count() or 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    rank, world = _distributed_init(method.device)
+    if rank:
+        log = on_progress = lambda *a, **k: None  # noqa: E731 — one rank reports and saves
     model, tokenizer, fmt, added = base_load_for_training(hf_path, settings, method)
     if method.device == "cuda" and not method.four_bit:
-        model.to("cuda")
+        model.to(f"cuda:{rank % max(1, torch.cuda.device_count())}" if world > 1 else "cuda")
+    core = model  # the peft model; `model` becomes its DDP wrapper when training on several processes
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model)
     eot_id = tokenizer.convert_tokens_to_ids(fmt.eot)
     log(f"loaded base ({method.name} on {method.device}) in {time.monotonic() - t0:.1f} s; "
         f"FIM format {fmt.name}{' (tokens added: ' + str(len(added)) + ')' if added else ''}")
@@ -108,10 +116,11 @@ def train(
     eval_rows = eval_rows[: settings.eval_sequences]
     if not rows:
         raise TrainingError("The dataset produced no training tokens.")
-    total = settings.steps_for(pack_stats["tokens"])
+    total = settings.steps_for(pack_stats["tokens"], processes=world)
     eval_every = settings.eval_every_steps or max(1, total // 8)
     log(f"{pack_stats['tokens']} training tokens in {len(rows)} packed sequences of {settings.seq_len} "
-        f"(padding {pack_stats['padding_fraction']:.3f}); {total} steps; held-out sequences {len(eval_rows)}")
+        f"(padding {pack_stats['padding_fraction']:.3f}); {total} steps"
+        f"{f' on {world} processes' if world > 1 else ''}; held-out sequences {len(eval_rows)}")
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -127,7 +136,7 @@ def train(
     ckpt = out_dir / "checkpoint"
     if (ckpt / "state.pt").exists():
         saved = torch.load(ckpt / "state.pt", weights_only=False)
-        _trainable_load(model, saved["trainable"])
+        _trainable_load(core, saved["trainable"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
@@ -145,7 +154,7 @@ def train(
             start = step * per_step + m * settings.batch_size
             batch = []
             for i in range(start, start + settings.batch_size):
-                epoch, pos = divmod(i, len(rows))
+                epoch, pos = divmod(i * world + rank, len(rows))  # each process takes its own share
                 batch.append(rows[order(epoch)[pos]])
             yield torch.tensor(batch, device=device)
 
@@ -162,11 +171,13 @@ def train(
         return sum(losses) / len(losses)
 
     def save_checkpoint() -> None:
+        if rank:
+            return
         tmp = out_dir / "checkpoint.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         torch.save(
-            {"trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
+            {"trainable": _trainable_state(core), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "state": state},
             tmp / "state.pt",
         )
@@ -174,10 +185,12 @@ def train(
         tmp.rename(ckpt)
 
     def save_best() -> None:
+        if rank:
+            return
         best = out_dir / "adapter"
         tmp = out_dir / "adapter.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        core.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         settings.save(tmp / "training_settings.json")
         shutil.rmtree(best, ignore_errors=True)
@@ -197,7 +210,7 @@ def train(
                 loss = model(input_ids=x, labels=x).loss / settings.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
-            window_tokens += x.numel()
+            window_tokens += x.numel() * world
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         scheduler.step()
@@ -240,7 +253,12 @@ def train(
 
     if not (out_dir / "adapter").exists():
         save_best()
-    shutil.rmtree(ckpt, ignore_errors=True)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank == 0:
+        shutil.rmtree(ckpt, ignore_errors=True)
     elapsed = time.monotonic() - train_started
     summary = {
         "method": method.name,
@@ -251,8 +269,9 @@ def train(
         "total_steps": total,
         "train_tokens": pack_stats["tokens"],
         "padding_fraction": pack_stats["padding_fraction"],
-        "tokens_seen": state["step"] * settings.tokens_per_step,
-        "tokens_per_s": round(state["step"] * settings.tokens_per_step / max(elapsed, 1e-9), 1),
+        "tokens_seen": state["step"] * settings.tokens_per_step * world,
+        "tokens_per_s": round(state["step"] * settings.tokens_per_step * world / max(elapsed, 1e-9), 1),
+        "processes": world,
         "first_loss": losses[0] if losses else None,
         "final_loss": sum(losses[-8:]) / len(losses[-8:]) if losses else None,
         "best_eval_loss": state["best_eval"],
@@ -261,8 +280,22 @@ def train(
         "seconds": round(time.monotonic() - t0, 1),
         "settings": asdict(settings),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if rank == 0:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _distributed_init(device: str) -> tuple[int, int]:
+    """(rank, world size): several processes when launched by torchrun/accelerate (WORLD_SIZE > 1),
+    with gloo on CPU and NCCL on CUDA; one process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _trainable_state(model) -> dict:
