@@ -176,7 +176,8 @@ def main() -> int:
         emit("cache_hit_vs_cold_p50", round(statistics.median(hit) / statistics.median(cold), 3), "<= 0.25")
 
         # ---------------------------------------------------------- concurrency (+ hot swap)
-        def typing_client(n: int, raw: str, rounds: int, latencies: list, errors: list, stop=None) -> None:
+        def typing_client(n: int, raw: str, rounds: int, latencies: list, errors: list, stop=None,
+                          ready: threading.Barrier | None = None) -> None:
             """A developer typing: after opening a file, each request extends the prompt by a character."""
             sess = requests.Session()
             prompt = prompt_make(2000 + n * 37, args.prompt_chars)
@@ -184,6 +185,8 @@ def main() -> int:
                 call(sess, raw, prompt)
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 errors.append(str(exc))
+            if ready is not None:  # steady state: everyone has opened their file before anyone types
+                ready.wait()
             i = 0
             while (stop is None and i < rounds) or (stop is not None and not stop.is_set()):
                 prompt += "xy"[i % 2]
@@ -196,8 +199,9 @@ def main() -> int:
         single, errors1 = [], []
         typing_client(0, tokens[1], args.requests, single, errors1)
         many, errors8 = [], []
-        threads = [threading.Thread(target=typing_client, args=(n, tokens[1 + n], args.requests, many, errors8))
-                   for n in range(8)]
+        ready = threading.Barrier(8)
+        threads = [threading.Thread(target=typing_client, args=(n, tokens[1 + n], args.requests, many, errors8),
+                                    kwargs={"ready": ready}) for n in range(8)]
         for t in threads:
             t.start()
         for t in threads:

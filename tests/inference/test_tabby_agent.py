@@ -113,7 +113,7 @@ def _drive(hearth: str, raw_token: str, tmp_path: Path, text: str, position: dic
                                           "clientInfo": {"name": "hearth-tests", "version": "1"}})
         assert init["result"]["serverInfo"]["name"] == "tabby-agent"
         lsp.notify("initialized", {})
-        uri = "file:///work/project/app.py"
+        uri = "file:///project/app.py"
         lsp.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
                                                              "text": text}})
         started = time.monotonic()
