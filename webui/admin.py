@@ -37,7 +37,7 @@ class RepositoryForm(forms.ModelForm):
 
     class Meta:
         model = Repository
-        fields = ("name", "source", "branch", "username", "exclude_globs")
+        fields = ("name", "source", "branch", "username", "languages", "exclude_globs")
 
     def clean_source(self):
         from appliance.errors import MirrorError

@@ -201,3 +201,24 @@ def test_dataset_build_command_prints_summary(code_repo):
     with pytest.raises(CommandError, match="Too little data"):
         call_command("dataset_build", "sample", "--min-tokens", "10000000", stdout=io.StringIO(),
                      stderr=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_repository_language_choice_limits_the_dataset(code_repo):
+    from django.core.exceptions import ValidationError
+
+    from trainer.datasets.builder import DatasetOptions
+    from trainer.datasets.services import dataset_build
+    from trainer.mirrors.services import repository_register
+
+    repo = repository_register(source=str(code_repo))
+    repo.languages = "Python"
+    repo.full_clean(exclude=["source"])
+    repo.save()
+    dataset = dataset_build(repositories=[repo], options=DatasetOptions(min_tokens=0, heldout_percent=50))
+    assert set(dataset.report["languages"]) == {"python"}
+    dropped = {f["path"]: f["reason"] for f in dataset.report["dropped"]}
+    assert dropped["README.md"] == "language-off"
+    repo.languages = "python, klingon"
+    with pytest.raises(ValidationError, match="klingon"):
+        repo.full_clean(exclude=["source"])

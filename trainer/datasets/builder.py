@@ -73,6 +73,7 @@ class SourceRepo:
     mirror: Path
     sha: str
     exclude_globs: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()  # the repository's own choice; empty: the dataset's options
 
 
 @dataclass
@@ -252,6 +253,7 @@ class _Builder:
         r, o = self.result, self.options
         t = time.monotonic()
         excluded = _gitignore([*o.exclude_globs, *source.exclude_globs])
+        self.languages = frozenset(source.languages or o.languages)
         try:
             lfs = _lfs_matcher(source, entries)
         except MirrorError as exc:

@@ -45,7 +45,7 @@ def dataset_build(
     dataset.repositories.set(repositories)
     dataset.transition(Dataset.Status.BUILDING)
     out = paths.dataset_dir(dataset.pk)
-    sources = [SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns) for r in repositories]
+    sources = [SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns, r.language_choice) for r in repositories]
     try:
         result = dataset_build_files(sources, out, options, progress)
     except DatasetRejected as exc:

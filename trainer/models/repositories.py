@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from appliance.status import StatusRow
@@ -35,6 +36,10 @@ class Repository(StatusRow):
     exclude_globs = models.TextField(
         blank=True, help_text="Files to leave out of datasets, one pattern a line (gitignore syntax)."
     )
+    languages = models.CharField(
+        max_length=500, blank=True,
+        help_text="Languages to train on, comma-separated (e.g. python, typescript). Empty: every recognised language.",
+    )
     mirror_path = models.CharField(max_length=1000, blank=True)
     default_branch = models.CharField(max_length=255, blank=True, help_text="Branch read at the last sync.")
     head_sha = models.CharField(max_length=64, blank=True)
@@ -47,6 +52,18 @@ class Repository(StatusRow):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from trainer.datasets.languages import ALL_LANGUAGES
+
+        unknown = sorted(set(self.language_choice) - set(ALL_LANGUAGES))
+        if unknown:
+            raise ValidationError({"languages": f"Unknown languages: {', '.join(unknown)}. "
+                                                f"Known: {', '.join(ALL_LANGUAGES)}."})
+
+    @property
+    def language_choice(self) -> tuple[str, ...]:
+        return tuple(x.strip().lower() for x in self.languages.split(",") if x.strip())
 
     @property
     def exclude_patterns(self) -> tuple[str, ...]:
