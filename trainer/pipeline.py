@@ -41,6 +41,7 @@ def model_version_build(version: ModelVersion) -> ModelVersion:
     try:
         model_version_export(version=version, log=log)
         report = evaluation_run(dataset=version.run.dataset, version=version, log=log)
+        _serving_mode_choose(version, report)
         version.transition(ModelVersion.Status.CANDIDATE)
         promote, reason = promotion_decide(report, margin=settings.HEARTH_PROMOTION_MARGIN)
         report.decision = reason
@@ -90,3 +91,18 @@ def retrain_if_changed() -> str:
         logger.info("automatic retrain skipped: %s", exc)
         return f"skipped: {exc}"
     return f"new commits: started training run {run.pk}"
+
+
+def _serving_mode_choose(version: ModelVersion, report) -> None:
+    """Serve fill-in-the-middle only if it scored at least as well as prefix-only completion on the
+    held-out lines: a short fine-tune can add FIM tokens to a base without teaching it to infill."""
+    lines = report.metrics["models"]["candidate"]["line_completion"]
+    if "fim" not in lines or "prefix" not in lines:
+        return
+    fim, prefix = lines["fim"]["exact_match"], lines["prefix"]["exact_match"]
+    if fim < prefix:
+        version.manifest = {**version.manifest, "trained_fim_format": version.fim_format, "serving_mode": "prefix"}
+        version.fim_format = ""
+        version.save(update_fields=["fim_format", "manifest"])
+        version.log_line(f"FIM mode scored below prefix-only ({fim:.3f} vs {prefix:.3f} exact match): "
+                         "this version serves prefix-only completions")
