@@ -132,6 +132,8 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = HEARTH_HOME / "static"
+# The admin's static files are served by WhiteNoise straight from the installed apps (no collectstatic).
+WHITENOISE_USE_FINDERS = True
 
 # django-q2: the ORM broker needs no extra server; training jobs run for hours, so the
 # timeout is long and retry (re-delivery of a job whose worker died) comes after it.
