@@ -146,3 +146,12 @@ def _flow_log(request: HttpRequest, ctx: RequestContext, response, started: floa
         steps.append({"step": "response", "body": response.content[:20000].decode("utf-8", "replace")})
     flow_log_record(policy=policy, user_id=ctx.token.user_id, path=request.path, status_code=response.status_code,
                     latency_ms=round((time.monotonic() - started) * 1000, 2), steps=steps)
+
+
+def sse_response(events):
+    """A server-sent-events response over an iterator of `data: ...` lines, never cached."""
+    from django.http import StreamingHttpResponse
+
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    return response

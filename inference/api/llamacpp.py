@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import time
 
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_POST
 
 from appliance.errors import EngineError
 from inference.api.common import (
+    sse_response,
     MAX_TOKENS_CAP,
     RequestContext,
     api_view,
@@ -87,9 +88,7 @@ def _answer(ctx: RequestContext, req: CompletionRequest, stream: bool):
         except EngineError as exc:
             yield f"data: {json.dumps({'error': {'code': 503, 'message': str(exc), 'type': 'unavailable_error'}})}\n\n"
 
-    response = StreamingHttpResponse(sse(), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    return response
+    return sse_response(sse())
 
 
 @require_POST

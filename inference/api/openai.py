@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from appliance.errors import EngineError
 from inference.api import tabby
 from inference.api.common import (
+    sse_response,
     MAX_TOKENS_CAP,
     RequestContext,
     api_view,
@@ -103,9 +104,7 @@ def _stream(ctx: RequestContext, req: CompletionRequest) -> StreamingHttpRespons
             yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'engine_unavailable'}})}\n\n"
         yield "data: [DONE]\n\n"
 
-    response = StreamingHttpResponse(sse(), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    return response
+    return sse_response(sse())
 
 
 @require_GET
