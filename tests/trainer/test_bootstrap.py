@@ -29,9 +29,15 @@ CODE = (
     "            if name == 'é€😀':\n"
     "                return {'a': [1, 2,  3]}\n"
 )
-from trainer.basemodels.bootstrap import _FILES as HF_FILES_LIST  # noqa: E402
-
-HF_FILES = set(HF_FILES_LIST)
+HF_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+}
 
 
 def _sha256(path: Path) -> str:

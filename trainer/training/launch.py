@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -33,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         heldout_files=_jsonl(dataset / "heldout.jsonl"), settings=settings,
         method=method_choose(settings.quantization), out_dir=Path(spec["out_dir"]), log=print,
     )
-    if os.environ.get("RANK", "0") == "0":  # one summary line, not one per process
-        print(json.dumps({k: summary[k] for k in ("steps", "processes", "tokens_per_s", "best_eval_loss")}))
+    print(json.dumps({k: summary[k] for k in ("steps", "processes", "tokens_per_s", "best_eval_loss")}))
     return 0
 
 
