@@ -49,11 +49,6 @@ def model_version_dir(pk: int) -> Path:
     return _dir("models", f"version-{pk:05d}")
 
 
-def tools_dir() -> Path:
-    """Pinned offline tools unpacked at install time (the llama.cpp GGUF converter)."""
-    return _dir("tools")
-
-
 def engine_state_file() -> Path:
     return _dir("engine") / "state.json"
 

@@ -29,15 +29,9 @@ CODE = (
     "            if name == 'é€😀':\n"
     "                return {'a': [1, 2,  3]}\n"
 )
-HF_FILES = {
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "special_tokens_map.json",
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-}
+from trainer.basemodels.bootstrap import _FILES as HF_FILES_LIST  # noqa: E402
+
+HF_FILES = set(HF_FILES_LIST)
 
 
 def _sha256(path: Path) -> str:

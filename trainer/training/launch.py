@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         heldout_files=_jsonl(dataset / "heldout.jsonl"), settings=settings,
         method=method_choose(settings.quantization), out_dir=Path(spec["out_dir"]), log=print,
     )
-    print(json.dumps({k: summary[k] for k in ("steps", "processes", "tokens_per_s", "best_eval_loss")}))
+    if os.environ.get("RANK", "0") == "0":  # one summary line, not one per process
+        print(json.dumps({k: summary[k] for k in ("steps", "processes", "tokens_per_s", "best_eval_loss")}))
     return 0
 
 

@@ -174,7 +174,3 @@ def training_watchdog() -> list[int]:
             job_enqueue("trainer.training.tasks.training_run_execute", run.pk)
         requeued.append(run.pk)
     return requeued
-
-
-def promotion_margin() -> float:
-    return float(getattr(django_settings, "HEARTH_PROMOTION_MARGIN", 0.0))
