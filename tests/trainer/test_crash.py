@@ -73,7 +73,7 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(code_repo, micro_base
             return run.status == "succeeded" and version and version.status != "building"
 
         try:
-            _wait(finished, 300, "the resumed run and its model version", proc)
+            _wait(finished, 900, "the resumed run and its model version", proc)
         finally:
             print(run.log)
         assert run.attempts == 2
