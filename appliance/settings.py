@@ -181,9 +181,9 @@ LOGGING = {
     },
 }
 
-# Serving (stage 6): parallel engine slots, per-token rate limit, how long the web tier caches
+# Serving (stage 6): engine slots (sequences decoded together in one batch), per-token rate limit, how long the web tier caches
 # the admin's serving policy, and how often the engine polls for a promoted model.
-HEARTH_ENGINE_SLOTS = int(_env("ENGINE_SLOTS", "2"))
+HEARTH_ENGINE_SLOTS = int(_env("ENGINE_SLOTS", "8"))
 HEARTH_ENGINE_POLL_S = float(_env("ENGINE_POLL_S", "2"))
 HEARTH_RATE_LIMIT = int(_env("RATE_LIMIT", "600"))
 HEARTH_POLICY_CACHE_S = float(_env("POLICY_CACHE_S", "5"))

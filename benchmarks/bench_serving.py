@@ -61,10 +61,12 @@ def prompt_make(i: int, chars: int) -> str:
 def setup(args) -> dict:
     home = Path(tempfile.mkdtemp(prefix="hearth-bench-"))
     os.environ.update({
-        "HEARTH_HOME": str(home), "HEARTH_ENGINE_PORT": str(free_port()), "HEARTH_ENGINE_SLOTS": str(args.slots),
+        "HEARTH_HOME": str(home), "HEARTH_ENGINE_PORT": str(free_port()),
         "HEARTH_ENGINE_THREADS": str(args.threads), "HEARTH_ENGINE_CTX": str(args.ctx), "HEARTH_ENGINE_POLL_S": "0.5",
         "HEARTH_RATE_LIMIT": "0", "HEARTH_LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "appliance.settings",
     })
+    if args.slots:
+        os.environ["HEARTH_ENGINE_SLOTS"] = str(args.slots)
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -93,8 +95,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["smollm2", "micro"], default="smollm2", help="Which base GGUF to serve.")
     parser.add_argument("--gguf", type=Path, help="Serve this GGUF instead (registered as a prefix-only base).")
-    parser.add_argument("--slots", type=int, default=2, help="Engine slots.")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads per slot.")
+    parser.add_argument("--slots", type=int, help="Engine slots (batched sequences); default HEARTH_ENGINE_SLOTS.")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads.")
     parser.add_argument("--ctx", type=int, default=2048, help="Context window.")
     parser.add_argument("--requests", type=int, default=12, help="Requests per measured series.")
     parser.add_argument("--max-tokens", type=int, default=16, help="Tokens generated per request.")
@@ -122,7 +124,7 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
         url = f"http://127.0.0.1:{web_port}/v1/completions"
         emit("model", base.slug, None)
-        emit("config", {"slots": args.slots, "threads_per_slot": args.threads, "max_tokens": args.max_tokens,
+        emit("config", {"slots": settings.HEARTH_ENGINE_SLOTS, "threads": args.threads, "max_tokens": args.max_tokens,
                         "prompt_chars": args.prompt_chars, "cores": os.cpu_count()}, None)
 
         def call(session, raw: str, prompt: str, max_tokens: int = args.max_tokens) -> tuple[float, dict]:

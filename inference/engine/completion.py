@@ -60,6 +60,10 @@ class Completer:
             )
         return cache[remaining]
 
+    def piece(self, token: int) -> bytes:
+        """The text of one token (special tokens render as nothing)."""
+        return self.llm.detokenize([token], special=False)
+
     def _vocab_pieces(self) -> list[bytes]:
         if self._pieces is None:
             n = self.llm.n_vocab()
@@ -145,11 +149,12 @@ class Completer:
     def _wants_bos(self) -> bool:
         return bool(self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true")
 
-    def complete(
+    def prepare(
         self,
         prefix: str,
         suffix: str | None = None,
         *,
+        n_ctx: int,
         max_tokens: int = 64,
         temperature: float = 0.0,
         top_p: float = 1.0,
@@ -164,96 +169,150 @@ class Completer:
         context: list[tuple[str, str]] | None = None,
         filepath: str = "",
         trim_lines: bool = False,
-    ) -> CompletionResult:
-        """Complete `prefix` (filling up to `suffix` when given and the model can infill).
-
-        `cancel` (a threading.Event) is checked between tokens: a set event ends generation with
-        finish_reason "cancelled". `max_tokens=0` only evaluates the prompt (a cache warm-up).
-        """
-        stop = [s for s in (stop or []) if s]
-        budget = min(max_prompt_tokens or self.llm.n_ctx(), self.llm.n_ctx() - max_tokens - 8)
-        if cancel is not None and cancel.is_set():
-            return CompletionResult("", "cancelled", 0, 0, 0)
+    ) -> Generation:
+        """The prompt of one completion in a window of `n_ctx` tokens, and its per-token rules."""
+        budget = min(max_prompt_tokens or n_ctx, n_ctx - max_tokens - 8)
         if suffix is not None and self.fim is not None:
             max_suffix_tokens = min(max_suffix_tokens, budget // 4)
             budget -= max_suffix_tokens + 3
         ids, heal = self.prompt_build(prefix, suffix, prefix_budget=budget, suffix_budget=max_suffix_tokens,
                                       context=context, filepath=filepath, trim_lines=trim_lines)
-        started = time.monotonic()
-        cached = _common_prefix(self.llm._input_ids.tolist() if self.llm.n_tokens else [], ids)
-        # Token healing across tokens: until the removed text is regenerated, a token must either
-        # be a prefix of what remains of it or extend past it.
-        remaining = heal
+        return Generation(self, ids, heal, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                          stop=[s for s in (stop or []) if s], single_line=single_line, max_lines=max_lines,
+                          deadline_s=deadline_s, on_token=on_token, cancel=cancel)
 
-        def heal_processor(input_ids, scores):
-            nonlocal remaining
-            generated = len(input_ids) - len(ids)
-            if generated > 0 and remaining:
-                piece = self._vocab_pieces()[int(input_ids[-1])]
-                remaining = b"" if piece.startswith(remaining) else remaining[len(piece):]
-            if remaining:
-                mask = self._heal_mask(remaining)
-                scores = np.where(mask[: scores.shape[0]], scores, -np.inf).astype(np.single)
-            return scores
+    def complete(self, prefix: str, suffix: str | None = None, *, cancel=None, **options) -> CompletionResult:
+        """Complete `prefix` (filling up to `suffix` when given and the model can infill).
 
+        Options are those of `prepare`. `cancel` (a threading.Event) is checked between tokens: a set
+        event ends generation with finish_reason "cancelled". `max_tokens=0` only evaluates the
+        prompt (a cache warm-up). Runs on this completer's own llama.cpp context, one token at a time.
+        """
+        if cancel is not None and cancel.is_set():
+            return CompletionResult("", "cancelled", 0, 0, 0)
+        gen = self.prepare(prefix, suffix, n_ctx=self.llm.n_ctx(), cancel=cancel, **options)
+        gen.started = time.monotonic()
+        gen.cached = _common_prefix(self.llm._input_ids.tolist() if self.llm.n_tokens else [], gen.ids)
         from llama_cpp import LogitsProcessorList
 
-        out = bytearray()
-        n_generated = 0
-        finish = "length"
-        first_token_at = None
+        processors = LogitsProcessorList([lambda _ids, scores: gen.mask(scores)]) if gen.heal else None
         for token in self.llm.generate(
-            ids, temp=temperature, top_p=top_p, top_k=0 if temperature > 0 else 1, repeat_penalty=1.0,
-            reset=True, logits_processor=LogitsProcessorList([heal_processor]) if heal else None,
+            gen.ids, temp=gen.temperature, top_p=gen.top_p, top_k=0 if gen.temperature > 0 else 1,
+            repeat_penalty=1.0, reset=True, logits_processor=processors,
         ):
-            if first_token_at is None:
-                first_token_at = time.monotonic()
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
+            if gen.accept(token):
                 break
-            if n_generated >= max_tokens:
-                break
-            if token in self.stop_ids:
-                finish = "stop"
-                break
-            n_generated += 1
-            out += self.llm.detokenize([token], special=False)
-            text = bytes(out[len(heal):]).decode("utf-8", errors="ignore")
-            if on_token is not None:
-                on_token(text)
-            if (single_line and "\n" in text) or (max_lines > 1 and text.count("\n") >= max_lines):
-                finish = "stop"
-                break
-            if any(s in text for s in stop):
-                finish = "stop"
-                break
-            if n_generated >= max_tokens:
-                break
-            if deadline_s is not None and time.monotonic() - started > deadline_s:
-                break
-        text = bytes(out[len(heal):]).decode("utf-8", errors="ignore") if out.startswith(heal) else out.decode(
-            "utf-8", errors="ignore")
-        if single_line:
+        return gen.result()
+
+
+class Generation:
+    """One completion in progress: its prompt, and what each generated token does to it.
+
+    Shared by the sequential path (`Completer.complete`, one llama.cpp context per caller) and the
+    batched one (`inference.engine.batched`), which feeds tokens sampled from a shared batch.
+    """
+
+    def __init__(self, completer: Completer, ids: list[int], heal: bytes, *, max_tokens: int, temperature: float,
+                 top_p: float, stop: list[str], single_line: bool, max_lines: int, deadline_s: float | None,
+                 on_token, cancel):
+        self.completer, self.ids, self.heal = completer, ids, heal
+        self.max_tokens, self.temperature, self.top_p, self.stop = max_tokens, temperature, top_p, stop
+        self.single_line, self.max_lines, self.deadline_s = single_line, max_lines, deadline_s
+        self.on_token, self.cancel = on_token, cancel
+        # Token healing across tokens: until the removed text is regenerated, a token must either
+        # be a prefix of what remains of it or extend past it.
+        self.remaining = heal
+        self.out = bytearray()
+        self.n_generated = 0
+        self.finish = "length"
+        self.cached = 0
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self.ended: float | None = None
+
+    def mask(self, scores: np.ndarray) -> np.ndarray:
+        """The logits with tokens that would break token healing ruled out."""
+        if not self.remaining:
+            return scores
+        allowed = self.completer._heal_mask(self.remaining)
+        return np.where(allowed[: scores.shape[0]], scores, -np.inf).astype(np.single)
+
+    def sample(self, logits: np.ndarray, rng: np.random.Generator) -> int:
+        """The next token from raw logits: greedy at temperature 0, else temperature + top-p."""
+        scores = self.mask(logits)
+        if self.temperature <= 0:
+            return int(np.argmax(scores))
+        scores = scores.astype(np.float64)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            probs = np.nan_to_num(np.exp((scores - scores.max()) / self.temperature))
+        if probs.sum() <= 0:  # a temperature so small that only the best token is left
+            return int(np.argmax(scores))
+        order = np.argsort(-probs)
+        ranked = probs[order] / probs.sum()
+        keep = max(1, int(np.searchsorted(np.cumsum(ranked), self.top_p) + 1)) if self.top_p < 1.0 else len(order)
+        kept = ranked[:keep] / ranked[:keep].sum()
+        return int(order[rng.choice(keep, p=kept)])
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def accept(self, token: int) -> bool:
+        """Take one generated token; True when generation is over (the token may not be kept)."""
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        if self.cancelled:
+            self.finish = "cancelled"
+            return True
+        if self.n_generated >= self.max_tokens:
+            return True
+        if token in self.completer.stop_ids:
+            self.finish = "stop"
+            return True
+        self.n_generated += 1
+        piece = self.completer.piece(token)
+        self.out += piece
+        if self.remaining:
+            self.remaining = b"" if piece.startswith(self.remaining) else self.remaining[len(piece):]
+        text = bytes(self.out[len(self.heal):]).decode("utf-8", errors="ignore")
+        if self.on_token is not None:
+            self.on_token(text)
+        if (self.single_line and "\n" in text) or (self.max_lines > 1 and text.count("\n") >= self.max_lines):
+            self.finish = "stop"
+            return True
+        if any(s in text for s in self.stop):
+            self.finish = "stop"
+            return True
+        if self.n_generated >= self.max_tokens:
+            return True
+        return self.deadline_s is not None and time.monotonic() - self.started > self.deadline_s
+
+    def result(self) -> CompletionResult:
+        out = self.out
+        text = bytes(out[len(self.heal):]).decode("utf-8", errors="ignore") if out.startswith(self.heal) else (
+            out.decode("utf-8", errors="ignore"))
+        if self.single_line:
             text = text.split("\n", 1)[0]
-        elif max_lines > 1:
-            text = "\n".join(text.split("\n")[:max_lines])
+        elif self.max_lines > 1:
+            text = "\n".join(text.split("\n")[: self.max_lines])
         stop_word = ""
-        for s in stop:
+        for s in self.stop:
             if s in text:
                 text, stop_word = text[: text.index(s)], s
-        ended = time.monotonic()
+        ended = self.ended or time.monotonic()
+        first = self.first_token_at or ended
         return CompletionResult(
             text=text,
-            finish_reason=finish,
-            prompt_tokens=len(ids),
-            completion_tokens=n_generated,
-            cached_tokens=cached,
+            finish_reason=self.finish,
+            prompt_tokens=len(self.ids),
+            completion_tokens=self.n_generated,
+            cached_tokens=self.cached,
             stop_word=stop_word,
             timings={
-                "prompt_n": len(ids) - cached,
-                "prompt_ms": round(((first_token_at or ended) - started) * 1000, 2),
-                "predicted_n": n_generated,
-                "predicted_ms": round((ended - (first_token_at or ended)) * 1000, 2),
+                "prompt_n": len(self.ids) - self.cached,
+                "prompt_ms": round((first - self.started) * 1000, 2),
+                "predicted_n": self.n_generated,
+                "predicted_ms": round((ended - first) * 1000, 2),
             },
         )
 

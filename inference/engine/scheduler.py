@@ -1,8 +1,8 @@
 """Parallel slots over one served model, with per-user cache affinity and supersession.
 
-A slot is one `llama_cpp.Llama` context of the served GGUF (the weights are mmap'd, so N slots
-share one copy in the page cache; each has its own KV cache). One worker thread per slot takes
-jobs from a single FIFO queue:
+A slot is one sequence of the served GGUF's batched llama.cpp context (`inference.engine.batched`:
+all slots' next tokens are decoded together, each sequence keeps its own KV cells). One worker
+thread per slot takes jobs from a single FIFO queue and waits while its sequence decodes:
 
 - **Supersede.** Each user (API token) has at most one live job. A newer job from the same user
   cancels the older one (between two tokens if it is running) and takes its place in the queue,
@@ -44,20 +44,21 @@ class Job:
 
 
 class Pool:
-    """One loaded model: its identity and N completers (slots) built by `load_slot`."""
+    """One loaded model: its identity, its N slots (completers), and how to unload it."""
 
-    def __init__(self, served, completers: list, load_seconds: float, kv=None):
+    def __init__(self, served, completers: list, load_seconds: float, kv=None,
+                 on_close: Callable[[], None] | None = None, stats: dict | None = None):
         self.served = served
         self.completers = completers
         self.load_seconds = load_seconds
         self.owners: list[str | None] = [None] * len(completers)  # whose prompt each slot's KV holds
         self.kv = kv  # a KvStore parking users' caches while their slot serves someone else
+        self.on_close = on_close
+        self.stats = stats
 
     def close(self) -> None:
-        for completer in self.completers:
-            close = getattr(completer.llm, "close", None)
-            if close is not None:
-                close()
+        if self.on_close is not None:
+            self.on_close()
         self.completers = []
 
 

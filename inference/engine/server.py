@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from appliance.errors import EngineError, HearthError
-from inference.engine.completion import Completer
+from inference.engine.batched import BatchedModel, Lane
 from inference.engine.kvstore import KvStore
 from inference.engine.scheduler import Job, Pool, Scheduler
 from inference.engine.selection import ServedModel, served_model_select
@@ -30,42 +30,38 @@ MAX_BODY = 1 << 20
 
 
 def pool_load(served: ServedModel, *, slots: int, n_ctx: int, n_threads: int, kv_cache_mb: int = 0) -> Pool:
-    """Load `served` into `slots` llama.cpp contexts (one mmap'd copy of the weights)."""
-    from llama_cpp import Llama
-
+    """Load `served` into one batched llama.cpp context of `slots` sequences of `n_ctx` tokens each."""
     if not Path(served.gguf_path).is_file():
         raise EngineError(f"GGUF file {served.gguf_path} does not exist.")
     started = time.monotonic()
-    completers = []
     try:
-        for _ in range(slots):
-            llm = Llama(model_path=served.gguf_path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
-            completers.append(Completer(llm, fim_format_get(served.fim_format)))
+        model = BatchedModel(served.gguf_path, fim_format_get(served.fim_format), seqs=slots, n_ctx=n_ctx,
+                             n_threads=n_threads)
     except (ValueError, RuntimeError) as exc:
         raise EngineError(f"llama.cpp could not load {served.gguf_path}: {exc}") from exc
     kv = KvStore(kv_cache_mb << 20) if kv_cache_mb > 0 else None
-    return Pool(served, completers, time.monotonic() - started, kv=kv)
+    return Pool(served, model.lanes, time.monotonic() - started, kv=kv, on_close=model.close, stats=model.stats)
 
 
 def slot_switch(pool: Pool, slot: int, leaving: str | None, arriving: str) -> None:
     """A slot changes user: park the leaving user's prompt cache, bring the arriving one's back."""
     if pool.kv is None:
         return
-    llm = pool.completers[slot].llm
+    lane = pool.completers[slot]
     if leaving is not None:
-        pool.kv.save(leaving, llm)
-    pool.kv.restore(arriving, llm)
+        pool.kv.save(leaving, lane)
+    pool.kv.restore(arriving, lane)
 
 
-def job_run(completer: Completer, job: Job) -> dict:
+def job_run(lane: Lane, job: Job) -> dict:
     """Run one job's completions (n of them) on one slot; only the first one streams."""
     body = job.body
     choices = []
     context = [(str(p), str(t)) for p, t in body.get("context") or []]
     # Half the window at most goes to generation, so a prompt always keeps room.
-    max_tokens = min(int(body.get("max_tokens", 64)), completer.llm.n_ctx() // 2)
+    max_tokens = min(int(body.get("max_tokens", 64)), lane.n_ctx // 2)
     for i in range(int(body.get("n", 1))):
-        r = completer.complete(
+        r = lane.complete(
             body.get("prefix", ""), body.get("suffix"),
             max_tokens=max_tokens, temperature=float(body.get("temperature", 0.0)),
             top_p=float(body.get("top_p", 1.0)), stop=body.get("stop") or [],
@@ -79,7 +75,7 @@ def job_run(completer: Completer, job: Job) -> dict:
         if r.finish_reason == "cancelled":
             break
     cancelled = choices[-1]["finish_reason"] == "cancelled"
-    return {"can_infill": completer.can_infill, "choices": choices, "superseded": cancelled}
+    return {"can_infill": lane.can_infill, "choices": choices, "superseded": cancelled}
 
 
 class Engine:
@@ -131,7 +127,7 @@ class Engine:
                     self.failed_version = wanted.version_pk  # fall back to the base next poll
                 return
             self.last_error = ""
-            logger.info("serving %s (%s) in %d slots, loaded in %.2f s", wanted.id, wanted.gguf_path, self.slots,
+            logger.info("serving %s (%s) in %d batched slots, loaded in %.2f s", wanted.id, wanted.gguf_path, self.slots,
                         new.load_seconds)
             self.scheduler.swap(new)
             self.swaps += 1
@@ -173,6 +169,7 @@ class Engine:
             "failed_version": self.failed_version,  # a promoted version that would not load: base served
             "swaps": self.swaps,
             "kv_store": pool.kv.stats if pool and pool.kv else None,
+            "batches": dict(pool.stats) if pool and pool.stats else None,  # decode steps and tokens in them
             **self.scheduler.snapshot(),
         }
 
@@ -227,7 +224,7 @@ def _handler(engine: Engine):
         def _stream(self, body: dict) -> None:
             """Newline-delimited JSON: one {"delta": ...} per generated piece, then the final result.
 
-            The slot's worker only puts text on a queue; this thread writes the socket, and cancels
+            The decode thread only puts text on a queue; this thread writes the socket, and cancels
             the job if the web tier has gone away.
             """
             pieces: queue.SimpleQueue = queue.SimpleQueue()

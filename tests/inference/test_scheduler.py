@@ -12,7 +12,6 @@ from inference.engine.scheduler import Job, Pool, Scheduler
 class FakeCompleter:
     def __init__(self, name: str):
         self.name = name
-        self.llm = SimpleNamespace(close=lambda: setattr(self, "closed", True))
         self.closed = False
 
 
@@ -27,7 +26,13 @@ def _run(completer, job):
 
 
 def _pool(name: str, slots: int) -> Pool:
-    return Pool(SimpleNamespace(id=name, version_pk=None), [FakeCompleter(f"{name}-{i}") for i in range(slots)], 0.0)
+    completers = [FakeCompleter(f"{name}-{i}") for i in range(slots)]
+
+    def close():
+        for completer in completers:
+            completer.closed = True
+
+    return Pool(SimpleNamespace(id=name, version_pk=None), completers, 0.0, on_close=close)
 
 
 def test_newer_request_from_same_token_supersedes_the_running_one():
@@ -76,6 +81,7 @@ def test_a_user_goes_back_to_the_slot_holding_their_cache():
 def test_hot_swap_under_load_fails_nothing_and_closes_the_old_model():
     s = Scheduler(slots=2, run=_run)
     old = _pool("old", 2)
+    old_slots = list(old.completers)
     s.swap(old)
     results, errors = [], []
 
@@ -95,5 +101,5 @@ def test_hot_swap_under_load_fails_nothing_and_closes_the_old_model():
         t.join()
     assert errors == [] and len(results) == 60
     assert {"old", "new"} <= set(results)
-    assert all(c.closed for c in old.completers) and old.completers == []
+    assert all(c.closed for c in old_slots) and old.completers == []
     s.close()

@@ -10,9 +10,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.HEARTH_ENGINE_PORT, help="Port to listen on.")
         parser.add_argument("--ctx", type=int, default=settings.HEARTH_ENGINE_CTX, help="Context window in tokens.")
         parser.add_argument("--threads", type=int, default=settings.HEARTH_ENGINE_THREADS,
-                            help="CPU threads per slot.")
+                            help="CPU threads for llama.cpp.")
         parser.add_argument("--slots", type=int, default=settings.HEARTH_ENGINE_SLOTS,
-                            help="Parallel slots (llama.cpp contexts sharing the mmap'd weights).")
+                            help="Parallel slots: sequences decoded together in one batched llama.cpp context.")
         parser.add_argument("--kv-cache-mb", type=int, default=settings.HEARTH_ENGINE_KV_CACHE_MB,
                             help="RAM for users' parked prompt caches when users outnumber slots (0 = off).")
         parser.add_argument("--poll", type=float, default=settings.HEARTH_ENGINE_POLL_S,

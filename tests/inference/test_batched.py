@@ -1,0 +1,122 @@
+"""Continuous batching on a real GGUF (micro model): same answers as the sequential path, shared steps."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+PROMPTS = [
+    ("def add(a, b):\n    ", None, {}),
+    ("import os\nimport sys\n\n", None, {"max_tokens": 24}),
+    ("class Parser:\n    def parse(self, text):\n        return", None, {"single_line": True}),
+    ("for i in range(10):\n", None, {"stop": ["\n\n"], "max_tokens": 30}),
+    ("def main():\n    x = ", "\n    return x\n", {}),
+    ("values = [", "]\nprint(values)\n", {"max_lines": 2, "max_tokens": 20}),
+    ("", None, {"max_tokens": 8}),
+]
+
+
+@pytest.fixture
+def sequential(micro_base):
+    from llama_cpp import Llama
+
+    from inference.engine.completion import Completer
+    from trainer.basemodels.fim import fim_format_get
+
+    llm = Llama(model_path=micro_base.gguf_path, n_ctx=512, n_threads=1, verbose=False, seed=0)
+    yield Completer(llm, fim_format_get(micro_base.fim_format))
+    llm.close()
+
+
+@pytest.fixture
+def batched(micro_base):
+    from inference.engine.batched import BatchedModel
+    from trainer.basemodels.fim import fim_format_get
+
+    model = BatchedModel(micro_base.gguf_path, fim_format_get(micro_base.fim_format), seqs=4, n_ctx=512,
+                         n_threads=1)
+    yield model
+    model.close()
+
+
+def _all_at_once(lanes, jobs):
+    """Run (lane, prefix, suffix, options) jobs concurrently; results in job order."""
+    results = [None] * len(jobs)
+
+    def one(i, lane, prefix, suffix, options):
+        results[i] = lane.complete(prefix, suffix, **{"max_tokens": 16, **options})
+
+    threads = [threading.Thread(target=one, args=(i, *job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_greedy_batched_answers_equal_the_sequential_path(sequential, batched):
+    expected = [sequential.complete(p, s, **{"max_tokens": 16, **o}) for p, s, o in PROMPTS]
+    lanes = batched.lanes
+    got = _all_at_once(lanes, [(lanes[i % len(lanes)], p, s, o) for i, (p, s, o) in enumerate(PROMPTS[:4])])
+    got += _all_at_once(lanes, [(lanes[i % len(lanes)], p, s, o) for i, (p, s, o) in enumerate(PROMPTS[4:])])
+    for want, have in zip(expected, got):
+        assert (have.text, have.finish_reason, have.completion_tokens, have.stop_word) == (
+            want.text, want.finish_reason, want.completion_tokens, want.stop_word)
+        assert have.prompt_tokens == want.prompt_tokens
+    assert any(r.completion_tokens > 4 for r in got)
+    assert batched.stats["max_batch"] >= 2  # lanes really shared decode steps
+    assert batched.stats["steps"] < sum(r.completion_tokens for r in got)
+
+
+def test_a_lane_reuses_its_cache_and_answers_as_if_cold(sequential, batched):
+    lane = batched.lanes[1]
+    text = "".join(f"alpha_{i} = {i}\n" for i in range(30))
+    lane.complete(text, max_tokens=4)
+    again = lane.complete(text + "beta", max_tokens=8)
+    assert again.cached_tokens >= again.prompt_tokens - 3
+    assert again.text == sequential.complete(text + "beta", max_tokens=8).text
+    # Another lane's work does not disturb this lane's cells.
+    batched.lanes[2].complete("def other():\n    ", max_tokens=8)
+    third = lane.complete(text + "beta", max_tokens=8)
+    assert third.text == again.text and third.cached_tokens >= third.prompt_tokens - 1
+
+
+def test_a_cancelled_lane_stops_between_steps_while_others_go_on(batched):
+    cancel = threading.Event()
+    seen = []
+
+    def on_token(text):
+        seen.append(text)
+        if len(seen) == 3:
+            cancel.set()
+
+    results = {}
+
+    def long_one():
+        results["long"] = batched.lanes[0].complete("import os\n", max_tokens=200, on_token=on_token, cancel=cancel)
+
+    def other():
+        results["other"] = batched.lanes[1].complete("def f(x):\n    return", max_tokens=12)
+
+    threads = [threading.Thread(target=long_one), threading.Thread(target=other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["long"].finish_reason == "cancelled" and results["long"].completion_tokens == 3
+    assert results["other"].finish_reason in ("length", "stop") and results["other"].completion_tokens > 0
+    # The cancelled lane is usable again at once.
+    assert batched.lanes[0].complete("x = 1\n", max_tokens=2).completion_tokens <= 2
+
+
+def test_a_long_prompt_is_evaluated_in_slices_beside_a_generating_lane(batched, sequential):
+    from inference.engine import batched as batched_module
+
+    long_prompt = "".join(f"value_{i} = compute({i})\n" for i in range(40))
+    assert len(sequential._tok(long_prompt)) > batched_module.PROMPT_CHUNK
+    jobs = [(batched.lanes[0], "def loop():\n    while True:\n        ", None, {"max_tokens": 40}),
+            (batched.lanes[1], long_prompt, None, {"max_tokens": 8})]
+    got = _all_at_once(batched.lanes, jobs)
+    assert got[1].text == sequential.complete(long_prompt, max_tokens=8).text
+    assert got[0].text == sequential.complete("def loop():\n    while True:\n        ", max_tokens=40).text
