@@ -21,6 +21,14 @@ def test_settings_validate_with_readable_message():
         LoraSettings.from_dict({"bogus": 1})
     assert LoraSettings(preset="quick").steps_for(10_000) < LoraSettings(preset="thorough").steps_for(10_000)
     assert LoraSettings(max_steps=3).steps_for(10**9) == 3
+    with pytest.raises(TrainingError, match="learning_rate"):
+        LoraSettings(learning_rate=-1e-3)
+
+
+def test_learning_rate_follows_model_size_unless_set():
+    auto = LoraSettings()
+    assert auto.learning_rate_for(135_000_000) > auto.learning_rate_for(1_500_000_000) > auto.learning_rate_for(7 * 10**9)
+    assert LoraSettings(learning_rate=1e-4).learning_rate_for(135_000_000) == 1e-4
 
 
 def test_fim_pieces_cover_whole_lines_in_both_orders():

@@ -23,7 +23,8 @@ class LoraSettings:
     rank: int = _f(16, "LoRA rank r of every adapted projection.")
     alpha: int = _f(32, "LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = _f(0.05, "Dropout on the LoRA path.")
-    learning_rate: float = _f(5e-4, "Peak learning rate of AdamW.")
+    learning_rate: float = _f(0.0, "Peak learning rate of AdamW; 0 picks one by the base's size "
+                                   "(2e-3 under 0.5B parameters, 1e-3 under 3B, 2e-4 above).")
     schedule: str = _f("cosine", "Learning-rate schedule after warm-up: cosine, linear or constant.")
     warmup_steps: int = _f(5, "Optimizer steps of linear warm-up.")
     weight_decay: float = _f(0.0, "AdamW weight decay on adapter weights.")
@@ -53,8 +54,8 @@ class LoraSettings:
             problems.append("rank and alpha must be at least 1")
         if not 0 <= self.dropout < 1:
             problems.append("dropout must be in [0, 1)")
-        if not 0 < self.learning_rate < 1:
-            problems.append("learning_rate must be in (0, 1)")
+        if not 0 <= self.learning_rate < 1:
+            problems.append("learning_rate must be in [0, 1) (0 = chosen by model size)")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.seq_len < 32:
@@ -82,6 +83,15 @@ class LoraSettings:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.as_dict(), indent=2))
+
+    def learning_rate_for(self, n_params: int) -> float:
+        """The set learning rate, or by model size: small bases take (and need) larger steps to
+        learn a repository in a short run; billion-parameter bases keep the usual QLoRA rate."""
+        if self.learning_rate:
+            return self.learning_rate
+        if n_params < 500_000_000:
+            return 2e-3
+        return 1e-3 if n_params < 3_000_000_000 else 2e-4
 
     @property
     def tokens_per_step(self) -> int:

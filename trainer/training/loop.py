@@ -118,12 +118,14 @@ def train(
         raise TrainingError("The dataset produced no training tokens.")
     total = settings.steps_for(pack_stats["tokens"], processes=world)
     eval_every = settings.eval_every_steps or max(1, total // 8)
+    learning_rate = settings.learning_rate_for(sum(p.numel() for p in core.parameters() if not p.requires_grad))
     log(f"{pack_stats['tokens']} training tokens in {len(rows)} packed sequences of {settings.seq_len} "
         f"(padding {pack_stats['padding_fraction']:.3f}); {total} steps"
-        f"{f' on {world} processes' if world > 1 else ''}; held-out sequences {len(eval_rows)}")
+        f"{f' on {world} processes' if world > 1 else ''} at learning rate {learning_rate:g}; "
+        f"held-out sequences {len(eval_rows)}")
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(settings, total))
     device = method.device
     autocast = (
@@ -272,6 +274,7 @@ def train(
         "tokens_seen": state["step"] * settings.tokens_per_step * world,
         "tokens_per_s": round(state["step"] * settings.tokens_per_step * world / max(elapsed, 1e-9), 1),
         "processes": world,
+        "learning_rate": learning_rate,
         "first_loss": losses[0] if losses else None,
         "final_loss": sum(losses[-8:]) / len(losses[-8:]) if losses else None,
         "best_eval_loss": state["best_eval"],
