@@ -26,9 +26,9 @@ from inference.engine.completion import Completer, CompletionResult, Generation,
 
 logger = logging.getLogger(__name__)
 
-# Tokens of newly admitted prompts evaluated per step: a long cold prompt is spread over several
-# steps so that it delays the other lanes' next tokens by a bounded amount each time.
-PROMPT_CHUNK = 128
+# Tokens of newly admitted prompts evaluated per step while other lanes are generating: a long cold
+# prompt is spread over several steps so that it delays their next tokens a bounded amount each time.
+PROMPT_CHUNK = 64
 N_BATCH = 512
 
 
@@ -108,6 +108,8 @@ class BatchedModel:
         params.n_seq_max = seqs
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = True
+        # As `Llama` does: the same kernels as the sequential path, so greedy answers match it.
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
         if not self.ctx:
@@ -222,7 +224,8 @@ class BatchedModel:
                 sampled.append((task, batch.n_tokens))
                 add(task.lane, task.next, True)
                 task.next = None
-        budget = min(PROMPT_CHUNK, N_BATCH - batch.n_tokens)
+        # Slices are only worth their extra calls when other lanes wait for their next token.
+        budget = min(PROMPT_CHUNK, N_BATCH - batch.n_tokens) if sampled else N_BATCH
         for task in live:
             if not task.pending or budget <= 0:
                 continue

@@ -28,7 +28,8 @@ class CompletionResult:
 
 
 class Completer:
-    """Wraps one `llama_cpp.Llama`. Not thread-safe: the engine serialises calls per model."""
+    """Wraps one `llama_cpp.Llama`. `complete` decodes on that Llama's context and is not thread-safe;
+    `prepare` only tokenizes, so the batched engine's slots call it concurrently."""
 
     def __init__(self, llm, fim: FimFormat | None):
         self.llm = llm

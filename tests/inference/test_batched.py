@@ -114,9 +114,21 @@ def test_a_long_prompt_is_evaluated_in_slices_beside_a_generating_lane(batched, 
     from inference.engine import batched as batched_module
 
     long_prompt = "".join(f"value_{i} = compute({i})\n" for i in range(40))
-    assert len(sequential._tok(long_prompt)) > batched_module.PROMPT_CHUNK
-    jobs = [(batched.lanes[0], "def loop():\n    while True:\n        ", None, {"max_tokens": 40}),
-            (batched.lanes[1], long_prompt, None, {"max_tokens": 8})]
-    got = _all_at_once(batched.lanes, jobs)
-    assert got[1].text == sequential.complete(long_prompt, max_tokens=8).text
-    assert got[0].text == sequential.complete("def loop():\n    while True:\n        ", max_tokens=40).text
+    assert len(sequential._tok(long_prompt)) > 2 * batched_module.PROMPT_CHUNK
+    generating = threading.Event()
+    results = {}
+
+    def loop():
+        results["loop"] = batched.lanes[0].complete("def loop():\n    while True:\n        ", max_tokens=60,
+                                                    on_token=lambda text: generating.set())
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    assert generating.wait(60)
+    steps = batched.stats["steps"]
+    results["long"] = batched.lanes[1].complete(long_prompt, max_tokens=8)
+    thread.join()
+    assert results["long"].text == sequential.complete(long_prompt, max_tokens=8).text
+    assert results["loop"].text == sequential.complete("def loop():\n    while True:\n        ", max_tokens=60).text
+    if results["loop"].completion_tokens == 60:  # it kept generating while the long prompt went in
+        assert batched.stats["steps"] - steps >= 3
