@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import traceback
 
+from django.db import transaction
+
 from appliance import paths
 from appliance.errors import HearthError
 from appliance.jobs import job_enqueue
@@ -42,13 +44,14 @@ def model_version_build(version: ModelVersion) -> ModelVersion:
         model_version_export(version=version, log=log)
         report = evaluation_run(dataset=version.run.dataset, version=version, log=log)
         _serving_mode_choose(version, report)
-        version.transition(ModelVersion.Status.CANDIDATE)
         promote, reason = promotion_decide(report, margin=settings.HEARTH_PROMOTION_MARGIN)
         report.decision = reason
         report.save(update_fields=["decision"])
         log(reason)
-        if promote:
-            model_version_promote(version=version)
+        with transaction.atomic():  # readers see "building", then the decision: never a passing "candidate"
+            version.transition(ModelVersion.Status.CANDIDATE)
+            if promote:
+                model_version_promote(version=version)
         export_cleanup(version)
         notify(title=f"Model version {version.pk} {'promoted' if promote else 'kept as a candidate'}",
                body=reason, level="success" if promote else "info")
