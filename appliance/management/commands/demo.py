@@ -4,6 +4,7 @@ served completions through the OpenAI client. Ends with one JSON line."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from pathlib import Path
@@ -195,7 +196,9 @@ class Command(BaseCommand):
         from trainer.evaluation.tasks import line_tasks_build
 
         task = line_tasks_build(dataset_files_read(Path(dataset.path), "heldout"), max_tasks=1)[0]
-        prefix = "\n".join(task.prefix.split("\n")[-30:])
+        # As an IDE asks while the developer types: the held-out line's first word is already typed.
+        typed = re.match(r"\s*\S+?(?=\W|$)", task.target) or re.match(r"\s*\S*", task.target)
+        prefix = "\n".join(task.prefix.split("\n")[-30:]) + typed.group(0)
         suffix = "\n".join(task.suffix.split("\n")[:15])
         client = OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=120)
         models = client.models.list()
