@@ -14,6 +14,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cancel_after(n: int) -> tuple[threading.Event, list[str]]:
+    """A cancel event set by the returned `on_token`'s n-th call, and the texts it saw."""
+    cancel, seen = threading.Event(), []
+
+    def on_token(text: str) -> None:
+        seen.append(text)
+        if len(seen) == n:
+            cancel.set()
+
+    return cancel, on_token
+
+
 @pytest.fixture(autouse=True)
 def _inline_writes(settings):
     """Bookkeeping writes inline: a background writer cannot see a test's uncommitted rows."""

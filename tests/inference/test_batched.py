@@ -6,6 +6,8 @@ import threading
 
 import pytest
 
+from tests.inference.conftest import cancel_after
+
 PROMPTS = [
     ("def add(a, b):\n    ", None, {}),
     ("import os\nimport sys\n\n", None, {"max_tokens": 24}),
@@ -83,13 +85,7 @@ def test_a_lane_reuses_its_cache_and_answers_as_if_cold(sequential, batched):
 
 
 def test_a_cancelled_lane_stops_between_steps_while_others_go_on(batched):
-    cancel = threading.Event()
-    seen = []
-
-    def on_token(text):
-        seen.append(text)
-        if len(seen) == 3:
-            cancel.set()
+    cancel, on_token = cancel_after(3)
 
     results = {}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
+
+from tests.inference.conftest import cancel_after
 
 
 @pytest.fixture
@@ -43,13 +43,7 @@ def test_long_prefix_and_suffix_are_cut_at_line_boundaries(completer):
 
 
 def test_cancel_stops_between_tokens_and_zero_tokens_only_warms_the_cache(completer):
-    cancel = threading.Event()
-    seen = []
-
-    def on_token(text):
-        seen.append(text)
-        if len(seen) == 3:
-            cancel.set()
+    cancel, on_token = cancel_after(3)
 
     r = completer.complete("import os\n", max_tokens=100, on_token=on_token, cancel=cancel)
     assert r.finish_reason == "cancelled" and r.completion_tokens == 3
