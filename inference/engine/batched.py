@@ -1,6 +1,6 @@
 """Continuous batching: every active request's next token in one llama.cpp decode call.
 
-The served GGUF gets one llama.cpp context holding N sequences in a unified KV cache. Each
+The served GGUF gets one llama.cpp context holding N sequences, each in its own KV stream. Each
 sequence is a slot (a `Lane`): the scheduler gives it one job at a time, and a user keeps coming
 back to the sequence holding their prompt, so a keystroke evaluates only the tokens after the
 longest common prefix. One thread steps all lanes together: each step puts the next token of every
@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from appliance.errors import EngineError
-from inference.engine.completion import Completer, CompletionResult, Generation, _common_prefix
+from inference.engine.completion import Completer, CompletionResult, Generation, common_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,10 @@ class BatchedModel:
         params.n_batch = params.n_ubatch = N_BATCH
         params.n_seq_max = seqs
         params.n_threads = params.n_threads_batch = n_threads
-        params.kv_unified = True
+        # One KV stream per sequence: a token attends over its own sequence's cells only. A unified
+        # cache makes every token attend (masked) over all sequences' cells: one user's next token
+        # cost 16 ms instead of 9 with 8 x 400 cached tokens (SmolLM2-135M Q4_1, 2 cores).
+        params.kv_unified = False
         # As `Llama` does: the same kernels as the sequential path, so greedy answers match it.
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
@@ -185,7 +188,7 @@ class BatchedModel:
         import llama_cpp
 
         lane, ids = task.lane, task.gen.ids
-        common = _common_prefix(lane.tokens, ids)
+        common = common_prefix(lane.tokens, ids)
         task.gen.cached = common
         keep = min(common, len(ids) - 1)  # the last prompt token is always evaluated: it gives the logits
         with self.lock:

@@ -15,6 +15,10 @@ import numpy as np
 from appliance.errors import EngineError
 from trainer.basemodels.fim import FimFormat
 
+# Sampling at temperature > 0 drops tokens under this fraction of the best token's probability
+# (llama.cpp's default min-p), on the sequential and the batched path alike.
+MIN_P = 0.05
+
 
 @dataclass
 class CompletionResult:
@@ -193,12 +197,12 @@ class Completer:
             return CompletionResult("", "cancelled", 0, 0, 0)
         gen = self.prepare(prefix, suffix, n_ctx=self.llm.n_ctx(), cancel=cancel, **options)
         gen.started = time.monotonic()
-        gen.cached = _common_prefix(self.llm._input_ids.tolist() if self.llm.n_tokens else [], gen.ids)
+        gen.cached = common_prefix(self.llm._input_ids.tolist() if self.llm.n_tokens else [], gen.ids)
         from llama_cpp import LogitsProcessorList
 
         processors = LogitsProcessorList([lambda _ids, scores: gen.mask(scores)]) if gen.heal else None
         for token in self.llm.generate(
-            gen.ids, temp=gen.temperature, top_p=gen.top_p, top_k=0 if gen.temperature > 0 else 1,
+            gen.ids, temp=gen.temperature, top_p=gen.top_p, min_p=MIN_P, top_k=0 if gen.temperature > 0 else 1,
             repeat_penalty=1.0, reset=True, logits_processor=processors,
         ):
             if gen.accept(token):
@@ -239,20 +243,30 @@ class Generation:
         return np.where(allowed[: scores.shape[0]], scores, -np.inf).astype(np.single)
 
     def sample(self, logits: np.ndarray, rng: np.random.Generator) -> int:
-        """The next token from raw logits: greedy at temperature 0, else temperature + top-p."""
+        """The next token from raw logits: greedy at temperature 0, else llama.cpp's sampler chain.
+
+        Same order and cut-offs as the sequential path's llama.cpp sampler: top-p, then min-p
+        (`MIN_P` of the best token's probability), both on the untempered distribution, then the
+        temperature over what is left.
+        """
         scores = self.mask(logits)
         if self.temperature <= 0:
             return int(np.argmax(scores))
         scores = scores.astype(np.float64)
+        order = np.argsort(-scores)
+        ranked = scores[order]
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            probs = np.nan_to_num(np.exp((scores - scores.max()) / self.temperature))
-        if probs.sum() <= 0:  # a temperature so small that only the best token is left
-            return int(np.argmax(scores))
-        order = np.argsort(-probs)
-        ranked = probs[order] / probs.sum()
-        keep = max(1, int(np.searchsorted(np.cumsum(ranked), self.top_p) + 1)) if self.top_p < 1.0 else len(order)
-        kept = ranked[:keep] / ranked[:keep].sum()
-        return int(order[rng.choice(keep, p=kept)])
+            probs = np.nan_to_num(np.exp(ranked - ranked[0]))
+        probs /= probs.sum()
+        keep = len(order)
+        if self.top_p < 1.0:
+            keep = min(keep, int(np.searchsorted(np.cumsum(probs), self.top_p)) + 1)
+        keep = max(1, min(keep, int(np.count_nonzero(probs >= MIN_P * probs[0]))))
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            tempered = np.nan_to_num(np.exp((ranked[:keep] - ranked[0]) / self.temperature))
+        if tempered.sum() <= 0:  # a temperature so small that only the best token is left
+            return int(order[0])
+        return int(order[rng.choice(keep, p=tempered / tempered.sum())])
 
     @property
     def cancelled(self) -> bool:
@@ -326,7 +340,8 @@ def _cut_front(ids: list[int], budget: int) -> list[int]:
     return ids[drop:]
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two sequences share (what a KV cache can keep)."""
     n = 0
     for x, y in zip(a, b):
         if x != y:

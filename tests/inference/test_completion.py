@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from inference.engine.completion import Generation
 from tests.inference.conftest import cancel_after
 
 
@@ -81,3 +83,22 @@ def test_users_sharing_one_slot_keep_their_prompt_cache(micro_base):
     assert again["choices"][0]["text"] == texts[("bob", 2)]
     scheduler.close()
     fresh.close()
+
+
+def _sampled(logits: list[float], *, temperature: float, top_p: float, draws: int = 4000) -> np.ndarray:
+    gen = Generation(None, [], b"", max_tokens=1, temperature=temperature, top_p=top_p, stop=[], single_line=False,
+                     max_lines=0, deadline_s=None, on_token=None, cancel=None)
+    rng = np.random.default_rng(0)
+    picks = [gen.sample(np.asarray(logits, dtype=np.float32), rng) for _ in range(draws)]
+    return np.bincount(picks, minlength=len(logits)) / draws
+
+
+def test_sampling_cuts_top_p_and_min_p_before_the_temperature_as_llama_cpp_does():
+    # Untempered probabilities .662 .244 .090 .004 .001: top-p 0.95 keeps three tokens, and the
+    # temperature 0.7 then spreads them .771 .185 .044.
+    freq = _sampled([5.0, 4.0, 3.0, 0.0, -2.0], temperature=0.7, top_p=0.95)
+    assert freq[3] == freq[4] == 0
+    assert freq[:3] == pytest.approx([0.771, 0.185, 0.044], abs=0.03)
+    # Tokens under 5% of the best one's probability are never drawn, however hot the temperature.
+    assert _sampled([5.0, 1.5, 1.4], temperature=2.0, top_p=1.0, draws=500)[0] == 1.0
+    assert _sampled([5.0, 4.0], temperature=0.0, top_p=1.0, draws=10)[0] == 1.0
