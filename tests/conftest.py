@@ -52,7 +52,6 @@ CODE_FILES = [
 @pytest.fixture(autouse=True, scope="session")
 def _instance_home(tmp_path_factory):
     from django.conf import settings
-
     from django_q.conf import Conf
 
     home = tmp_path_factory.mktemp("hearth-home")

@@ -46,7 +46,7 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
 
     # Serve whatever the gate decided (promoted version, or the base), over real HTTP.
     settings.HEARTH_ENGINE_PORT = _free_port()
-    server, engine = engine_server_build(host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512, n_threads=2)
+    server, _engine = engine_server_build(host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512, n_threads=2)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

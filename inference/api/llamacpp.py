@@ -16,7 +16,6 @@ from django.views.decorators.http import require_POST
 
 from appliance.errors import EngineError
 from inference.api.common import (
-    sse_response,
     MAX_TOKENS_CAP,
     RequestContext,
     api_view,
@@ -24,6 +23,7 @@ from inference.api.common import (
     json_body,
     number,
     snippets,
+    sse_response,
     stop_list,
     text,
 )

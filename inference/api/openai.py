@@ -14,13 +14,13 @@ from django.views.decorators.http import require_GET, require_POST
 from appliance.errors import EngineError
 from inference.api import tabby
 from inference.api.common import (
-    sse_response,
     MAX_TOKENS_CAP,
     RequestContext,
     api_view,
     boolean,
     json_body,
     number,
+    sse_response,
     stop_list,
     text,
 )

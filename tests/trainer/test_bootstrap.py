@@ -29,7 +29,7 @@ CODE = (
     "            if name == 'é€😀':\n"
     "                return {'a': [1, 2,  3]}\n"
 )
-from trainer.basemodels.bootstrap import _FILES as HF_FILES_LIST  # noqa: E402
+from trainer.basemodels.bootstrap import _FILES as HF_FILES_LIST
 
 HF_FILES = set(HF_FILES_LIST)
 

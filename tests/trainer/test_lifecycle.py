@@ -65,8 +65,8 @@ def test_a_version_without_its_gguf_cannot_be_promoted(versions):
 @pytest.mark.django_db
 def test_retraining_is_rate_limited_unless_forced(micro_base, tmp_path, settings, monkeypatch):
     from trainer.models import Dataset, TrainingRun
-    from trainer.training.config import LoraSettings
     from trainer.training import services
+    from trainer.training.config import LoraSettings
 
     monkeypatch.setattr(services, "job_enqueue", lambda *a, **k: None)
     settings.HEARTH_RETRAIN_MIN_INTERVAL_H = 168

@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 
 from appliance.errors import DatasetError, MirrorError
 from trainer.datasets import dedup, filters
-from trainer.export.gguf import sha256_file
 from trainer.datasets.languages import ALL_LANGUAGES
+from trainer.export.gguf import sha256_file
 from trainer.mirrors.git import TreeEntry, blobs_read, tree_list
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,11 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
     from trainer.datasets.builder import dataset_files_read
     from trainer.export.agreement import gguf_top1_agreement, reference_top1
     from trainer.export.gguf import (
-        gguf_convert, gguf_convert_adapter, gguf_quantize, gguf_set_fim_tokens, gguf_verify,
+        gguf_convert,
+        gguf_convert_adapter,
+        gguf_quantize,
+        gguf_set_fim_tokens,
+        gguf_verify,
     )
     from trainer.training.modeling import adapter_merge, tokenizer_load
 

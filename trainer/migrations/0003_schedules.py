@@ -3,7 +3,6 @@ optional retrain when mirrors have new commits."""
 
 from django.db import migrations
 
-
 SCHEDULES = {
     # name: (function, minutes between runs)
     "hearth-training-watchdog": ("trainer.training.tasks.training_watchdog", 1),

@@ -98,7 +98,7 @@ def train(
     t0 = time.monotonic()
     rank, world = _distributed_init(method.device)
     if rank:
-        log = on_progress = lambda *a, **k: None  # noqa: E731 — one rank reports and saves
+        log = on_progress = lambda *a, **k: None
     model, tokenizer, fmt, added = base_load_for_training(hf_path, settings, method)
     if method.device == "cuda" and not method.four_bit:
         model.to(f"cuda:{rank % max(1, torch.cuda.device_count())}" if world > 1 else "cuda")
