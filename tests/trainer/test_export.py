@@ -54,7 +54,8 @@ def _fim_ids(manifest: dict) -> dict[str, int]:
 def test_convert_quantize_verify(f16, micro, tmp_path):
     import gguf
 
-    from trainer.export.gguf import gguf_quantize, gguf_verify, sha256_file
+    from appliance.paths import sha256_file
+    from trainer.export.gguf import gguf_quantize, gguf_verify
 
     assert gguf.GGUFReader(f16).get_field("general.file_type").contents() == 1  # MOSTLY_F16
     for kind, ftype in (("q8_0", 7), ("q4_k_m", 15)):

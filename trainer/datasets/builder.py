@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from appliance.errors import DatasetError, MirrorError
+from appliance.paths import sha256_file
 from trainer.datasets import dedup, filters
 from trainer.datasets.languages import ALL_LANGUAGES
-from trainer.export.gguf import sha256_file
 from trainer.mirrors.git import TreeEntry, blobs_read, tree_list
 
 logger = logging.getLogger(__name__)

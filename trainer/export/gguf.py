@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import collections.abc
 import ctypes
-import hashlib
 import json
 import logging
 import os
@@ -42,15 +41,6 @@ FIM_KEYS = {
 _TAIL_LINES = 12
 _EXCEPTION_LINE = re.compile(r"^(ERROR:|[A-Za-z_][\w.]*(Error|Exception|Exit)\b)")
 _CONVERT_TIMEOUT_S = 2 * 3600
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (GGUF files can be gigabytes)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _partial(path: Path) -> Path:

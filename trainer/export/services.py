@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ExportError
-from trainer.basemodels.services import fim_token_ids, sha256_file
+from appliance.paths import sha256_file
+from trainer.basemodels.services import fim_token_ids
 from trainer.models import ModelVersion
 
 logger = logging.getLogger(__name__)
