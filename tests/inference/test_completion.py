@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 
-from inference.engine.completion import Generation
+from inference.engine.completion import MIN_P, Generation
 from tests.inference.conftest import cancel_after
 
 
@@ -93,12 +95,35 @@ def _sampled(logits: list[float], *, temperature: float, top_p: float, draws: in
     return np.bincount(picks, minlength=len(logits)) / draws
 
 
-def test_sampling_cuts_top_p_and_min_p_before_the_temperature_as_llama_cpp_does():
-    # Untempered probabilities .662 .244 .090 .004 .001: top-p 0.95 keeps three tokens, and the
-    # temperature 0.7 then spreads them .771 .185 .044.
-    freq = _sampled([5.0, 4.0, 3.0, 0.0, -2.0], temperature=0.7, top_p=0.95)
-    assert freq[3] == freq[4] == 0
-    assert freq[:3] == pytest.approx([0.771, 0.185, 0.044], abs=0.03)
-    # Tokens under 5% of the best one's probability are never drawn, however hot the temperature.
-    assert _sampled([5.0, 1.5, 1.4], temperature=2.0, top_p=1.0, draws=500)[0] == 1.0
-    assert _sampled([5.0, 4.0], temperature=0.0, top_p=1.0, draws=10)[0] == 1.0
+def _llama_cpp_distribution(logits: list[float], *, temperature: float, top_p: float) -> np.ndarray:
+    """What llama.cpp's own chain (top-p, min-p, temperature: the sequential path's) leaves to draw from."""
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_min_p(MIN_P, 1))
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
+    data = (llama_cpp.llama_token_data * len(logits))(*[llama_cpp.llama_token_data(i, x, 0.0)
+                                                         for i, x in enumerate(logits)])
+    cur = llama_cpp.llama_token_data_array(data, len(logits), -1, False)
+    llama_cpp.llama_sampler_apply(chain, ctypes.byref(cur))
+    llama_cpp.llama_sampler_free(chain)
+    kept = {data[i].id: data[i].logit for i in range(cur.size)}
+    weights = np.array([np.exp(kept[i] - max(kept.values())) if i in kept else 0.0 for i in range(len(logits))])
+    return weights / weights.sum()
+
+
+@pytest.mark.parametrize(("logits", "temperature", "top_p"), [
+    ([5.0, 4.0, 3.0, 0.0, -2.0], 0.7, 0.95),  # top-p keeps three tokens, then the temperature spreads them
+    ([5.0, 1.5, 1.4, 1.3], 2.0, 1.0),  # min-p: under 5% of the best token, never drawn however hot
+    ([2.0, 1.9, 1.8, 0.5], 1.3, 0.9),
+])
+def test_sampling_draws_from_what_llama_cpps_sampler_chain_leaves(logits, temperature, top_p):
+    expected = _llama_cpp_distribution(logits, temperature=temperature, top_p=top_p)
+    freq = _sampled(logits, temperature=temperature, top_p=top_p)
+    assert np.all(freq[expected == 0] == 0)
+    assert freq == pytest.approx(expected, abs=0.03)
+
+
+def test_sampling_at_temperature_zero_is_greedy():
+    assert _sampled([5.0, 4.9], temperature=0.0, top_p=1.0, draws=10)[0] == 1.0
