@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,17 +50,18 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(code_repo, micro_base
     monkeypatch.setattr(Conf, "SYNC", False)
     settings.HEARTH_TRAINING_STALE_S = 3
     try:
-        lora = LoraSettings(max_steps=150, seq_len=64, grad_accum=1, checkpoint_every_s=0.3, eval_every_steps=200,
+        # Long enough (tens of seconds on two cores) that the kill lands mid-run on a fast machine too.
+        lora = LoraSettings(max_steps=400, seq_len=64, grad_accum=1, checkpoint_every_s=0.3, eval_every_steps=200,
                             eval_sequences=2, warmup_steps=1)
         run = training_run_start(dataset=dataset, base=micro_base, settings=lora)
         ckpt = Path(run.path) / "checkpoint" / "state.pt"
 
         def mid_run():
+            # The step on the row is refreshed every few seconds; the checkpoint every 0.3 s.
             run.refresh_from_db()
-            return run.status == "running" and run.step >= 20 and ckpt.exists() and run.worker_pid
+            return run.status == "running" and ckpt.exists() and run.worker_pid
 
-        pid = _wait(mid_run, 120, "the run to pass step 20 with a checkpoint", proc)
-        killed_at = run.step
+        pid = _wait(mid_run, 300, "the run to write its first checkpoint", proc)
         os.kill(pid, signal.SIGKILL)
 
         def requeued():
@@ -77,14 +79,19 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(code_repo, micro_base
         finally:
             print(run.log)
         assert run.attempts == 2
-        assert "resumed from checkpoint at step" in run.log
+        resumed_at = re.search(r"resumed from checkpoint at step (\d+)", run.log)
+        assert resumed_at, "the second attempt did not resume from the checkpoint"
+        killed_at = int(resumed_at.group(1))
+        assert 0 < killed_at < 400
         assert run.worker_pid != pid
         assert ModelVersion.objects.filter(run=run).count() == 1
         steps = list(run.progress.values_list("step", flat=True))
         resumed = [s for s in steps if s > killed_at]
-        assert resumed and max(steps) == run.summary["total_steps"] == 150
+        assert resumed and max(steps) == run.summary["total_steps"] == 400
         assert TrainingRun.objects.filter(status="running").count() == 0
     finally:
+        log.close()
+        print("qcluster log (tail):", (tmp_path / "qcluster.log").read_text(errors="replace")[-4000:], sep="\n")
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
