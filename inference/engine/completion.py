@@ -20,6 +20,14 @@ from trainer.basemodels.fim import FimFormat
 MIN_P = 0.05
 
 
+def llama_open(path, **options):
+    """A `llama_cpp.Llama` on `path` with the attention kernels the engine serves with (flash
+    attention), so that evaluation, export checks and serving decode alike."""
+    from llama_cpp import Llama
+
+    return Llama(model_path=str(path), flash_attn=True, verbose=False, **options)
+
+
 @dataclass
 class CompletionResult:
     text: str

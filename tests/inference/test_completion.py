@@ -13,12 +13,10 @@ from tests.inference.conftest import cancel_after
 
 @pytest.fixture
 def completer(micro_base):
-    from llama_cpp import Llama
-
-    from inference.engine.completion import Completer
+    from inference.engine.completion import Completer, llama_open
     from trainer.basemodels.fim import fim_format_get
 
-    llm = Llama(model_path=micro_base.gguf_path, n_ctx=512, n_threads=1, verbose=False, seed=0)
+    llm = llama_open(micro_base.gguf_path, n_ctx=512, n_threads=1, seed=0)
     yield Completer(llm, fim_format_get(micro_base.fim_format))
     llm.close()
 

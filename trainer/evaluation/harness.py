@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import EvaluationError
-from inference.engine.completion import Completer
+from inference.engine.completion import Completer, llama_open
 from trainer.basemodels.fim import FimFormat
 from trainer.evaluation.metrics import edit_similarity, exact_match, wilson_interval
 from trainer.evaluation.tasks import LineTask
@@ -35,11 +35,8 @@ class Candidate:
 def _llama(path: Path, *, n_ctx: int, logits_all: bool = False):
     import os
 
-    from llama_cpp import Llama
-
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count() or 1, logits_all=logits_all,
-                     verbose=False, seed=0)
+        return llama_open(path, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, logits_all=logits_all, seed=0)
     except (ValueError, RuntimeError) as exc:
         raise EvaluationError(f"llama.cpp could not load {path.name}: {exc}") from exc
 
