@@ -51,7 +51,7 @@ def completion(body: dict, ctx: RequestContext) -> JsonResponse:
 def events(request: HttpRequest, ctx: RequestContext):
     body = json_body(request)
     kind = body.get("type")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise RequestError(f"'type' must be one of {', '.join(sorted(EVENT_TYPES))}.", param="type")
     completion_id = body.get("completion_id")
     if not isinstance(completion_id, str) or not completion_id:

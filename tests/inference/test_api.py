@@ -44,6 +44,14 @@ def test_invalid_fields_get_400_naming_the_field(client, token, body, param):
     assert r.json()["error"]["param"] == param
 
 
+@pytest.mark.parametrize("kind", [{"view": True}, ["view"], 3, None, "viewed"])
+def test_tabby_event_of_the_wrong_type_gets_400(client, token, kind):
+    # Found by the schemathesis run: a dict as `type` was a 500 (unhashable in the set lookup).
+    r = client.post("/v1/events", data={"type": kind, "completion_id": "c"}, content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "type"
+
+
 def test_malformed_json_and_non_object(client, token):
     assert _post(client, None, token=token, raw="{oops").status_code == 400
     assert _post(client, None, token=token, raw="[1, 2]").status_code == 400
