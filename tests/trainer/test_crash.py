@@ -50,7 +50,7 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(code_repo, micro_base
     monkeypatch.setattr(Conf, "SYNC", False)
     settings.HEARTH_TRAINING_STALE_S = 3
     try:
-        # Long enough (tens of seconds on two cores) that the kill lands mid-run on a fast machine too.
+        # About 8 s of training on two cores: room for the kill to land mid-run (150 steps took under 3 s).
         lora = LoraSettings(max_steps=400, seq_len=64, grad_accum=1, checkpoint_every_s=0.3, eval_every_steps=200,
                             eval_sequences=2, warmup_steps=1)
         run = training_run_start(dataset=dataset, base=micro_base, settings=lora)
