@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import requests
 
@@ -29,7 +31,7 @@ def test_openapi_fuzzing_finds_no_server_error(hearth, raw_token, settings):
         strategy = operation.as_strategy() | operation.as_strategy(GenerationMode.NEGATIVE)
 
         @given(case=strategy)
-        @hsettings(max_examples=10, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+        @hsettings(max_examples=int(os.environ.get("HEARTH_FUZZ_EXAMPLES", "10")), deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
                    suppress_health_check=list(HealthCheck))
         def fuzz(case):
             response = case.call(base_url=hearth, session=session, headers=auth, timeout=60)
