@@ -43,6 +43,9 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
     assert report.mode == "fim"  # both the micro base and the candidate can infill
     assert set(report.metrics["models"]) == {"base", "candidate"}
     assert version.manifest["gguf"]["model-q8_0.gguf"] == version.gguf_sha256
+    fim_ids = version.manifest["fim_token_ids"]  # the ids written into the GGUF, one per FIM role
+    assert {"prefix", "suffix", "middle"} <= set(fim_ids) and len(set(fim_ids.values())) == len(fim_ids)
+    assert version.manifest["top1_agreement"]["tokens"] > len(fim_ids)
 
     # Serve whatever the gate decided (promoted version, or the base), over real HTTP.
     settings.HEARTH_ENGINE_PORT = _free_port()

@@ -44,9 +44,9 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
 
     t = time.monotonic()
     f16 = gguf_convert(merged, out / "model-f16.gguf", outtype="f16", log=logger.debug)
-    ids = fim_token_ids(tokenizer_load(str(merged)), fmt)
+    fim_ids = fim_token_ids(tokenizer_load(str(merged)), fmt)
     if not fmt.llama_cpp_detects:  # rewriting the file costs seconds on real models: only when needed
-        gguf_set_fim_tokens(f16, ids)
+        gguf_set_fim_tokens(f16, fim_ids)
     timings["convert_s"] = round(time.monotonic() - t, 2)
     files = {"model-f16.gguf": f16}
     for kind in quantizations:
@@ -60,8 +60,8 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
 
     t = time.monotonic()
     heldout = [f["text"] for f in dataset_files_read(Path(run.dataset.path), "heldout")]
-    ids, reference = reference_top1(merged, heldout)
-    agreement = {name: round(gguf_top1_agreement(path, ids, reference), 4) for name, path in files.items()}
+    probe_ids, reference = reference_top1(merged, heldout)
+    agreement = {name: round(gguf_top1_agreement(path, probe_ids, reference), 4) for name, path in files.items()}
     timings["agreement_s"] = round(time.monotonic() - t, 2)
     log("top-1 agreement with the merged model on held-out tokens: "
         + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()))
@@ -79,12 +79,12 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
         "run": run.pk,
         "dataset": run.dataset_id,
         "fim_format": fmt.name,
-        "fim_token_ids": ids,
+        "fim_token_ids": fim_ids,
         "adapter": {p.name: sha256_file(p) for p in sorted(Path(run.adapter_path).iterdir()) if p.is_file()},
         "merged": {p.name: sha256_file(p) for p in sorted(merged.iterdir()) if p.is_file()},
         "gguf": {name: sha256_file(path) for name, path in files.items()},
         "verify": verified,
-        "top1_agreement": {"tokens": len(ids), **agreement},
+        "top1_agreement": {"tokens": len(probe_ids), **agreement},
         "adapter_gguf": adapter_gguf,
         "timings": timings,
         "served_file": served.name,
