@@ -16,6 +16,7 @@ from trainer.models import (
     TrainingRun,
 )
 from trainer.models.datasets import DatasetFile
+from webui.reports import html_table, report_html
 
 admin.site.site_header = "Hearth"
 admin.site.site_title = "Hearth admin"
@@ -111,11 +112,6 @@ class BaseModelAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     readonly_fields = ReadOnlyLogMixin.readonly_fields + ("manifest",)
 
 
-def _table(headers: tuple[str, ...], rows) -> str:
-    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
-    body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),)
-                                                 for row in rows))
-    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
 
 
 @admin.register(Dataset)
@@ -163,25 +159,25 @@ class DatasetAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         if not r or "tokens" not in r:
             return "No report yet."
         d, s, t = r["duplicates"], r["secrets"], r["tokens"]
-        summary = _table(("", "files", "bytes"), [
+        summary = html_table(("", "files", "bytes"), [
             ("read", f"{r['seen_files']:,}", f"{r['seen_bytes']:,}"),
             ("kept", f"{r['kept_files']:,}", f"{r['kept_bytes']:,}"),
             ("training", f"{r['train_files']:,}", f"{r['train_bytes']:,}"),
             ("held out", f"{r['heldout_files']:,}", f"{r['heldout_bytes']:,}"),
         ])
-        reasons = _table(("left out because", "files", "bytes"), [
+        reasons = html_table(("left out because", "files", "bytes"), [
             (k, f"{v:,}", f"{r['skipped_bytes'].get(k, 0):,}") for k, v in r["skipped"].items()
         ])
-        languages = _table(("language", "files", "bytes", "tokens"), [
+        languages = html_table(("language", "files", "bytes", "tokens"), [
             (k, f"{v['files']:,}", f"{v['bytes']:,}", f"{v['tokens']:,}")
             for k, v in sorted(r["by_language"].items(), key=lambda kv: -kv[1]["files"])
         ])
-        repos = _table(("repository", "commit", "files read", "kept", "bytes kept", "tokens"), [
+        repos = html_table(("repository", "commit", "files read", "kept", "bytes kept", "tokens"), [
             (k, r["commits"].get(k, "")[:12], f"{v.get('seen_files', 0):,}", f"{v.get('kept_files', 0):,}",
              f"{v.get('kept_bytes', 0):,}", f"{v.get('tokens', 0):,}") for k, v in r["by_repo"].items()
         ])
-        kinds = _table(("secret kind", "hits"), [(k, v) for k, v in s["by_kind"].items()] or [("none", 0)])
-        hits = _table(("repository", "file", "line", "kind"),
+        kinds = html_table(("secret kind", "hits"), [(k, v) for k, v in s["by_kind"].items()] or [("none", 0)])
+        hits = html_table(("repository", "file", "line", "kind"),
                       [(h["repo"], h["path"], h["line"], h["kind"]) for h in s["hits"][:200]])
         heldout = format_html_join("", "<li>{}: {}</li>", ((h["repo"], h["path"]) for h in r["heldout"][:500]))
         return format_html(
@@ -246,18 +242,27 @@ class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
                 self.message_user(request, str(exc), level="warning")
 
 
-class ReportInline(admin.StackedInline):
+class ReportComparisonMixin:
+    @admin.display(description="Base against candidate")
+    def comparison(self, obj):
+        return report_html(obj.metrics or {}, obj.decision) if obj and obj.pk else "-"
+
+
+class ReportInline(ReportComparisonMixin, admin.StackedInline):
     model = EvaluationReport
     extra = 0
     can_delete = False
-    readonly_fields = ("created_at", "mode", "metrics", "decision")
+    fields = ("created_at", "comparison", "metrics")
+    readonly_fields = ("created_at", "comparison", "metrics")
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = ("id", "base", "run", "status", "fim_format", "promoted_at")
     list_filter = ("status",)
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("gguf_path", "gguf_sha256", "manifest", "promoted_at")
+    # A version changes only through its actions (promote, retire, delete): every field is read-only.
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("base", "run", "path", "fim_format", "gguf_path",
+                                                          "gguf_sha256", "manifest", "promoted_at")
     inlines = [ReportInline]
     actions = ["promote", "retire", "delete_versions"]
 
@@ -286,9 +291,10 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
 
 
 @admin.register(EvaluationReport)
-class EvaluationReportAdmin(admin.ModelAdmin):
+class EvaluationReportAdmin(ReportComparisonMixin, admin.ModelAdmin):
     list_display = ("id", "dataset", "version", "mode", "created_at", "decision")
-    readonly_fields = ("created_at", "mode", "metrics", "decision")
+    fields = ("created_at", "dataset", "version", "comparison", "metrics")
+    readonly_fields = ("created_at", "dataset", "version", "comparison", "metrics")
 
 
 @admin.register(Notification)
