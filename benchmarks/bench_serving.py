@@ -18,6 +18,7 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -59,6 +60,24 @@ def prompt_make(i: int, chars: int) -> str:
     start = (i * 977) % max(1, len(CODE) - chars)
     body = CODE[start : start + chars]
     return f"# request {i}\n{body.rstrip()}\n    result = compute_"
+
+
+def keystrokes(n: int, chars: int):
+    """Client n's prompts: opening its file (a cold prompt), then one more character per keystroke."""
+    prompt = prompt_make(2000 + n * 37, chars)
+    yield prompt
+    for i in itertools.count():
+        prompt += "xy"[i % 2]
+        yield prompt
+
+
+def run_together(target, args_list: list[tuple]) -> None:
+    """One thread per argument tuple, all started, all joined."""
+    threads = [threading.Thread(target=target, args=a) for a in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def setup(args) -> dict:
@@ -150,25 +169,19 @@ def main() -> int:
                              n_ctx=args.ctx, n_threads=args.threads)
         try:
             def lane_client(n: int, latencies: list, ready: threading.Barrier, rounds: int) -> None:
-                lane, prompt = model.lanes[n], prompt_make(2000 + n * 37, args.prompt_chars)
-                lane.complete(prompt, max_tokens=args.max_tokens, temperature=0.0)
+                prompts = keystrokes(n, args.prompt_chars)
+                model.lanes[n].complete(next(prompts), max_tokens=args.max_tokens, temperature=0.0)
                 ready.wait()
-                for i in range(rounds):
-                    prompt += "xy"[i % 2]
+                for prompt in itertools.islice(prompts, rounds):
                     started = time.perf_counter()
-                    lane.complete(prompt, max_tokens=args.max_tokens, temperature=0.0)
+                    model.lanes[n].complete(prompt, max_tokens=args.max_tokens, temperature=0.0)
                     latencies.append(time.perf_counter() - started)
 
             engine_single, engine_many = [], []
             # Twice the rounds for the lone client: its p95 is the denominator, and one slow step moves it.
             lane_client(0, engine_single, threading.Barrier(1), 2 * args.requests)
             ready = threading.Barrier(8)
-            threads = [threading.Thread(target=lane_client, args=(n, engine_many, ready, args.requests))
-                       for n in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            run_together(lane_client, [(n, engine_many, ready, args.requests) for n in range(8)])
         finally:
             model.close()
         emit("engine_single_p95_ms", round(pct(engine_single, 0.95) * 1000, 1), None)
@@ -222,32 +235,26 @@ def main() -> int:
                           ready: threading.Barrier | None = None) -> None:
             """A developer typing: after opening a file, each request extends the prompt by a character."""
             sess = requests.Session()
-            prompt = prompt_make(2000 + n * 37, args.prompt_chars)
+            prompts = keystrokes(n, args.prompt_chars)
             try:  # opening the file: a cold prompt, not counted (every client pays it once)
-                call(sess, raw, prompt)
+                call(sess, raw, next(prompts))
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 errors.append(str(exc))
             if ready is not None:  # steady state: everyone has opened their file before anyone types
                 ready.wait()
-            i = 0
-            while (stop is None and i < rounds) or (stop is not None and not stop.is_set()):
-                prompt += "xy"[i % 2]
+            for i, prompt in enumerate(prompts):
+                if (stop is None and i >= rounds) or (stop is not None and stop.is_set()):
+                    break
                 try:
                     latencies.append(call(sess, raw, prompt)[0])
                 except Exception as exc:  # noqa: BLE001 - every failure is counted
                     errors.append(str(exc))
-                i += 1
 
         single, errors1 = [], []
         typing_client(0, tokens[1], args.requests, single, errors1)
         many, errors8 = [], []
         ready = threading.Barrier(8)
-        threads = [threading.Thread(target=typing_client, args=(n, tokens[1 + n], args.requests, many, errors8),
-                                    kwargs={"ready": ready}) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_together(typing_client, [(n, tokens[1 + n], args.requests, many, errors8, None, ready) for n in range(8)])
         emit("single_client_p95_ms", round(pct(single, 0.95) * 1000, 1), None)
         emit("eight_clients_p95_ms", round(pct(many, 0.95) * 1000, 1), None)
         emit("concurrency_p95_ratio", round(pct(many, 0.95) / pct(single, 0.95), 3), "<= 2.0")

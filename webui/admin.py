@@ -266,6 +266,9 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     inlines = [ReportInline]
     actions = ["promote", "retire", "delete_versions"]
 
+    def has_add_permission(self, request):
+        return False  # versions come from training runs
+
     def _each(self, request, queryset, action: str) -> None:
         from appliance.errors import HearthError
         from trainer import versions
@@ -295,6 +298,9 @@ class EvaluationReportAdmin(ReportComparisonMixin, admin.ModelAdmin):
     list_display = ("id", "dataset", "version", "mode", "created_at", "decision")
     fields = ("created_at", "dataset", "version", "comparison", "metrics")
     readonly_fields = ("created_at", "dataset", "version", "comparison", "metrics")
+
+    def has_add_permission(self, request):
+        return False  # reports come from evaluation runs (model_evaluate)
 
 
 @admin.register(Notification)

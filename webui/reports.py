@@ -1,5 +1,5 @@
-"""An evaluation report as an admin reads it: base against candidate (and the served model), side by
-side per scoring mode and per language, with a bar for exact match."""
+"""Reports as an admin reads them: `html_table` (also the dataset report's), and an evaluation report
+as base against candidate (and the served model), per scoring mode and per language."""
 
 from __future__ import annotations
 

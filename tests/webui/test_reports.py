@@ -42,9 +42,11 @@ def test_report_is_a_comparison_table(admin_client, report, page):
     assert "app/x.py:7" in html and "return &lt;total&gt;</code>" in html and ">pass</code>" in html
 
 
-def test_version_fields_cannot_be_edited(admin_client, report):
+def test_versions_and_reports_cannot_be_edited_or_added_by_hand(admin_client, report):
     html = admin_client.get(f"/admin/trainer/modelversion/{report.version.pk}/change/").content.decode()
     assert 'name="gguf_path"' not in html and 'name="base"' not in html and 'name="fim_format"' not in html
+    assert admin_client.get("/admin/trainer/modelversion/add/").status_code == 403
+    assert admin_client.get("/admin/trainer/evaluationreport/add/").status_code == 403
 
 
 def test_empty_report_says_so():
