@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	@echo "Installing Hearth and its dependencies (llama-cpp-python compiles from source: ~8 min the first time)"
 	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m appliance.converter install
+	$(BIN)/python -m trainer.export.converter install
 	$(BIN)/python manage.py migrate --noinput -v0
 	touch $(STAMP)
 

@@ -35,3 +35,7 @@ class ExportError(HearthError):
 
 class EngineError(HearthError):
     """The inference engine could not load or run a model."""
+
+
+class PipelineError(HearthError):
+    """A stage of the pipeline ended without the model version it was meant to produce."""

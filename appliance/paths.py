@@ -50,6 +50,10 @@ def model_version_dir(pk: int) -> Path:
     return _dir("models", f"version-{pk:05d}")
 
 
+def evaluation_dir(pk: int) -> Path:
+    return _dir("evaluations", f"evaluation-{pk:05d}")
+
+
 def engine_state_file() -> Path:
     return _dir("engine") / "state.json"
 
@@ -72,3 +76,17 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `path` as `<path>.partial`, fsync it, then rename it into place: readers see the old
+    file or the new one, never half of one."""
+    import os
+
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, path)

@@ -58,6 +58,15 @@ class Services:
                 os.killpg(proc.pid, signal.SIGKILL)
         self.procs.clear()
 
+    def wait_forever(self, poll_s: float = 2.0) -> None:
+        """Block until Ctrl-C, failing loudly if a child dies."""
+        try:
+            while True:
+                self.check_alive()
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            pass
+
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:

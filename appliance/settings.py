@@ -40,6 +40,8 @@ HEARTH_ENGINE_PORT = int(_env("ENGINE_PORT", "8765"))
 HEARTH_ENGINE_THREADS = int(_env("ENGINE_THREADS", str(os.cpu_count() or 2)))
 HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))
 HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))
+# The promotion gate also needs a paired, significant win: an exact McNemar test at this level.
+HEARTH_PROMOTION_ALPHA = float(_env("PROMOTION_ALPHA", "0.05"))
 HEARTH_BASE_MODEL = _env("BASE_MODEL", "smollm2-135m-instruct")
 HEARTH_WEB_PORT = int(_env("WEB_PORT", "8000"))
 

@@ -28,7 +28,7 @@ def raw_export(hf: Path, out: Path) -> float:
     """What an engineer types by hand: the converter script, then llama.cpp's quantize function."""
     import llama_cpp
 
-    from appliance.converter import SCRIPT, converter_dir
+    from trainer.export.converter import SCRIPT, converter_dir
 
     tool = converter_dir()
     env = {**os.environ, "PYTHONPATH": str(tool / "gguf-py")}

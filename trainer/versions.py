@@ -13,6 +13,17 @@ from appliance.errors import HearthError
 from trainer.models import ModelVersion
 
 
+def served_version(*, exclude_pk: int | None = None) -> ModelVersion | None:
+    """The one version being served (the latest promoted), or None: then the base is served."""
+    return (
+        ModelVersion.objects.filter(status=ModelVersion.Status.PROMOTED)
+        .exclude(pk=exclude_pk or -1)
+        .select_related("base")
+        .order_by("-promoted_at")
+        .first()
+    )
+
+
 def model_version_promote(*, version: ModelVersion) -> ModelVersion:
     """Serve `version` (a candidate, or a retired one: a roll-back); the served one is retired."""
     if version.status == ModelVersion.Status.PROMOTED:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from trainer.evaluation.report import Scores
+
 MODES = (("prefix", "single line, prefix only"), ("fim", "single line, fill-in-the-middle"),
          ("fim_multiline", "multi-line fill-in-the-middle"))
 ORDER = ("base", "served", "candidate")
@@ -19,29 +21,27 @@ def _bar(value: float) -> SafeString:
                        'vertical-align:middle;margin-right:6px"></span>{}', f"{width:.0f}", f"{value:.3f}")
 
 
-def _labels(models: dict) -> list[str]:
-    return [m for m in ORDER if m in models] + sorted(set(models) - set(ORDER))
+def _labels(scores: Scores) -> list[str]:
+    return [m for m in ORDER if m in scores.models] + sorted(set(scores.models) - set(ORDER))
 
 
-def _mode_rows(metrics: dict) -> list[tuple]:
-    models = metrics.get("models", {})
+def _mode_rows(scores: Scores) -> list[tuple]:
     rows = []
     for mode, title in MODES:
-        for label in _labels(models):
-            score = models[label].get("line_completion", {}).get(mode)
-            if not score:
+        for label in _labels(scores):
+            if not scores.has(label, mode):
                 continue
-            lo, hi = score.get("exact_match_ci95", [0, 0])
-            rows.append((title if mode != metrics.get("mode") else format_html("<b>{}</b> (headline)", title),
-                         label, score.get("tasks", 0), _bar(score.get("exact_match", 0.0)),
-                         f"{lo:.3f}–{hi:.3f}", f"{score.get('edit_similarity', 0.0):.3f}"))
+            score = scores.headline(label, mode)
+            lo, hi = score.exact_match_ci95
+            rows.append((title if mode != scores.mode else format_html("<b>{}</b> (headline)", title),
+                         label, score.tasks, _bar(score.exact_match), f"{lo:.3f}–{hi:.3f}",
+                         f"{score.edit_similarity:.3f}"))
     return rows
 
 
-def _language_rows(metrics: dict) -> list[tuple]:
-    models, mode = metrics.get("models", {}), metrics.get("mode", "prefix")
-    labels = _labels(models)
-    per_model = {m: models[m].get("line_completion", {}).get(mode, {}).get("by_language", {}) for m in labels}
+def _language_rows(scores: Scores) -> list[tuple]:
+    labels = [m for m in _labels(scores) if scores.has(m)]
+    per_model = {m: scores.headline(m).by_language for m in labels}
     languages = sorted({lang for langs in per_model.values() for lang in langs})
     rows = []
     for lang in languages:
@@ -51,11 +51,10 @@ def _language_rows(metrics: dict) -> list[tuple]:
     return rows
 
 
-def _example_rows(metrics: dict) -> tuple[list[str], list[tuple]]:
+def _example_rows(scores: Scores) -> tuple[list[str], list[tuple]]:
     """The same sampled tasks for every model (the harness samples by task index), target first."""
-    models, mode = metrics.get("models", {}), metrics.get("mode", "prefix")
-    labels = _labels(models)
-    examples = {m: models[m].get("line_completion", {}).get(mode, {}).get("examples", []) for m in labels}
+    labels = [m for m in _labels(scores) if scores.has(m)]
+    examples = {m: scores.headline(m).examples for m in labels}
     first = examples[labels[0]] if labels else []
     rows = []
     for i, ex in enumerate(first):
@@ -75,21 +74,21 @@ def html_table(headers, rows) -> SafeString:
 
 def report_html(metrics: dict, decision: str = "") -> SafeString:
     """The whole comparison; an empty report says so instead of showing an empty table."""
-    models = metrics.get("models") or {}
-    if not models:
+    scores = Scores.from_metrics(metrics)
+    if not scores.models:
         return format_html("<p>{}</p>", "No scores in this report.")
-    perplexity = [(label, f"{models[label]['perplexity']['perplexity']:.2f}", models[label]["perplexity"]["tokens"])
-                  for label in _labels(models) if models[label].get("perplexity")]
-    labels = _labels(models)
-    example_labels, examples = _example_rows(metrics)
+    labels = _labels(scores)
+    perplexity = [(label, f"{scores.models[label].perplexity:.2f}") for label in labels
+                  if scores.models[label].perplexity is not None]
+    example_labels, examples = _example_rows(scores)
     return format_html(
         "<p>{}</p>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
         "<h4 style='margin-top:1em'>Exact match by language ({} mode)</h4>{}"
         "<h4 style='margin-top:1em'>Examples</h4>{}",
-        decision or f"{metrics.get('tasks', 0)} held-out line tasks; every model scored in the same mode.",
-        html_table(("task", "model", "tasks", "exact match", "95% interval", "edit similarity"), _mode_rows(metrics)),
-        html_table(("model", "perplexity", "tokens"), perplexity),
-        metrics.get("mode", "prefix"),
-        html_table(("language", "tasks", *labels), _language_rows(metrics)),
+        decision or f"{scores.tasks} held-out line tasks; every model scored in the same mode.",
+        html_table(("task", "model", "tasks", "exact match", "95% interval", "edit similarity"), _mode_rows(scores)),
+        html_table(("model", "perplexity"), perplexity),
+        scores.mode,
+        html_table(("language", "tasks", *[m for m in labels if scores.has(m)]), _language_rows(scores)),
         html_table(("line", "held-out text", *example_labels), examples),
     )

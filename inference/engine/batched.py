@@ -9,7 +9,7 @@ starts at the next step instead of waiting for the others to finish, and on a sm
 batch of 8 tokens cost 3-5 times one token here (SmolLM2-135M, 2 cores), not 8 times.
 
 Prompt building, token healing, stop handling and the rest of a completion's rules are the
-`Generation` of `inference.engine.completion`, shared with the sequential path.
+`Generation` of `appliance.llm.sampling`, shared with the sequential path.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import time
 import numpy as np
 
 from appliance.errors import EngineError
-from inference.engine.completion import Completer, CompletionResult, Generation, common_prefix, llama_open
+from appliance.llm.prompt import Completer
+from appliance.llm.runtime import llama_open
+from appliance.llm.sampling import CompletionResult, Generation, SamplingOptions, common_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +58,15 @@ class Lane:
     def n_ctx(self) -> int:
         return self.model.n_ctx_seq
 
-    def complete(self, prefix: str, suffix: str | None = None, *, cancel=None, **options) -> CompletionResult:
+    def complete(
+        self, prefix: str, suffix: str | None = None, options: SamplingOptions | None = None, *,
+        context: list[tuple[str, str]] | None = None, filepath: str = "", on_token=None, cancel=None,
+    ) -> CompletionResult:
         """Like `Completer.complete`, decoded in the shared batch; blocks until it is done."""
         if cancel is not None and cancel.is_set():
             return CompletionResult("", "cancelled", 0, 0, 0)
-        gen = self.model.completer.prepare(prefix, suffix, n_ctx=self.n_ctx, cancel=cancel, **options)
+        gen = self.model.completer.prepare(prefix, suffix, n_ctx=self.n_ctx, options=options or SamplingOptions(),
+                                           context=context, filepath=filepath, on_token=on_token, cancel=cancel)
         return self.model.run(self, gen)
 
     def state_get(self) -> tuple[bytes, list[int]] | None:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from trainer.models import BaseModel, ModelVersion
+from trainer.models import BaseModel
+from trainer.versions import served_version
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,7 @@ def base_default() -> BaseModel | None:
 
 
 def served_model_select(*, exclude_version: int | None = None) -> ServedModel | None:
-    version = (
-        ModelVersion.objects.filter(status=ModelVersion.Status.PROMOTED)
-        .exclude(pk=exclude_version or -1)
-        .select_related("base")
-        .order_by("-promoted_at")
-        .first()
-    )
+    version = served_version(exclude_pk=exclude_version)
     if version is not None:
         return ServedModel(f"hearth-v{version.pk}", version.gguf_path, version.fim_format, version.pk, version.base.slug)
     base = base_default()

@@ -18,11 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from appliance.errors import EngineError, HearthError
+from appliance.llm.fim import fim_format_get
+from appliance.llm.sampling import SamplingOptions
 from inference.engine.batched import BatchedModel, Lane
 from inference.engine.kvstore import KvStore
 from inference.engine.scheduler import Job, Pool, Scheduler
 from inference.engine.selection import ServedModel, served_model_select
-from trainer.basemodels.fim import fim_format_get
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,14 @@ def job_run(lane: Lane, job: Job) -> dict:
     # Half the window at most goes to generation, so a prompt always keeps room.
     max_tokens = min(int(body.get("max_tokens", 64)), lane.n_ctx // 2)
     for i in range(int(body.get("n", 1))):
-        r = lane.complete(
-            body.get("prefix", ""), body.get("suffix"),
+        options = SamplingOptions(
             max_tokens=max_tokens, temperature=float(body.get("temperature", 0.0)),
-            top_p=float(body.get("top_p", 1.0)), stop=body.get("stop") or [],
-            deadline_s=body.get("deadline_s"), on_token=job.on_token if i == 0 else None, cancel=job.cancel,
-            context=context, filepath=body.get("filepath") or "", trim_lines=True,
+            top_p=float(body.get("top_p", 1.0)), stop=tuple(body.get("stop") or ()),
+            deadline_s=body.get("deadline_s"), trim_lines=True,
+        )
+        r = lane.complete(
+            body.get("prefix", ""), body.get("suffix"), options, context=context,
+            filepath=body.get("filepath") or "", on_token=job.on_token if i == 0 else None, cancel=job.cancel,
         )
         text = "" if r.finish_reason == "cancelled" else r.text  # stale: the newer request answers
         choices.append({"index": i, "text": text, "finish_reason": r.finish_reason, "timings": r.timings,

@@ -7,14 +7,15 @@ import ctypes
 import numpy as np
 import pytest
 
-from inference.engine.completion import MIN_P, Generation
+from appliance.llm.sampling import MIN_P, Generation, SamplingOptions
 from tests.inference.conftest import cancel_after
 
 
 @pytest.fixture
 def completer(micro_base):
-    from inference.engine.completion import Completer, llama_open
-    from trainer.basemodels.fim import fim_format_get
+    from appliance.llm.fim import fim_format_get
+    from appliance.llm.prompt import Completer
+    from appliance.llm.runtime import llama_open
 
     llm = llama_open(micro_base.gguf_path, n_ctx=512, n_threads=1, seed=0)
     yield Completer(llm, fim_format_get(micro_base.fim_format))
@@ -47,11 +48,11 @@ def test_long_prefix_and_suffix_are_cut_at_line_boundaries(completer):
 def test_cancel_stops_between_tokens_and_zero_tokens_only_warms_the_cache(completer):
     cancel, on_token = cancel_after(3)
 
-    r = completer.complete("import os\n", max_tokens=100, on_token=on_token, cancel=cancel)
+    r = completer.complete("import os\n", options=SamplingOptions(max_tokens=100), on_token=on_token, cancel=cancel)
     assert r.finish_reason == "cancelled" and r.completion_tokens == 3
-    warm = completer.complete("def main(argv):\n    return argv", max_tokens=0)
+    warm = completer.complete("def main(argv):\n    return argv", options=SamplingOptions(max_tokens=0))
     assert warm.text == "" and warm.completion_tokens == 0
-    again = completer.complete("def main(argv):\n    return argv[0]", max_tokens=2)
+    again = completer.complete("def main(argv):\n    return argv[0]", options=SamplingOptions(max_tokens=2))
     assert again.cached_tokens >= warm.prompt_tokens - 2
 
 
@@ -86,8 +87,7 @@ def test_users_sharing_one_slot_keep_their_prompt_cache(micro_base):
 
 
 def _sampled(logits: list[float], *, temperature: float, top_p: float, draws: int = 4000) -> np.ndarray:
-    gen = Generation(None, [], b"", max_tokens=1, temperature=temperature, top_p=top_p, stop=[], single_line=False,
-                     max_lines=0, deadline_s=None, on_token=None, cancel=None)
+    gen = Generation(None, [], b"", options=SamplingOptions(max_tokens=1, temperature=temperature, top_p=top_p))
     rng = np.random.default_rng(0)
     picks = [gen.sample(np.asarray(logits, dtype=np.float32), rng) for _ in range(draws)]
     return np.bincount(picks, minlength=len(logits)) / draws

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import BaseModelError
-from trainer.basemodels.fim import CODELLAMA, DEEPSEEK, HEARTH, QWEN, STARCODER
+from appliance.llm.fim import CODELLAMA, DEEPSEEK, HEARTH, QWEN, STARCODER
 
 
 def _tokenizer_folder(path: Path, specials: list[str]) -> Path:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import BaseModelError, ExportError
+from appliance.llm.fim import HEARTH, fim_format_detect
 from trainer.basemodels.bootstrap import micro_model_build
-from trainer.basemodels.fim import HEARTH, fim_format_detect
 
 CODE = (
     "import os\n"
@@ -123,7 +123,7 @@ def test_gguf_tokenizes_and_computes_like_transformers(micro, tokenizer, tmp_pat
     import torch
     from transformers import AutoModelForCausalLM
 
-    from appliance.converter import converter_dir
+    from trainer.export.converter import converter_dir
     from trainer.export.gguf import gguf_convert
 
     try:

@@ -222,3 +222,32 @@ def test_repository_language_choice_limits_the_dataset(code_repo):
     repo.languages = "python, klingon"
     with pytest.raises(ValidationError, match="klingon"):
         repo.full_clean(exclude=["source"])
+
+
+@pytest.mark.django_db
+def test_dataset_build_command_prints_only_its_own_report(tmp_path):
+    """A build that fails before reading anything prints no report; one that fails after reading
+    prints its own numbers, never an older failed dataset's."""
+    from django.core.management import CommandError, call_command
+
+    from trainer.mirrors.services import repository_register
+    from trainer.models import Dataset
+
+    text = stdlib_files(["textwrap.py"])["src/textwrap.py"]
+    copies = repository_register(source=str(git_repo_make(tmp_path / "copies", {
+        f"c{i}/textwrap.py": text for i in range(5)})))
+    with pytest.raises(CommandError):
+        call_command("dataset_build", copies.name, "--min-tokens", "0", stdout=io.StringIO())
+    older = Dataset.objects.get()
+    assert older.status == "failed" and older.report
+
+    little = repository_register(source=str(git_repo_make(tmp_path / "little", {"a.py": "x = 1\n"})))
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"Unknown languages: klingon"):
+        call_command("dataset_build", little.name, "--languages", "klingon", stdout=out)
+    assert out.getvalue() == ""
+    with pytest.raises(CommandError, match=r"Dataset \d+ failed: Too little data") as caught:
+        call_command("dataset_build", little.name, stdout=out)
+    newest = Dataset.objects.order_by("-pk").first()
+    assert f"Dataset {newest.pk} failed" in str(caught.value)
+    assert "Read 1 files" in out.getvalue() and "little@" in out.getvalue() and "copies@" not in out.getvalue()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import ExportError
-from trainer.basemodels.fim import HEARTH
+from appliance.llm.fim import HEARTH
 
 PROBE = "def add(a, b):\n    return a + b\n"
 FIM_ROLES = ("prefix", "suffix", "middle", "pad", "file_sep", "eot")
@@ -18,7 +18,7 @@ FIM_ROLES = ("prefix", "suffix", "middle", "pad", "file_sep", "eot")
 
 @pytest.fixture(scope="module")
 def converter():
-    from appliance.converter import converter_dir
+    from trainer.export.converter import converter_dir
 
     try:
         return converter_dir()
@@ -168,7 +168,7 @@ def _fake_sdist(path: Path, version: str) -> Path:
 
 
 def test_converter_install_from_sdist(tmp_path):
-    from appliance.converter import converter_dir, converter_install, llama_cpp_version
+    from trainer.export.converter import converter_dir, converter_install, llama_cpp_version
 
     version = llama_cpp_version()
     sdist = _fake_sdist(tmp_path / f"llama_cpp_python-{version}.tar.gz", version)
@@ -182,5 +182,5 @@ def test_converter_install_from_sdist(tmp_path):
     assert meta["version"] == version and len(meta["script_sha256"]) == 64
     converter_install(dest=tmp_path / "conv", sdist=sdist, log=lines.append)
     assert "already installed" in lines[-1]
-    with pytest.raises(ExportError, match="python -m appliance.converter install"):
+    with pytest.raises(ExportError, match="python -m trainer.export.converter install"):
         converter_dir(tmp_path / "elsewhere")

@@ -40,24 +40,45 @@ def test_mirror_add_command_reports_error_without_traceback(tmp_path):
         call_command("mirror_add", str(tmp_path))
 
 
-@pytest.mark.django_db
-def test_hooks_and_fsmonitor_never_run(tmp_path):
+def _armed_mirror_sync(tmp_path) -> Path:
+    """Register a repository, then arm the mirror itself (as a tampered or registered-in-place bare
+    repository would be) with hooks and config that leave a marker when git runs them; a new
+    upstream commit makes the next sync update refs, which is when git would run them."""
     from trainer.datasets.builder import DatasetOptions
     from trainer.datasets.services import dataset_build
     from trainer.mirrors.services import repository_register, repository_sync
 
     marker = tmp_path / "pwned"
-    repo = git_repo_make(tmp_path / "hostile", {"a.py": "x = 1\n" * 5, "b.py": "def f():\n    return 2\n"})
-    hook = f"#!/bin/sh\ntouch {marker}\n"
-    for name in ("post-checkout", "pre-commit", "post-merge", "reference-transaction", "pre-auto-gc"):
-        (repo / ".git" / "hooks" / name).write_text(hook)
-        (repo / ".git" / "hooks" / name).chmod(0o755)
-    git_run(repo, "config", "core.fsmonitor", f"touch {marker}")
-    git_run(repo, "config", "core.hooksPath", str(repo / ".git" / "hooks"))
+    repo = git_repo_make(tmp_path / "upstream", {"a.py": "x = 1\n" * 5, "b.py": "def f():\n    return 2\n"})
     row = repository_register(source=str(repo))
+    mirror = Path(row.mirror_path)
+    hook = f"#!/bin/sh\ntouch {marker}\n"
+    for name in ("reference-transaction", "post-fetch", "pre-auto-gc", "post-checkout", "fsmonitor-watchman"):
+        (mirror / "hooks").mkdir(exist_ok=True)
+        (mirror / "hooks" / name).write_text(hook)
+        (mirror / "hooks" / name).chmod(0o755)
+    git_run(mirror, "config", "core.hooksPath", str(mirror / "hooks"))
+    git_run(mirror, "config", "core.fsmonitor", f"touch {marker}")
+    (repo / "c.py").write_text("def g():\n    return 3\n")
+    git_run(repo, "add", "-A")
+    git_run(repo, "commit", "-q", "-m", "more")
     repository_sync(repo=row)
     dataset_build(repositories=[row], options=DatasetOptions(min_tokens=0))
-    assert not marker.exists()
+    return marker
+
+
+@pytest.mark.django_db
+def test_hooks_and_fsmonitor_of_a_mirror_never_run(tmp_path):
+    assert not _armed_mirror_sync(tmp_path).exists()
+
+
+@pytest.mark.django_db
+def test_without_the_hardening_the_armed_mirror_does_run_its_hook(tmp_path, monkeypatch):
+    """The test above can fail: with Hearth's `-c` hardening removed, the same sync runs the hook."""
+    from trainer.mirrors import git
+
+    monkeypatch.setattr(git, "HARDENING", ())
+    assert _armed_mirror_sync(tmp_path).exists()
 
 
 @pytest.mark.django_db

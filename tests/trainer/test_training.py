@@ -7,7 +7,7 @@ import random
 import pytest
 
 from appliance.errors import TrainingError
-from trainer.basemodels.fim import HEARTH, STARCODER, fim_format_detect
+from appliance.llm.fim import HEARTH, STARCODER, fim_format_detect
 from trainer.training.config import LoraSettings
 from trainer.training.samples import fim_pieces, pack
 

@@ -7,7 +7,6 @@ one seed gives the same bytes again on the same Python and library versions.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -18,7 +17,8 @@ from importlib import metadata
 from pathlib import Path
 
 from appliance.errors import BaseModelError
-from trainer.basemodels.fim import HEARTH
+from appliance.llm.fim import HEARTH
+from appliance.paths import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def micro_model_build(
             "bytes": n_bytes,
         },
         "model": _SHAPE,
-        "files": {name: _sha256(out_dir / name) for name in _FILES},
+        "files": {name: sha256_file(out_dir / name) for name in _FILES},
         "library_versions": {
             name: metadata.version(name)
             for name in ("torch", "transformers", "tokenizers", "sentencepiece", "safetensors")
@@ -296,9 +296,3 @@ def _pretrain(model, sp, texts: list[str], *, seed: int, steps: int) -> None:
             logger.info("micro model: pretrain step %d/%d loss %.3f", step + 1, steps, loss.item())
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

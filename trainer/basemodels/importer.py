@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from appliance.errors import BaseModelError
-from trainer.basemodels.fim import FimFormat, fim_format_detect
+from appliance.llm.fim import FimFormat, fim_format_detect
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 _REGISTER = re.compile(r"ModelBase\.register\(([^)]*)\)")
@@ -19,7 +19,7 @@ _REGISTER = re.compile(r"ModelBase\.register\(([^)]*)\)")
 @lru_cache(maxsize=1)
 def converter_architectures() -> frozenset[str]:
     """Architectures the pinned llama.cpp converter registers (read from its sources, not run)."""
-    from appliance.converter import converter_dir
+    from trainer.export.converter import converter_dir
 
     names: set[str] = set()
     for source in converter_dir().rglob("*.py"):

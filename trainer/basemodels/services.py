@@ -17,8 +17,8 @@ from pathlib import Path
 
 from appliance import paths
 from appliance.errors import BaseModelError, HearthError
+from appliance.llm.fim import fim_format_detect
 from appliance.paths import sha256_file
-from trainer.basemodels.fim import fim_format_detect
 from trainer.models import BaseModel
 
 logger = logging.getLogger(__name__)

@@ -36,6 +36,14 @@ INTERPRETERS = {
 _SHEBANG = re.compile(rb"#![ \t]*(\S+)(?:[ \t]+(?:-\S+[ \t]+)*(\S+))?")
 _VERSION = re.compile(r"[\d.]+$")
 
+# Language ids IDEs send (VS Code's, as Continue and Tabby's extensions pass them on) that name one
+# of the languages above differently.
+IDE_ALIASES = {
+    "javascriptreact": "javascript", "typescriptreact": "typescript", "shellscript": "shell", "bat": "batch",
+    "c++": "cpp", "c#": "csharp", "objective-cpp": "objective-c", "py": "python", "js": "javascript",
+    "ts": "typescript", "golang": "go", "rs": "rust",
+}
+
 ALL_LANGUAGES = tuple(sorted(set(EXTENSIONS.values()) | set(FILENAMES.values()) | set(INTERPRETERS.values())))
 
 
@@ -61,3 +69,12 @@ def language_from_shebang(head: bytes) -> str | None:
 def needs_shebang(path: str) -> bool:
     """Only extensionless files are worth opening to look for a `#!` line."""
     return not PurePosixPath(path).suffix
+
+
+def language_normalize(*, language: str | None, filepath: str | None) -> str:
+    """One language id for what a client sent: its own id (VS Code style) if any, else the file name's;
+    "unknown" when neither says. Datasets and usage figures then count the same ids."""
+    if language:
+        lang = language.strip().lower()[:32]
+        return IDE_ALIASES.get(lang, lang)
+    return (language_of(filepath) if filepath else None) or "unknown"

@@ -32,17 +32,33 @@ def dataset_build(
     options: DatasetOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
-    """Create a Dataset row, build its folder, and store the report and the per-file list with it.
-    Global exclusion patterns (HEARTH_DATASET_EXCLUDE) are added to the options' own."""
+    """Create a Dataset row, then build it (see `dataset_execute`)."""
+    return dataset_execute(dataset=dataset_create(repositories=repositories, options=options), progress=progress)
+
+
+def dataset_create(*, repositories: list[Repository], options: DatasetOptions | None = None) -> Dataset:
+    """A pending Dataset row for `repositories` at their synced commits, created before any work so
+    that whatever happens next is recorded on it. Global exclusion patterns (HEARTH_DATASET_EXCLUDE)
+    are added to the options' own."""
     options = options or DatasetOptions()
     extra = [g for g in settings.HEARTH_DATASET_EXCLUDE if g not in options.exclude_globs]
     if extra:
         options = replace(options, exclude_globs=(*options.exclude_globs, *extra))
-    not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
-    if not repositories or not_ready:
-        raise DatasetError(f"Repositories not synced yet: {', '.join(not_ready) or 'none given'}.")
     dataset = Dataset.objects.create(options=asdict(options), commits={r.name: r.head_sha for r in repositories})
     dataset.repositories.set(repositories)
+    return dataset
+
+
+def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | None = None) -> Dataset:
+    """Build the files of a pending dataset; store the report and the per-file list with it."""
+    options = DatasetOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in dataset.options.items()})
+    repositories = list(dataset.repositories.all())
+    not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
+    if not repositories or not_ready:
+        reason = f"Repositories not synced yet: {', '.join(not_ready) or 'none given'}."
+        dataset.log_line(f"failed: {reason}")
+        dataset.transition(Dataset.Status.FAILED, reason=reason)
+        raise DatasetError(reason)
     dataset.transition(Dataset.Status.BUILDING)
     out = paths.dataset_dir(dataset.pk)
     sources = [SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns, r.language_choice) for r in repositories]

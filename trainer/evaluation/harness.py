@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import EvaluationError
-from inference.engine.completion import Completer, llama_open
-from trainer.basemodels.fim import FimFormat
+from appliance.llm.fim import FimFormat
+from appliance.llm.prompt import Completer
+from appliance.llm.runtime import llama_open
+from appliance.llm.sampling import SamplingOptions
 from trainer.evaluation.metrics import edit_similarity, exact_match, wilson_interval
 from trainer.evaluation.tasks import LineTask
 
@@ -49,18 +51,19 @@ def line_tasks_score(
     completer = Completer(llm, model.fim)
     if mode == "fim" and not completer.can_infill:
         raise EvaluationError(f"{model.label} cannot infill; it cannot be scored in FIM mode.")
-    hits, sims = 0, []
+    hits, sims, per_task = 0, [], []
     per_lang: dict[str, list[tuple[bool, float]]] = defaultdict(list)
     samples = []
     started = time.monotonic()
     for i, task in enumerate(tasks):
-        result = completer.complete(
-            task.prefix, task.suffix if mode == "fim" else None, max_tokens=max_tokens * task.n_lines,
-            temperature=0.0, single_line=task.n_lines == 1, max_lines=task.n_lines,
-            max_prompt_tokens=context_tokens, max_suffix_tokens=suffix_tokens,
+        options = SamplingOptions(
+            max_tokens=max_tokens * task.n_lines, temperature=0.0, single_line=task.n_lines == 1,
+            max_lines=task.n_lines, max_prompt_tokens=context_tokens, max_suffix_tokens=suffix_tokens,
         )
+        result = completer.complete(task.prefix, task.suffix if mode == "fim" else None, options)
         em, es = exact_match(result.text, task.target), edit_similarity(result.text, task.target)
         hits += em
+        per_task.append(int(em))
         sims.append(es)
         per_lang[task.language].append((em, es))
         if len(samples) < 5 and i % 7 == 0:
@@ -82,6 +85,7 @@ def line_tasks_score(
             for lang, v in sorted(per_lang.items())
         },
         "examples": samples,
+        "hits": per_task,
         "seconds": round(time.monotonic() - started, 1),
     }
 

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.errors import EvaluationError
-from trainer.basemodels.fim import fim_format_get
+from appliance import paths
+from appliance.errors import EvaluationError, HearthError
+from appliance.llm.fim import fim_format_get
+from appliance.manifests import manifest_sha256, manifest_write
+from appliance.paths import sha256_file
 from trainer.datasets.builder import dataset_files_read
 from trainer.evaluation.harness import Candidate, models_compare
+from trainer.evaluation.metrics import mcnemar_exact_p, paired_difference_ci
+from trainer.evaluation.report import Scores
 from trainer.evaluation.tasks import line_tasks_build, span_tasks_build
 from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion
+from trainer.versions import served_version
 
 logger = logging.getLogger(__name__)
-
-PRIMARY_METRIC = "exact_match"
-
-
-def served_version() -> ModelVersion | None:
-    return ModelVersion.objects.filter(status=ModelVersion.Status.PROMOTED).order_by("-promoted_at").first()
-
 
 def _base_candidate(base: BaseModel) -> Candidate:
     if not base.gguf_path:
@@ -39,33 +40,84 @@ def evaluation_run(
 ) -> EvaluationReport:
     """Score base, currently served model (if any, and not the candidate) and the candidate.
     `splits=("train", "heldout")` scores every file of a dataset no model trained on (extra
-    evaluation repositories)."""
+    evaluation repositories). The report row is created first (running); a failure is recorded on it."""
     base = base or (version.base if version else None)
     if base is None:
         raise EvaluationError("Nothing to evaluate: give a model version or a base model.")
+    report = EvaluationReport.objects.create(dataset=dataset, version=version)
+
+    def both(line: str) -> None:
+        report.log_line(line)
+        log(line)
+
+    try:
+        started = time.monotonic()
+        models = _candidates(base, version)
+        heldout = [f for split in splits for f in dataset_files_read(Path(dataset.path), split)]
+        tasks = line_tasks_build(heldout, max_tasks=max_tasks)
+        spans = span_tasks_build(heldout, max_tasks=max_span_tasks) if max_span_tasks else []
+        both(f"{len(tasks)} held-out line tasks and {len(spans)} multi-line spans from {len(heldout)} files")
+        metrics = models_compare(models, tasks, [f["text"] for f in heldout], log=both, span_tasks=spans)
+    except HearthError as exc:
+        report.transition(EvaluationReport.Status.FAILED, reason=str(exc))
+        raise
+    report.mode, report.metrics = metrics["mode"], metrics
+    report.save(update_fields=["mode", "metrics", "updated_at"])
+    report.transition(EvaluationReport.Status.DONE)
+    manifest_write(
+        paths.evaluation_dir(report.pk), stage="evaluation", dataset=dataset.pk,
+        inputs={"dataset_manifest": manifest_sha256(Path(dataset.path)),
+                **{m.label: sha256_file(m.gguf) for m in models}},
+        settings={"max_tasks": max_tasks, "max_span_tasks": max_span_tasks, "splits": list(splits)},
+        timings={"total_s": round(time.monotonic() - started, 1)},
+    )
+    return report
+
+
+def _candidates(base: BaseModel, version: ModelVersion | None) -> list[Candidate]:
     models = [_base_candidate(base)]
     served = served_version()
     if served is not None and (version is None or served.pk != version.pk) and served.base_id == base.pk:
         models.append(_version_candidate("served", served))
     if version is not None:
         models.append(_version_candidate("candidate", version))
-    heldout = [f for split in splits for f in dataset_files_read(Path(dataset.path), split)]
-    tasks = line_tasks_build(heldout, max_tasks=max_tasks)
-    spans = span_tasks_build(heldout, max_tasks=max_span_tasks) if max_span_tasks else []
-    log(f"{len(tasks)} held-out line tasks and {len(spans)} multi-line spans from {len(heldout)} files")
-    metrics = models_compare(models, tasks, [f["text"] for f in heldout], log=log, span_tasks=spans)
-    return EvaluationReport.objects.create(dataset=dataset, version=version, mode=metrics["mode"], metrics=metrics)
+    return models
 
 
-def promotion_decide(report: EvaluationReport, *, margin: float) -> tuple[bool, str]:
-    """Promote only if the candidate beats the served model (or the base) by `margin` on exact match."""
-    models = report.metrics["models"]
-    mode = report.metrics["mode"]
-    reference = "served" if "served" in models else "base"
-    cand = models["candidate"]["line_completion"][mode][PRIMARY_METRIC]
-    ref = models[reference]["line_completion"][mode][PRIMARY_METRIC]
-    if cand > ref + margin:
-        return True, (f"promoted: exact match {cand:.3f} beats the {reference} model's {ref:.3f} "
-                      f"by more than {margin:.3f} ({mode} mode)")
-    return False, (f"kept as a candidate: exact match {cand:.3f} does not beat the {reference} model's "
-                   f"{ref:.3f} by more than {margin:.3f} ({mode} mode)")
+@dataclass(frozen=True)
+class PromotionDecision:
+    """The gate's verdict on a candidate, with the sentence the admin reads."""
+
+    promote: bool
+    reason: str
+    reference: str
+    candidate_exact_match: float
+    reference_exact_match: float
+    p_value: float
+
+
+def promotion_decide(scores: Scores, *, margin: float, alpha: float = 0.05) -> PromotionDecision:
+    """Promote only on a paired, significant win on exact match over the served model (or the base).
+
+    Both models answered the same held-out tasks, so the comparison is paired: the candidate must
+    beat the reference by more than `margin`, and an exact McNemar test on the tasks where exactly one
+    of them is right must reject "no better" at `alpha` (two-sided). A few lines' lead is noise.
+    """
+    reference = "served" if "served" in scores.models else "base"
+    mode = scores.mode
+    cand, ref = scores.headline("candidate"), scores.headline(reference)
+    wins = sum(1 for c, r in zip(cand.hits, ref.hits) if c and not r)
+    losses = sum(1 for c, r in zip(cand.hits, ref.hits) if r and not c)
+    paired = bool(cand.hits) and len(cand.hits) == len(ref.hits)
+    p = mcnemar_exact_p(wins, losses) if paired else 1.0
+    lo, hi = paired_difference_ci(list(cand.hits), list(ref.hits)) if paired else (0.0, 0.0)
+    gain = cand.exact_match - ref.exact_match
+    evidence = (f"{wins} held-out lines better, {losses} worse of {cand.tasks}; gain {gain:+.3f} "
+                f"(95% interval {lo:+.3f} to {hi:+.3f}), McNemar p = {p:.3g}" if paired
+                else "no per-line results to pair")
+    promote = paired and gain > margin and p < alpha
+    verdict = "promoted" if promote else "kept as a candidate"
+    why = ("beats" if promote else "does not significantly beat")
+    reason = (f"{verdict}: exact match {cand.exact_match:.3f} {why} the {reference} model's {ref.exact_match:.3f} "
+              f"({mode} mode; {evidence}; needs gain > {margin:.3f} and p < {alpha:g})")
+    return PromotionDecision(promote, reason, reference, cand.exact_match, ref.exact_match, p)

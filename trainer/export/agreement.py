@@ -28,7 +28,7 @@ def reference_top1(hf_dir: Path, texts: list[str], *, max_tokens: int = 512) -> 
 
 
 def gguf_top1_agreement(gguf: Path, ids: list[int], reference: np.ndarray) -> float:
-    from inference.engine.completion import llama_open
+    from appliance.llm.runtime import llama_open
 
     llm = llama_open(gguf, n_ctx=max(64, len(ids) + 8), logits_all=True, n_threads=os.cpu_count() or 1)
     llm.eval(ids)

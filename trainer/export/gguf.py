@@ -1,7 +1,7 @@
 """Turn a Hugging Face model folder into GGUF files the engine can serve, and check they load.
 
 Conversion runs llama.cpp's own converter (pinned to the installed llama-cpp-python, see
-`appliance.converter`) in a subprocess; quantization and the load check go through llama_cpp.
+`trainer.export.converter`) in a subprocess; quantization and the load check go through llama_cpp.
 """
 
 from __future__ import annotations
@@ -96,9 +96,9 @@ def gguf_convert(
     """Convert the HF model in `hf_dir` to one GGUF file at `out_path` with llama.cpp's converter.
 
     Every converter line goes to `log`; on failure the ExportError carries the last lines.
-    `converter_root` is where `appliance.converter install` put the converter (default: its default).
+    `converter_root` is where `trainer.export.converter install` put the converter (default: its default).
     """
-    from appliance.converter import SCRIPT
+    from trainer.export.converter import SCRIPT
 
     hf_dir, out_path = Path(hf_dir), Path(out_path)
     if outtype not in OUTTYPES:
@@ -119,7 +119,7 @@ def gguf_convert_adapter(
     timeout_s: float = _CONVERT_TIMEOUT_S, converter_root: Path | None = None,
 ) -> Path:
     """The LoRA adapter alone as a GGUF adapter file (llama.cpp's convert_lora_to_gguf.py)."""
-    from appliance.converter import LORA_SCRIPT
+    from trainer.export.converter import LORA_SCRIPT
 
     adapter_dir, out_path = Path(adapter_dir), Path(out_path)
     partial = _partial(out_path)
@@ -135,7 +135,7 @@ def _converter_run(
     converter_root: Path | None,
 ) -> None:
     """Run one of the pinned converter scripts into `partial`; ExportError with its last lines on failure."""
-    from appliance.converter import converter_dir
+    from trainer.export.converter import converter_dir
 
     tool = converter_dir(converter_root)
     partial.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 from django.db import models
 
+from appliance.fields import InstancePathField
 from appliance.status import StatusRow
 
 
@@ -19,11 +20,11 @@ class BaseModel(StatusRow):
 
     slug = models.SlugField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200)
-    hf_path = models.CharField(max_length=1000, help_text="Folder that transformers loads.")
+    hf_path = InstancePathField(help_text="Folder that transformers loads.")
     train_gguf_file = models.CharField(
         max_length=255, blank=True, help_text="GGUF file inside hf_path that transformers dequantizes for training."
     )
-    gguf_path = models.CharField(max_length=1000, blank=True, help_text="GGUF served by llama.cpp.")
+    gguf_path = InstancePathField(help_text="GGUF served by llama.cpp.")
     architecture = models.CharField(max_length=100, blank=True)
     fim_format = models.CharField(max_length=32, blank=True, help_text="FIM format name; empty if it cannot infill.")
     can_infill = models.BooleanField(default=False)

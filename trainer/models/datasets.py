@@ -1,5 +1,6 @@
 from django.db import models
 
+from appliance.fields import InstancePathField
 from appliance.status import StatusRow
 
 
@@ -13,12 +14,12 @@ class Dataset(StatusRow):
         FAILED = "failed"
 
     TRANSITIONS = {
-        Status.PENDING: {Status.BUILDING},
+        Status.PENDING: {Status.BUILDING, Status.FAILED},
         Status.BUILDING: {Status.READY, Status.FAILED},
     }
 
     repositories = models.ManyToManyField("trainer.Repository", related_name="datasets")
-    path = models.CharField(max_length=1000, blank=True)
+    path = InstancePathField()
     commits = models.JSONField(default=dict, blank=True, help_text="Repository name → commit SHA read.")
     options = models.JSONField(default=dict, blank=True)
     manifest = models.JSONField(default=dict, blank=True)

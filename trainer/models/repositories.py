@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from appliance.fields import InstancePathField
 from appliance.status import StatusRow
 
 
@@ -40,7 +41,7 @@ class Repository(StatusRow):
         max_length=500, blank=True,
         help_text="Languages to train on, comma-separated (e.g. python, typescript). Empty: every recognised language.",
     )
-    mirror_path = models.CharField(max_length=1000, blank=True)
+    mirror_path = InstancePathField()
     default_branch = models.CharField(max_length=255, blank=True, help_text="Branch read at the last sync.")
     head_sha = models.CharField(max_length=64, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)

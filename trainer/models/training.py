@@ -1,5 +1,6 @@
 from django.db import models
 
+from appliance.fields import InstancePathField
 from appliance.status import StatusRow
 
 
@@ -23,8 +24,8 @@ class TrainingRun(StatusRow):
     settings = models.JSONField(default=dict, blank=True)
     method = models.CharField(max_length=32, blank=True, help_text="qlora-nf4, lora-bf16 or lora-fp32, and why.")
     device = models.CharField(max_length=32, blank=True)
-    path = models.CharField(max_length=1000, blank=True)
-    adapter_path = models.CharField(max_length=1000, blank=True)
+    path = InstancePathField()
+    adapter_path = InstancePathField()
     attempts = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker_pid = models.PositiveIntegerField(null=True, blank=True, help_text="Process training it right now.")
@@ -53,3 +54,10 @@ class ProgressPoint(models.Model):
 
     class Meta:
         ordering = ["run", "step"]
+
+    def describe(self) -> str:
+        """One line for a terminal: step, losses, speed and ETA."""
+        eta = f", ETA {self.eta_s / 60:.1f} min" if self.eta_s else ""
+        ev = f", held-out loss {self.eval_loss:.3f}" if self.eval_loss is not None else ""
+        loss = f" loss {self.loss:.3f}" if self.loss is not None else ""
+        return f"step {self.step}/{self.total_steps}{loss}{ev}, {self.tokens_per_s or 0:.0f} tok/s{eta}"

@@ -1,5 +1,6 @@
 from django.db import models
 
+from appliance.fields import InstancePathField
 from appliance.status import StatusRow
 
 
@@ -22,8 +23,8 @@ class ModelVersion(StatusRow):
 
     base = models.ForeignKey("trainer.BaseModel", on_delete=models.PROTECT, related_name="versions")
     run = models.OneToOneField("trainer.TrainingRun", on_delete=models.PROTECT, related_name="version")
-    path = models.CharField(max_length=1000, blank=True)
-    gguf_path = models.CharField(max_length=1000, blank=True)
+    path = InstancePathField()
+    gguf_path = InstancePathField()
     gguf_sha256 = models.CharField(max_length=64, blank=True)
     fim_format = models.CharField(max_length=32, blank=True)
     manifest = models.JSONField(default=dict, blank=True)

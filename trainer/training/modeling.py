@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import TrainingError
-from trainer.basemodels.fim import ADDED_FORMAT, FimFormat, fim_format_detect
+from appliance.llm.fim import ADDED_FORMAT, FimFormat, fim_format_detect
 from trainer.training.config import LoraSettings
 
 logger = logging.getLogger(__name__)

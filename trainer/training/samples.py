@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from trainer.basemodels.fim import FimFormat
+from appliance.llm.fim import FimFormat
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ class Command(BaseCommand):
         from tqdm import tqdm
 
         from trainer.datasets.builder import DatasetOptions
-        from trainer.datasets.services import dataset_build
-        from trainer.models import Dataset, Repository
+        from trainer.datasets.services import dataset_create, dataset_execute
+        from trainer.models import Repository
 
         if opts["all"] == bool(opts["names"]):
             raise CommandError("Give repository names or --all.")
@@ -63,13 +63,17 @@ class Command(BaseCommand):
                 max_duplicate_ratio=opts["max_duplicate_ratio"], near_dup_threshold=opts["near_dup_threshold"],
                 near_duplicates="keep" if opts["keep_near_duplicates"] else "drop",
             )
-            dataset = dataset_build(repositories=repos, options=options, progress=progress)
+        except HearthError as exc:
+            raise CommandError(str(exc)) from exc
+        dataset = dataset_create(repositories=repos, options=options)
+        try:
+            dataset_execute(dataset=dataset, progress=progress)
         except HearthError as exc:
             bar.close()
-            failed = Dataset.objects.filter(status=Dataset.Status.FAILED).order_by("-pk").first()
-            if failed and failed.report:
-                self._summary(failed.report)
-            raise CommandError(str(exc)) from exc
+            dataset.refresh_from_db()
+            if dataset.report:  # this build's own report: what was read and why it was not enough
+                self._summary(dataset.report)
+            raise CommandError(f"Dataset {dataset.pk} failed: {exc}") from exc
         bar.close()
         self._summary(dataset.report)
         self.stdout.write(self.style.SUCCESS(

@@ -17,8 +17,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         from trainer.datasets.services import dataset_build
-        from trainer.evaluation.services import evaluation_run, served_version
+        from trainer.evaluation.services import evaluation_run
         from trainer.models import BaseModel, Dataset, ModelVersion, Repository
+        from trainer.versions import served_version
 
         version = base = None
         if opts["base"]:
@@ -46,10 +47,11 @@ class Command(BaseCommand):
                                     splits=splits, log=self.stdout.write)
         except (HearthError, Dataset.DoesNotExist) as exc:
             raise CommandError(str(exc)) from exc
-        mode = report.metrics["mode"]
-        for label, entry in report.metrics["models"].items():
-            lc = entry["line_completion"][mode]
-            self.stdout.write(f"{label:<10} exact match {lc['exact_match']:.3f} {lc['exact_match_ci95']}  "
-                              f"edit similarity {lc['edit_similarity']:.3f}  "
-                              f"perplexity {entry['perplexity']['perplexity']:.2f}  ({mode} mode, {lc['tasks']} tasks)")
+        scores = report.scores
+        for label, model in scores.models.items():
+            lc = scores.headline(label)
+            lo, hi = lc.exact_match_ci95
+            self.stdout.write(f"{label:<10} exact match {lc.exact_match:.3f} [{lo:.3f}, {hi:.3f}]  "
+                              f"edit similarity {lc.edit_similarity:.3f}  perplexity {model.perplexity:.2f}  "
+                              f"({scores.mode} mode, {lc.tasks} tasks)")
         self.stdout.write(self.style.SUCCESS(f"Report {report.pk} stored."))

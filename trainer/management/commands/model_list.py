@@ -11,7 +11,7 @@ class Command(BaseCommand):
             report = v.reports.order_by("-created_at").first()
             score = ""
             if report:
-                mode = report.metrics["mode"]
-                cand = report.metrics["models"].get("candidate", {}).get("line_completion", {}).get(mode, {})
-                score = f"exact match {cand.get('exact_match', 0):.3f} ({mode})"
+                scores = report.scores
+                if scores.has("candidate"):
+                    score = f"exact match {scores.headline('candidate').exact_match:.3f} ({scores.mode})"
             self.stdout.write(f"v{v.pk:<4} {v.status:<10} base={v.base.slug:<24} run={v.run_id:<4} {score}")

@@ -4,7 +4,7 @@ The converter that matches the serving engine ships inside llama-cpp-python's so
 (`vendor/llama.cpp/`). At install time we take that sdist from pip's cache (or from a file in an
 offline bundle) and unpack only the converter into `<dest>/llama.cpp-<version>/`.
 
-    python -m appliance.converter install [--dest DIR] [--sdist PATH]
+    python -m trainer.export.converter install [--dest DIR] [--sdist PATH]
 
 (This lives in `appliance`, not `packaging`: a top-level package named `packaging` shadows the
 third-party library that transformers and pip import.)
@@ -13,7 +13,6 @@ third-party library that transformers and pip import.)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from appliance.errors import ExportError
+from appliance.paths import sha256_file
 
 DISTRIBUTION = "llama-cpp-python"
 SCRIPT = "convert_hf_to_gguf.py"
@@ -53,12 +53,6 @@ def llama_cpp_version() -> str:
         raise ExportError(f"{DISTRIBUTION} is not installed in this environment ({sys.prefix}).") from exc
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _installed_at(target: Path, version: str) -> bool:
@@ -73,7 +67,7 @@ def _installed_at(target: Path, version: str) -> bool:
         and script.is_file()
         and all((target / name).is_file() for name in _FILES)
         and (target / "gguf-py" / "gguf" / "__init__.py").is_file()
-        and meta.get("script_sha256") == sha256_of(script)
+        and meta.get("script_sha256") == sha256_file(script)
     )
 
 
@@ -84,7 +78,7 @@ def converter_dir(dest: Path | None = None) -> Path:
     if not _installed_at(target, version):
         raise ExportError(
             f"The GGUF converter for llama-cpp-python {version} is not installed (looked in {target}). "
-            "Run `make install`, or `python -m appliance.converter install`."
+            "Run `make install`, or `python -m trainer.export.converter install`."
         )
     return target
 
@@ -178,9 +172,9 @@ def converter_install(
         manifest = {
             "version": version,
             "source": sdist.name,
-            "source_sha256": sha256_of(sdist),
+            "source_sha256": sha256_file(sdist),
             "script": SCRIPT,
-            "script_sha256": sha256_of(staged / SCRIPT),
+            "script_sha256": sha256_file(staged / SCRIPT),
             "files": count,
         }
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -192,7 +186,7 @@ def converter_install(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m appliance.converter", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trainer.export.converter", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     install = sub.add_parser("install", help="unpack the converter matching the installed llama-cpp-python")
     install.add_argument("--dest", type=Path, help=f"parent directory (default: {default_dest()})")

@@ -1,0 +1,83 @@
+"""The promotion gate: only a paired, significant win on the same held-out lines promotes."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.evaluation.metrics import mcnemar_exact_p, paired_difference_ci, wilson_interval
+from trainer.evaluation.report import Scores
+from trainer.evaluation.services import promotion_decide
+
+
+def _metrics(**hits: list[int]) -> dict:
+    models = {}
+    for label, h in hits.items():
+        n = len(h)
+        models[label] = {"line_completion": {"prefix": {
+            "tasks": n, "exact_match": sum(h) / n, "exact_match_ci95": list(wilson_interval(sum(h), n)),
+            "edit_similarity": 0.5, "hits": h}}, "perplexity": {"perplexity": 9.0}}
+    return {"mode": "prefix", "tasks": len(next(iter(hits.values()))), "models": models}
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(5, 5) == 1.0
+    # 10 wins, 0 losses: 2 * 0.5**10
+    assert mcnemar_exact_p(10, 0) == pytest.approx(2 / 1024)
+    assert mcnemar_exact_p(0, 10) == mcnemar_exact_p(10, 0)
+    assert mcnemar_exact_p(7, 3) > 0.05
+
+
+def test_paired_interval_brackets_the_difference():
+    a, b = [1] * 30 + [0] * 70, [1] * 10 + [0] * 90
+    lo, hi = paired_difference_ci(a, b)
+    assert lo < 0.2 < hi and lo > 0
+
+
+def test_a_worse_candidate_is_not_promoted():
+    base = [1] * 40 + [0] * 260
+    cand = [1] * 20 + [0] * 280
+    decision = promotion_decide(Scores.from_metrics(_metrics(base=base, candidate=cand)), margin=0.0)
+    assert not decision.promote
+    assert "kept as a candidate" in decision.reason and decision.reference == "base"
+
+
+def test_a_lead_of_seven_lines_in_three_hundred_is_noise():
+    # The case the gate used to promote: 0.063 against 0.040 on 300 lines, discordant 12 vs 5.
+    base = [1] * 12 + [0] * 288          # base right on lines 0-11
+    cand = [0] * 5 + [1] * 7 + [1] * 12 + [0] * 276   # loses 5, wins 12
+    scores = Scores.from_metrics(_metrics(base=base, candidate=cand))
+    decision = promotion_decide(scores, margin=0.0)
+    assert scores.headline("candidate").exact_match > scores.headline("base").exact_match
+    assert not decision.promote
+    assert "McNemar p" in decision.reason
+
+
+def test_a_clear_paired_win_is_promoted_and_says_why():
+    base = [1] * 12 + [0] * 288
+    cand = [1] * 12 + [1] * 45 + [0] * 243
+    decision = promotion_decide(Scores.from_metrics(_metrics(base=base, candidate=cand)), margin=0.0)
+    assert decision.promote
+    assert decision.reason.startswith("promoted:") and "45 held-out lines better, 0 worse" in decision.reason
+
+
+def test_the_served_model_is_the_reference_when_there_is_one():
+    base = [0] * 300
+    served = [1] * 60 + [0] * 240
+    cand = [1] * 50 + [0] * 250  # far better than the base, worse than what is served
+    decision = promotion_decide(Scores.from_metrics(_metrics(base=base, served=served, candidate=cand)), margin=0.0)
+    assert decision.reference == "served" and not decision.promote
+
+
+def test_the_margin_applies_on_top_of_significance():
+    base = [1] * 12 + [0] * 288
+    cand = [1] * 12 + [1] * 45 + [0] * 243  # +0.15
+    decision = promotion_decide(Scores.from_metrics(_metrics(base=base, candidate=cand)), margin=0.2)
+    assert not decision.promote
+
+
+def test_a_report_without_per_line_results_never_promotes():
+    metrics = _metrics(base=[0] * 100, candidate=[1] * 100)
+    for m in metrics["models"].values():
+        del m["line_completion"]["prefix"]["hits"]
+    assert not promotion_decide(Scores.from_metrics(metrics), margin=0.0).promote

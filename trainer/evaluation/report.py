@@ -1,0 +1,79 @@
+"""A typed view of an evaluation report's metrics, so no reader digs through key paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LineScore:
+    """One model's line-completion score in one mode on a set of held-out tasks."""
+
+    mode: str
+    tasks: int
+    exact_match: float
+    exact_match_ci95: tuple[float, float]
+    edit_similarity: float
+    by_language: dict = field(default_factory=dict)
+    examples: list = field(default_factory=list)
+    hits: tuple[int, ...] = ()  # per task, 1 for an exact match, in task order (paired comparisons)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LineScore:
+        lo, hi = data.get("exact_match_ci95", (0.0, 0.0))
+        return cls(
+            mode=data.get("mode", ""), tasks=int(data.get("tasks", 0)), exact_match=float(data.get("exact_match", 0.0)),
+            exact_match_ci95=(float(lo), float(hi)), edit_similarity=float(data.get("edit_similarity", 0.0)),
+            by_language=data.get("by_language", {}), examples=data.get("examples", []),
+            hits=tuple(int(h) for h in data.get("hits", ())),
+        )
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """Everything one model (an arm) scored: line completion per mode, and held-out perplexity."""
+
+    label: str
+    lines: dict[str, LineScore]
+    perplexity: float | None
+    can_infill: bool = False
+
+    @classmethod
+    def from_dict(cls, label: str, data: dict) -> ModelScores:
+        ppl = (data.get("perplexity") or {}).get("perplexity")
+        return cls(
+            label=label,
+            lines={mode: LineScore.from_dict({"mode": mode, **score})
+                   for mode, score in (data.get("line_completion") or {}).items()},
+            perplexity=float(ppl) if ppl is not None else None, can_infill=bool(data.get("can_infill")),
+        )
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The report's metrics: the common mode, and each model's scores by label."""
+
+    mode: str
+    tasks: int
+    models: dict[str, ModelScores]
+
+    @classmethod
+    def from_metrics(cls, metrics: dict) -> Scores:
+        return cls(
+            mode=metrics.get("mode", "prefix"), tasks=int(metrics.get("tasks", 0)),
+            models={label: ModelScores.from_dict(label, m) for label, m in (metrics.get("models") or {}).items()},
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.models)
+
+    def headline(self, label: str, mode: str | None = None) -> LineScore:
+        """`label`'s score in `mode` (default: the common mode every model was scored in)."""
+        try:
+            return self.models[label].lines[mode or self.mode]
+        except KeyError as exc:
+            raise KeyError(f"the report has no {mode or self.mode!r} score for {label!r}") from exc
+
+    def has(self, label: str, mode: str | None = None) -> bool:
+        return label in self.models and (mode or self.mode) in self.models[label].lines
