@@ -26,16 +26,8 @@ def mirror_path(name: str) -> Path:
     return mirrors_dir() / f"{name}.git"
 
 
-def datasets_dir() -> Path:
-    return _dir("datasets")
-
-
 def dataset_dir(pk: int) -> Path:
     return _dir("datasets", f"dataset-{pk:05d}")
-
-
-def basemodels_dir() -> Path:
-    return _dir("basemodels")
 
 
 def basemodel_dir(slug: str) -> Path:
@@ -52,10 +44,6 @@ def model_version_dir(pk: int) -> Path:
 
 def evaluation_dir(pk: int) -> Path:
     return _dir("evaluations", f"evaluation-{pk:05d}")
-
-
-def engine_state_file() -> Path:
-    return _dir("engine") / "state.json"
 
 
 def logs_dir() -> Path:

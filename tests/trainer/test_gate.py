@@ -81,3 +81,17 @@ def test_a_report_without_per_line_results_never_promotes():
     for m in metrics["models"].values():
         del m["line_completion"]["prefix"]["hits"]
     assert not promotion_decide(Scores.from_metrics(metrics), margin=0.0).promote
+
+
+def test_line_metrics():
+    from trainer.evaluation.metrics import edit_similarity, exact_match
+
+    assert exact_match("    return x  \n", "    return x")
+    assert not exact_match("return x", "return y")
+    assert edit_similarity("", "") == 1.0
+    assert edit_similarity("abcd", "abcd") == 1.0
+    assert 0.0 < edit_similarity("return x", "return y") < 1.0
+    assert edit_similarity("", "return x") == 0.0
+    lo, hi = wilson_interval(5, 100)
+    assert lo < 0.05 < hi and 0 <= lo and hi <= 1
+    assert wilson_interval(0, 0) == (0.0, 0.0)

@@ -146,15 +146,6 @@ def _split_score(repo: str, path: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def heldout_paths(repo: str, paths: list[str], percent: int) -> set[str]:
-    """Deterministic split by path: the same file is always on the same side. A small repository
-    still holds out one file (the lowest score), so it can be evaluated."""
-    chosen = {p for p in paths if _split_score(repo, p) % 100 < percent}
-    if not chosen and len(paths) >= 2:
-        chosen = {min(paths, key=lambda p: _split_score(repo, p))}
-    return chosen
-
-
 def display_path(path: str) -> str:
     """A path as text that can be stored and shown: undecodable bytes become \\xNN."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
