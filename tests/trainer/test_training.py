@@ -108,3 +108,34 @@ def test_base_without_fim_tokens_gets_them_added(micro_dir, tmp_path):
     assert fmt.name == "starcoder"
     config = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert config["vocab_size"] == len(tokenizer_load(str(tmp_path / "merged")))
+
+
+def test_cancel_leaves_a_checkpoint_the_next_attempt_resumes_from(micro_dir, tmp_path):
+    """A cancel saves a checkpoint (weights in state.pt, the loop's state in meta.json) and raises; the
+    next call resumes at that step, reports progress from there and deletes the checkpoint at the end."""
+    import json
+
+    from trainer.training.loop import TrainingCancelled, train
+    from trainer.training.modeling import method_choose
+
+    files = _files()
+    settings = LoraSettings(max_steps=6, seq_len=64, grad_accum=2, eval_every_steps=2, eval_sequences=2,
+                            warmup_steps=1, early_stopping_patience=10)
+    run = tmp_path / "run"
+    asked = []
+    kwargs = {"hf_path": str(micro_dir), "train_files": files, "heldout_files": files[:1], "settings": settings,
+              "method": method_choose("none"), "out_dir": run, "progress_every_s": 0.0}
+    with pytest.raises(TrainingCancelled):
+        train(**kwargs, should_stop=lambda: asked.append(1) or len(asked) >= 3, log=lambda m: None)
+    meta = json.loads((run / "checkpoint" / "meta.json").read_text())
+    assert meta["step"] == 3 and meta["total_steps"] == 6 and [h["step"] for h in meta["history"]] == [2]
+    assert (run / "checkpoint" / "state.pt").exists() and (run / "adapter" / "meta.json").exists()
+
+    lines, rows = [], []
+    summary = train(**kwargs, log=lines.append, on_progress=rows.append)
+    assert "resumed from checkpoint at step 3" in lines
+    assert [r.step for r in rows] == [4, 5, 6] and all(r.total_steps == 6 for r in rows)
+    assert all(r.loss > 0 and r.tokens_per_s > 0 and r.eta_s is not None for r in rows)
+    assert [r.eval_loss is not None for r in rows] == [True, False, True]
+    assert [h["step"] for h in summary["eval_history"]] == [2, 4, 6] and summary["steps"] == 6
+    assert sorted(p.name for p in run.iterdir()) == ["adapter", "summary.json"]

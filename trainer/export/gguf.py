@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.errors import ExportError
+from appliance.paths import atomic_file_replace
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ _CONVERT_TIMEOUT_S = 2 * 3600
 
 
 def _partial(path: Path) -> Path:
-    """A sibling temp name, so a finished file only ever appears by atomic rename."""
+    """A sibling temp name, so a finished file only ever appears by atomic rename
+    (`atomic_file_replace`)."""
     return path.with_name(f".{path.name}.partial")
 
 
@@ -109,7 +111,7 @@ def gguf_convert(
     partial = _partial(out_path)
     _converter_run(SCRIPT, [str(hf_dir), "--outfile", str(partial), "--outtype", outtype], partial,
                    label=hf_dir.name, log=log, timeout_s=timeout_s, converter_root=converter_root)
-    os.replace(partial, out_path)
+    atomic_file_replace(partial, out_path)
     logger.info("converted %s to %s (%s)", hf_dir, out_path.name, outtype)
     return out_path
 
@@ -126,7 +128,7 @@ def gguf_convert_adapter(
     _converter_run(LORA_SCRIPT, [str(adapter_dir), "--base", str(base_dir), "--outfile", str(partial),
                                  "--outtype", "f16"], partial, label=adapter_dir.name, log=log,
                    timeout_s=timeout_s, converter_root=converter_root)
-    os.replace(partial, out_path)
+    atomic_file_replace(partial, out_path)
     return out_path
 
 
@@ -232,7 +234,7 @@ def gguf_quantize(src: Path, dst: Path, kind: str) -> Path:
     if rc != 0 or not _is_gguf(partial):
         partial.unlink(missing_ok=True)
         raise ExportError(f"Quantizing {src.name} to {kind} failed (code {rc}).\n{_log_tail(lines)}")
-    os.replace(partial, dst)
+    atomic_file_replace(partial, dst)
     logger.info("quantized %s to %s (%s) in %.2f s", src.name, dst.name, kind, time.monotonic() - started)
     return dst
 
@@ -299,7 +301,7 @@ def gguf_set_fim_tokens(path: Path, token_ids: dict[str, int]) -> None:
         raise
     finally:
         del reader  # drop the memory map before the file is replaced
-    os.replace(partial, path)
+    atomic_file_replace(partial, path)
     logger.info("wrote %d FIM token ids into %s", len(new_kv), path.name)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ExportError
-from appliance.paths import sha256_file
+from appliance.paths import atomic_write_text, sha256_file
 from trainer.basemodels.services import fim_token_ids
 from trainer.models import ModelVersion
 
@@ -89,7 +89,7 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
         "timings": timings,
         "served_file": served.name,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     version.gguf_path = str(served)
     version.gguf_sha256 = manifest["gguf"][served.name]
     version.fim_format = fmt.name

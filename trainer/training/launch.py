@@ -29,12 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = LoraSettings.from_dict(spec.get("settings", {}))
     dataset = Path(spec["dataset_dir"])
     summary = train(
-        hf_path=spec["hf_path"], train_files=_jsonl(dataset / "train.jsonl"),
-        heldout_files=_jsonl(dataset / "heldout.jsonl"), settings=settings,
-        method=method_choose(settings.quantization), out_dir=Path(spec["out_dir"]), log=print,
+        hf_path=spec["hf_path"],
+        train_files=_jsonl(dataset / "train.jsonl"),
+        heldout_files=_jsonl(dataset / "heldout.jsonl"),
+        settings=settings,
+        method=method_choose(settings.quantization),
+        out_dir=Path(spec["out_dir"]),
+        log=print,
     )
     if os.environ.get("RANK", "0") == "0":  # one summary line, not one per process
-        print(json.dumps({k: summary[k] for k in ("steps", "processes", "tokens_per_s", "best_eval_loss")}))
+        print(
+            json.dumps({k: summary[k] for k in ("steps", "processes", "tokens_per_s", "best_eval_loss")}),
+            flush=True,
+        )
     return 0
 
 

@@ -1,6 +1,11 @@
 """The training loop: packed FIM sequences, LoRA, held-out loss, best checkpoint, resumable.
 
 Pure stage code: paths and callbacks in, a summary dict out. The caller owns the database.
+Read `train` first, then `_loop`; every other function is one step of theirs.
+
+On disk, in `out_dir`: `checkpoint/` (state.pt: trainable weights, optimizer, scheduler; meta.json:
+the `TrainState`), replaced crash-safely every `checkpoint_every_s` and deleted at the end;
+`adapter/` (the best held-out checkpoint, with its meta.json); `summary.json`.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import random
 import resource
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+from appliance import paths
 from appliance.errors import TrainingError
 from trainer.training.config import LoraSettings
 from trainer.training.modeling import TrainingMethod, base_load_for_training
@@ -26,6 +34,7 @@ from trainer.training.samples import PieceEncoder, pack, samples_build
 logger = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN_GUESS = 3.0
+LOSS_WINDOW = 8  # steps averaged into the reported training loss
 
 
 class TrainingCancelled(TrainingError):
@@ -43,35 +52,69 @@ class Progress:
     eval_loss: float | None = None
 
 
-def _peak_memory_mb(device: str) -> float:
-    import torch
+@dataclass
+class TrainState:
+    """Where the run is and how its held-out loss went: what a checkpoint's meta.json holds."""
 
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _lr_lambda(settings: LoraSettings, total: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < settings.warmup_steps:
-            return (step + 1) / (settings.warmup_steps + 1)
-        if settings.schedule == "constant":
-            return 1.0
-        frac = (step - settings.warmup_steps) / max(1, total - settings.warmup_steps)
-        if settings.schedule == "linear":
-            return max(0.0, 1.0 - frac)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
-
-    return f
+    step: int = 0
+    best_eval: float | None = None
+    bad_evals: int = 0
+    history: list[dict] = field(default_factory=list)
 
 
-def sequences_prepare(files: list[dict], tokenizer, fmt, eot_id: int, settings: LoraSettings, seed: int):
-    samples = samples_build(
-        files, fmt, fim_rate=settings.fim_rate, spm_rate=settings.spm_rate,
-        multiline_rate=settings.multiline_rate, window_chars=int(settings.seq_len * CHARS_PER_TOKEN_GUESS),
-        seed=seed,
-    )
-    return pack(PieceEncoder(tokenizer, eot_id).encode_many(samples), settings.seq_len)
+@dataclass
+class Ddp:
+    """This process's place among data-parallel processes (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+@dataclass
+class Job:
+    """What one run trains with; `model` is `core` (the peft model) or its DDP wrapper."""
+
+    model: Any
+    core: Any
+    tokenizer: Any
+    fmt: Any
+    added: list[int]
+    device: str
+    autocast: Any
+    rows: list[list[int]] = field(default_factory=list)
+    eval_rows: list[list[int]] = field(default_factory=list)
+    pack_stats: dict = field(default_factory=dict)
+    total: int = 0
+    learning_rate: float = 0.0
+    optimizer: Any = None
+    scheduler: Any = None
+    trainable: list = field(default_factory=list)
+
+
+@dataclass
+class Meter:
+    """Timers and the window of tokens and losses behind the progress rows."""
+
+    started: float = field(default_factory=time.monotonic)
+    last_report: float = field(default_factory=time.monotonic)
+    last_checkpoint: float = field(default_factory=time.monotonic)
+    window_start: float = field(default_factory=time.monotonic)
+    window_tokens: int = 0
+    losses: list[float] = field(default_factory=list)  # this attempt's steps (not kept across a resume)
+
+    def recent_loss(self) -> float | None:
+        tail = self.losses[-LOSS_WINDOW:]
+        return sum(tail) / len(tail) if tail else None
 
 
 def train(
@@ -88,7 +131,8 @@ def train(
     progress_every_s: float = 3.0,
 ) -> dict:
     """Fine-tune and write `out_dir/adapter` (the best held-out checkpoint). Resumes from
-    `out_dir/checkpoint` when one exists."""
+    `out_dir/checkpoint` when one exists. Under torchrun every process trains its share of each
+    step; rank 0 alone logs, reports progress and writes files."""
     import torch
 
     torch.manual_seed(settings.seed)
@@ -96,209 +140,416 @@ def train(
     torch.set_num_threads(os.cpu_count() or 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    rank, world = _distributed_init(method.device)
-    if rank:
-        log = on_progress = lambda *a, **k: None
-    model, tokenizer, fmt, added = base_load_for_training(hf_path, settings, method)
-    if method.device == "cuda" and not method.four_bit:
-        model.to(f"cuda:{rank % max(1, torch.cuda.device_count())}" if world > 1 else "cuda")
-    core = model  # the peft model; `model` becomes its DDP wrapper when training on several processes
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model)
-    eot_id = tokenizer.convert_tokens_to_ids(fmt.eot)
-    log(f"loaded base ({method.name} on {method.device}) in {time.monotonic() - t0:.1f} s; "
-        f"FIM format {fmt.name}{' (tokens added: ' + str(len(added)) + ')' if added else ''}")
-
-    rows, pack_stats = sequences_prepare(train_files, tokenizer, fmt, eot_id, settings, settings.seed)
-    eval_rows, _ = sequences_prepare(heldout_files, tokenizer, fmt, eot_id, settings, settings.seed + 1)
-    eval_rows = eval_rows[: settings.eval_sequences]
-    if not rows:
-        raise TrainingError("The dataset produced no training tokens.")
-    total = settings.steps_for(pack_stats["tokens"], processes=world)
-    eval_every = settings.eval_every_steps or max(1, total // 8)
-    learning_rate = settings.learning_rate_for(sum(p.numel() for p in core.parameters() if not p.requires_grad))
-    log(f"{pack_stats['tokens']} training tokens in {len(rows)} packed sequences of {settings.seq_len} "
-        f"(padding {pack_stats['padding_fraction']:.3f}); {total} steps"
-        f"{f' on {world} processes' if world > 1 else ''} at learning rate {learning_rate:g}; "
-        f"held-out sequences {len(eval_rows)}")
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(settings, total))
-    device = method.device
-    autocast = (
-        torch.autocast(device_type=device, dtype=torch.bfloat16)
-        if method.autocast_bf16 or (device == "cuda")
-        else torch.autocast(device_type=device, enabled=False)
-    )
-
-    state = {"step": 0, "best_eval": None, "bad_evals": 0, "history": []}
-    ckpt = out_dir / "checkpoint"
-    if (ckpt / "state.pt").exists():
-        saved = torch.load(ckpt / "state.pt", weights_only=False)
-        _trainable_load(core, saved["trainable"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        log(f"resumed from checkpoint at step {state['step']}")
-
-    @functools.lru_cache(maxsize=4)
-    def order(epoch: int) -> list[int]:
-        idx = list(range(len(rows)))
-        random.Random(settings.seed * 1000 + epoch).shuffle(idx)
-        return idx
-
-    def micro_batches(step: int):
-        per_step = settings.batch_size * settings.grad_accum
-        for m in range(settings.grad_accum):
-            start = step * per_step + m * settings.batch_size
-            batch = []
-            for i in range(start, start + settings.batch_size):
-                epoch, pos = divmod(i * world + rank, len(rows))  # each process takes its own share
-                batch.append(rows[order(epoch)[pos]])
-            yield torch.tensor(batch, device=device)
-
-    def held_out_loss() -> float | None:
-        if not eval_rows:
-            return None
-        model.eval()
-        losses = []
-        with torch.no_grad(), autocast:
-            for r in eval_rows:
-                x = torch.tensor([r], device=device)
-                losses.append(float(model(input_ids=x, labels=x).loss))
-        model.train()
-        return sum(losses) / len(losses)
-
-    def save_checkpoint() -> None:
-        if rank:
-            return
-        tmp = out_dir / "checkpoint.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        torch.save(
-            {"trainable": _trainable_state(core), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "state": state},
-            tmp / "state.pt",
+    with ddp_session(method.device) as ddp:
+        if not ddp.master:
+            log = on_progress = _quiet
+        job = job_load(hf_path, settings, method, ddp, log, t0)
+        data_prepare(job, train_files, heldout_files, settings, ddp, log)
+        optimizer_make(job, settings)
+        state = checkpoint_load(out_dir, job, ddp, log) or TrainState()
+        meter = Meter()
+        stopped_early = _loop(
+            job, state, meter, settings, ddp, out_dir, on_progress, should_stop, log, progress_every_s
         )
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.rename(ckpt)
+        if not (out_dir / "adapter").exists():
+            adapter_save(out_dir, job, state, settings, ddp)
+        ddp.barrier()
+        if ddp.master:
+            _checkpoint_delete(out_dir)
+        summary = summary_make(job, state, meter, settings, method, ddp, stopped_early, t0)
+    if ddp.master:
+        paths.atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
 
-    def save_best() -> None:
-        if rank:
-            return
-        best = out_dir / "adapter"
-        tmp = out_dir / "adapter.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        core.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        settings.save(tmp / "training_settings.json")
-        shutil.rmtree(best, ignore_errors=True)
-        tmp.rename(best)
 
-    model.train()
-    last_report = last_ckpt = time.monotonic()
-    window_tokens, window_start = 0, time.monotonic()
-    losses: list[float] = []
-    train_started = time.monotonic()
+def _loop(
+    job: Job,
+    state: TrainState,
+    meter: Meter,
+    settings: LoraSettings,
+    ddp: Ddp,
+    out_dir: Path,
+    on_progress: Callable[[Progress], None],
+    should_stop: Callable[[], bool],
+    log: Callable[[str], None],
+    progress_every_s: float,
+) -> bool:
+    """Optimizer steps until the last one, an early stop (returns True) or a cancel (raises)."""
+    eval_every = settings.eval_every_steps or max(1, job.total // 8)
+    job.model.train()
     stopped_early = False
-    while state["step"] < total:
-        step = state["step"]
-        step_loss = 0.0
-        for x in micro_batches(step):
-            with autocast:
-                loss = model(input_ids=x, labels=x).loss / settings.grad_accum
-            loss.backward()
-            step_loss += float(loss.detach())
-            window_tokens += x.numel() * world
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] = step + 1
-        losses.append(step_loss)
+    while state.step < job.total:
+        step_loss = train_step(job, state.step, settings, ddp, meter)
+        state.step += 1
+        meter.losses.append(step_loss)
         now = time.monotonic()
+        last = state.step == job.total
 
         eval_loss = None
-        if state["step"] % eval_every == 0 or state["step"] == total:
-            eval_loss = held_out_loss()
-            state["history"].append({"step": state["step"], "eval_loss": eval_loss, "loss": step_loss})
-            if eval_loss is not None and (state["best_eval"] is None or eval_loss < state["best_eval"] - 1e-4):
-                state["best_eval"], state["bad_evals"] = eval_loss, 0
-                save_best()
-            else:
-                state["bad_evals"] += 1
-            if state["bad_evals"] >= settings.early_stopping_patience:
-                log(f"early stop at step {state['step']}: held-out loss has not improved "
-                    f"for {state['bad_evals']} evaluations (best {state['best_eval']:.4f})")
+        if state.step % eval_every == 0 or last:
+            eval_loss = held_out_loss(job)
+            if eval_record(state, eval_loss, step_loss):
+                adapter_save(out_dir, job, state, settings, ddp)
+            if state.bad_evals >= settings.early_stopping_patience:
+                log(
+                    f"early stop at step {state.step}: held-out loss has not improved "
+                    f"for {state.bad_evals} evaluations (best {state.best_eval:.4f})"
+                )
                 stopped_early = True
 
-        if now - last_report >= progress_every_s or eval_loss is not None or state["step"] == total:
-            rate = window_tokens / max(1e-9, now - window_start)
-            done_rate = (state["step"]) / max(1e-9, now - train_started)
-            on_progress(Progress(
-                step=state["step"], total_steps=total, loss=sum(losses[-8:]) / len(losses[-8:]),
-                tokens_per_s=rate, eta_s=(total - state["step"]) / done_rate if done_rate else None,
-                peak_memory_mb=_peak_memory_mb(device), eval_loss=eval_loss,
-            ))
-            last_report, window_tokens, window_start = now, 0, now
-        if now - last_ckpt >= settings.checkpoint_every_s and state["step"] < total:
-            save_checkpoint()
-            last_ckpt = now
+        if now - meter.last_report >= progress_every_s or eval_loss is not None or last:
+            on_progress(progress_make(job, state, meter, now, eval_loss))
+        if now - meter.last_checkpoint >= settings.checkpoint_every_s and not last:
+            checkpoint_save(out_dir, job, state, ddp)
+            meter.last_checkpoint = now
         if stopped_early:
             break
         if should_stop():
-            save_checkpoint()
+            checkpoint_save(out_dir, job, state, ddp)
             raise TrainingCancelled("The run was cancelled.")
+    return stopped_early
 
-    if not (out_dir / "adapter").exists():
-        save_best()
-    if world > 1:
-        import torch.distributed as dist
 
-        dist.barrier()
-    if rank == 0:
-        shutil.rmtree(ckpt, ignore_errors=True)
-    elapsed = time.monotonic() - train_started
-    summary = {
+# --- data-parallel processes ---------------------------------------------------------------------
+
+
+@contextmanager
+def ddp_session(device: str) -> Iterator[Ddp]:
+    """The process group when launched by torchrun/accelerate (WORLD_SIZE > 1): gloo on CPU, NCCL
+    on CUDA, set up here and torn down on the way out (unless the caller had set it up). One
+    process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield Ddp()
+        return
+    import torch.distributed as dist
+
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    try:
+        yield Ddp(rank=dist.get_rank(), world=dist.get_world_size())
+    finally:
+        if owned:
+            dist.destroy_process_group()
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log and progress callback of every process but rank 0."""
+
+
+# --- model, data, optimizer ----------------------------------------------------------------------
+
+
+def job_load(
+    hf_path: str,
+    settings: LoraSettings,
+    method: TrainingMethod,
+    ddp: Ddp,
+    log: Callable[[str], None],
+    t0: float,
+) -> Job:
+    """The base with LoRA, on its device, wrapped for DDP when there are several processes."""
+    import torch
+
+    core, tokenizer, fmt, added = base_load_for_training(hf_path, settings, method)
+    if method.device == "cuda" and not method.four_bit:
+        core.to(f"cuda:{ddp.rank % max(1, torch.cuda.device_count())}" if ddp.world > 1 else "cuda")
+    model = core
+    if ddp.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(core)
+    bf16 = method.autocast_bf16 or method.device == "cuda"
+    autocast = (
+        torch.autocast(device_type=method.device, dtype=torch.bfloat16)
+        if bf16
+        else torch.autocast(device_type=method.device, enabled=False)
+    )
+    log(
+        f"loaded base ({method.name} on {method.device}) in {time.monotonic() - t0:.1f} s; "
+        f"FIM format {fmt.name}{' (tokens added: ' + str(len(added)) + ')' if added else ''}"
+    )
+    return Job(
+        model=model,
+        core=core,
+        tokenizer=tokenizer,
+        fmt=fmt,
+        added=added,
+        device=method.device,
+        autocast=autocast,
+    )
+
+
+def sequences_prepare(files: list[dict], tokenizer, fmt, eot_id: int, settings: LoraSettings, seed: int):
+    samples = samples_build(
+        files,
+        fmt,
+        fim_rate=settings.fim_rate,
+        spm_rate=settings.spm_rate,
+        multiline_rate=settings.multiline_rate,
+        window_chars=int(settings.seq_len * CHARS_PER_TOKEN_GUESS),
+        seed=seed,
+    )
+    return pack(PieceEncoder(tokenizer, eot_id).encode_many(samples), settings.seq_len)
+
+
+def data_prepare(
+    job: Job,
+    train_files: list[dict],
+    heldout_files: list[dict],
+    settings: LoraSettings,
+    ddp: Ddp,
+    log: Callable[[str], None],
+) -> None:
+    """Packed training and held-out sequences, the step count and the learning rate."""
+    eot_id = job.tokenizer.convert_tokens_to_ids(job.fmt.eot)
+    job.rows, job.pack_stats = sequences_prepare(
+        train_files, job.tokenizer, job.fmt, eot_id, settings, settings.seed
+    )
+    eval_rows, _ = sequences_prepare(
+        heldout_files, job.tokenizer, job.fmt, eot_id, settings, settings.seed + 1
+    )
+    job.eval_rows = eval_rows[: settings.eval_sequences]
+    if not job.rows:
+        raise TrainingError("The dataset produced no training tokens.")
+    job.total = settings.steps_for(job.pack_stats["tokens"], processes=ddp.world)
+    frozen = sum(p.numel() for p in job.core.parameters() if not p.requires_grad)
+    job.learning_rate = settings.learning_rate_for(frozen)
+    log(
+        f"{job.pack_stats['tokens']} training tokens in {len(job.rows)} packed sequences of {settings.seq_len} "
+        f"(padding {job.pack_stats['padding_fraction']:.3f}); {job.total} steps"
+        f"{f' on {ddp.world} processes' if ddp.world > 1 else ''} at learning rate {job.learning_rate:g}; "
+        f"held-out sequences {len(job.eval_rows)}"
+    )
+
+
+def optimizer_make(job: Job, settings: LoraSettings) -> None:
+    """AdamW on the trainable (LoRA and new-token) weights, with warm-up then the set schedule."""
+    import torch
+
+    job.trainable = [p for p in job.model.parameters() if p.requires_grad]
+    job.optimizer = torch.optim.AdamW(job.trainable, lr=job.learning_rate, weight_decay=settings.weight_decay)
+    job.scheduler = torch.optim.lr_scheduler.LambdaLR(job.optimizer, _lr_lambda(settings, job.total))
+
+
+def _lr_lambda(settings: LoraSettings, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / (settings.warmup_steps + 1)
+        if settings.schedule == "constant":
+            return 1.0
+        frac = (step - settings.warmup_steps) / max(1, total - settings.warmup_steps)
+        if settings.schedule == "linear":
+            return max(0.0, 1.0 - frac)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    return f
+
+
+# --- one step, batches, held-out loss ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, n_rows: int, epoch: int) -> list[int]:
+    idx = list(range(n_rows))
+    random.Random(seed * 1000 + epoch).shuffle(idx)
+    return idx
+
+
+def micro_batches(rows: list[list[int]], step: int, settings: LoraSettings, ddp: Ddp) -> Iterator[list]:
+    """The `grad_accum` batches of one optimizer step for this process: a reshuffle per epoch, and
+    each process takes its own share of every position."""
+    per_step = settings.batch_size * settings.grad_accum
+    for m in range(settings.grad_accum):
+        start = step * per_step + m * settings.batch_size
+        batch = []
+        for i in range(start, start + settings.batch_size):
+            epoch, pos = divmod(i * ddp.world + ddp.rank, len(rows))
+            batch.append(rows[_epoch_order(settings.seed, len(rows), epoch)[pos]])
+        yield batch
+
+
+def train_step(job: Job, step: int, settings: LoraSettings, ddp: Ddp, meter: Meter) -> float:
+    """Forward and backward over the step's micro-batches, then one clipped optimizer step; the loss."""
+    import torch
+
+    step_loss = 0.0
+    for batch in micro_batches(job.rows, step, settings, ddp):
+        x = torch.tensor(batch, device=job.device)
+        with job.autocast:
+            loss = job.model(input_ids=x, labels=x).loss / settings.grad_accum
+        loss.backward()
+        step_loss += float(loss.detach())
+        meter.window_tokens += x.numel() * ddp.world
+    torch.nn.utils.clip_grad_norm_(job.trainable, 1.0)
+    job.optimizer.step()
+    job.scheduler.step()
+    job.optimizer.zero_grad(set_to_none=True)
+    return step_loss
+
+
+def held_out_loss(job: Job) -> float | None:
+    """Mean loss over the held-out sequences, one at a time; None when there are none."""
+    import torch
+
+    if not job.eval_rows:
+        return None
+    job.model.eval()
+    losses = []
+    with torch.no_grad(), job.autocast:
+        for r in job.eval_rows:
+            x = torch.tensor([r], device=job.device)
+            losses.append(float(job.model(input_ids=x, labels=x).loss))
+    job.model.train()
+    return sum(losses) / len(losses)
+
+
+def eval_record(state: TrainState, eval_loss: float | None, step_loss: float) -> bool:
+    """Note an evaluation in the state; True when it is the best so far (the adapter to keep)."""
+    state.history.append({"step": state.step, "eval_loss": eval_loss, "loss": step_loss})
+    if eval_loss is not None and (state.best_eval is None or eval_loss < state.best_eval - 1e-4):
+        state.best_eval, state.bad_evals = eval_loss, 0
+        return True
+    state.bad_evals += 1
+    return False
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+def progress_make(job: Job, state: TrainState, meter: Meter, now: float, eval_loss: float | None) -> Progress:
+    """A progress row from the window since the last one (tokens/s) and the run so far (ETA); opens
+    the next window."""
+    rate = meter.window_tokens / max(1e-9, now - meter.window_start)
+    done_rate = state.step / max(1e-9, now - meter.started)
+    progress = Progress(
+        step=state.step,
+        total_steps=job.total,
+        loss=meter.recent_loss(),
+        tokens_per_s=rate,
+        eta_s=(job.total - state.step) / done_rate if done_rate else None,
+        peak_memory_mb=_peak_memory_mb(job.device),
+        eval_loss=eval_loss,
+    )
+    meter.last_report, meter.window_tokens, meter.window_start = now, 0, now
+    return progress
+
+
+def _peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summary_make(
+    job: Job,
+    state: TrainState,
+    meter: Meter,
+    settings: LoraSettings,
+    method: TrainingMethod,
+    ddp: Ddp,
+    stopped_early: bool,
+    t0: float,
+) -> dict:
+    """summary.json: what was trained, how fast, and how the held-out loss went."""
+    elapsed = time.monotonic() - meter.started
+    tokens_seen = state.step * settings.tokens_per_step * ddp.world
+    return {
         "method": method.name,
         "device": method.device,
-        "fim_format": fmt.name,
-        "fim_tokens_added": len(added),
-        "steps": state["step"],
-        "total_steps": total,
-        "train_tokens": pack_stats["tokens"],
-        "padding_fraction": pack_stats["padding_fraction"],
-        "tokens_seen": state["step"] * settings.tokens_per_step * world,
-        "tokens_per_s": round(state["step"] * settings.tokens_per_step * world / max(elapsed, 1e-9), 1),
-        "processes": world,
-        "learning_rate": learning_rate,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": sum(losses[-8:]) / len(losses[-8:]) if losses else None,
-        "best_eval_loss": state["best_eval"],
-        "eval_history": state["history"],
+        "fim_format": job.fmt.name,
+        "fim_tokens_added": len(job.added),
+        "steps": state.step,
+        "total_steps": job.total,
+        "train_tokens": job.pack_stats["tokens"],
+        "padding_fraction": job.pack_stats["padding_fraction"],
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": round(tokens_seen / max(elapsed, 1e-9), 1),
+        "processes": ddp.world,
+        "learning_rate": job.learning_rate,
+        "first_loss": meter.losses[0] if meter.losses else None,
+        "final_loss": meter.recent_loss(),
+        "best_eval_loss": state.best_eval,
+        "eval_history": state.history,
         "early_stopped": stopped_early,
         "seconds": round(time.monotonic() - t0, 1),
         "settings": asdict(settings),
     }
-    if rank == 0:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
 
 
-def _distributed_init(device: str) -> tuple[int, int]:
-    """(rank, world size): several processes when launched by torchrun/accelerate (WORLD_SIZE > 1),
-    with gloo on CPU and NCCL on CUDA; one process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
+# --- checkpoints (resume) and the adapter (the best checkpoint) ----------------------------------
 
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+
+def _meta(job: Job, state: TrainState, ddp: Ddp) -> dict:
+    return {**asdict(state), "total_steps": job.total, "processes": ddp.world}
+
+
+def checkpoint_save(out_dir: Path, job: Job, state: TrainState, ddp: Ddp) -> None:
+    """Replace `checkpoint/` (crash-safe): the trainable weights, optimizer and scheduler in
+    state.pt, the `TrainState` in meta.json. Rank 0 only: DDP keeps every process's weights equal."""
+    import torch
+
+    if not ddp.master:
+        return
+
+    def write(folder: Path) -> None:
+        torch.save(
+            {
+                "trainable": _trainable_state(job.core),
+                "optimizer": job.optimizer.state_dict(),
+                "scheduler": job.scheduler.state_dict(),
+            },
+            folder / "state.pt",
+        )
+        (folder / "meta.json").write_text(json.dumps(_meta(job, state, ddp), indent=2))
+
+    paths.atomic_dir_replace(out_dir / "checkpoint", write)
+
+
+def checkpoint_load(out_dir: Path, job: Job, ddp: Ddp, log: Callable[[str], None]) -> TrainState | None:
+    """Restore weights, optimizer and scheduler from `checkpoint/`, and return its `TrainState`;
+    None when there is no checkpoint. First puts back any folder a crash left mid-swap."""
+    import torch
+
+    if ddp.master:
+        for name in ("checkpoint", "adapter"):
+            paths.atomic_dir_recover(out_dir / name)
+    ddp.barrier()
+    ckpt = out_dir / "checkpoint"
+    if not (ckpt / "state.pt").exists():
+        return None
+    saved = torch.load(ckpt / "state.pt", weights_only=False)
+    _trainable_load(job.core, saved["trainable"])
+    job.optimizer.load_state_dict(saved["optimizer"])
+    job.scheduler.load_state_dict(saved["scheduler"])
+    # Checkpoints written before meta.json existed carry the state inside state.pt.
+    meta = json.loads((ckpt / "meta.json").read_text()) if (ckpt / "meta.json").exists() else saved["state"]
+    state = TrainState(**{f.name: meta[f.name] for f in fields(TrainState)})
+    log(f"resumed from checkpoint at step {state.step}")
+    return state
+
+
+def _checkpoint_delete(out_dir: Path) -> None:
+    for name in ("checkpoint", "checkpoint.partial", "checkpoint.old"):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+
+
+def adapter_save(out_dir: Path, job: Job, state: TrainState, settings: LoraSettings, ddp: Ddp) -> None:
+    """Replace `adapter/` (crash-safe) with the current LoRA weights, tokenizer, training settings
+    and meta.json (step and held-out loss). Rank 0 only."""
+    if not ddp.master:
+        return
+
+    def write(folder: Path) -> None:
+        job.core.save_pretrained(folder)
+        job.tokenizer.save_pretrained(folder)
+        settings.save(folder / "training_settings.json")
+        (folder / "meta.json").write_text(json.dumps(_meta(job, state, ddp), indent=2))
+
+    paths.atomic_dir_replace(out_dir / "adapter", write)
 
 
 def _trainable_state(model) -> dict:
