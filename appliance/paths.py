@@ -7,6 +7,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from appliance.errors import HearthError
+
 
 def home() -> Path:
     return Path(settings.HEARTH_HOME)
@@ -18,12 +20,20 @@ def _dir(*parts: str) -> Path:
     return path
 
 
+def _child(parent: Path, name: str) -> Path:
+    """`parent / name`, refused unless it resolves to a direct child of `parent` (no '..', '/', links out)."""
+    path = (parent / name).resolve()
+    if path.parent != parent.resolve():
+        raise HearthError(f"{name!r} would put files outside {parent}; refusing it.")
+    return path
+
+
 def mirrors_dir() -> Path:
     return _dir("mirrors")
 
 
 def mirror_path(name: str) -> Path:
-    return mirrors_dir() / f"{name}.git"
+    return _child(mirrors_dir(), f"{name}.git")
 
 
 def datasets_dir() -> Path:
@@ -39,7 +49,9 @@ def basemodels_dir() -> Path:
 
 
 def basemodel_dir(slug: str) -> Path:
-    return _dir("basemodels", slug)
+    path = _child(basemodels_dir(), slug)
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def run_dir(pk: int) -> Path:
