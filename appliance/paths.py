@@ -10,6 +10,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from appliance.errors import HearthError
+
 
 def home() -> Path:
     return Path(settings.HEARTH_HOME)
@@ -21,20 +23,34 @@ def _dir(*parts: str) -> Path:
     return path
 
 
+def _child(parent: Path, name: str) -> Path:
+    """`parent / name`, refused unless it resolves to a direct child of `parent` (no '..', '/', links out)."""
+    path = (parent / name).resolve()
+    if path.parent != parent.resolve():
+        raise HearthError(f"{name!r} would put files outside {parent}; refusing it.")
+    return path
+
+
 def mirrors_dir() -> Path:
     return _dir("mirrors")
 
 
 def mirror_path(name: str) -> Path:
-    return mirrors_dir() / f"{name}.git"
+    return _child(mirrors_dir(), f"{name}.git")
 
 
 def dataset_dir(pk: int) -> Path:
     return _dir("datasets", f"dataset-{pk:05d}")
 
 
+def basemodels_dir() -> Path:
+    return _dir("basemodels")
+
+
 def basemodel_dir(slug: str) -> Path:
-    return _dir("basemodels", slug)
+    path = _child(basemodels_dir(), slug)
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def run_dir(pk: int) -> Path:

@@ -124,15 +124,31 @@ def test_truncated_weights_fail_in_words(micro, tmp_path):
 def test_converter_failure_carries_its_reason(converter, micro, tmp_path):
     import shutil
 
+    from safetensors.torch import load_file, save_file
+
+    from trainer.export.gguf import gguf_convert
+
+    bad = shutil.copytree(micro[0], tmp_path / "hf")
+    tensors = load_file(bad / "model.safetensors")
+    tensors["model.layers.0.mystery.weight"] = tensors["model.layers.0.input_layernorm.weight"].clone()
+    save_file(tensors, bad / "model.safetensors")
+    with pytest.raises(ExportError, match=r"failed \(exit 1\): .*mystery") as info:
+        gguf_convert(bad, tmp_path / "out.gguf", log=lambda line: None)
+    assert "\n" in str(info.value)  # the converter's last lines come along
+    assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*partial"))
+
+
+def test_unknown_architecture_is_refused_before_the_converter_runs(converter, micro, tmp_path):
+    import shutil
+
     from trainer.export.gguf import gguf_convert
 
     bad = shutil.copytree(micro[0], tmp_path / "hf")
     config = json.loads((bad / "config.json").read_text())
     config["architectures"] = ["NoSuchModelForCausalLM"]
     (bad / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ExportError, match=r"failed \(exit 1\): .*NoSuchModelForCausalLM") as info:
+    with pytest.raises(ExportError, match="NoSuchModelForCausalLM is not supported by the GGUF converter"):
         gguf_convert(bad, tmp_path / "out.gguf", log=lambda line: None)
-    assert "\n" in str(info.value)  # the converter's last lines come along
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*partial"))
 
 

@@ -158,23 +158,36 @@ def fim_token_ids(tokenizer, fmt) -> dict[str, int]:
     return {role: tokenizer.convert_tokens_to_ids(getattr(fmt, role)) for role in roles if getattr(fmt, role)}
 
 
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
 def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] = logger.info) -> BaseModel:
-    """Register a local Hugging Face folder as a base: checked, copied, hashed, converted to GGUF."""
+    """Register a local Hugging Face folder as a base: checked, its known files copied and hashed,
+    converted to GGUF. No code from the folder runs (see trainer.basemodels.importer)."""
     from trainer.basemodels.importer import folder_check, folder_copy, tokenizer_fim
     from trainer.export.gguf import gguf_convert, gguf_quantize
 
+    if slug and not SLUG.fullmatch(slug):
+        raise BaseModelError(f"{slug!r} is not a valid name for a base model: use up to 100 letters, digits, "
+                             "'-' and '_', starting with a letter or digit.")
     path = Path(path).expanduser().resolve()
     config = folder_check(path)
     slug = slug or re.sub(r"[^a-z0-9-]+", "-", path.name.lower()).strip("-")[:100] or "base"
+    # A failed import of the same name leaves nothing to keep (no run can use a base that is not ready).
+    BaseModel.objects.filter(slug=slug, status=BaseModel.Status.FAILED).delete()
     if BaseModel.objects.filter(slug=slug).exists():
         raise BaseModelError(f"A base model named {slug!r} already exists; pass another --slug.")
-    fmt = tokenizer_fim(path)
     root = paths.basemodel_dir(slug)
+    log(f"copying the model files of {path} into the instance")
+    folder_copy(path, root / "hf")
+    try:
+        fmt = tokenizer_fim(root / "hf")
+    except BaseModelError:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     row = BaseModel.objects.create(slug=slug, display_name=path.name, hf_path=str(root / "hf"),
                                    architecture=config["architectures"][0])
     with _registration(row):
-        log(f"copying {path} into the instance")
-        folder_copy(path, root / "hf")
         files = {p.name: sha256_file(p) for p in sorted((root / "hf").iterdir()) if p.is_file()}
         log("converting to GGUF for serving the base as-is")
         f16 = gguf_convert(root / "hf", root / "model-f16.gguf", outtype="f16", log=log)

@@ -86,6 +86,16 @@ def _weights_check(hf_dir: Path) -> None:
             )
 
 
+def _code_check(folder: Path) -> None:
+    """The converter imports whatever Python a folder points it at (auto_map + trust_remote_code):
+    refuse, before it starts, any folder that could make it run code of its own."""
+    from trainer.basemodels.importer import code_refusal
+
+    reason = code_refusal(folder)
+    if reason:
+        raise ExportError(f"Not converting {folder.name}: {reason}")
+
+
 def gguf_convert(
     hf_dir: Path,
     out_path: Path,
@@ -107,6 +117,7 @@ def gguf_convert(
         raise ExportError(f"Unknown GGUF output type {outtype!r}; expected one of {', '.join(OUTTYPES)}.")
     if not (hf_dir / "config.json").is_file():
         raise ExportError(f"{hf_dir} is not a Hugging Face model folder (no config.json).")
+    _code_check(hf_dir)
     _weights_check(hf_dir)
     partial = _partial(out_path)
     _converter_run(SCRIPT, [str(hf_dir), "--outfile", str(partial), "--outtype", outtype], partial,
@@ -124,6 +135,8 @@ def gguf_convert_adapter(
     from trainer.export.converter import LORA_SCRIPT
 
     adapter_dir, out_path = Path(adapter_dir), Path(out_path)
+    _code_check(Path(base_dir))
+    _code_check(adapter_dir)
     partial = _partial(out_path)
     _converter_run(LORA_SCRIPT, [str(adapter_dir), "--base", str(base_dir), "--outfile", str(partial),
                                  "--outtype", "f16"], partial, label=adapter_dir.name, log=log,
