@@ -2,7 +2,10 @@
 
 - Content exclusion: admin globs; a matching file gets no completion and is never context.
 - Response filters: a suggestion is cut just before the first email address, URL, IP address or
-  credential it contains (what is left before it is still useful code).
+  credential it contains (what is left before it is still useful code). The patterns are the ones
+  dataset scrubbing uses (appliance.secret_rules): a credential is any provider token the
+  scrubber's rules know (several hundred formats), a private key, or a key or password assigned
+  a literal.
 - Verbatim filter: a suggestion sharing >= 150 whitespace-stripped characters with the admin's
   blocked-code corpus is discarded. The corpus is indexed once as a set of 64-bit polynomial hashes
   of every 150-character window (computed with numpy), so a check costs one hash per window of
@@ -14,34 +17,46 @@ from __future__ import annotations
 import fnmatch
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import numpy as np
 
+from appliance.secret_rules import CREDENTIAL, IP, URL, emails, rule_set
+
 WINDOW = 150
 _BASE = np.uint64(1_000_003)
 _WS = re.compile(r"\s+")
 
-# Each pattern names one filter; the suggestion is truncated at the earliest match of any.
-RESPONSE_PATTERNS: dict[str, re.Pattern] = {
-    "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-    "url": re.compile(r"\b(?:https?|ftp|ssh|git|wss?)://[^\s'\"<>]+|\bwww\.[A-Za-z0-9-]+\.[A-Za-z]{2,}[^\s'\"<>]*"),
-    "ip": re.compile(
-        r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w.])"
-        r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])"
-        r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,5})?(?![\w:])"
-    ),
-    "credential": re.compile(
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
-        r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
-        r"|\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bglpat-[A-Za-z0-9_-]{20,}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b"
-        r"|\bsk-[A-Za-z0-9_-]{20,}\b|\bhth_[A-Za-z0-9_-]{20,}\b"
-        r"|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
-        r"|(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token|token|private[_-]?key)"
-        r"\w*\s*[:=]\s*['\"][^'\"\s]{6,}['\"])"
-        r"|(?i:\bbearer\s+[A-Za-z0-9._~+/-]{16,})"
-    ),
+
+
+def _first_email(text: str) -> int | None:
+    return next((start for start, _, _ in emails(text)), None)
+
+
+def _first_match(pattern):
+    def find(text: str) -> int | None:
+        match = pattern.search(text)
+        return match.start() if match else None
+
+    return find
+
+
+def _first_credential(text: str) -> int | None:
+    starts = [m.start() for m in (CREDENTIAL.search(text),) if m]
+    hit = rule_set().first(text)
+    if hit is not None:
+        starts.append(hit.start)
+    return min(starts, default=None)
+
+
+# Each finder names one filter; the suggestion is truncated at the earliest place any finds.
+RESPONSE_FILTERS: dict[str, Callable[[str], int | None]] = {
+    "email": _first_email,
+    "url": _first_match(URL),
+    "ip": _first_match(IP),
+    "credential": _first_credential,
 }
 
 
@@ -80,11 +95,11 @@ def path_excluded(path: str | None, globs: list[str]) -> bool:
 def response_filter(text: str) -> FilterOutcome:
     """Truncate `text` before the first sensitive match; name every filter that matched there."""
     cut, acted = len(text), []
-    for name, pattern in RESPONSE_PATTERNS.items():
-        match = pattern.search(text)
-        if match is not None:
+    for name, find in RESPONSE_FILTERS.items():
+        start = find(text)
+        if start is not None:
             acted.append(name)
-            cut = min(cut, match.start())
+            cut = min(cut, start)
     if not acted:
         return FilterOutcome(text)
     kept = text[:cut]

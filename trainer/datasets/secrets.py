@@ -1,10 +1,17 @@
 """Secret and PII scrubbing: every hit becomes a typed placeholder and is reported by line and kind.
 
-Detection is Yelp's detect-secrets (its plugins and its false-positive heuristics), run line by
-line only where a plugin could possibly fire: each plugin's own patterns (or, for the keyword and
-entropy plugins, a superset of them) are first searched over the whole file, which is C-speed, and
-only the lines they hit go through the plugins. Regexes are added only where no plugin fits:
-emails, IPv4 addresses, URLs with a password in them, and connection-string passwords.
+Three layers, in order, each on what the one before left:
+
+1. Provider rules: Betterleaks' several hundred token formats (appliance.secret_rules, shared with
+   the serving response filter). A hit is replaced by `<SECRET:rule-id>` and reported as the
+   rule id ("github-fine-grained-pat").
+2. Yelp's detect-secrets as a second net: its keyword and high-entropy plugins (and its vendor
+   plugins), with its false-positive heuristics, run line by line only where a plugin could
+   possibly fire: each plugin's own patterns (or, for the keyword and entropy plugins, a superset
+   of them) are first searched over the whole file, which is C-speed, and only the lines they hit
+   go through the plugins.
+3. Hearth's own patterns (shared too): emails, IPv4 addresses, URLs with a password in them,
+   connection-string passwords and private-key blocks.
 
 Values never leave this module: a hit carries the line number and the kind, not the secret.
 """
@@ -15,6 +22,19 @@ import bisect
 import re
 from dataclasses import dataclass
 from itertools import accumulate
+
+from appliance.secret_rules import (
+    CONNECTION_PASSWORD,
+    IPV4,
+    IPV4_EXACT,
+    PLACEHOLDER_VALUE,
+    PRIVATE_KEY_BLOCK,
+    RESERVED_EMAIL_DOMAIN,
+    URL_CREDENTIALS,
+    emails,
+    rule_placeholder,
+    rule_set,
+)
 
 PLACEHOLDERS = {
     "Private Key": "<PRIVATE_KEY>",
@@ -31,35 +51,11 @@ DEFAULT_PLACEHOLDER = "<SECRET>"
 _SKIPPED_PLUGINS = {"IPPublicDetector"}
 _ENTROPY_PLUGINS = {"Base64HighEntropyString", "HexHighEntropyString"}
 
-# Values that are placeholders, not secrets (documentation, templates, examples).
-_PLACEHOLDER_VALUE = re.compile(
-    r"example|placeholder|dummy|changeme|change[_-]me|replace[_-]?me|your[_-]|redacted|sample|xxxx|\*\*\*|"
-    r"^<.*>$|\$\{|\{\{|%\(|^(?:password|passwd|secret|token|none|null|true|false|pass|pwd)$|^<[A-Z_]+>",
-    re.IGNORECASE,
-)
+_PLACEHOLDER_VALUE = PLACEHOLDER_VALUE
 # A long hex or base64 string next to one of these words is a checksum, not a credential.
 _HASH_CONTEXT = re.compile(
     r"sha\d*|md5|hash|digest|checksum|integrity|commit|revision|etag|fingerprint|nonce|uuid|guid",
     re.IGNORECASE,
-)
-
-# Emails are found from their "@domain" (a literal first character keeps the scan fast), then the
-# local part is read backwards.
-_EMAIL_DOMAIN = re.compile(r"@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24})\b")
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}\Z")
-_RESERVED_EMAIL_DOMAIN = re.compile(
-    r"(?:^|\.)(?:example\.(?:com|org|net)|example|invalid|test|localhost|local)$", re.IGNORECASE
-)
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
-_IPV4_EXACT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
-_URL_CREDENTIALS = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([^\s:/@'\"<>]*):([^\s@'\"<>/]+)@")
-_CONNECTION_PASSWORD = re.compile(
-    r"(?i)(?:\b(?:server|data source|host|uid|user id|username|user|database|initial catalog)\s*=[^;\n]*;"
-    r"(?:[^;\n]*;)*?\s*(?:password|pwd)\s*=\s*|[?&](?:password|passwd|pwd)=)([^;&\s'\"]+)"
-)
-_PRIVATE_KEY_BLOCK = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY((?: BLOCK)?)-----(.*?)(?:-----END \1PRIVATE KEY\2-----|\Z)", re.DOTALL
 )
 # Every pattern of these plugins requires one of these words (checked at start-up for the keywords).
 _CREDENTIAL_WORDS = re.compile(r"key|pw|pass|token|secret|contrase|cloudant|softlayer")
@@ -72,6 +68,9 @@ _GATES = {
     "MailchimpDetector": r"-us[0-9]",
     "TelegramBotTokenDetector": r"\d:[0-9A-Za-z_-]{35}",
 }
+# A keyword's value that names a field ("password1", "usable_password") or is a prefix
+# ("django-insecure-"), not a password.
+_FIELD_NAME = re.compile(r"(?=[a-z])[a-z0-9_]*(?:pass|secret|key|token|pwd)[a-z0-9_]*|[\w.-]+[-_]")
 _VERSION_CONTEXT = re.compile(r"version|\bv\d", re.IGNORECASE)
 
 
@@ -84,7 +83,8 @@ class SecretHit:
 class SecretScrubber:
     """Built once per dataset (plugin set-up costs a few milliseconds), then `scrub` per file."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hearth_rules: bool = True) -> None:
+        self.rules = rule_set(hearth_rules)
         from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
         from detect_secrets.plugins.base import RegexBasedDetector
         from detect_secrets.plugins.keyword import DENYLIST
@@ -123,6 +123,7 @@ class SecretScrubber:
     def scrub(self, text: str, filename: str) -> tuple[str, list[SecretHit]]:
         """Return the text with every secret replaced by its placeholder, and the hits."""
         hits: list[SecretHit] = []
+        text = self._rules_scrub(text, filename, hits)
         lines: list[str] | None = None
         starts: list[int] = []
         candidates: dict[int, list[object]] = {}
@@ -172,6 +173,24 @@ class SecretScrubber:
         hits.sort(key=lambda h: h.line)
         return text, hits
 
+    def _rules_scrub(self, text: str, filename: str, hits: list[SecretHit]) -> str:
+        spans: list[list] = []  # [start, end, rule], merged where two rules take the same value
+        for hit in self.rules.scan(text, filename):
+            if spans and hit.secret_start < spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], hit.secret_end)
+                continue
+            spans.append([hit.secret_start, hit.secret_end, hit.rule])
+        if not spans:
+            return text
+        out, last = [], 0
+        for start, end, rule in spans:
+            hits.append(SecretHit(text.count("\n", 0, start) + 1, rule))
+            out.append(text[last:start])
+            out.append(PLACEHOLDERS["Private Key"] if rule == "private-key" else rule_placeholder(rule))
+            last = end
+        out.append(text[last:])
+        return "".join(out)
+
     def _plugin_hits(self, plugin, filename: str, line: str, number: int):
         from detect_secrets.filters import heuristic
 
@@ -204,24 +223,25 @@ class SecretScrubber:
                 or heuristic.is_not_alphanumeric_string(value)
                 or _PLACEHOLDER_VALUE.search(value)
                 or (name in _ENTROPY_PLUGINS and _HASH_CONTEXT.search(line))
+                or (name == "KeywordDetector" and _FIELD_NAME.fullmatch(value))
             ):
                 continue
             yield value, kind
 
     def _regex_scrub(self, text: str, hits: list[SecretHit]) -> str:
         if "://" in text:
-            text = _sub_group(_URL_CREDENTIALS, 2, text, "URL Credentials", hits, _password_like)
+            text = _sub_group(URL_CREDENTIALS, 2, text, "URL Credentials", hits, _password_like)
         if "=" in text:
-            text = _sub_group(_CONNECTION_PASSWORD, 1, text, "Connection String Password", hits, _password_like)
+            text = _sub_group(CONNECTION_PASSWORD, 1, text, "Connection String Password", hits, _password_like)
         if "@" in text:
             text = _emails_scrub(text, hits)
         if "." in text:
-            text = _sub_group(_IPV4, 0, text, "IP Address", hits, _ip_like)
+            text = _sub_group(IPV4, 0, text, "IP Address", hits, _ip_like)
         return text
 
     def _private_keys_scrub(self, text: str, hits: list[SecretHit]) -> str:
         out, last = [], 0
-        for match in _PRIVATE_KEY_BLOCK.finditer(text):
+        for match in PRIVATE_KEY_BLOCK.finditer(text):
             hits.append(SecretHit(text.count("\n", 0, match.start()) + 1, "Private Key"))
             out.append(text[last:match.start()])
             out.append(PLACEHOLDERS["Private Key"])
@@ -279,18 +299,16 @@ def _password_like(match: re.Match, text: str) -> bool:
 
 def _emails_scrub(text: str, hits: list[SecretHit]) -> str:
     out, last = [], 0
-    for match in _EMAIL_DOMAIN.finditer(text):
-        at = match.start()
-        local = _EMAIL_LOCAL.search(text, max(last, at - 64), at)
-        if not local or _RESERVED_EMAIL_DOMAIN.search(match.group(1)):
+    for start, end, domain in emails(text):
+        if start < last or RESERVED_EMAIL_DOMAIN.search(domain):
             continue
-        start = local.start()
         before = text[max(0, start - 2):start]
-        if before == "//" or before[-1:] in {":", "/", "."} or local.group(0).lower() in {"git", "noreply"}:
+        if before == "//" or before[-1:] in {":", "/", "."} or text[start:text.index("@", start)].lower() in {
+                "git", "noreply"}:
             continue  # the user part of a URL (handled above), a decorator path, or a service account
         out.append(text[last:start])
         out.append(PLACEHOLDERS["Email Address"])
-        last = match.end()
+        last = end
         hits.append(SecretHit(text.count("\n", 0, start) + 1, "Email Address"))
     if not out:
         return text
@@ -301,7 +319,7 @@ def _emails_scrub(text: str, hits: list[SecretHit]) -> str:
 def _ip_like(match: re.Match, text: str) -> bool:
     value = match.group(0)
     start, end = match.span()
-    if text[start - 1:start].isalnum() or text[start - 1:start] == "." or not _IPV4_EXACT.fullmatch(value):
+    if text[start - 1:start].isalnum() or text[start - 1:start] == "." or not IPV4_EXACT.fullmatch(value):
         return False
     if text[end:end + 1].isalnum() or text[end:end + 1] == "_" or (text[end:end + 1] == "." and text[end + 1:end + 2].isdigit()):
         return False
