@@ -69,6 +69,13 @@ PRIVATE_KEY_BLOCK = re.compile(
 # line, a key or password assigned a quoted literal, a bearer token.
 CREDENTIAL = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    # Token shapes the response filter cuts even where the provider rules' allowlists or entropy
+    # floors let a value pass (documentation keys, low-entropy test tokens): a suggestion is cheap to
+    # cut and a leaked credential is not.
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bgithub_pat_[A-Za-z0-9_]{40,}\b|\bglpat-[A-Za-z0-9_-]{20,}\b"
+    r"|\bxox[abprse]-[A-Za-z0-9-]{10,}\b|\bsk-[A-Za-z0-9_-]{20,}\b|\bhth_[A-Za-z0-9_-]{20,}\b"
+    r"|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
     r"|(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token|token|private[_-]?key)"
     r"\w*\s*[:=]\s*['\"][^'\"\s]{6,}['\"])"
     r"|(?i:\bbearer\s+[A-Za-z0-9._~+/-]{16,})"

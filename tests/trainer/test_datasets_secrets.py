@@ -10,6 +10,7 @@ import json
 import random
 import string
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -245,8 +246,8 @@ def test_recall_is_total_and_false_positive_rate_reported(scrubber, record_prope
 def test_hits_carry_line_and_kind_never_the_value(scrubber):
     text = 'x = 1\nAWS_ACCESS_KEY_ID = "AKIAZ7Q3XW4RTYUIOP2L"\n# mail jane.doe@acme-corp.com\n'
     out, hits = scrubber.scrub(text, "s.py")
-    assert [(h.line, h.kind) for h in hits] == [(2, "AWS Access Key"), (3, "Email Address")]
-    assert out == 'x = 1\nAWS_ACCESS_KEY_ID = "<SECRET>"\n# mail <EMAIL>\n'
+    assert [(h.line, h.kind) for h in hits] == [(2, "aws-access-token"), (3, "Email Address")]
+    assert out == 'x = 1\nAWS_ACCESS_KEY_ID = "<SECRET:aws-access-token>"\n# mail <EMAIL>\n'
     assert all("AKIA" not in repr(h) for h in hits)
 
 
@@ -254,4 +255,27 @@ def test_placeholders_are_typed(scrubber):
     text = ('password = "Winter2024!x99"\nhost = "10.1.2.3"\n'
             'KEY = "-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIB\\n-----END EC PRIVATE KEY-----"\n')
     out, _ = scrubber.scrub(text, "s.py")
-    assert '"<PASSWORD>"' in out and '"<IP>"' in out and '"<PRIVATE_KEY>"' in out
+    assert '"<SECRET:generic-password>"' in out and '"<IP>"' in out and '"<PRIVATE_KEY>"' in out
+
+
+@pytest.mark.django_db
+def test_provider_tokens_never_reach_a_dataset(tmp_path):
+    """Every provider format of the generated corpus, in the settings, YAML and shell files it would
+    leak from, pushed through the real dataset build: no value survives in any output file."""
+    from benchmarks.secret_corpus import corpus
+    from tests.conftest import git_repo_make
+    from trainer.datasets.builder import DatasetOptions
+    from trainer.datasets.services import dataset_build
+    from trainer.mirrors.services import repository_register
+
+    entries = corpus(contexts_per_format=1)
+    files = {f"leaks/{i:04d}/{e.filename}": e.text for i, e in enumerate(entries)}
+    repo = repository_register(source=str(git_repo_make(tmp_path / "leaky", files)))
+    dataset = dataset_build(repositories=[repo], options=DatasetOptions(min_tokens=0, max_duplicate_ratio=0.99,
+                                                                        near_duplicates="keep"))
+    written = "".join(p.read_text(errors="replace") for p in Path(dataset.path).iterdir() if p.is_file())
+    kept_paths = set(dataset.files.exclude(split="dropped").values_list("path", flat=True))
+    kept = [e for i, e in enumerate(entries) if f"leaks/{i:04d}/{e.filename}" in kept_paths]
+    survived = sorted({e.kind for e in kept if e.value in written})
+    assert len({e.kind for e in kept}) > 80  # scrubbed, not merely left out of the dataset
+    assert survived == []
