@@ -97,9 +97,9 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 HEARTH_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     # A UUID is the whole token for Heroku, Snyk, Postmark, Scaleway...: kept where a secret's
     # name is assigned it, never where an id's is.
-    ("secret-uuid", r"(?i)(?:token|secret|api[_-]?key|apikey|auth[_-]?key|password|passwd|credential)s?"
+    ("secret-uuid", (r"(?i)(?:token|secret|api[_-]?key|apikey|auth[_-]?key|password|passwd|credential)s?"
                     rf"(?![\w.-]{{0,20}}?(?:_id|id\b))[\w.-]{{0,20}}['\"]?[ \t]*(?:[:=]|=>)[ \t]*['\"]?"
-                    rf"(?:[a-z]{{2,12}}-)*({_UUID})\b", ("token", "secret", "key", "passw", "credential")),
+                    rf"(?:[a-z]{{2,12}}-)*({_UUID})\b"), ("token", "secret", "key", "passw", "credential")),
     ("hearth-api-token", r"\b(hth_[A-Za-z0-9_-]{20,})", ("hth_",)),  # inference.auth's own tokens
     ("launchdarkly-sdk-key", rf"\b(sdk-{_UUID})\b", ("sdk-",)),
     ("plaid-access-token", rf"\b(access-(?:production|development)-{_UUID})\b", ("access-production-",

@@ -120,7 +120,7 @@ def secrets_measure() -> None:
     started = time.perf_counter()
     for path in files:
         text = path.read_text()
-        out, hits = scrubber.scrub(text, str(path.relative_to(src)))
+        _out, hits = scrubber.scrub(text, str(path.relative_to(src)))
         kinds = {h.kind for h in hits}
         flagged += bool(kinds - {"Email Address", "IP Address"})
         pii += bool(kinds & {"Email Address", "IP Address"})

@@ -268,8 +268,8 @@ def _special(g: Gen) -> list[Entry]:
             ("settings.py", f'AWS_ACCESS_KEY_ID = "{key_id}"\nAWS_SECRET_ACCESS_KEY = "{secret}"\n'),
             ("aws.yml", f"aws:\n  access_key_id: {key_id}\n  secret_access_key: {secret}\n"),
             ("env.sh", f"export AWS_ACCESS_KEY_ID={key_id}\nexport AWS_SECRET_ACCESS_KEY={secret}\n"),
-            ("s3.py", f's3 = boto3.client("s3", aws_access_key_id="{key_id}",\n'
-                      f'                  aws_secret_access_key="{secret}")\n'),
+            ("s3.py", (f's3 = boto3.client("s3", aws_access_key_id="{key_id}",\n'
+                      f'                  aws_secret_access_key="{secret}")\n')),
             ("credentials.ini", f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"),
             ("keys.py", f'KEYS = ("{key_id}", "{secret}")\n'),
         ]
@@ -328,10 +328,10 @@ def _special(g: Gen) -> list[Entry]:
     for i in range(3):
         key = g.b64(64)
         texts = [
-            f'AZURE_STORAGE = "DefaultEndpointsProtocol=https;AccountName=corpdata;AccountKey={key};'
-            f'EndpointSuffix=core.windows.net"\n',
-            f'SERVICE_BUS = "Endpoint=sb://corp.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;'
-            f'SharedAccessKey={g.b64(32)}"\n',
+            (f'AZURE_STORAGE = "DefaultEndpointsProtocol=https;AccountName=corpdata;AccountKey={key};'
+            f'EndpointSuffix=core.windows.net"\n'),
+            (f'SERVICE_BUS = "Endpoint=sb://corp.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;'
+            f'SharedAccessKey={g.b64(32)}"\n'),
             f'COSMOS = "AccountEndpoint=https://corp.documents.azure.com:443/;AccountKey={key};"\n',
         ]
         value = texts[i].split("AccessKey=" if i == 1 else "AccountKey=")[1].split(";")[0].split('"')[0]
