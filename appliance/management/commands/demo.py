@@ -33,10 +33,11 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def handle(self, *args, **opts):
-        from appliance.processes import Services
+        from appliance.processes import Services, sigterm_as_interrupt
 
         self.t0 = time.monotonic()
         services = Services()
+        sigterm_as_interrupt()
         try:
             result = self._run(opts, services)
         except HearthError as exc:
@@ -98,14 +99,15 @@ class Command(BaseCommand):
 
         services.start_engine()
         services.start_web(opts["port"])
-        from appliance.processes import wait_http
+        from appliance.processes import wait_http, web_url
 
         expected = f"hearth-v{version.pk}" if version.status == "promoted" else base.slug
         engine_url = f"http://{settings.HEARTH_ENGINE_HOST}:{settings.HEARTH_ENGINE_PORT}/health"
         wait_http(engine_url, timeout=120, accept=lambda h: h.get("model") == expected, services=services)
         _, raw = token_create(username="demo", name="make demo")
-        base_url = f"http://127.0.0.1:{opts['port']}/v1"
-        wait_http(f"http://127.0.0.1:{opts['port']}/admin/login/", timeout=60, services=services)
+        web = web_url(opts["port"])
+        base_url = f"{web}/v1"
+        wait_http(f"{web}/ready", timeout=60, services=services)
         completion, target, prefix_tail = self._live_request(base_url, raw, dataset)
         report = version.reports.order_by("-created_at").first()
         models = report.metrics["models"]
@@ -136,7 +138,7 @@ class Command(BaseCommand):
         self.stdout.write("To keep Hearth running: `make serve` (engine, web and job worker), then point an IDE at")
         self.stdout.write(f"  OpenAI completions base URL  {base_url}")
         self.stdout.write(f"  token                        {raw}")
-        self.stdout.write(f"  admin                        http://127.0.0.1:{opts['port']}/admin/ "
+        self.stdout.write(f"  admin                        {web_url(opts['port'])}/admin/ "
                           + (f"(user admin, password {admin_password})" if admin_password else "(existing admin user)"))
         return {
             "base_exact_match": round(base_lc["exact_match"], 4),
@@ -190,7 +192,7 @@ class Command(BaseCommand):
             time.sleep(2)
 
     def _live_request(self, base_url: str, token: str, dataset) -> tuple[str, str, str]:
-        from openai import OpenAI
+        from openai import DefaultHttpxClient, OpenAI
 
         from trainer.datasets.builder import dataset_files_read
         from trainer.evaluation.tasks import line_tasks_build
@@ -200,7 +202,11 @@ class Command(BaseCommand):
         typed = re.match(r"\s*\S+?(?=\W|$)", task.target) or re.match(r"\s*\S*", task.target)
         prefix = "\n".join(task.prefix.split("\n")[-30:]) + typed.group(0)
         suffix = "\n".join(task.suffix.split("\n")[:15])
-        client = OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=120)
+        http_client = None
+        if base_url.startswith("https:"):
+            # Our own server on loopback, possibly with a self-signed certificate.
+            http_client = DefaultHttpxClient(verify=False, timeout=120)
+        client = OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=120, http_client=http_client)
         models = client.models.list()
         response = client.completions.create(
             model=models.data[0].id, prompt=prefix, suffix=suffix, max_tokens=32, temperature=0, stop=["\n"]
