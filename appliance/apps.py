@@ -13,3 +13,7 @@ class ApplianceConfig(AppConfig):
 
         # The instance root holds the SQLite database: it must exist (private) before the first query.
         home_prepare(settings.HEARTH_HOME)
+        if settings.HEARTH_NETWORK_GUARD:
+            from appliance.netguard import guard_install, policy_from_settings
+
+            guard_install(policy_from_settings(settings))
