@@ -9,7 +9,7 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 # The CPU build of torch; a GPU host sets TORCH_SPEC (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-slow serve bench bench-dataset bench-training bench-export bench-serving lint clean
+.PHONY: install demo test test-slow test-offline bundle serve bench bench-dataset bench-training bench-export bench-serving lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,21 @@ test-slow: install
 serve: install
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py serve
+
+# The offline bundle: dist/hearth-<version>-<platform>.tar.gz (see packaging/build-bundle.sh);
+# rebuilt only when a tracked file changed. TORCH_SPEC, CMAKE_ARGS and GPG_KEY are passed through.
+VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PLATFORM := $(shell $(PYTHON) -c 'import sys, sysconfig; print(f"cp{sys.version_info[0]}{sys.version_info[1]}-" + sysconfig.get_platform().replace("-", "_"))' 2>/dev/null)
+BUNDLE   := dist/hearth-$(VERSION)-$(PLATFORM).tar.gz
+
+bundle: $(BUNDLE)
+
+$(BUNDLE): $(STAMP) $(wildcard $(shell git ls-files 2>/dev/null))
+	TORCH_SPEC="$(TORCH_SPEC)" PYTHON=$(BIN)/python bash packaging/build-bundle.sh
+
+# Install the bundle in a network namespace with only loopback and run the appliance there (root).
+test-offline: bundle
+	bash packaging/test-offline.sh $(BUNDLE)
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,5 +8,12 @@ class ApplianceConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        # The instance root holds the SQLite database: it must exist before the first query.
-        settings.HEARTH_HOME.mkdir(parents=True, exist_ok=True)
+        from appliance import checks  # noqa: F401  (registers the system checks)
+        from appliance.instance import home_prepare
+
+        # The instance root holds the SQLite database: it must exist (private) before the first query.
+        home_prepare(settings.HEARTH_HOME)
+        if settings.HEARTH_NETWORK_GUARD:
+            from appliance.netguard import guard_install, policy_from_settings
+
+            guard_install(policy_from_settings(settings))

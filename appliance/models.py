@@ -21,3 +21,17 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class LoginFailure(models.Model):
+    """One failed admin login, by client address: enough of them in a window lock that address out."""
+
+    address = models.GenericIPAddressField(db_index=True)
+    username = models.CharField(max_length=150, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.address} {self.username!r} at {self.at:%Y-%m-%d %H:%M:%S}"

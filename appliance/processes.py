@@ -18,6 +18,47 @@ from django.conf import settings
 from appliance import paths
 
 
+def manage_command(*args: str) -> list[str]:
+    """A management command in a child process; works from a checkout and from an installed wheel
+    (no manage.py there), with the settings module this process uses."""
+    return [sys.executable, "-m", "django", *args, "--settings", os.environ.get("DJANGO_SETTINGS_MODULE",
+                                                                               "appliance.settings")]
+
+
+def gunicorn_command(port: int) -> list[str]:
+    """The web tier: gunicorn on HEARTH_WEB_BIND, serving HTTPS itself when a certificate is set."""
+    bind = settings.HEARTH_WEB_BIND
+    host = f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
+    args = [
+        sys.executable, "-m", "gunicorn", "appliance.wsgi:application", "--bind", f"{host}:{port}",
+        "--workers", "2", "--threads", "8", "--timeout", "300", "--graceful-timeout", "5",
+    ]
+    if settings.HEARTH_TLS_CERT and settings.HEARTH_TLS_KEY:
+        args += ["--certfile", settings.HEARTH_TLS_CERT, "--keyfile", settings.HEARTH_TLS_KEY]
+    if settings.HEARTH_BEHIND_PROXY:
+        args += ["--forwarded-allow-ips", "*"]
+    return args
+
+
+def web_url(port: int) -> str:
+    """How this host reaches its own web tier (loopback when bound to all addresses)."""
+    scheme = "https" if settings.HEARTH_TLS_CERT and settings.HEARTH_TLS_KEY else "http"
+    bind = settings.HEARTH_WEB_BIND
+    host = "127.0.0.1" if bind in ("0.0.0.0", "", "::") or bind.startswith("127.") else bind
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}"
+
+
+def sigterm_as_interrupt() -> None:
+    """Handle SIGTERM (systemd, kill) like Ctrl-C, so the children are stopped, not orphaned on their ports."""
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the shutdown short
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @dataclass
 class Services:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -32,18 +73,24 @@ class Services:
         return proc
 
     def start_qcluster(self) -> None:
-        self.start("qcluster", [sys.executable, "manage.py", "qcluster"])
+        self.start("qcluster", manage_command("qcluster"))
 
     def start_engine(self) -> None:
-        self.start("engine", [sys.executable, "manage.py", "inference_serve"])
+        self.start("engine", manage_command("inference_serve"))
 
     def start_web(self, port: int) -> None:
-        self.start("web", [
-            sys.executable, "-m", "gunicorn", "appliance.wsgi:application", "--bind", f"127.0.0.1:{port}",
-            "--workers", "2", "--threads", "8", "--timeout", "300", "--graceful-timeout", "5",
-        ])
+        self.start("web", gunicorn_command(port))
 
     def stop(self) -> None:
+        # Stopping already: a SIGTERM now must not cut the shutdown short and orphan a child.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if threading_is_main() else None
+        try:
+            self._stop()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 try:
@@ -74,14 +121,27 @@ class Services:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}:\n" + "\n".join(tail))
 
 
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def wait_http(url: str, *, timeout: float, accept=lambda payload: True, services: Services | None = None) -> dict:
+    """Poll `url` until it answers 2xx with a payload `accept` likes. An https URL is our own web
+    tier on loopback, possibly with a self-signed certificate: it is not verified."""
+    context = None
+    if url.startswith("https:"):
+        import ssl
+
+        context = ssl._create_unverified_context()
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if services is not None:
             services.check_alive()
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            with urllib.request.urlopen(url, timeout=5, context=context) as resp:
                 body = resp.read()
                 payload = json.loads(body) if body.strip().startswith(b"{") else {}
                 if accept(payload):

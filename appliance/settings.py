@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from appliance import instance as _instance
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -22,17 +24,25 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+def _env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in _env(name, default).split(",") if item.strip()]
+
+
 DEBUG = _env_bool("DEBUG", False)
-SECRET_KEY = _env("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and _env_bool("PRODUCTION", False):
-        raise RuntimeError("HEARTH_SECRET_KEY must be set when HEARTH_PRODUCTION=1")
-    SECRET_KEY = "hearth-insecure-single-box-key"
+# HEARTH_PRODUCTION=1: TLS-only cookies, HSTS, HTTPS redirect (see "Production" below).
+HEARTH_PRODUCTION = _env_bool("PRODUCTION", False)
 
-ALLOWED_HOSTS = [h for h in _env("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h]
-
-# Instance root: every artifact (mirrors, datasets, runs, models, database) lives below it.
+# Instance root: every artifact (mirrors, datasets, runs, models, database, keys) lives below it.
+# It is created 0700 and everything the process writes is private (umask 077): it holds the secret
+# key, encrypted credentials and the users' code.
 HEARTH_HOME = Path(_env("HOME", str(BASE_DIR / "instance"))).resolve()
+if _env_bool("PRIVATE_UMASK", True):
+    os.umask(_instance.PRIVATE_UMASK)
+# Secret key: HEARTH_SECRET_KEY, else HEARTH_HOME/secret_key (0600), generated at first start.
+# There is no constant fallback; the hearth.E001 check refuses a weak key.
+SECRET_KEY = _env("SECRET_KEY", "") or _instance.secret_key_load(HEARTH_HOME)
+
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 
 # The engine process that holds the served GGUF listens on loopback only.
 HEARTH_ENGINE_HOST = _env("ENGINE_HOST", "127.0.0.1")
@@ -44,6 +54,18 @@ HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))
 HEARTH_PROMOTION_ALPHA = float(_env("PROMOTION_ALPHA", "0.05"))
 HEARTH_BASE_MODEL = _env("BASE_MODEL", "smollm2-135m-instruct")
 HEARTH_WEB_PORT = int(_env("WEB_PORT", "8000"))
+# The address gunicorn binds (0.0.0.0 or a LAN address to serve other hosts; loopback by default).
+HEARTH_WEB_BIND = _env("WEB_BIND", "127.0.0.1")
+# TLS terminated by gunicorn itself (--certfile/--keyfile), or by a reverse proxy in front
+# (packaging/proxy/): then HEARTH_BEHIND_PROXY=1 trusts its X-Forwarded-Proto and X-Forwarded-For.
+HEARTH_TLS_CERT = _env("TLS_CERT", "")
+HEARTH_TLS_KEY = _env("TLS_KEY", "")
+HEARTH_BEHIND_PROXY = _env_bool("BEHIND_PROXY", False)
+# Network guard (appliance/netguard.py): refuse and log every connection to a non-loopback address
+# that the configuration does not name (SMTP, database, engine, git mirrors) or HEARTH_NETWORK_ALLOW
+# lists (host names, addresses, CIDR networks).
+HEARTH_NETWORK_GUARD = _env_bool("NETWORK_GUARD", True)
+HEARTH_NETWORK_ALLOW = _env_list("NETWORK_ALLOW")
 
 # Mirrors: how often the scheduled sync fetches every repository (0 switches the schedule off),
 # and the key that encrypts intranet credentials at rest (default: derived from SECRET_KEY).
@@ -127,15 +149,43 @@ else:
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-AUTH_PASSWORD_VALIDATORS: list[dict] = []
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Admin logins: after this many failures from one client address within the lockout window, that
+# address is refused until the window has passed (counted in the database, so every web worker agrees).
+HEARTH_LOGIN_MAX_FAILURES = int(_env("LOGIN_MAX_FAILURES", "5"))
+HEARTH_LOGIN_LOCKOUT_S = int(_env("LOGIN_LOCKOUT_S", "900"))
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = HEARTH_HOME / "static"
-# The admin's static files are served by WhiteNoise straight from the installed apps (no collectstatic).
-WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = Path(_env("STATIC_ROOT", str(HEARTH_HOME / "static")))
+# The admin's static files are served by WhiteNoise: collected (the offline bundle ships them) when
+# STATIC_ROOT holds them, else straight from the installed apps.
+WHITENOISE_USE_FINDERS = not (STATIC_ROOT / "admin").is_dir()
+
+# Production (HEARTH_PRODUCTION=1): what `manage.py check --deploy --fail-level WARNING` asks for.
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS")
+if HEARTH_BEHIND_PROXY:
+    # Only behind a proxy that sets this header itself (packaging/proxy/nginx.conf does).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+if HEARTH_PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = _env_bool("SSL_REDIRECT", True)
+    # Probes (systemd, load balancers, `manage.py serve`) may ask over plain HTTP on loopback.
+    SECURE_REDIRECT_EXEMPT = [r"^ready$", r"^v1/health$"]
+    SECURE_HSTS_SECONDS = int(_env("HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_bool("HSTS_PRELOAD", True)
+    SESSION_COOKIE_AGE = int(_env("SESSION_COOKIE_AGE", str(12 * 3600)))
 
 # django-q2: the ORM broker needs no extra server; training jobs run for hours, so the
 # timeout is long and retry (re-delivery of a job whose worker died) comes after it.

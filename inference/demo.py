@@ -69,7 +69,7 @@ def demo_run(
 ) -> DemoResult:
     """Run the pipeline through a qcluster started for it, then serve and ask. `services` is an
     `appliance.processes.Services`; the caller stops it."""
-    from appliance.processes import wait_http
+    from appliance.processes import wait_http, web_url
     from inference.auth import token_create
     from inference.engine.selection import served_model_select
 
@@ -83,16 +83,17 @@ def demo_run(
     expected = served_model_select().id
     engine_url = f"http://{settings.HEARTH_ENGINE_HOST}:{settings.HEARTH_ENGINE_PORT}/health"
     wait_http(engine_url, timeout=120, accept=lambda h: h.get("model") == expected, services=services)
-    wait_http(f"http://127.0.0.1:{port}/admin/login/", timeout=60, services=services)
+    web = web_url(port)
+    wait_http(f"{web}/ready", timeout=60, services=services)
     _, raw = token_create(username="demo", name="make demo")
-    base_url = f"http://127.0.0.1:{port}/v1"
+    base_url = f"{web}/v1"
     live = live_completion_ask(base_url=base_url, token=raw, dataset_path=Path(result.dataset.path))
     return DemoResult(result, live, base_url, raw, _admin_user_ensure(), round(time.monotonic() - started, 1))
 
 
 def live_completion_ask(*, base_url: str, token: str, dataset_path: Path) -> LiveCompletion:
     """Ask for a held-out line the way an IDE does while the developer types its first word."""
-    from openai import OpenAI
+    from openai import DefaultHttpxClient, OpenAI
 
     from trainer.datasets.builder import dataset_files_read
     from trainer.evaluation.tasks import line_tasks_build
@@ -101,7 +102,9 @@ def live_completion_ask(*, base_url: str, token: str, dataset_path: Path) -> Liv
     typed = re.match(r"\s*\S+?(?=\W|$)", task.target) or re.match(r"\s*\S*", task.target)
     prefix = "\n".join(task.prefix.split("\n")[-30:]) + typed.group(0)
     suffix = "\n".join(task.suffix.split("\n")[:15])
-    client = OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=120)
+    # Hearth's own server on loopback, possibly behind a self-signed certificate.
+    http_client = DefaultHttpxClient(verify=False, timeout=120) if base_url.startswith("https:") else None
+    client = OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=120, http_client=http_client)
     model = client.models.list().data[0].id
     response = client.completions.create(model=model, prompt=prefix, suffix=suffix, max_tokens=32, temperature=0,
                                          stop=["\n"])

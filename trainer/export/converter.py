@@ -4,10 +4,10 @@ The converter that matches the serving engine ships inside llama-cpp-python's so
 (`vendor/llama.cpp/`). At install time we take that sdist from pip's cache (or from a file in an
 offline bundle) and unpack only the converter into `<dest>/llama.cpp-<version>/`.
 
-    python -m trainer.export.converter install [--dest DIR] [--sdist PATH]
+    python -m trainer.export.converter install [--dest DIR] [--sdist PATH | --from DIR]
 
-(This lives in `appliance`, not `packaging`: a top-level package named `packaging` shadows the
-third-party library that transformers and pip import.)
+(The bundle builder in `packaging/` is a folder of scripts, not a Python package: a top-level
+package named `packaging` would shadow the third-party library that transformers and pip import.)
 """
 
 from __future__ import annotations
@@ -185,17 +185,47 @@ def converter_install(
     return target
 
 
+def converter_install_from(source: Path, *, dest: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Copy an already unpacked converter (the offline bundle's `converter/llama.cpp-<v>/`) into
+    `dest`, after checking it is complete and made for the installed llama-cpp-python."""
+    version = llama_cpp_version()
+    source = Path(source)
+    if not _installed_at(source, version):
+        raise ExportError(
+            f"{source} is not a complete GGUF converter for llama-cpp-python {version} "
+            f"(its {MANIFEST} and {SCRIPT} must agree)."
+        )
+    dest = dest or default_dest()
+    target = dest / f"llama.cpp-{version}"
+    if _installed_at(target, version):
+        log(f"GGUF converter for llama-cpp-python {version} already installed in {target}")
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".converter-", dir=dest) as tmp:
+        staged = Path(tmp) / "staged"
+        shutil.copytree(source, staged)
+        if target.exists():
+            shutil.rmtree(target)
+        staged.rename(target)
+    log(f"Installed GGUF converter for llama-cpp-python {version} from {source} in {target}")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.export.converter", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     install = sub.add_parser("install", help="unpack the converter matching the installed llama-cpp-python")
     install.add_argument("--dest", type=Path, help=f"parent directory (default: {default_dest()})")
     install.add_argument("--sdist", type=Path, help="use this llama-cpp-python sdist instead of asking pip")
+    install.add_argument("--from", dest="from_dir", type=Path,
+                         help="copy this unpacked converter (an offline bundle's converter/llama.cpp-<version>)")
     where = sub.add_parser("path", help="print the installed converter directory, or fail")
     where.add_argument("--dest", type=Path, help=f"parent directory (default: {default_dest()})")
     args = parser.parse_args(argv)
     try:
-        if args.command == "install":
+        if args.command == "install" and args.from_dir:
+            converter_install_from(args.from_dir, dest=args.dest)
+        elif args.command == "install":
             converter_install(dest=args.dest, sdist=args.sdist)
         else:
             print(converter_dir(args.dest))

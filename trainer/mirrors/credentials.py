@@ -1,7 +1,7 @@
 """Intranet credentials encrypted at rest (Fernet), and the URL surgery that keeps them out of rows.
 
-The key comes from HEARTH_CREDENTIAL_KEY, or is derived from SECRET_KEY, so a database dump alone
-does not reveal a password. Plain values live only in memory for the length of one git call.
+The key comes from HEARTH_CREDENTIAL_KEY, or is derived from SECRET_KEY (generated per instance, never a
+constant; a weak one is refused), so a database dump alone does not reveal a password. Plain values live only in memory for the length of one git call.
 """
 
 from __future__ import annotations
@@ -16,11 +16,19 @@ from django.conf import settings
 from appliance.errors import MirrorError
 
 
-def _fernet():
+def _fernet(*, storing: bool = False):
     from cryptography.fernet import Fernet
+
+    from appliance.instance import secret_key_weakness
 
     key = settings.HEARTH_CREDENTIAL_KEY
     if not key:
+        why = secret_key_weakness(settings.SECRET_KEY)
+        if storing and why:
+            raise MirrorError(
+                f"Refusing to store a credential: SECRET_KEY is weak ({why}). Unset HEARTH_SECRET_KEY to use "
+                "the generated HEARTH_HOME/secret_key, or set HEARTH_CREDENTIAL_KEY."
+            )
         digest = hashlib.sha256(b"hearth-credentials:" + settings.SECRET_KEY.encode()).digest()
         key = base64.urlsafe_b64encode(digest).decode()
     try:
@@ -31,7 +39,7 @@ def _fernet():
 
 def credential_encrypt(plain: str) -> str:
     """Encrypt a password, token or SSH private key; the empty string stays empty."""
-    return _fernet().encrypt(plain.encode()).decode() if plain else ""
+    return _fernet(storing=True).encrypt(plain.encode()).decode() if plain else ""
 
 
 def credential_decrypt(token: str) -> str:

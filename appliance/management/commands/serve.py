@@ -1,4 +1,4 @@
-"""`make serve`: run the job worker, the engine and the web server until Ctrl-C."""
+"""`make serve`: run the job worker, the engine and the web server until Ctrl-C or SIGTERM."""
 
 import time
 
@@ -7,16 +7,17 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Run Hearth's services (qcluster job worker, llama.cpp engine, gunicorn web) until interrupted."
+    help = "Run Hearth's services (qcluster job worker, llama.cpp engine, gunicorn web) until Ctrl-C or SIGTERM."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port (loopback).")
+        parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port (on HEARTH_WEB_BIND, default loopback).")
         parser.add_argument("--no-worker", action="store_true", help="Do not start the job worker.")
 
     def handle(self, *args, **opts):
-        from appliance.processes import Services, log_path, wait_http
+        from appliance.processes import Services, log_path, sigterm_as_interrupt, wait_http, web_url
 
         services = Services()
+        sigterm_as_interrupt()
         try:
             if not opts["no_worker"]:
                 services.start_qcluster()
@@ -24,10 +25,12 @@ class Command(BaseCommand):
             services.start_web(opts["port"])
             engine = f"http://{settings.HEARTH_ENGINE_HOST}:{settings.HEARTH_ENGINE_PORT}/health"
             health = wait_http(engine, timeout=120, accept=lambda h: h.get("status") == "ok", services=services)
-            wait_http(f"http://127.0.0.1:{opts['port']}/admin/login/", timeout=60, services=services)
+            web = web_url(opts["port"])
+            wait_http(f"{web}/ready", timeout=60, services=services)
             self.stdout.write(self.style.SUCCESS(f"Hearth is serving {health['model']}"))
-            self.stdout.write(f"  OpenAI completions  http://127.0.0.1:{opts['port']}/v1  (token: manage.py token_create USER)")
-            self.stdout.write(f"  admin               http://127.0.0.1:{opts['port']}/admin/")
+            self.stdout.write(f"  bound to            {settings.HEARTH_WEB_BIND}:{opts['port']}")
+            self.stdout.write(f"  OpenAI completions  {web}/v1  (token: manage.py token_create USER)")
+            self.stdout.write(f"  admin               {web}/admin/")
             self.stdout.write(f"  logs                {log_path('engine').parent}")
             while True:
                 services.check_alive()

