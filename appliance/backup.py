@@ -149,11 +149,12 @@ def backup_manifest(archive: Path) -> dict:
 
 
 def _instance_in_use() -> list[str]:
-    from inference.models import ApiToken
-    from trainer.models import Dataset, ModelVersion, Repository
+    from django.apps import apps
 
+    # Through the app registry: the core names the rows it protects without importing the apps above it.
     found = []
-    for model in (Repository, Dataset, ModelVersion, ApiToken):
+    for label in ("trainer.Repository", "trainer.Dataset", "trainer.ModelVersion", "inference.ApiToken"):
+        model = apps.get_model(label)
         count = model.objects.count()
         if count:
             found.append(f"{count} {model._meta.verbose_name_plural}")

@@ -224,9 +224,10 @@ def policy_from_settings(settings) -> Policy:
         return paths.logs_dir()
 
     def mirror_hosts() -> list[str]:
-        from trainer.models import Repository
+        from django.apps import apps
 
-        return [host_of(src) for src in Repository.objects.values_list("source", flat=True)]
+        repositories = apps.get_model("trainer", "Repository")  # the registry: no import of a higher layer
+        return [host_of(src) for src in repositories.objects.values_list("source", flat=True)]
 
     policy.log_dir = log_dir
     policy.dynamic_hosts = mirror_hosts
