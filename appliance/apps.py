@@ -17,3 +17,9 @@ class ApplianceConfig(AppConfig):
             from appliance.netguard import guard_install, policy_from_settings
 
             guard_install(policy_from_settings(settings))
+
+        from django.contrib.auth.signals import user_login_failed
+
+        from appliance.audit import login_failed_record
+
+        user_login_failed.connect(login_failed_record, dispatch_uid="hearth-audit-login-failed")

@@ -35,3 +35,21 @@ class LoginFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} {self.username!r} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditEntry(models.Model):
+    """One admin action, appended and never changed: who, when, what, on which row, from where."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150, blank=True, help_text="User name; empty for the system.")
+    action = models.CharField(max_length=64, db_index=True, help_text="For example model.promote, token.create.")
+    target = models.CharField(max_length=200, blank=True, help_text="The row acted on, for example version 3.")
+    detail = models.TextField(blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True, help_text="Client address of the request.")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit log"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor or 'system'} {self.action} {self.target}"

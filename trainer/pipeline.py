@@ -172,6 +172,75 @@ def custom_model_start(
     return training_run_start(dataset=dataset, base=base, settings=settings, force=force)
 
 
+@dataclass(frozen=True)
+class DatasetPreview:
+    """What a dataset built now would hold, and how long the fine-tune on it would take."""
+
+    report: dict  # the builder's report (kept and left-out files by reason, tokens, secrets scrubbed)
+    rejected: str  # why the builder would refuse it ("" when usable)
+    steps: int
+    tokens_per_step: int
+    tokens_per_s: float | None  # measured on the last finished run of the same base, if any
+    speed_from: str  # where tokens_per_s comes from, in words
+
+    @property
+    def estimate_s(self) -> float | None:
+        return self.steps * self.tokens_per_step / self.tokens_per_s if self.tokens_per_s else None
+
+
+def dataset_preview(
+    *, repositories: Sequence[Repository], base: BaseModel, settings: LoraSettings,
+    options: DatasetOptions | None = None,
+) -> DatasetPreview:
+    """Build the dataset into a temporary folder (nothing recorded) and estimate the training time
+    from the speed of the last finished run of `base`."""
+    import tempfile
+
+    from trainer.datasets.builder import DatasetRejected, dataset_build_files
+    from trainer.datasets.services import dataset_options_effective, repository_sources
+
+    not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
+    if not repositories or not_ready:
+        raise PipelineError(f"Repositories not synced yet: {', '.join(not_ready) or 'none chosen'}.")
+    rejected = ""
+    with tempfile.TemporaryDirectory(dir=paths.private_tmp_dir(), prefix="preview-") as tmp:
+        try:
+            result = dataset_build_files(repository_sources(repositories=list(repositories)), Path(tmp),
+                                         dataset_options_effective(options=options))
+        except DatasetRejected as exc:
+            result, rejected = exc.result, str(exc)
+    last = (TrainingRun.objects.filter(base=base, status=TrainingRun.Status.SUCCEEDED)
+            .exclude(summary={}).order_by("-created_at").first())
+    speed = float(last.summary.get("tokens_per_s") or 0) if last else 0.0
+    return DatasetPreview(
+        report=result.report(), rejected=rejected, steps=settings.steps_for(max(1, result.train_tokens)),
+        tokens_per_step=settings.tokens_per_step, tokens_per_s=speed or None,
+        speed_from=f"run {last.pk} of {base.slug}" if speed else f"no finished run of {base.slug} yet",
+    )
+
+
+def training_start(
+    *, repositories: Sequence[Repository], base: BaseModel, settings: LoraSettings,
+    options: DatasetOptions | None = None, override_reason: str = "", actor: str = "", ip: str | None = None,
+) -> TrainingRun:
+    """Start a custom model for an admin: the retrain rate limit holds unless `override_reason`
+    says why not; the start (and any override, with its reason) goes to the audit log."""
+    from appliance.audit import audit_record
+    from trainer.training.services import training_rate_limit
+
+    limit = training_rate_limit(base=base)
+    if limit and not override_reason.strip():
+        raise PipelineError(f"{limit} To start anyway, give a reason for the override.")
+    run = custom_model_start(repositories=repositories, base=base, settings=settings, options=options,
+                             force=bool(limit))
+    detail = (f"{base.slug} on {', '.join(r.name for r in repositories)}; dataset {run.dataset_id}; "
+              f"preset {settings.preset}")
+    if limit:
+        detail += f"; rate limit overridden: {override_reason.strip()}"
+    audit_record(action="training.start", actor=actor, target=f"run {run.pk}", detail=detail, ip=ip)
+    return run
+
+
 def run_follow(
     run: TrainingRun, *, log: Callable[[str], None], check_alive: Callable[[], None] = lambda: None,
     poll_s: float = 2.0,

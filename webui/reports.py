@@ -7,6 +7,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from trainer.evaluation.report import Scores
+from webui.charts import bar_chart
 
 MODES = (("prefix", "single line, prefix only"), ("fim", "single line, fill-in-the-middle"),
          ("fim_multiline", "multi-line fill-in-the-middle"))
@@ -64,6 +65,34 @@ def _example_rows(scores: Scores) -> tuple[list[str], list[tuple]]:
     return labels, rows
 
 
+def report_charts(scores: Scores) -> SafeString:
+    """Exact match with its 95% interval per model and scoring mode, per language, edit similarity
+    and perplexity, as bar charts (the tables below give the same numbers)."""
+    labels = _labels(scores)
+    em, edit = [], []
+    for mode, title in MODES:
+        for label in labels:
+            if scores.has(label, mode):
+                score = scores.headline(label, mode)
+                em.append((f"{mode} · {label}", score.exact_match, score.exact_match_ci95))
+                edit.append((f"{mode} · {label}", score.edit_similarity, None))
+    per_language = []
+    for lang, _tasks, *cells in _language_rows(scores):
+        for label, cell in zip([m for m in labels if scores.has(m)], cells, strict=True):
+            if cell != "–":
+                per_language.append((f"{lang} · {label}", float(cell), None))
+    perplexity = [(label, scores.models[label].perplexity, None) for label in labels
+                  if scores.models[label].perplexity is not None]
+    return format_html(
+        "<div class='hearth-charts'><h4>Exact match (95% interval)</h4>{}<h4>Exact match by language ({} mode)</h4>{}"
+        "<h4>Edit similarity</h4>{}<h4>Held-out perplexity (lower is better)</h4>{}</div>",
+        bar_chart(em, scale_max=1.0, title="exact match"), scores.mode,
+        bar_chart(per_language, scale_max=1.0, title="exact match by language"),
+        bar_chart(edit, scale_max=1.0, title="edit similarity"),
+        bar_chart(perplexity, fmt="{:.2f}", title="perplexity"),
+    )
+
+
 def html_table(headers, rows) -> SafeString:
     """An HTML table of escaped cells (cells may be already-safe HTML, such as a bar)."""
     head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
@@ -82,10 +111,11 @@ def report_html(metrics: dict, decision: str = "") -> SafeString:
                   if scores.models[label].perplexity is not None]
     example_labels, examples = _example_rows(scores)
     return format_html(
-        "<p>{}</p>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
+        "<p>{}</p>{}<h4 style='margin-top:1em'>Scores</h4>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
         "<h4 style='margin-top:1em'>Exact match by language ({} mode)</h4>{}"
         "<h4 style='margin-top:1em'>Examples</h4>{}",
         decision or f"{scores.tasks} held-out line tasks; every model scored in the same mode.",
+        report_charts(scores),
         html_table(("task", "model", "tasks", "exact match", "95% interval", "edit similarity"), _mode_rows(scores)),
         html_table(("model", "perplexity"), perplexity),
         scores.mode,

@@ -40,10 +40,7 @@ def dataset_create(*, repositories: list[Repository], options: DatasetOptions | 
     """A pending Dataset row for `repositories` at their synced commits, created before any work so
     that whatever happens next is recorded on it. Global exclusion patterns (HEARTH_DATASET_EXCLUDE)
     are added to the options' own."""
-    options = options or DatasetOptions()
-    extra = [g for g in settings.HEARTH_DATASET_EXCLUDE if g not in options.exclude_globs]
-    if extra:
-        options = replace(options, exclude_globs=(*options.exclude_globs, *extra))
+    options = dataset_options_effective(options=options)
     dataset = Dataset.objects.create(options=asdict(options), commits={r.name: r.head_sha for r in repositories})
     dataset.repositories.set(repositories)
     return dataset
@@ -61,7 +58,7 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
         raise DatasetError(reason)
     dataset.transition(Dataset.Status.BUILDING)
     out = paths.dataset_dir(dataset.pk)
-    sources = [SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns, r.language_choice) for r in repositories]
+    sources = repository_sources(repositories=repositories)
     try:
         result = dataset_build_files(sources, out, options, progress)
     except DatasetRejected as exc:
@@ -85,6 +82,19 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
     )
     logger.info("dataset %s built in %.1f s: %s", dataset.pk, result.seconds, dict(result.phases))
     return dataset
+
+
+def dataset_options_effective(*, options: DatasetOptions | None) -> DatasetOptions:
+    """`options` plus the global exclusion patterns (HEARTH_DATASET_EXCLUDE)."""
+    options = options or DatasetOptions()
+    extra = [g for g in settings.HEARTH_DATASET_EXCLUDE if g not in options.exclude_globs]
+    return replace(options, exclude_globs=(*options.exclude_globs, *extra)) if extra else options
+
+
+def repository_sources(*, repositories: list[Repository]) -> list[SourceRepo]:
+    """What the builder reads of each repository: its mirror at the synced commit, with its own filters."""
+    return [SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns, r.language_choice)
+            for r in repositories]
 
 
 def _result_store(dataset: Dataset, result: BuildResult) -> None:

@@ -11,6 +11,7 @@ from appliance.errors import TrainingError
 
 QUANTIZATION_CHOICES = ("auto", "nf4", "none")
 SCHEDULES = ("cosine", "linear", "constant")
+PRESETS = ("quick", "standard", "thorough")
 
 
 def _f(default, help: str, **kw):
@@ -19,13 +20,15 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class LoraSettings:
-    preset: str = _f("standard", "quick, standard or thorough: how many passes over the data.")
+    preset: str = _f("standard", "quick, standard or thorough: how many passes over the data.",
+                         choices=PRESETS)
     rank: int = _f(16, "LoRA rank r of every adapted projection.")
     alpha: int = _f(32, "LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = _f(0.05, "Dropout on the LoRA path.")
     learning_rate: float = _f(0.0, "Peak learning rate of AdamW; 0 picks one by the base's size "
                                    "(2e-3 under 0.5B parameters, 1e-3 under 3B, 2e-4 above).")
-    schedule: str = _f("cosine", "Learning-rate schedule after warm-up: cosine, linear or constant.")
+    schedule: str = _f("cosine", "Learning-rate schedule after warm-up: cosine, linear or constant.",
+                         choices=SCHEDULES)
     warmup_steps: int = _f(5, "Optimizer steps of linear warm-up.")
     weight_decay: float = _f(0.0, "AdamW weight decay on adapter weights.")
     seq_len: int = _f(512, "Tokens per packed training sequence.")
@@ -37,14 +40,15 @@ class LoraSettings:
     batch_size: int = _f(1, "Sequences per forward pass.")
     grad_accum: int = _f(4, "Forward passes per optimizer step.")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory (slower; for large bases on small GPUs).")
-    quantization: str = _f("auto", "auto (NF4 4-bit on CUDA, bf16 LoRA on CPU), nf4 (force QLoRA) or none.")
+    quantization: str = _f("auto", "auto (NF4 4-bit on CUDA, bf16 LoRA on CPU), nf4 (force QLoRA) or none.",
+                           choices=QUANTIZATION_CHOICES)
     eval_every_steps: int = _f(0, "Held-out loss every N steps; 0 picks about 8 evaluations per run.")
     eval_sequences: int = _f(16, "Held-out sequences used for the held-out loss.")
     early_stopping_patience: int = _f(3, "Stop after this many held-out evaluations without improvement.")
     checkpoint_every_s: float = _f(120.0, "Seconds between resumable checkpoints.")
     seed: int = _f(0, "Seed of sample construction, data order and adapter initialisation.")
 
-    PRESET_EPOCHS = {"quick": 1.0, "standard": 2.0, "thorough": 4.0}
+    PRESET_EPOCHS = dict(zip(PRESETS, (1.0, 2.0, 4.0), strict=True))
 
     def __post_init__(self) -> None:
         problems = []

@@ -42,6 +42,15 @@ def training_run_start(
     return run
 
 
+def training_rate_limit(*, base: BaseModel) -> str:
+    """Why retraining `base` now is refused by the rate limit, or "" when it is allowed."""
+    try:
+        _rate_limit_check(base)
+    except TrainingError as exc:
+        return str(exc)
+    return ""
+
+
 def _rate_limit_check(base: BaseModel) -> None:
     hours = django_settings.HEARTH_RETRAIN_MIN_INTERVAL_H
     last = (TrainingRun.objects.filter(base=base).exclude(status__in=[TrainingRun.Status.FAILED,

@@ -1,0 +1,150 @@
+"""Custom admin views: start a custom model (with a dataset preview), watch a run live, create a
+token (shown once), confirm a version's lifecycle action, download its GGUF files. Each parses the
+request, calls one service, records the action in the audit log and renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.contrib import messages
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from appliance.audit import request_audit, request_client_ip
+from appliance.errors import HearthError
+from trainer.models import ModelVersion, TrainingRun
+
+VERSION_ACTIONS = {
+    "promote": ("Promote (serve) this version", ("IDEs get completions from it within seconds; the version "
+                "served now is retired. Choosing a retired version rolls back to it.")),
+    "retire": ("Retire this version", ("It stops being served; the base model is served unless another "
+               "version is promoted.")),
+    "delete": ("Delete this version and its files", ("Its GGUF files and adapter are removed from disk. "
+               "This cannot be undone.")),
+}
+
+
+def training_start_view(request, admin_site):
+    """GET: the form. POST with `preview`: the dataset preview and time estimate. POST with `start`:
+    build the dataset and queue the fine-tune, then open the run's live page."""
+    from trainer.pipeline import dataset_preview, training_start
+    from trainer.training.services import training_rate_limit
+    from webui.forms import TrainingStartForm
+
+    form = TrainingStartForm(request.POST or None)
+    preview = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        repos = list(data["repositories"])
+        try:
+            if "start" in request.POST:
+                run = training_start(repositories=repos, base=data["base"], settings=data["settings"],
+                                     options=data["options"], override_reason=data["override_reason"],
+                                     actor=request.user.get_username(), ip=request_client_ip(request))
+                messages.success(request, f"Training run {run.pk} queued on dataset {run.dataset_id}.")
+                return redirect(reverse("admin:trainer_trainingrun_change", args=[run.pk]))
+            preview = dataset_preview(repositories=repos, base=data["base"], settings=data["settings"],
+                                      options=data["options"])
+        except HearthError as exc:
+            form.add_error(None, str(exc))
+    base = form.cleaned_data.get("base") if form.is_bound and form.is_valid() else form.fields["base"].initial
+    context = {
+        **admin_site.each_context(request), "title": "Start a custom model", "form": form, "preview": preview,
+        "rate_limit": training_rate_limit(base=base) if base else "", "opts": TrainingRun._meta,
+    }
+    return TemplateResponse(request, "admin/hearth/training_start.html", context)
+
+
+def run_live_view(request, admin_site, pk: int):
+    """The fragment the run's page fetches every few seconds: progress, chart, log tail, attempts."""
+    from webui.live import run_live_context
+
+    run = get_object_or_404(TrainingRun, pk=pk)
+    return TemplateResponse(request, "admin/hearth/run_live.html", run_live_context(run))
+
+
+@require_POST
+def run_cancel_view(request, admin_site, pk: int):
+    from trainer.training.services import training_run_cancel
+
+    run = get_object_or_404(TrainingRun, pk=pk)
+    try:
+        training_run_cancel(run=run)
+        request_audit(request, action="training.cancel", target=f"run {run.pk}")
+        messages.info(request, f"Run {run.pk}: cancel requested (it checkpoints first).")
+    except HearthError as exc:
+        messages.error(request, str(exc))
+    return redirect(reverse("admin:trainer_trainingrun_change", args=[run.pk]))
+
+
+def token_create_view(request, admin_site):
+    """Create a token; its raw value is shown on the next page once, never stored."""
+    from inference.auth import token_create
+    from inference.models import ApiToken
+    from webui.forms import TokenCreateForm
+
+    form = TokenCreateForm(request.POST or None, request_user=request.user)
+    context = {**admin_site.each_context(request), "title": "Create an API token", "form": form,
+               "opts": ApiToken._meta}
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        token, raw = token_create(username=data["user"].get_username(), name=data["name"],
+                                  expires_at=data["expires_at"])
+        if data["rate_limit_per_minute"]:
+            ApiToken.objects.filter(pk=token.pk).update(rate_limit_per_minute=data["rate_limit_per_minute"])
+        request_audit(request, action="token.create", target=f"token {token.prefix}",
+                      detail=f"for {data['user'].get_username()}; name {data['name']!r}")
+        context.update(title="Your new API token", token=token, raw=raw)
+        return TemplateResponse(request, "admin/hearth/token_created.html", context)
+    return TemplateResponse(request, "admin/hearth/token_create.html", context)
+
+
+def version_action_view(request, admin_site, pk: int, action: str):
+    """A confirmation page for promote / retire / delete; the POST performs it."""
+    from trainer import versions
+
+    if action not in VERSION_ACTIONS:
+        raise Http404(action)
+    version = get_object_or_404(ModelVersion, pk=pk)
+    title, consequence = VERSION_ACTIONS[action]
+    if request.method == "POST":
+        try:
+            getattr(versions, f"model_version_{action}")(version=version)
+            request_audit(request, action=f"model.{action}", target=f"version {pk}")
+            messages.success(request, f"Version {pk}: {action} done.")
+        except HearthError as exc:
+            messages.error(request, f"Version {pk}: {exc}")
+            return redirect(reverse("admin:trainer_modelversion_change", args=[pk]))
+        if action == "delete":
+            return redirect(reverse("admin:trainer_modelversion_changelist"))
+        return redirect(reverse("admin:trainer_modelversion_change", args=[pk]))
+    context = {**admin_site.each_context(request), "title": f"{title}?", "version": version,
+               "consequence": consequence, "action": action, "opts": ModelVersion._meta}
+    return TemplateResponse(request, "admin/hearth/confirm.html", context)
+
+
+def version_files(version: ModelVersion) -> list[tuple[str, str, int]]:
+    """(name, sha256, bytes) of each of the version's GGUF files still on disk."""
+    folder = Path(version.path) if version.path else None
+    if folder is None:
+        return []
+    found = []
+    for name, sha in sorted(({**version.manifest.get("gguf", {}),
+                              **{k: v for k, v in version.manifest.get("adapter_gguf", {}).items()
+                                 if k.endswith(".gguf")}}).items()):
+        path = folder / name
+        if path.is_file():
+            found.append((name, sha, path.stat().st_size))
+    return found
+
+
+def version_download_view(request, admin_site, pk: int, name: str):
+    """Stream one GGUF file of a version (staff only: admin_view checks it)."""
+    version = get_object_or_404(ModelVersion, pk=pk)
+    if name not in {n for n, _, _ in version_files(version)}:
+        raise Http404(name)
+    request_audit(request, action="model.download", target=f"version {pk}", detail=name)
+    return FileResponse((Path(version.path) / name).open("rb"), as_attachment=True, filename=name)
