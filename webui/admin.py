@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
-from appliance.models import Notification
+from appliance.models import AuditEntry, Notification
 from inference.models import ApiToken
 from trainer.models import (
     BaseModel,
@@ -221,23 +221,52 @@ class ProgressInline(admin.TabularInline):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
+    """Runs start from "Start a custom model" (or `training_start`), never from an add form; a run's
+    page follows it live and every field is read-only."""
+
     list_display = ("id", "base", "dataset", "status", "method", "step", "total_steps", "attempts", "created_at")
     list_filter = ("status", "method")
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + (
-        "method", "device", "step", "total_steps", "attempts", "heartbeat_at", "summary", "settings", "path",
-        "adapter_path",
-    )
     inlines = [ProgressInline]
     actions = ["cancel_runs"]
 
+    def has_add_permission(self, request):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in TrainingRun._meta.fields]
+
+    def get_urls(self):
+        from django.urls import path
+
+        from webui import views
+
+        site = self.admin_site
+        return [
+            path("start/", site.admin_view(lambda r: views.training_start_view(r, site)),
+                 name="trainer_trainingrun_start"),
+            path("<int:pk>/live/", site.admin_view(lambda r, pk: views.run_live_view(r, site, pk)),
+                 name="trainer_trainingrun_live"),
+            path("<int:pk>/cancel/", site.admin_view(lambda r, pk: views.run_cancel_view(r, site, pk)),
+                 name="trainer_trainingrun_cancel"),
+        ] + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from webui.live import run_live_context
+
+        run = self.get_object(request, object_id)
+        extra = run_live_context(run) if run is not None else {}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
     @admin.action(description="Cancel the selected runs")
     def cancel_runs(self, request, queryset):
+        from appliance.audit import request_audit
         from appliance.errors import HearthError
         from trainer.training.services import training_run_cancel
 
         for run in queryset:
             try:
                 training_run_cancel(run=run)
+                request_audit(request, action="training.cancel", target=f"run {run.pk}")
             except HearthError as exc:
                 self.message_user(request, str(exc), level="warning")
 
@@ -261,21 +290,60 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = ("id", "base", "run", "status", "fim_format", "promoted_at")
     list_filter = ("status",)
     # A version changes only through its actions (promote, retire, delete): every field is read-only.
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("base", "run", "path", "fim_format", "gguf_path",
-                                                          "gguf_sha256", "manifest", "promoted_at")
+    readonly_fields = ("decide", "files") + ReadOnlyLogMixin.readonly_fields + (
+        "base", "run", "path", "fim_format", "gguf_path", "gguf_sha256", "manifest", "promoted_at")
     inlines = [ReportInline]
     actions = ["promote", "retire", "delete_versions"]
 
     def has_add_permission(self, request):
         return False  # versions come from training runs
 
+    def get_urls(self):
+        from django.urls import path
+
+        from webui import views
+
+        site = self.admin_site
+        return [
+            path("<int:pk>/do/<str:action>/", site.admin_view(
+                lambda r, pk, action: views.version_action_view(r, site, pk, action)), name="trainer_modelversion_do"),
+            path("<int:pk>/files/<str:name>/", site.admin_view(
+                lambda r, pk, name: views.version_download_view(r, site, pk, name)),
+                name="trainer_modelversion_download"),
+        ] + super().get_urls()
+
+    @admin.display(description="Decide")
+    def decide(self, obj):
+        from django.urls import reverse
+
+        if not obj or not obj.pk:
+            return "-"
+        wanted = {"candidate": ("promote", "retire", "delete"), "promoted": ("retire", "delete"),
+                  "retired": ("promote", "delete"), "failed": ("delete",), "building": ()}[obj.status]
+        return format_html_join(" · ", '<a class="button" href="{}">{}</a>', (
+            (reverse("admin:trainer_modelversion_do", args=[obj.pk, a]), "roll back to it" if (
+                a == "promote" and obj.status == "retired") else a) for a in wanted)) or "-"
+
+    @admin.display(description="GGUF files")
+    def files(self, obj):
+        from django.urls import reverse
+
+        from webui.views import version_files
+
+        rows = [(format_html('<a href="{}">{}</a>', reverse("admin:trainer_modelversion_download",
+                                                            args=[obj.pk, name]), name), sha, f"{size:,}")
+                for name, sha, size in version_files(obj)] if obj and obj.pk else []
+        return html_table(("file", "sha256", "bytes"), rows) if rows else "-"
+
     def _each(self, request, queryset, action: str) -> None:
+        from appliance.audit import request_audit
         from appliance.errors import HearthError
         from trainer import versions
 
         for version in queryset:
             try:
                 getattr(versions, f"model_version_{action}")(version=version)
+                request_audit(request, action=f"model.{action}", target=f"version {version.pk}")
                 self.message_user(request, f"Version {version.pk}: {action} done.")
             except HearthError as exc:
                 self.message_user(request, f"Version {version.pk}: {exc}", level="error")
@@ -312,9 +380,62 @@ class NotificationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("prefix", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at")
-    readonly_fields = ("prefix", "digest", "created_at", "last_used_at")
+    """Tokens are created on their own page (the raw value is shown once); a superuser sees every
+    user's tokens, other staff only their own."""
+
+    list_display = ("prefix", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at",
+                    "rate_limit_per_minute")
+    list_filter = ("revoked_at",)
+    fields = ("user", "name", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at",
+              "rate_limit_per_minute")
+    readonly_fields = ("user", "prefix", "created_at", "revoked_at", "last_used_at")
     search_fields = ("user__username", "name", "prefix")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request).select_related("user")
+        return rows if request.user.is_superuser else rows.filter(user=request.user)
+
+    def get_urls(self):
+        from django.urls import path
+
+        from webui import views
+
+        site = self.admin_site
+        return [path("new/", site.admin_view(lambda r: views.token_create_view(r, site)),
+                     name="inference_apitoken_new")] + super().get_urls()
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        from appliance.audit import request_audit
+        from inference.auth import token_revoke
+
+        for token in queryset.filter(revoked_at__isnull=True):
+            token_revoke(token=token)
+            request_audit(request, action="token.revoke", target=f"token {token.prefix}")
+        self.message_user(request, "Revoked.")
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit log: appended by the services, never edited here."""
+
+    list_display = ("at", "actor", "action", "target", "ip", "detail")
+    list_filter = ("action", "actor")
+    search_fields = ("actor", "action", "target", "detail", "ip")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 # ---------------------------------------------------------------- serving (stage 6) and telemetry (stage 7)
