@@ -243,10 +243,10 @@ def training_start(
 
 def run_follow(
     run: TrainingRun, *, log: Callable[[str], None], check_alive: Callable[[], None] = lambda: None,
-    poll_s: float = 2.0,
+    poll_s: float = 2.0, on_point: Callable | None = None,
 ) -> ModelVersion:
     """Wait for `run` to train and for its model version to be built and gated, reporting progress
-    points and the version's log lines as they appear."""
+    points (to `on_point` when given, else as log lines) and the version's log lines as they appear."""
     last_step = -1
     while True:
         check_alive()
@@ -254,7 +254,7 @@ def run_follow(
         point = run.progress.order_by("-id").first()
         if point and point.step != last_step:
             last_step = point.step
-            log(point.describe())
+            (on_point or (lambda p: log(p.describe())))(point)
         if run.status in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
             raise PipelineError(f"Training {run.status}: {run.status_reason}")
         if run.status == TrainingRun.Status.SUCCEEDED:

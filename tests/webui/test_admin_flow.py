@@ -93,3 +93,30 @@ def test_staff_see_only_their_own_tokens(client, django_user_model):
     client.force_login(staff)
     page = client.get("/admin/inference/apitoken/").content.decode()
     assert "mine" in page and "theirs" not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_training_start_command_queues_follows_and_audits(code_repo, micro_base, settings):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from trainer.mirrors.services import repository_register
+    from trainer.models import ModelVersion
+
+    repo = repository_register(source=str(code_repo))
+    with pytest.raises(CommandError, match="No ready base model"):
+        call_command("training_start", repo.name, "--base", "nope")
+    out = io.StringIO()
+    call_command("training_start", repo.name, "--base", micro_base.slug, "--max-steps", "8", stdout=out,
+                 stderr=io.StringIO())
+    assert re.search(r"Training run \d+ queued", out.getvalue())
+    assert re.search(r"Model version \d+: (candidate|promoted)", out.getvalue()), out.getvalue()
+    assert ModelVersion.objects.count() == 1
+    assert AuditEntry.objects.filter(action="training.start", actor="command line").exists()
+    settings.HEARTH_RETRAIN_MIN_INTERVAL_H = 168
+    with pytest.raises(CommandError, match="limited to once every"):
+        call_command("training_start", repo.name, "--base", micro_base.slug, "--no-follow")
+    call_command("training_start", repo.name, "--base", micro_base.slug, "--no-follow", "--max-steps", "4",
+                 "--override-reason", "hotfix release", stdout=io.StringIO())
+    assert "hotfix release" in AuditEntry.objects.filter(action="training.start").first().detail
