@@ -58,6 +58,11 @@ def engine_state_file() -> Path:
     return _dir("engine") / "state.json"
 
 
+def engine_secret_file() -> Path:
+    """The shared secret that the web tier shows the engine on every request (mode 0600)."""
+    return home() / "engine_secret"
+
+
 def logs_dir() -> Path:
     return _dir("logs")
 
