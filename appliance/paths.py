@@ -65,6 +65,11 @@ def evaluation_dir(pk: int) -> Path:
     return _dir("evaluations", f"evaluation-{pk:05d}")
 
 
+def engine_secret_file() -> Path:
+    """The shared secret that the web tier shows the engine on every request (mode 0600)."""
+    return home() / "engine_secret"
+
+
 def logs_dir() -> Path:
     return _dir("logs")
 

@@ -127,7 +127,16 @@ def threading_is_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def wait_http(url: str, *, timeout: float, accept=lambda payload: True, services: Services | None = None) -> dict:
+def engine_wait(*, timeout: float, accept=lambda payload: True, services: Services | None = None) -> dict:
+    """Wait for the engine's /health (asked with the instance's shared secret) to satisfy `accept`."""
+    from appliance.engine_secret import engine_auth_headers
+
+    url = f"http://{settings.HEARTH_ENGINE_HOST}:{settings.HEARTH_ENGINE_PORT}/health"
+    return wait_http(url, timeout=timeout, accept=accept, services=services, headers=engine_auth_headers())
+
+
+def wait_http(url: str, *, timeout: float, accept=lambda payload: True, services: Services | None = None,
+              headers: dict | None = None) -> dict:
     """Poll `url` until it answers 2xx with a payload `accept` likes. An https URL is our own web
     tier on loopback, possibly with a self-signed certificate: it is not verified."""
     context = None

@@ -47,6 +47,9 @@ ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver
 # The engine process that holds the served GGUF listens on loopback only.
 HEARTH_ENGINE_HOST = _env("ENGINE_HOST", "127.0.0.1")
 HEARTH_ENGINE_PORT = int(_env("ENGINE_PORT", "8765"))
+# The secret the web tier shows the engine on every call; empty = generated into HEARTH_HOME/engine_secret.
+# Required when the engine listens beyond loopback (both hosts need the same value).
+HEARTH_ENGINE_SECRET = _env("ENGINE_SECRET", "")
 HEARTH_ENGINE_THREADS = int(_env("ENGINE_THREADS", str(os.cpu_count() or 2)))
 HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))
 HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))

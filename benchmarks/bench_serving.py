@@ -133,7 +133,7 @@ def main() -> int:
     import requests
     from django.conf import settings
 
-    from appliance.processes import Services, wait_http
+    from appliance.processes import Services, engine_wait, wait_http
     from inference.auth import token_create
 
     tokens = [token_create(username=f"bench{i}")[1] for i in range(9)]
@@ -142,7 +142,7 @@ def main() -> int:
     try:
         services.start_engine()
         services.start_web(web_port)
-        wait_http(f"http://127.0.0.1:{settings.HEARTH_ENGINE_PORT}/ready", timeout=120, services=services)
+        engine_wait(timeout=120, accept=lambda h: h.get("status") == "ok", services=services)
         wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
         url = f"http://127.0.0.1:{web_port}/v1/completions"
         emit("model", base.slug, None)

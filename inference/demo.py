@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
-
 from trainer.pipeline import PipelineResult, pipeline_run
 from trainer.training.config import LoraSettings
 
@@ -69,7 +67,7 @@ def demo_run(
 ) -> DemoResult:
     """Run the pipeline through a qcluster started for it, then serve and ask. `services` is an
     `appliance.processes.Services`; the caller stops it."""
-    from appliance.processes import wait_http, web_url
+    from appliance.processes import engine_wait, wait_http, web_url
     from inference.auth import token_create
     from inference.engine.selection import served_model_select
 
@@ -81,8 +79,7 @@ def demo_run(
     services.start_engine()
     services.start_web(port)
     expected = served_model_select().id
-    engine_url = f"http://{settings.HEARTH_ENGINE_HOST}:{settings.HEARTH_ENGINE_PORT}/health"
-    wait_http(engine_url, timeout=120, accept=lambda h: h.get("model") == expected, services=services)
+    engine_wait(timeout=120, accept=lambda h: h.get("model") == expected, services=services)
     web = web_url(port)
     wait_http(f"{web}/ready", timeout=60, services=services)
     _, raw = token_create(username="demo", name="make demo")

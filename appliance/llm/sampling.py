@@ -20,7 +20,11 @@ MIN_P = 0.05
 
 
 class SamplingError(HearthError):
-    """A completion's options are out of range."""
+    """A completion's options are out of range; `fields` names the options at fault, in order."""
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.fields = fields
 
 
 @dataclass(frozen=True)
@@ -40,21 +44,21 @@ class SamplingOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
-        problems = []
+        problems: list[tuple[str, str]] = []
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
-                problems.append(f"{f.name} must be a finite number")
+                problems.append((f.name, f"{f.name} must be a finite number"))
         if self.max_tokens < 0:
-            problems.append("max_tokens must be 0 or more")
+            problems.append(("max_tokens", "max_tokens must be 0 or more"))
         if self.temperature < 0:
-            problems.append("temperature must be 0 or more")
+            problems.append(("temperature", "temperature must be 0 or more"))
         if not 0 < self.top_p <= 1:
-            problems.append("top_p must be in (0, 1]")
+            problems.append(("top_p", "top_p must be in (0, 1]"))
         if self.max_lines < 0 or self.max_suffix_tokens < 0:
-            problems.append("max_lines and max_suffix_tokens must be 0 or more")
+            problems.append(("max_lines", "max_lines and max_suffix_tokens must be 0 or more"))
         if problems:
-            raise SamplingError("; ".join(problems) + ".")
+            raise SamplingError("; ".join(m for _, m in problems) + ".", fields=tuple(n for n, _ in problems))
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,18 +13,36 @@ from django.http import HttpRequest
 from django.views.decorators.csrf import csrf_exempt
 
 from appliance.errors import EngineError
+from appliance.llm.sampling import SamplingError, SamplingOptions
 from inference.api.errors import RequestError, error_response
 from inference.auth import AuthError, token_authenticate
+from inference.engine.request import MAX_PROMPT_CHARS, MAX_TOKENS_CAP, EngineRequestError
 from inference.models import ApiToken
 
-MAX_TOKENS_CAP = 1024
+__all__ = ["MAX_TOKENS_CAP"]
 
 
 def json_body(request: HttpRequest) -> dict:
+    """The body as a JSON object; 413 when it is too big, 400 when it is not JSON or nested too deep.
+
+    NaN and ±Infinity (which Python's json accepts, and 1e400 that overflows to infinity) come
+    through as floats: `number` refuses them naming the field.
+    """
+    from django.conf import settings
+
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # Django's own cap on a body read into memory
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        raise RequestError("The Content-Length header is not a number.") from None
+    if length > limit:
+        raise RequestError(f"The request body is larger than {limit} bytes.", status=413)
     try:
         body = json.loads(request.body or b"")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RequestError("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise RequestError("The request body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object.")
     return body
@@ -33,8 +52,13 @@ def number(body: dict, name: str, kind: type, default, lo, hi):
     value = body.get(name, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and int(value) != value):
-        raise RequestError(f"'{name}' must be {'an integer' if kind is int else 'a number'}.", param=name)
+    must = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"'{name}' must be {must}.", param=name)
+    if not math.isfinite(value):
+        raise RequestError(f"'{name}' must be a finite number between {lo} and {hi}.", param=name)
+    if kind is int and int(value) != value:
+        raise RequestError(f"'{name}' must be {must}.", param=name)
     if not lo <= value <= hi:
         raise RequestError(f"'{name}' must be between {lo} and {hi}.", param=name)
     return kind(value)
@@ -50,7 +74,18 @@ def text(body: dict, name: str, *, required: bool = False) -> str | None:
         return None
     if not isinstance(value, str):
         raise RequestError(f"'{name}' must be a string.", param=name)
+    if len(value) > MAX_PROMPT_CHARS:
+        raise RequestError(f"'{name}' is longer than {MAX_PROMPT_CHARS} characters.", param=name, status=413)
     return value
+
+
+def sampling_options(names: dict[str, str] | None = None, **values) -> SamplingOptions:
+    """SamplingOptions for a dialect; a refusal names the dialect's own field (`names` maps to it)."""
+    try:
+        return SamplingOptions(trim_lines=True, **values)
+    except SamplingError as exc:
+        field_ = exc.fields[0] if exc.fields else None
+        raise RequestError(str(exc), param=(names or {}).get(field_, field_)) from None
 
 
 def stop_list(body: dict, name: str = "stop", limit: int = 16) -> list[str]:
@@ -88,6 +123,7 @@ class RequestContext:
     token: ApiToken
     started: float
     steps: list = field(default_factory=list)
+    excluded: bool = False  # the request concerned an excluded file: none of its text may be stored
 
     @property
     def user_key(self) -> str:
@@ -122,6 +158,8 @@ def api_view(kind_401: str = "authentication_error") -> Callable:
                     response["Retry-After"] = str(exc.retry_after)
             except RequestError as exc:
                 response = error_response(exc.status, str(exc), param=exc.param)
+            except EngineRequestError as exc:
+                response = error_response(exc.status, str(exc), param=exc.field)
             except EngineError as exc:
                 response = error_response(503, str(exc), kind="engine_unavailable")
             if ctx is not None:
@@ -134,16 +172,24 @@ def api_view(kind_401: str = "authentication_error") -> Callable:
 
 
 def _flow_log(request: HttpRequest, ctx: RequestContext, response, started: float) -> None:
+    """Steps and metadata always; request and response bodies only when the policy allows content
+    (`telemetry_content`) and the request touched no excluded file."""
     from inference.policy import serving_rules
     from inference.telemetry import flow_log_record
 
     policy = serving_rules().policy
     if not policy.flow_logs_enabled:
         return
-    steps = [{"step": "request", "method": request.method, "body": request.body[:20000].decode("utf-8", "replace")},
-             *ctx.steps]
+    keep = policy.telemetry_content and not ctx.excluded
+    withheld = "excluded" if ctx.excluded else "content policy"
+    first = {"step": "request", "method": request.method, "bytes": len(request.body)}
+    first |= {"body": request.body[:20000].decode("utf-8", "replace")} if keep else {"body_withheld": withheld}
+    steps = [first, *ctx.steps]
     if not getattr(response, "streaming", False):
-        steps.append({"step": "response", "body": response.content[:20000].decode("utf-8", "replace")})
+        last = {"step": "response", "bytes": len(response.content)}
+        last |= ({"body": response.content[:20000].decode("utf-8", "replace")} if keep
+                 else {"body_withheld": withheld})
+        steps.append(last)
     flow_log_record(policy=policy, user_id=ctx.token.user_id, path=request.path, status_code=response.status_code,
                     latency_ms=round((time.monotonic() - started) * 1000, 2), steps=steps)
 

@@ -1,4 +1,7 @@
-"""The web tier's client of the engine process (loopback HTTP, one connection per thread)."""
+"""The web tier's client of the engine process (loopback HTTP, one connection per thread).
+
+Every call carries the instance's shared secret: the engine answers nobody else.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,14 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 from django.conf import settings
 
+from appliance.engine_secret import engine_auth_headers
 from appliance.errors import EngineError
+from inference.api.errors import RequestError
+from inference.engine.request import EngineRequest
 
 _local = threading.local()
 
@@ -30,7 +37,7 @@ def _connection(timeout: float) -> http.client.HTTPConnection:
 
 def _request(method: str, path: str, body: dict | None, timeout: float) -> http.client.HTTPResponse:
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data else {}
+    headers = {**engine_auth_headers(), **({"Content-Type": "application/json"} if data else {})}
     for attempt in (1, 2):  # a kept-alive connection may have been closed by the engine: retry once
         conn = None
         try:
@@ -48,19 +55,31 @@ def _request(method: str, path: str, body: dict | None, timeout: float) -> http.
     raise AssertionError("unreachable")
 
 
-def engine_complete(body: dict, timeout: float = 120.0) -> dict:
-    resp = _request("POST", "/complete", body, timeout)
-    payload = json.loads(resp.read() or b"{}")
-    if resp.status != 200:
-        raise EngineError(payload.get("error", f"engine answered {resp.status}"))
-    return payload
-
-
-def engine_stream(body: dict, timeout: float = 120.0) -> Iterator[dict]:
-    resp = _request("POST", "/complete", {**body, "stream": True}, timeout)
-    if resp.status != 200:
+def _refused(resp: http.client.HTTPResponse) -> Exception:
+    """The error for a non-200 answer: the engine refusing a request is the request's fault (4xx)."""
+    try:
         payload = json.loads(resp.read() or b"{}")
-        raise EngineError(payload.get("error", f"engine answered {resp.status}"))
+    except ValueError:
+        payload = {}
+    message = payload.get("error", f"engine answered {resp.status}")
+    if resp.status == 401:
+        return EngineError("The engine refused this web tier's secret: restart both with the same instance.")
+    if 400 <= resp.status < 500:
+        return RequestError(message, param=payload.get("field"), status=resp.status)
+    return EngineError(message)
+
+
+def engine_complete(request: EngineRequest, timeout: float = 120.0) -> dict:
+    resp = _request("POST", "/complete", request.to_json(), timeout)
+    if resp.status != 200:
+        raise _refused(resp)
+    return json.loads(resp.read() or b"{}")
+
+
+def engine_stream(request: EngineRequest, timeout: float = 120.0) -> Iterator[dict]:
+    resp = _request("POST", "/complete", replace(request, stream=True).to_json(), timeout)
+    if resp.status != 200:
+        raise _refused(resp)
     for line in resp:
         if line.strip():
             yield json.loads(line)
@@ -68,4 +87,6 @@ def engine_stream(body: dict, timeout: float = 120.0) -> Iterator[dict]:
 
 def engine_health(timeout: float = 2.0) -> dict:
     resp = _request("GET", "/health", None, timeout)
+    if resp.status == 401:
+        raise _refused(resp)
     return json.loads(resp.read() or b"{}")

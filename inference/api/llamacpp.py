@@ -15,6 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_POST
 
 from appliance.errors import EngineError
+from appliance.llm.sampling import SamplingOptions
 from inference.api.common import (
     MAX_TOKENS_CAP,
     RequestContext,
@@ -22,6 +23,7 @@ from inference.api.common import (
     boolean,
     json_body,
     number,
+    sampling_options,
     snippets,
     sse_response,
     stop_list,
@@ -31,17 +33,18 @@ from inference.api.errors import RequestError
 from inference.api.serving import FILTERED, CompletionRequest, Served, completion_serve, completion_stream
 
 
-def _sampling(body: dict) -> dict:
+def _sampling(body: dict) -> SamplingOptions:
     n_predict = number(body, "n_predict", int, 128, -1, MAX_TOKENS_CAP)
     t_max = number(body, "t_max_predict_ms", float, 0, 0, 600_000)
     number(body, "top_k", int, 40, 0, 1_000_000)  # validated; greedy decoding ignores it
-    return {
-        "max_tokens": MAX_TOKENS_CAP if n_predict == -1 else n_predict,
-        "temperature": number(body, "temperature", float, 0.0, 0.0, 2.0),
-        "top_p": number(body, "top_p", float, 1.0, 0.0, 1.0),
-        "stop": stop_list(body),
-        "deadline_s": t_max / 1000 if t_max else None,
-    }
+    return sampling_options(
+        {"max_tokens": "n_predict", "deadline_s": "t_max_predict_ms"},
+        max_tokens=MAX_TOKENS_CAP if n_predict == -1 else n_predict,
+        temperature=number(body, "temperature", float, 0.0, 0.0, 2.0),
+        top_p=number(body, "top_p", float, 1.0, 0.0, 1.0),
+        stop=tuple(stop_list(body)),
+        deadline_s=t_max / 1000 if t_max else None,
+    )
 
 
 def _stop_type(choice: dict) -> str:
@@ -105,7 +108,8 @@ def infill(request: HttpRequest, ctx: RequestContext):
         context=snippets(extra, path_key="filename", text_key="text"),
         filepath=text(body, "filename") or text(body, "filepath") or "",
         language=text(body, "language") or "",
-        **_sampling(body),
+        sampling=_sampling(body),
+        prompt_field="input_prefix",
     )
     return _answer(ctx, req, boolean(body, "stream"))
 
@@ -119,6 +123,6 @@ def completion(request: HttpRequest, ctx: RequestContext):
         prefix=text(body, "prompt", required=True),
         filepath=text(body, "filepath") or "",
         language=text(body, "language") or "",
-        **_sampling(body),
+        sampling=_sampling(body),
     )
     return _answer(ctx, req, boolean(body, "stream"))

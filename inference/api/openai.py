@@ -20,6 +20,7 @@ from inference.api.common import (
     boolean,
     json_body,
     number,
+    sampling_options,
     sse_response,
     stop_list,
     text,
@@ -39,11 +40,13 @@ def completion_request(body: dict) -> tuple[CompletionRequest, bool]:
         suffix=text(body, "suffix"),
         filepath=text(body, "filepath") or "",
         language=text(body, "language") or "",
-        max_tokens=number(body, "max_tokens", int, 16, 1, MAX_TOKENS_CAP),
-        temperature=number(body, "temperature", float, 0.0, 0.0, 2.0),
-        top_p=number(body, "top_p", float, 1.0, 0.0, 1.0),
         n=number(body, "n", int, 1, 1, 4),
-        stop=stop_list(body),
+        sampling=sampling_options(
+            max_tokens=number(body, "max_tokens", int, 16, 1, MAX_TOKENS_CAP),
+            temperature=number(body, "temperature", float, 0.0, 0.0, 2.0),
+            top_p=number(body, "top_p", float, 1.0, 0.0, 1.0),
+            stop=tuple(stop_list(body)),
+        ),
     )
     return req, boolean(body, "stream")
 

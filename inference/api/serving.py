@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from appliance.errors import EngineError
+from appliance.llm.sampling import SamplingOptions
 from inference.api.common import RequestContext
 from inference.api.engine_client import engine_complete, engine_stream
+from inference.api.errors import RequestError
+from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, prompt_chars
 from inference.filters import FilterOutcome, path_excluded, response_filter, suggestion_filter
 from inference.policy import ServingRules, serving_rules
 from inference.telemetry import completion_record, filter_counts_add, language_guess
@@ -24,19 +27,23 @@ FILTERED = "content_filter"
 
 @dataclass
 class CompletionRequest:
+    """What any dialect asks for, validated: 413 naming `prompt_field` when the prompt is too long."""
+
     dialect: str  # openai | infill | completion | tabby
     prefix: str
     suffix: str | None = None
     context: list[tuple[str, str]] = field(default_factory=list)
     filepath: str = ""
     language: str = ""
-    max_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
     n: int = 1
-    stop: list[str] = field(default_factory=list)
-    deadline_s: float | None = None
+    sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(trim_lines=True))
+    prompt_field: str = "prompt"  # the dialect's name for the prompt, for errors
     id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+
+    def __post_init__(self) -> None:
+        if prompt_chars(self.prefix, self.suffix, self.context) > MAX_PROMPT_CHARS:
+            raise RequestError(f"The prompt (with its suffix and context) is longer than {MAX_PROMPT_CHARS} "
+                               "characters.", param=self.prompt_field, status=413)
 
 
 @dataclass
@@ -59,21 +66,21 @@ def _empty_choice(finish: str = "stop") -> dict:
             "stop_word": ""}
 
 
-def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules, dict | None]:
-    """The engine parameters, or None when the file is excluded (no completion at all)."""
+def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules, EngineRequest | None]:
+    """The engine request, or None when the file is excluded (no completion at all)."""
     rules = serving_rules()
     req.language = language_guess(language=req.language, filepath=req.filepath)
     if path_excluded(req.filepath, rules.globs):
+        ctx.excluded = True
         ctx.step("exclusion", excluded=True)
         return rules, None
     context = [(p, t) for p, t in req.context if not path_excluded(p, rules.globs)]
-    ctx.step("exclusion", excluded=False, context_files=len(req.context), context_dropped=len(req.context) - len(context))
-    params = {
-        "prefix": req.prefix, "suffix": req.suffix, "context": context, "filepath": req.filepath,
-        "max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p, "n": req.n,
-        "stop": req.stop, "deadline_s": req.deadline_s, "user": ctx.user_key,
-    }
-    return rules, params
+    dropped = len(req.context) - len(context)
+    ctx.excluded = ctx.excluded or dropped > 0  # the body holds an excluded file's text
+    ctx.step("exclusion", excluded=False, context_files=len(req.context), context_dropped=dropped)
+    request = EngineRequest(user=ctx.user_key, prefix=req.prefix, suffix=req.suffix, context=tuple(context),
+                            filepath=req.filepath, n=req.n, sampling=req.sampling)
+    return rules, request
 
 
 def _finish(ctx: RequestContext, req: CompletionRequest, rules: ServingRules, served: Served, result: dict) -> Served:
@@ -82,10 +89,12 @@ def _finish(ctx: RequestContext, req: CompletionRequest, rules: ServingRules, se
         filter_counts_add(acted)
     latency = round((time.monotonic() - ctx.started) * 1000, 2)
     ctx.step("filters", acted=acted)
+    excluded = served.outcome == "excluded"  # an excluded file's text is never stored, whatever the policy
     completion_record(
         policy=rules.policy, completion_id=served.id, user_id=ctx.token.user_id, dialect=req.dialect,
         result=result, language=req.language, latency_ms=latency, outcome=served.outcome, filters=acted,
-        prompt=req.prefix + ("" if req.suffix is None else "<|suffix|>" + req.suffix), suggestion=served.text,
+        prompt="" if excluded else req.prefix + ("" if req.suffix is None else "<|suffix|>" + req.suffix),
+        suggestion="" if excluded else served.text,
     )
     return served
 
@@ -166,7 +175,7 @@ def completion_stream(ctx: RequestContext, req: CompletionRequest) -> Iterator[t
     if params is None:
         yield "done", _finish(ctx, req, rules, Served(cid, "", [_empty_choice()], "excluded"), {})
         return
-    params["n"] = 1
+    params = replace(params, n=1)
     guard = StreamGuard(rules)
     for item in engine_stream(params):
         if "error" in item:

@@ -8,7 +8,7 @@ import os
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from inference.api.common import RequestContext, api_view, json_body, number, snippets
+from inference.api.common import RequestContext, api_view, json_body, number, sampling_options, snippets
 from inference.api.engine_client import engine_health
 from inference.api.errors import RequestError
 from inference.api.serving import CompletionRequest, completion_serve
@@ -38,9 +38,9 @@ def completion(body: dict, ctx: RequestContext) -> JsonResponse:
         context=context,
         filepath=filepath if isinstance(filepath, str) else "",
         language=language if isinstance(language, str) else "",
-        max_tokens=64,
-        temperature=number(body, "temperature", float, 0.0, 0.0, 2.0),
-        stop=["\n\n"],
+        sampling=sampling_options(max_tokens=64, temperature=number(body, "temperature", float, 0.0, 0.0, 2.0),
+                                  stop=("\n\n",)),
+        prompt_field="segments",
     )
     served = completion_serve(ctx, req)
     return JsonResponse({"id": served.id, "choices": [{"index": 0, "text": served.text}]})

@@ -69,6 +69,10 @@ class Lane:
                                            context=context, filepath=filepath, on_token=on_token, cancel=cancel)
         return self.model.run(self, gen)
 
+    def clear(self) -> None:
+        """Empty this sequence's KV cells (its prompt cache), e.g. before it serves another user."""
+        self.model._forget(self)
+
     def state_get(self) -> tuple[bytes, list[int]] | None:
         """This sequence's KV cells (a prompt cache to park), or None when it holds nothing."""
         import llama_cpp

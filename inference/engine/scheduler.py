@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 @dataclass(eq=False)
 class Job:
     user: str | None
-    body: dict
+    body: object  # what `run` needs: the engine's EngineRequest
     on_token: Callable[[str], None] | None = None
     on_done: Callable[[], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)

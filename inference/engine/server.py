@@ -14,20 +14,25 @@ import queue
 import socket
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from appliance.engine_secret import engine_bind_check, engine_secret_check
 from appliance.errors import EngineError, HearthError
 from appliance.llm.fim import fim_format_get
-from appliance.llm.sampling import SamplingOptions
 from inference.engine.batched import BatchedModel, Lane
 from inference.engine.kvstore import KvStore
+from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, EngineRequestError
 from inference.engine.scheduler import Job, Pool, Scheduler
 from inference.engine.selection import ServedModel, served_model_select
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20
+# The largest body the gateway can send: MAX_PROMPT_CHARS characters, each at most 12 bytes as JSON
+# (an escaped surrogate pair), plus the rest of the request.
+MAX_BODY = MAX_PROMPT_CHARS * 12 + (64 << 10)
+JOB_TIMEOUT_S = 300.0
 
 
 def pool_load(served: ServedModel, *, slots: int, n_ctx: int, n_threads: int, kv_cache_mb: int = 0) -> Pool:
@@ -45,31 +50,30 @@ def pool_load(served: ServedModel, *, slots: int, n_ctx: int, n_threads: int, kv
 
 
 def slot_switch(pool: Pool, slot: int, leaving: str | None, arriving: str) -> None:
-    """A slot changes user: park the leaving user's prompt cache, bring the arriving one's back."""
-    if pool.kv is None:
-        return
+    """A slot changes user: park the leaving user's prompt cache, bring the arriving one's back.
+
+    When nothing of the arriving user's can be restored, the slot is emptied: a prompt cache kept
+    from someone else would let the arriving user confirm a guess of that prompt by how many of its
+    tokens come back cached.
+    """
     lane = pool.completers[slot]
-    if leaving is not None:
+    if pool.kv is not None and leaving is not None:
         pool.kv.save(leaving, lane)
-    pool.kv.restore(arriving, lane)
+    if pool.kv is None or not pool.kv.restore(arriving, lane):
+        lane.clear()
 
 
 def job_run(lane: Lane, job: Job) -> dict:
     """Run one job's completions (n of them) on one slot; only the first one streams."""
-    body = job.body
+    request: EngineRequest = job.body
     choices = []
-    context = [(str(p), str(t)) for p, t in body.get("context") or []]
     # Half the window at most goes to generation, so a prompt always keeps room.
-    max_tokens = min(int(body.get("max_tokens", 64)), lane.n_ctx // 2)
-    for i in range(int(body.get("n", 1))):
-        options = SamplingOptions(
-            max_tokens=max_tokens, temperature=float(body.get("temperature", 0.0)),
-            top_p=float(body.get("top_p", 1.0)), stop=tuple(body.get("stop") or ()),
-            deadline_s=body.get("deadline_s"), trim_lines=True,
-        )
+    options = replace(request.sampling, max_tokens=min(request.sampling.max_tokens, lane.n_ctx // 2),
+                      trim_lines=True)
+    for i in range(request.n):
         r = lane.complete(
-            body.get("prefix", ""), body.get("suffix"), options, context=context,
-            filepath=body.get("filepath") or "", on_token=job.on_token if i == 0 else None, cancel=job.cancel,
+            request.prefix, request.suffix, options, context=list(request.context), filepath=request.filepath,
+            on_token=job.on_token if i == 0 else None, cancel=job.cancel,
         )
         text = "" if r.finish_reason == "cancelled" else r.text  # stale: the newer request answers
         choices.append({"index": i, "text": text, "finish_reason": r.finish_reason, "timings": r.timings,
@@ -148,16 +152,15 @@ class Engine:
         self.stopping.set()
         self.scheduler.close()
 
-    def submit(self, body: dict, on_token=None, on_done=None) -> Job:
+    def submit(self, request: EngineRequest, on_token=None, on_done=None) -> Job:
         if self.pool is None:
             raise EngineError(self.last_error or "The engine has no model loaded yet.")
-        user = body.get("user")
-        job = Job(user=str(user) if user is not None else None, body=body, on_token=on_token, on_done=on_done)
+        job = Job(user=request.user, body=request, on_token=on_token, on_done=on_done)
         return self.scheduler.submit(job)
 
-    def complete(self, body: dict, on_token=None) -> dict:
-        job = self.submit(body, on_token)
-        return self.scheduler.wait(job, timeout=float(body.get("timeout_s") or 300))
+    def complete(self, request: EngineRequest, on_token=None) -> dict:
+        job = self.submit(request, on_token)
+        return self.scheduler.wait(job, timeout=JOB_TIMEOUT_S)
 
     def health(self) -> dict:
         pool = self.pool
@@ -175,6 +178,10 @@ class Engine:
             "batches": dict(pool.stats) if pool and pool.stats else None,  # decode steps and tokens in them
             **self.scheduler.snapshot(),
         }
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def _handler(engine: Engine):
@@ -198,7 +205,17 @@ def _handler(engine: Engine):
             self.end_headers()
             self.wfile.write(data)
 
+        def _authorized(self) -> bool:
+            """Only the web tier, which holds the shared secret, may call the engine."""
+            if engine_secret_check(self.headers.get("Authorization")):
+                return True
+            self.close_connection = True  # the body (if any) stays unread
+            self._json(401, {"error": "The engine answers only Hearth's web tier (missing or wrong secret)."})
+            return False
+
         def do_GET(self):
+            if not self._authorized():
+                return
             if self.path in ("/health", "/ready"):
                 h = engine.health()
                 ready = h["status"] == "ok"
@@ -207,24 +224,40 @@ def _handler(engine: Engine):
                 self._json(404, {"error": "not found"})
 
         def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            if self.path != "/complete" or length > MAX_BODY:
-                self._json(404 if self.path != "/complete" else 413, {"error": "bad request"})
+            if not self._authorized():
+                return
+            request = self._request()
+            if request is None:
+                return
+            if request.stream:
+                self._stream(request)
                 return
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError:
-                self._json(400, {"error": "body is not JSON"})
-                return
-            if body.get("stream"):
-                self._stream(body)
-                return
-            try:
-                self._json(200, engine.complete(body))
+                self._json(200, engine.complete(request))
             except EngineError as exc:
                 self._json(503, {"error": str(exc)})
 
-        def _stream(self, body: dict) -> None:
+        def _request(self) -> EngineRequest | None:
+            """The body as an EngineRequest, or None once a 4xx has been answered."""
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if self.path != "/complete" or not 0 <= length <= MAX_BODY:
+                self.close_connection = True
+                status = 404 if self.path != "/complete" else (413 if length > MAX_BODY else 400)
+                self._json(status, {"error": "not found" if status == 404 else "bad body length"})
+                return None
+            try:
+                return EngineRequest.from_json(json.loads(self.rfile.read(length) or b"{}",
+                                                          parse_constant=_no_constant))
+            except (ValueError, RecursionError):
+                self._json(400, {"error": "The body is not valid JSON (NaN and Infinity are not JSON)."})
+            except EngineRequestError as exc:
+                self._json(exc.status, {"error": str(exc), "field": exc.field})
+            return None
+
+        def _stream(self, request: EngineRequest) -> None:
             """Newline-delimited JSON: one {"delta": ...} per generated piece, then the final result.
 
             The decode thread only puts text on a queue; this thread writes the socket, and cancels
@@ -232,7 +265,7 @@ def _handler(engine: Engine):
             """
             pieces: queue.SimpleQueue = queue.SimpleQueue()
             try:
-                job = engine.submit(body, on_token=pieces.put, on_done=lambda: pieces.put(None))
+                job = engine.submit(request, on_token=pieces.put, on_done=lambda: pieces.put(None))
             except EngineError as exc:
                 self._json(503, {"error": str(exc)})
                 return
@@ -268,7 +301,11 @@ def _handler(engine: Engine):
 def engine_server_build(*, host: str, port: int, n_ctx: int, n_threads: int | None = None,
                         poll_s: float = 2.0, slots: int = 1, kv_cache_mb: int = 512,
                         ) -> tuple[ThreadingHTTPServer, Engine]:
-    """An engine with its model loaded, its watcher running, and an HTTP server not yet serving."""
+    """An engine with its model loaded, its watcher running, and an HTTP server not yet serving.
+
+    Refuses a non-loopback `host` unless the shared secret was configured on purpose.
+    """
+    engine_bind_check(host)
     engine = Engine(n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 1, slots=slots, poll_s=poll_s,
                     kv_cache_mb=kv_cache_mb)
     engine.refresh()

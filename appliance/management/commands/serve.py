@@ -14,7 +14,14 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="Do not start the job worker.")
 
     def handle(self, *args, **opts):
-        from appliance.processes import Services, log_path, sigterm_as_interrupt, wait_http, web_url
+        from appliance.processes import (
+            Services,
+            engine_wait,
+            log_path,
+            sigterm_as_interrupt,
+            wait_http,
+            web_url,
+        )
 
         services = Services()
         sigterm_as_interrupt()
@@ -23,8 +30,7 @@ class Command(BaseCommand):
                 services.start_qcluster()
             services.start_engine()
             services.start_web(opts["port"])
-            engine = f"http://{settings.HEARTH_ENGINE_HOST}:{settings.HEARTH_ENGINE_PORT}/health"
-            health = wait_http(engine, timeout=120, accept=lambda h: h.get("status") == "ok", services=services)
+            health = engine_wait(timeout=120, accept=lambda h: h.get("status") == "ok", services=services)
             web = web_url(opts["port"])
             wait_http(f"{web}/ready", timeout=60, services=services)
             self.stdout.write(self.style.SUCCESS(f"Hearth is serving {health['model']}"))
