@@ -21,7 +21,9 @@ def _json(schema: dict, description: str = "OK") -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "Invalid request: the message names the field", 401: "Missing, unknown, expired or revoked token",
-            403: "The token's user is disabled", 429: "Per-token rate limit exceeded (see Retry-After)",
+            403: "The token's user is disabled",
+            413: "The prompt (with its suffix and context) or the body is over the size limit; the message names the field",
+            429: "Per-token rate limit exceeded (see Retry-After)",
             503: "The engine is not running or has no model loaded"}
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
@@ -33,7 +35,7 @@ def _post(summary: str, body: dict, ok: dict, *, stream: bool = False, tag: str)
     return {"post": {
         "summary": summary, "tags": [tag], "security": [{"bearer": []}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
-        "responses": {"200": ok_response, **_errors(400, 401, 403, 429, 503)},
+        "responses": {"200": ok_response, **_errors(400, 401, 403, 413, 429, 503)},
     }}
 
 
