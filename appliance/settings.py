@@ -162,6 +162,15 @@ AUTH_PASSWORD_VALIDATORS = [
 # address is refused until the window has passed (counted in the database, so every web worker agrees).
 HEARTH_LOGIN_MAX_FAILURES = int(_env("LOGIN_MAX_FAILURES", "5"))
 HEARTH_LOGIN_LOCKOUT_S = int(_env("LOGIN_LOCKOUT_S", "900"))
+# API requests with an invalid token: after this many from one client address within a minute, that
+# address gets 429 until the minute has passed (0: no limit).
+HEARTH_API_AUTH_MAX_FAILURES = int(_env("API_AUTH_MAX_FAILURES", "30"))
+# Tokens made by `token_create` expire after this many days unless --expires-in says otherwise (0: never).
+HEARTH_TOKEN_DEFAULT_DAYS = int(_env("TOKEN_DEFAULT_DAYS", "0"))
+# git: seconds one git call may take (a first clone of a large repository needs more), and whether
+# unencrypted git:// URLs are allowed (like http://, they are refused unless an admin opts in).
+HEARTH_GIT_TIMEOUT_S = float(_env("GIT_TIMEOUT_S", "3600"))
+HEARTH_GIT_ALLOW_INSECURE = _env_bool("GIT_ALLOW_INSECURE", False)
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

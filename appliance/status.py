@@ -33,7 +33,7 @@ class StatusRow(models.Model):
     def transition(self, to: str, *, reason: str = "") -> None:
         if not self.can_transition(to):
             raise InvalidTransition(
-                f"{type(self).__name__} {self.pk} cannot go from {self.status!r} to {to!r}."
+                f"{type(self).__name__} {self.pk} cannot go from '{self.status}' to '{to}'."
             )
         moved = type(self).objects.filter(pk=self.pk, status=self.status).update(
             status=to, status_reason=reason, updated_at=timezone.now()
@@ -41,7 +41,7 @@ class StatusRow(models.Model):
         if not moved:
             self.refresh_from_db(fields=["status"])
             raise InvalidTransition(
-                f"{type(self).__name__} {self.pk} changed underneath us (now {self.status!r}); not moving to {to!r}."
+                f"{type(self).__name__} {self.pk} changed underneath us (now '{self.status}'); not moving to '{to}'."
             )
         self.status = to
         self.status_reason = reason

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,184 @@ def setup(args) -> dict:
     return {"home": home, "base": base}
 
 
-def main() -> int:
+@dataclass
+class Bench:
+    """What every measured series needs: the options, the served base, tokens and the API's URL."""
+
+    args: argparse.Namespace
+    env: dict
+    tokens: list[str]
+    url: str
+
+    @property
+    def base(self):
+        return self.env["base"]
+
+    def call(self, session, raw: str, prompt: str, max_tokens: int | None = None) -> tuple[float, dict]:
+        started = time.perf_counter()
+        r = session.post(self.url, headers={"Authorization": f"Bearer {raw}"}, timeout=300,
+                         json={"prompt": prompt, "max_tokens": max_tokens or self.args.max_tokens, "temperature": 0})
+        elapsed = time.perf_counter() - started
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+        return elapsed, r.json()
+
+    def typing_client(self, n: int, raw: str, rounds: int, latencies: list, errors: list, stop=None,
+                      ready: threading.Barrier | None = None) -> None:
+        """A developer typing: after opening a file, each request extends the prompt by a character."""
+        import requests
+
+        sess = requests.Session()
+        prompts = keystrokes(n, self.args.prompt_chars)
+        try:  # opening the file: a cold prompt, not counted (every client pays it once)
+            self.call(sess, raw, next(prompts))
+        except Exception as exc:  # noqa: BLE001 - every failure is counted
+            errors.append(str(exc))
+        if ready is not None:  # steady state: everyone has opened their file before anyone types
+            ready.wait()
+        for i, prompt in enumerate(prompts):
+            if (stop is None and i >= rounds) or (stop is not None and stop.is_set()):
+                break
+            try:
+                latencies.append(self.call(sess, raw, prompt)[0])
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                errors.append(str(exc))
+
+
+def engine_only_series(b: Bench) -> None:
+    """The typing load on the engine's batched model in-process, without HTTP.
+
+    Run first, before anything in this process runs llama.cpp on its main thread: once a thread holds
+    an OpenMP team, llama.cpp graphs computed on another thread ran about 2x slower here. (The engine
+    process only ever decodes on its decode thread.)"""
+    from django.conf import settings
+
+    from appliance.llm.fim import fim_format_get
+    from appliance.llm.sampling import SamplingOptions
+    from inference.engine.batched import BatchedModel
+
+    args = b.args
+    model = BatchedModel(b.base.gguf_path, fim_format_get(b.base.fim_format), seqs=settings.HEARTH_ENGINE_SLOTS,
+                         n_ctx=args.ctx, n_threads=args.threads)
+    options = SamplingOptions(max_tokens=args.max_tokens, temperature=0.0)
+    try:
+        def lane_client(n: int, latencies: list, ready: threading.Barrier, rounds: int) -> None:
+            prompts = keystrokes(n, args.prompt_chars)
+            model.lanes[n].complete(next(prompts), options=options)
+            ready.wait()
+            for prompt in itertools.islice(prompts, rounds):
+                started = time.perf_counter()
+                model.lanes[n].complete(prompt, options=options)
+                latencies.append(time.perf_counter() - started)
+
+        engine_single, engine_many = [], []
+        # Twice the rounds for the lone client: its p95 is the denominator, and one slow step moves it.
+        lane_client(0, engine_single, threading.Barrier(1), 2 * args.requests)
+        ready = threading.Barrier(8)
+        run_together(lane_client, [(n, engine_many, ready, args.requests) for n in range(8)])
+    finally:
+        model.close()
+    emit("engine_single_p95_ms", round(pct(engine_single, 0.95) * 1000, 1), None)
+    emit("engine_eight_p95_ms", round(pct(engine_many, 0.95) * 1000, 1), None)
+    emit("engine_concurrency_p95_ratio", round(pct(engine_many, 0.95) / pct(engine_single, 0.95), 3), None)
+
+
+def gateway_vs_direct_series(b: Bench, session) -> None:
+    """The same prompts through Hearth's HTTP API and straight into llama.cpp, alternating."""
+    from appliance.llm.runtime import llama_open
+
+    args = b.args
+    # The same kernels as the engine (flash attention): the ratio is the gateway's cost alone.
+    llm = llama_open(b.base.gguf_path, n_ctx=args.ctx, n_threads=args.threads, seed=0)
+    # Warm both paths: every gunicorn thread opens its own database and engine connections.
+    for i in range(24):
+        b.call(session, b.tokens[0], f"x = {i}", max_tokens=1)
+    b.call(session, b.tokens[0], prompt_make(10_000, args.prompt_chars))
+    llm.create_completion(prompt_make(10_001, args.prompt_chars), max_tokens=args.max_tokens, temperature=0)
+    direct, gateway, tokens_direct, tokens_gateway = [], [], 0, 0
+    for i in range(args.requests):
+        prompt = prompt_make(i, args.prompt_chars)  # distinct first line: no cache reuse on either side
+        llm.reset()
+        started = time.perf_counter()
+        out = llm.create_completion(prompt, max_tokens=args.max_tokens, temperature=0, top_k=1)
+        direct.append(time.perf_counter() - started)
+        tokens_direct += out["usage"]["completion_tokens"]
+        time.sleep(PAUSE_S)
+        elapsed, payload = b.call(session, b.tokens[0], prompt)
+        gateway.append(elapsed)
+        tokens_gateway += payload["usage"]["completion_tokens"]
+        time.sleep(PAUSE_S)
+    del llm
+    emit("direct_p50_ms", round(statistics.median(direct) * 1000, 1), None)
+    emit("gateway_p50_ms", round(statistics.median(gateway) * 1000, 1), None)
+    emit("generated_tokens_direct_vs_gateway", [tokens_direct, tokens_gateway], None)
+    emit("gateway_vs_direct_p50", round(statistics.median(gateway) / statistics.median(direct), 3), "<= 1.10")
+
+
+def cache_series(b: Bench, session) -> None:
+    """A cold prompt, then the next keystrokes on it (the prompt cache's hit)."""
+    cold, hit = [], []
+    for i in range(b.args.requests):
+        prompt = prompt_make(1000 + i, b.args.prompt_chars)
+        cold.append(b.call(session, b.tokens[0], prompt)[0])
+        hit.append(b.call(session, b.tokens[0], prompt + "val")[0])  # the next keystrokes
+    emit("cold_p50_ms", round(statistics.median(cold) * 1000, 1), None)
+    emit("cache_hit_p50_ms", round(statistics.median(hit) * 1000, 1), None)
+    emit("cache_hit_vs_cold_p50", round(statistics.median(hit) / statistics.median(cold), 3), "<= 0.25")
+
+
+def concurrency_series(b: Bench) -> list[str]:
+    """One typing client alone, then eight at once; returns the eight clients' errors."""
+    single, errors1 = [], []
+    b.typing_client(0, b.tokens[1], b.args.requests, single, errors1)
+    many, errors8 = [], []
+    ready = threading.Barrier(8)
+    run_together(b.typing_client, [(n, b.tokens[1 + n], b.args.requests, many, errors8, None, ready)
+                                   for n in range(8)])
+    emit("single_client_p95_ms", round(pct(single, 0.95) * 1000, 1), None)
+    emit("eight_clients_p95_ms", round(pct(many, 0.95) * 1000, 1), None)
+    emit("concurrency_p95_ratio", round(pct(many, 0.95) / pct(single, 0.95), 3), "<= 2.0")
+    emit("concurrency_errors", len(errors1) + len(errors8), "0")
+    return errors8
+
+
+def hotswap_series(b: Bench) -> list[str]:
+    """Eight typing clients while a new version is promoted; returns the failed requests' errors."""
+    from inference.api.engine_client import engine_health
+    from trainer.models import Dataset, ModelVersion, TrainingRun
+    from trainer.versions import model_version_promote
+
+    stop, swap_lat, swap_errors = threading.Event(), [], []
+    threads = [threading.Thread(target=b.typing_client, args=(n, b.tokens[1 + n], 0, swap_lat, swap_errors, stop))
+               for n in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    copy = b.env["home"] / "promoted.gguf"
+    shutil.copy(b.base.gguf_path, copy)
+    dataset = Dataset.objects.create(status=Dataset.Status.READY)
+    run = TrainingRun.objects.create(base=b.base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
+    version = ModelVersion.objects.create(base=b.base, run=run, gguf_path=str(copy), fim_format=b.base.fim_format,
+                                          status=ModelVersion.Status.CANDIDATE)
+    promoted_at = time.monotonic()
+    model_version_promote(version=version)
+    while engine_health().get("model") != f"hearth-v{version.pk}":
+        if time.monotonic() - promoted_at > 120:
+            swap_errors.append("the promoted model was not served within 120 s")
+            break
+        time.sleep(0.1)
+    swapped_s = time.monotonic() - promoted_at
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join()
+    emit("hotswap_seconds", round(swapped_s, 2), None)
+    emit("hotswap_requests", len(swap_lat) + len(swap_errors), None)
+    emit("hotswap_failed_requests", len(swap_errors), "0")
+    return swap_errors
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["smollm2", "micro"], default="smollm2", help="Which base GGUF to serve.")
     parser.add_argument("--gguf", type=Path, help="Serve this GGUF instead (registered as a prefix-only base).")
@@ -124,12 +302,14 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=16, help="Tokens generated per request.")
     parser.add_argument("--prompt-chars", type=int, default=1200, help="Size of each prompt in characters.")
     parser.add_argument("--keep", action="store_true", help="Keep the instance directory.")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> int:
+    args = arguments()
     # Stopped from outside (timeout, Ctrl-C): still stop the engine and web server it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = setup(args)
-    base = env["base"]
     import requests
     from django.conf import settings
 
@@ -144,154 +324,16 @@ def main() -> int:
         services.start_web(web_port)
         engine_wait(timeout=120, accept=lambda h: h.get("status") == "ok", services=services)
         wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
-        url = f"http://127.0.0.1:{web_port}/v1/completions"
-        emit("model", base.slug, None)
+        b = Bench(args, env, tokens, f"http://127.0.0.1:{web_port}/v1/completions")
+        emit("model", b.base.slug, None)
         emit("config", {"slots": settings.HEARTH_ENGINE_SLOTS, "threads": args.threads, "max_tokens": args.max_tokens,
                         "prompt_chars": args.prompt_chars, "cores": os.cpu_count()}, None)
-
-        def call(session, raw: str, prompt: str, max_tokens: int = args.max_tokens) -> tuple[float, dict]:
-            started = time.perf_counter()
-            r = session.post(url, headers={"Authorization": f"Bearer {raw}"}, timeout=300,
-                             json={"prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
-            elapsed = time.perf_counter() - started
-            if r.status_code != 200:
-                raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
-            return elapsed, r.json()
-
-        # ---------------------------------------------------------- the same load, engine only
-        # First, before anything in this process runs llama.cpp on its main thread: once a thread holds
-        # an OpenMP team, llama.cpp graphs computed on another thread ran about 2x slower here.
-        # (The engine process only ever decodes on its decode thread.)
-        from appliance.llm.fim import fim_format_get
-        from appliance.llm.sampling import SamplingOptions
-        from inference.engine.batched import BatchedModel
-
-        model = BatchedModel(base.gguf_path, fim_format_get(base.fim_format), seqs=settings.HEARTH_ENGINE_SLOTS,
-                             n_ctx=args.ctx, n_threads=args.threads)
-        try:
-            def lane_client(n: int, latencies: list, ready: threading.Barrier, rounds: int) -> None:
-                prompts = keystrokes(n, args.prompt_chars)
-                model.lanes[n].complete(next(prompts), options=SamplingOptions(max_tokens=args.max_tokens, temperature=0.0))
-                ready.wait()
-                for prompt in itertools.islice(prompts, rounds):
-                    started = time.perf_counter()
-                    model.lanes[n].complete(prompt, options=SamplingOptions(max_tokens=args.max_tokens, temperature=0.0))
-                    latencies.append(time.perf_counter() - started)
-
-            engine_single, engine_many = [], []
-            # Twice the rounds for the lone client: its p95 is the denominator, and one slow step moves it.
-            lane_client(0, engine_single, threading.Barrier(1), 2 * args.requests)
-            ready = threading.Barrier(8)
-            run_together(lane_client, [(n, engine_many, ready, args.requests) for n in range(8)])
-        finally:
-            model.close()
-        emit("engine_single_p95_ms", round(pct(engine_single, 0.95) * 1000, 1), None)
-        emit("engine_eight_p95_ms", round(pct(engine_many, 0.95) * 1000, 1), None)
-        emit("engine_concurrency_p95_ratio", round(pct(engine_many, 0.95) / pct(engine_single, 0.95), 3), None)
-
-        # ---------------------------------------------------------- gateway vs direct
-        from appliance.llm.runtime import llama_open
-
-        # The same kernels as the engine (flash attention): the ratio is the gateway's cost alone.
-        llm = llama_open(base.gguf_path, n_ctx=args.ctx, n_threads=args.threads, seed=0)
+        engine_only_series(b)
         session = requests.Session()
-        # Warm both paths: every gunicorn thread opens its own database and engine connections.
-        for i in range(24):
-            call(session, tokens[0], f"x = {i}", max_tokens=1)
-        call(session, tokens[0], prompt_make(10_000, args.prompt_chars))
-        llm.create_completion(prompt_make(10_001, args.prompt_chars), max_tokens=args.max_tokens, temperature=0)
-        direct, gateway, tokens_direct, tokens_gateway = [], [], 0, 0
-        for i in range(args.requests):
-            prompt = prompt_make(i, args.prompt_chars)  # distinct first line: no cache reuse on either side
-            llm.reset()
-            started = time.perf_counter()
-            out = llm.create_completion(prompt, max_tokens=args.max_tokens, temperature=0, top_k=1)
-            direct.append(time.perf_counter() - started)
-            tokens_direct += out["usage"]["completion_tokens"]
-            time.sleep(PAUSE_S)
-            elapsed, payload = call(session, tokens[0], prompt)
-            gateway.append(elapsed)
-            tokens_gateway += payload["usage"]["completion_tokens"]
-            time.sleep(PAUSE_S)
-        del llm
-        emit("direct_p50_ms", round(statistics.median(direct) * 1000, 1), None)
-        emit("gateway_p50_ms", round(statistics.median(gateway) * 1000, 1), None)
-        emit("generated_tokens_direct_vs_gateway", [tokens_direct, tokens_gateway], None)
-        emit("gateway_vs_direct_p50", round(statistics.median(gateway) / statistics.median(direct), 3), "<= 1.10")
-
-        # ---------------------------------------------------------- cache hit vs cold
-        cold, hit = [], []
-        for i in range(args.requests):
-            prompt = prompt_make(1000 + i, args.prompt_chars)
-            elapsed, _ = call(session, tokens[0], prompt)
-            cold.append(elapsed)
-            elapsed, payload = call(session, tokens[0], prompt + "val")  # the next keystrokes
-            hit.append(elapsed)
-        emit("cold_p50_ms", round(statistics.median(cold) * 1000, 1), None)
-        emit("cache_hit_p50_ms", round(statistics.median(hit) * 1000, 1), None)
-        emit("cache_hit_vs_cold_p50", round(statistics.median(hit) / statistics.median(cold), 3), "<= 0.25")
-
-        # ---------------------------------------------------------- concurrency (+ hot swap)
-        def typing_client(n: int, raw: str, rounds: int, latencies: list, errors: list, stop=None,
-                          ready: threading.Barrier | None = None) -> None:
-            """A developer typing: after opening a file, each request extends the prompt by a character."""
-            sess = requests.Session()
-            prompts = keystrokes(n, args.prompt_chars)
-            try:  # opening the file: a cold prompt, not counted (every client pays it once)
-                call(sess, raw, next(prompts))
-            except Exception as exc:  # noqa: BLE001 - every failure is counted
-                errors.append(str(exc))
-            if ready is not None:  # steady state: everyone has opened their file before anyone types
-                ready.wait()
-            for i, prompt in enumerate(prompts):
-                if (stop is None and i >= rounds) or (stop is not None and stop.is_set()):
-                    break
-                try:
-                    latencies.append(call(sess, raw, prompt)[0])
-                except Exception as exc:  # noqa: BLE001 - every failure is counted
-                    errors.append(str(exc))
-
-        single, errors1 = [], []
-        typing_client(0, tokens[1], args.requests, single, errors1)
-        many, errors8 = [], []
-        ready = threading.Barrier(8)
-        run_together(typing_client, [(n, tokens[1 + n], args.requests, many, errors8, None, ready) for n in range(8)])
-        emit("single_client_p95_ms", round(pct(single, 0.95) * 1000, 1), None)
-        emit("eight_clients_p95_ms", round(pct(many, 0.95) * 1000, 1), None)
-        emit("concurrency_p95_ratio", round(pct(many, 0.95) / pct(single, 0.95), 3), "<= 2.0")
-        emit("concurrency_errors", len(errors1) + len(errors8), "0")
-
-        from inference.api.engine_client import engine_health
-        from trainer.models import Dataset, ModelVersion, TrainingRun
-        from trainer.versions import model_version_promote
-
-        stop, swap_lat, swap_errors = threading.Event(), [], []
-        threads = [threading.Thread(target=typing_client, args=(n, tokens[1 + n], 0, swap_lat, swap_errors, stop))
-                   for n in range(8)]
-        for t in threads:
-            t.start()
-        time.sleep(2)
-        copy = env["home"] / "promoted.gguf"
-        shutil.copy(base.gguf_path, copy)
-        dataset = Dataset.objects.create(status=Dataset.Status.READY)
-        run = TrainingRun.objects.create(base=base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
-        version = ModelVersion.objects.create(base=base, run=run, gguf_path=str(copy), fim_format=base.fim_format,
-                                              status=ModelVersion.Status.CANDIDATE)
-        promoted_at = time.monotonic()
-        model_version_promote(version=version)
-        while engine_health().get("model") != f"hearth-v{version.pk}":
-            if time.monotonic() - promoted_at > 120:
-                swap_errors.append("the promoted model was not served within 120 s")
-                break
-            time.sleep(0.1)
-        swapped_s = time.monotonic() - promoted_at
-        time.sleep(2)
-        stop.set()
-        for t in threads:
-            t.join()
-        emit("hotswap_seconds", round(swapped_s, 2), None)
-        emit("hotswap_requests", len(swap_lat) + len(swap_errors), None)
-        emit("hotswap_failed_requests", len(swap_errors), "0")
+        gateway_vs_direct_series(b, session)
+        cache_series(b, session)
+        errors8 = concurrency_series(b)
+        swap_errors = hotswap_series(b)
         if swap_errors or errors8:
             print(json.dumps({"errors": (swap_errors + errors8)[:5]}), file=sys.stderr)
     finally:

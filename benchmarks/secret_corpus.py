@@ -75,10 +75,10 @@ class Gen:
 
 
 # (kind, the variable name code uses for it, a generator). Formats as the providers document them.
-def _formats(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
-    a, h, d, s = g.alnum, g.hex, g.digits, g.s
+def _formats_source_hosting_and_ci(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
+    """Source hosting and CI."""
+    a, h, d, s = g.alnum, g.hex, g.digits, g.s  # noqa: F841 (not every group uses each)
     return [
-        # Source hosting and CI
         ("github-pat-classic", "GITHUB_TOKEN", lambda: "ghp_" + a(36)),
         ("github-oauth-token", "GH_OAUTH_TOKEN", lambda: "gho_" + a(36)),
         ("github-app-user-token", "GH_USER_TOKEN", lambda: "ghu_" + a(36)),
@@ -102,14 +102,26 @@ def _formats(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
         ("doppler-personal-token", "DOPPLER_TOKEN", lambda: "dp.pt." + a(43)),
         ("octopus-deploy-api-key", "OCTOPUS_API_KEY", lambda: "API-" + s(UPPER + DIGITS, 27)),
         ("jfrog-api-key", "ARTIFACTORY_API_KEY", lambda: "AKCp" + a(69)),
-        # Package registries
+    ]
+
+
+def _formats_package_registries(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
+    """Package registries."""
+    a, h, d, s = g.alnum, g.hex, g.digits, g.s  # noqa: F841 (not every group uses each)
+    return [
         ("pypi-upload-token", "TWINE_PASSWORD", lambda: "pypi-AgEIcHlwaS5vcmc" + s(B64URL, 140)),
         ("npm-access-token", "NPM_TOKEN", lambda: "npm_" + a(36)),
         ("dockerhub-pat", "DOCKERHUB_TOKEN", lambda: "dckr_pat_" + s(B64URL, 27)),
         ("rubygems-api-key", "GEM_HOST_API_KEY", lambda: "rubygems_" + h(48)),
         ("nuget-api-key", "NUGET_API_KEY", lambda: "oy2" + s(LOWER + DIGITS, 43)),
         ("clojars-token", "CLOJARS_TOKEN", lambda: "CLOJARS_" + h(60)),
-        # Cloud and infrastructure
+    ]
+
+
+def _formats_cloud_and_infrastructure(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
+    """Cloud and infrastructure."""
+    a, h, d, s = g.alnum, g.hex, g.digits, g.s
+    return [
         ("aws-access-key-id", "AWS_ACCESS_KEY_ID", lambda: "AKIA" + s(BASE32, 16)),
         ("aws-temporary-key-id", "AWS_ACCESS_KEY_ID", lambda: "ASIA" + s(BASE32, 16)),
         ("gcp-api-key", "GOOGLE_API_KEY", lambda: "AIza" + s(B64URL, 35)),
@@ -151,7 +163,13 @@ def _formats(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
         ("snyk-token", "SNYK_TOKEN", g.uuid),
         ("launchdarkly-sdk-key", "LD_SDK_KEY", lambda: "sdk-" + g.uuid()),
         ("launchdarkly-api-token", "LD_API_KEY", lambda: "api-" + g.uuid()),
-        # Payments and commerce
+    ]
+
+
+def _formats_payments_and_commerce(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
+    """Payments and commerce."""
+    a, h, d, s = g.alnum, g.hex, g.digits, g.s  # noqa: F841 (not every group uses each)
+    return [
         ("stripe-secret-key", "STRIPE_SECRET_KEY", lambda: "sk_live_" + a(99)),
         ("stripe-restricted-key", "STRIPE_API_KEY", lambda: "rk_live_" + a(99)),
         ("stripe-test-key", "STRIPE_SECRET_KEY", lambda: "sk_test_" + a(24)),
@@ -171,7 +189,13 @@ def _formats(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
         ("plaid-access-token", "PLAID_ACCESS_TOKEN", lambda: "access-production-" + g.uuid()),
         ("shippo-token", "SHIPPO_API_KEY", lambda: "shippo_live_" + h(40)),
         ("easypost-api-key", "EASYPOST_API_KEY", lambda: "EZAK" + h(54)),
-        # Messaging and e-mail
+    ]
+
+
+def _formats_messaging_and_e_mail(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
+    """Messaging and e-mail."""
+    a, h, d, s = g.alnum, g.hex, g.digits, g.s
+    return [
         ("slack-bot-token", "SLACK_BOT_TOKEN", lambda: f"xoxb-{d(12)}-{d(13)}-{a(24)}"),
         ("slack-user-token", "SLACK_USER_TOKEN", lambda: f"xoxp-{d(12)}-{d(12)}-{d(13)}-{h(32)}"),
         ("slack-app-level-token", "SLACK_APP_TOKEN", lambda: f"xapp-1-A{s(UPPER + DIGITS, 10)}-{d(13)}-{h(64)}"),
@@ -196,7 +220,13 @@ def _formats(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
         ("microsoft-teams-webhook", "TEAMS_WEBHOOK_URL",
          lambda: f"https://corp.webhook.office.com/webhookb2/{g.uuid()}@{g.uuid()}/IncomingWebhook/{h(32)}/"
                  f"{g.uuid()}"),
-        # SaaS APIs
+    ]
+
+
+def _formats_saas_apis(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
+    """SaaS APIs."""
+    a, h, d, s = g.alnum, g.hex, g.digits, g.s
+    return [
         ("openai-project-key", "OPENAI_API_KEY", lambda: f"sk-proj-{s(B64URL, 74)}T3BlbkFJ{s(B64URL, 74)}"),
         ("openai-legacy-key", "OPENAI_API_KEY", lambda: f"sk-{a(20)}T3BlbkFJ{a(20)}"),
         ("anthropic-api-key", "ANTHROPIC_API_KEY", lambda: f"sk-ant-api03-{s(B64URL, 93)}AA"),
@@ -245,6 +275,10 @@ def _formats(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
     ]
 
 
+def _formats(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
+    return [fmt for group in (_formats_source_hosting_and_ci, _formats_package_registries, _formats_cloud_and_infrastructure, _formats_payments_and_commerce, _formats_messaging_and_e_mail, _formats_saas_apis) for fmt in group(g)]
+
+
 # Each provider value in these files, in turn: how real code, config and scripts hold a token.
 def _contexts(var: str, value: str) -> list[tuple[str, str]]:
     lower = var.lower()
@@ -260,6 +294,11 @@ def _contexts(var: str, value: str) -> list[tuple[str, str]]:
 
 def _special(g: Gen) -> list[Entry]:
     """Credentials whose shape is the context itself: requests, URIs, paired keys, passwords."""
+    return _special_requests(g) + _special_stores(g)
+
+
+def _special_requests(g: Gen) -> list[Entry]:
+    """AWS key pairs and credentials in curl command lines."""
     out: list[Entry] = []
     a, h = g.alnum, g.hex
     for i in range(6):
@@ -293,6 +332,13 @@ def _special(g: Gen) -> list[Entry]:
         if value is None:
             value = text.split("X-API-Key: ")[1].split("'")[0]
         out.append(Entry("curl-credentials", name, text, value))
+    return out
+
+
+def _special_stores(g: Gen) -> list[Entry]:
+    """Passwords assigned in configuration, connection strings, Azure keys, Kubernetes secrets."""
+    out: list[Entry] = []
+    a = g.alnum
     words = ["Tr0ub4dor&3", "Winter2025!", "p@ssW0rd-prod", "Qm9bd8!kLz", "s3cure#Db-77", "N0rth-Star_42"]
     for i in range(12):
         pw = g.rng.choice(words) + g.s(DIGITS, 3)

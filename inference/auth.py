@@ -55,6 +55,32 @@ def token_authenticate(header: str | None) -> ApiToken:
     raise AuthError("Invalid token.")
 
 
+API_FAILURE_USER = "(api token)"  # how failed API authentications are told apart from admin logins
+
+
+def auth_failures_check(address: str) -> None:
+    """429 for a client address that sent too many invalid tokens in the last minute, before any
+    token lookup: guessing tokens is throttled like guessing admin passwords."""
+    from datetime import timedelta
+
+    from appliance.models import LoginFailure
+
+    limit = settings.HEARTH_API_AUTH_MAX_FAILURES
+    since = timezone.now() - timedelta(seconds=60)
+    if limit and LoginFailure.objects.filter(address=address, username=API_FAILURE_USER, at__gte=since).count() >= limit:
+        raise AuthError(f"Too many invalid tokens from {address} in the last minute; retry in 60 s.", status=429,
+                        retry_after=60)
+
+
+def auth_failure_record(address: str) -> None:
+    from datetime import timedelta
+
+    from appliance.models import LoginFailure
+
+    LoginFailure.objects.filter(username=API_FAILURE_USER, at__lt=timezone.now() - timedelta(seconds=60)).delete()
+    LoginFailure.objects.create(address=address, username=API_FAILURE_USER)
+
+
 def token_revoke(*, token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
@@ -88,6 +114,10 @@ def _rate_count(token: ApiToken) -> None:
             )
 
     deferred(write)
+    if token.rate_limit_per_minute == 0:  # an admin's way to block a token without revoking it
+        raise AuthError("This token is blocked (its rate limit is 0 requests per minute).", status=429,
+                        retry_after=60)
+    # A token without a limit of its own gets the appliance's (HEARTH_RATE_LIMIT; 0 there means none).
     limit = token.rate_limit_per_minute if token.rate_limit_per_minute is not None else settings.HEARTH_RATE_LIMIT
     if limit and count > limit:
         retry = 60 - int(time.time()) % 60

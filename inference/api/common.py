@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from appliance.errors import EngineError
 from appliance.llm.sampling import SamplingError, SamplingOptions
 from inference.api.errors import RequestError, error_response
-from inference.auth import AuthError, token_authenticate
+from inference.auth import AuthError, auth_failure_record, auth_failures_check, token_authenticate
 from inference.engine.request import MAX_PROMPT_CHARS, MAX_TOKENS_CAP, EngineRequestError
 from inference.models import ApiToken
 
@@ -146,8 +146,17 @@ def api_view(kind_401: str = "authentication_error") -> Callable:
         def wrapper(request: HttpRequest, *args, **kwargs):
             started = time.monotonic()
             ctx = None
+            from appliance.login_throttle import client_address
+
+            address = client_address(request)
             try:
-                token = token_authenticate(request.headers.get("Authorization"))
+                auth_failures_check(address)
+                try:
+                    token = token_authenticate(request.headers.get("Authorization"))
+                except AuthError as exc:
+                    if exc.status == 401:
+                        auth_failure_record(address)
+                    raise
                 ctx = RequestContext(token=token, started=started)
                 ctx.step("auth", user=token.user.username)
                 response = view(request, ctx, *args, **kwargs)

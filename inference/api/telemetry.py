@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
@@ -11,6 +13,8 @@ from inference.api.engine_client import engine_health
 from inference.api.errors import RequestError
 from inference.policy import serving_rules
 from inference.telemetry import language_guess, snapshot_record
+
+logger = logging.getLogger(__name__)
 
 
 @require_POST
@@ -35,10 +39,14 @@ def snapshots(request: HttpRequest, ctx: RequestContext):
 
 @require_GET
 def ready(request: HttpRequest):
-    """200 once the engine serves a model, else 503 (no auth: for load balancers and probes)."""
+    """200 once the engine serves a model, else 503. No auth (for load balancers and probes), so it
+    says only that: why the engine is not ready (file paths, errors) is logged and shown in the admin."""
     try:
         h = engine_health()
     except EngineError as exc:
-        return JsonResponse({"ready": False, "error": str(exc)}, status=503)
+        logger.warning("readiness: engine unavailable: %s", exc)
+        return JsonResponse({"ready": False}, status=503)
     ok = h.get("status") == "ok"
-    return JsonResponse({"ready": ok, "model": h.get("model"), "error": h.get("error", "")}, status=200 if ok else 503)
+    if not ok:
+        logger.warning("readiness: engine not ready: %s", h.get("error", ""))
+    return JsonResponse({"ready": ok}, status=200 if ok else 503)

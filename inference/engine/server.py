@@ -184,118 +184,123 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def _handler(engine: Engine):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class EngineHandler(BaseHTTPRequestHandler):
+    """The engine's HTTP surface; `engine_handler` binds it to one Engine."""
 
-        def setup(self):
-            super().setup()
-            # Headers and body go out in separate writes: without NODELAY, Nagle's algorithm and
-            # the client's delayed ACK add ~40 ms to every answer.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    engine: Engine
+    protocol_version = "HTTP/1.1"
 
-        def log_message(self, fmt, *args):  # quiet: the web tier logs requests
-            logger.debug(fmt, *args)
+    def setup(self):
+        super().setup()
+        # Headers and body go out in separate writes: without NODELAY, Nagle's algorithm and
+        # the client's delayed ACK add ~40 ms to every answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def _json(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def log_message(self, fmt, *args):  # quiet: the web tier logs requests
+        logger.debug(fmt, *args)
 
-        def _authorized(self) -> bool:
-            """Only the web tier, which holds the shared secret, may call the engine."""
-            if engine_secret_check(self.headers.get("Authorization")):
-                return True
-            self.close_connection = True  # the body (if any) stays unread
-            self._json(401, {"error": "The engine answers only Hearth's web tier (missing or wrong secret)."})
-            return False
+    def _json(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def do_GET(self):
-            if not self._authorized():
-                return
-            if self.path in ("/health", "/ready"):
-                h = engine.health()
-                ready = h["status"] == "ok"
-                self._json(200 if ready or self.path == "/health" else 503, h)
-            else:
-                self._json(404, {"error": "not found"})
+    def _authorized(self) -> bool:
+        """Only the web tier, which holds the shared secret, may call the engine."""
+        if engine_secret_check(self.headers.get("Authorization")):
+            return True
+        self.close_connection = True  # the body (if any) stays unread
+        self._json(401, {"error": "The engine answers only Hearth's web tier (missing or wrong secret)."})
+        return False
 
-        def do_POST(self):
-            if not self._authorized():
-                return
-            request = self._request()
-            if request is None:
-                return
-            if request.stream:
-                self._stream(request)
-                return
-            try:
-                self._json(200, engine.complete(request))
-            except EngineError as exc:
-                self._json(503, {"error": str(exc)})
+    def do_GET(self):
+        if not self._authorized():
+            return
+        if self.path in ("/health", "/ready"):
+            h = self.engine.health()
+            ready = h["status"] == "ok"
+            self._json(200 if ready or self.path == "/health" else 503, h)
+        else:
+            self._json(404, {"error": "not found"})
 
-        def _request(self) -> EngineRequest | None:
-            """The body as an EngineRequest, or None once a 4xx has been answered."""
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if self.path != "/complete" or not 0 <= length <= MAX_BODY:
-                self.close_connection = True
-                status = 404 if self.path != "/complete" else (413 if length > MAX_BODY else 400)
-                self._json(status, {"error": "not found" if status == 404 else "bad body length"})
-                return None
-            try:
-                return EngineRequest.from_json(json.loads(self.rfile.read(length) or b"{}",
-                                                          parse_constant=_no_constant))
-            except (ValueError, RecursionError):
-                self._json(400, {"error": "The body is not valid JSON (NaN and Infinity are not JSON)."})
-            except EngineRequestError as exc:
-                self._json(exc.status, {"error": str(exc), "field": exc.field})
+    def do_POST(self):
+        if not self._authorized():
+            return
+        request = self._request()
+        if request is None:
+            return
+        if request.stream:
+            self._stream(request)
+            return
+        try:
+            self._json(200, self.engine.complete(request))
+        except EngineError as exc:
+            self._json(503, {"error": str(exc)})
+
+    def _request(self) -> EngineRequest | None:
+        """The body as an EngineRequest, or None once a 4xx has been answered."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if self.path != "/complete" or not 0 <= length <= MAX_BODY:
+            self.close_connection = True
+            status = 404 if self.path != "/complete" else (413 if length > MAX_BODY else 400)
+            self._json(status, {"error": "not found" if status == 404 else "bad body length"})
             return None
+        try:
+            return EngineRequest.from_json(json.loads(self.rfile.read(length) or b"{}",
+                                                      parse_constant=_no_constant))
+        except (ValueError, RecursionError):
+            self._json(400, {"error": "The body is not valid JSON (NaN and Infinity are not JSON)."})
+        except EngineRequestError as exc:
+            self._json(exc.status, {"error": str(exc), "field": exc.field})
+        return None
 
-        def _stream(self, request: EngineRequest) -> None:
-            """Newline-delimited JSON: one {"delta": ...} per generated piece, then the final result.
+    def _stream(self, request: EngineRequest) -> None:
+        """Newline-delimited JSON: one {"delta": ...} per generated piece, then the final result.
 
-            The decode thread only puts text on a queue; this thread writes the socket, and cancels
-            the job if the web tier has gone away.
-            """
-            pieces: queue.SimpleQueue = queue.SimpleQueue()
+        The decode thread only puts text on a queue; this thread writes the socket, and cancels
+        the job if the web tier has gone away.
+        """
+        pieces: queue.SimpleQueue = queue.SimpleQueue()
+        try:
+            job = self.engine.submit(request, on_token=pieces.put, on_done=lambda: pieces.put(None))
+        except EngineError as exc:
+            self._json(503, {"error": str(exc)})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        sent = ""
+
+        def chunk(payload: dict) -> None:
+            data = json.dumps(payload).encode() + b"\n"
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        try:
+            while (text := pieces.get()) is not None:
+                if len(text) > len(sent) and text.startswith(sent):
+                    chunk({"delta": text[len(sent):]})
+                    sent = text
             try:
-                job = engine.submit(request, on_token=pieces.put, on_done=lambda: pieces.put(None))
+                result = self.engine.scheduler.wait(job, timeout=1)
+                # Stop strings are cut after generation: the final text is authoritative.
+                chunk({"done": True, "result": result, "streamed": sent, "final": result["choices"][0]["text"]})
             except EngineError as exc:
-                self._json(503, {"error": str(exc)})
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            sent = ""
+                chunk({"error": str(exc)})
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            job.cancel.set()
 
-            def chunk(payload: dict) -> None:
-                data = json.dumps(payload).encode() + b"\n"
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
 
-            try:
-                while (text := pieces.get()) is not None:
-                    if len(text) > len(sent) and text.startswith(sent):
-                        chunk({"delta": text[len(sent):]})
-                        sent = text
-                try:
-                    result = engine.scheduler.wait(job, timeout=1)
-                    # Stop strings are cut after generation: the final text is authoritative.
-                    chunk({"done": True, "result": result, "streamed": sent, "final": result["choices"][0]["text"]})
-                except EngineError as exc:
-                    chunk({"error": str(exc)})
-                self.wfile.write(b"0\r\n\r\n")
-            except OSError:
-                job.cancel.set()
 
-    return Handler
+def engine_handler(engine: Engine) -> type[EngineHandler]:
+    return type("Handler", (EngineHandler,), {"engine": engine})
 
 
 def engine_server_build(*, host: str, port: int, n_ctx: int, n_threads: int | None = None,
@@ -310,7 +315,7 @@ def engine_server_build(*, host: str, port: int, n_ctx: int, n_threads: int | No
                     kv_cache_mb=kv_cache_mb)
     engine.refresh()
     threading.Thread(target=engine.watch, daemon=True, name="model-watch").start()
-    server = ThreadingHTTPServer((host, port), _handler(engine))
+    server = ThreadingHTTPServer((host, port), engine_handler(engine))
     server.daemon_threads = True
     return server, engine
 

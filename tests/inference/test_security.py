@@ -123,3 +123,111 @@ def test_a_guess_of_another_users_prompt_is_not_told_apart_from_a_wrong_one(live
         server.shutdown()
         server.server_close()
         engine.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_excluded_or_content_off_text_is_never_stored(hearth, raw_token):
+    import requests
+
+    from inference.models import CompletionRecord, FlowLog, ServingPolicy
+    from inference.policy import serving_rules_clear
+
+    ServingPolicy.objects.update_or_create(pk=1, defaults={
+        "telemetry_enabled": True, "telemetry_content": True, "flow_logs_enabled": True,
+        "exclusion_globs": "vault/**"})
+    serving_rules_clear()
+    auth = {"Authorization": f"Bearer {raw_token}"}
+    marker = "TOPSECRET_" + "q" * 12
+    r = requests.post(f"{hearth}/v1/completions", headers=auth, timeout=120, json={
+        "prompt": f"key = '{marker}'\n", "max_tokens": 4, "filepath": "vault/keys.py"})
+    assert r.status_code == 200
+    r = requests.post(f"{hearth}/infill", headers=auth, timeout=120, json={
+        "input_prefix": "x = 1\n", "input_suffix": "", "n_predict": 4, "filename": "app.py",
+        "input_extra": [{"filename": "vault/other.py", "text": marker}]})
+    assert r.status_code == 200
+    stored = [str(v) for v in CompletionRecord.objects.values_list("prompt", "suggestion")]
+    stored += [str(s) for s in FlowLog.objects.values_list("steps", flat=True)]
+    assert stored and not any(marker in s for s in stored)
+
+    ServingPolicy.objects.filter(pk=1).update(telemetry_content=False)
+    serving_rules_clear()
+    plain = "ordinary_" + "z" * 10
+    r = requests.post(f"{hearth}/v1/completions", headers=auth, timeout=120, json={
+        "prompt": f"{plain} = 1\n", "max_tokens": 4, "filepath": "app.py"})
+    assert r.status_code == 200
+    logs = [str(s) for s in FlowLog.objects.values_list("steps", flat=True)]
+    assert len(logs) == 3 and not any(plain in s for s in logs) and "body_withheld" in logs[-1]
+
+
+@pytest.mark.django_db
+def test_rate_limit_zero_blocks_a_token_and_empty_means_the_default(client, settings):
+    from inference.auth import token_create
+
+    settings.HEARTH_DEFERRED_WRITES = False
+    token, raw = token_create(username="blocked")
+    token.rate_limit_per_minute = 0
+    token.save()
+    r = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert r.status_code == 429 and "blocked" in r.json()["error"]["message"]
+    _, other = token_create(username="free")
+    settings.HEARTH_RATE_LIMIT = 2
+    # A body that fails validation: answered (400) after authentication and counting, without an engine.
+    codes = [_post(client, "/v1/completions", '{"prompt": 3}', other).status_code for _ in range(3)]
+    assert codes == [400, 400, 429]
+
+
+@pytest.mark.django_db
+def test_invalid_tokens_are_throttled_by_client_address(client, settings):
+    from inference.auth import token_create
+
+    settings.HEARTH_API_AUTH_MAX_FAILURES = 3
+    codes = [client.get("/v1/models", HTTP_AUTHORIZATION="Bearer hth_" + "g" * 43).status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    _, raw = token_create(username="honest")
+    assert _post(client, "/v1/completions", '{"prompt": 3}', raw).status_code == 429  # the address waits
+    elsewhere = client.post("/v1/completions", data='{"prompt": 3}', content_type="application/json",
+                            HTTP_AUTHORIZATION=f"Bearer {raw}", REMOTE_ADDR="10.9.8.7")
+    assert elsewhere.status_code == 400
+
+
+@pytest.mark.django_db
+def test_token_create_expires_in(settings):
+    import io
+    from datetime import timedelta
+
+    from django.core.management import CommandError, call_command
+    from django.utils import timezone
+
+    from inference.models import ApiToken
+
+    call_command("token_create", "ann", "--expires-in", "12h", stdout=io.StringIO(), stderr=io.StringIO())
+    left = ApiToken.objects.get(user__username="ann").expires_at - timezone.now()
+    assert timedelta(hours=11, minutes=59) < left <= timedelta(hours=12)
+    with pytest.raises(CommandError, match="30d, 12h or 90m"):
+        call_command("token_create", "ann", "--expires-in", "soon")
+    call_command("token_create", "bob", stdout=io.StringIO(), stderr=io.StringIO())
+    assert ApiToken.objects.get(user__username="bob").expires_at is None  # HEARTH_TOKEN_DEFAULT_DAYS=0
+
+
+@pytest.mark.django_db
+def test_git_protocol_refused_unless_allowed_and_git_timeout_is_a_setting(settings, tmp_path):
+    from appliance.errors import MirrorError
+    from trainer.mirrors.git import git
+    from trainer.mirrors.services import repository_source_parse
+
+    with pytest.raises(MirrorError, match="git:// sends code unencrypted"):
+        repository_source_parse("git://git.corp.internal/team/app.git")
+    settings.HEARTH_GIT_ALLOW_INSECURE = True
+    assert repository_source_parse("git://git.corp.internal/team/app.git")[0].startswith("git://")
+    settings.HEARTH_GIT_TIMEOUT_S = 0.001
+    with pytest.raises(MirrorError, match="HEARTH_GIT_TIMEOUT_S"):
+        git("init", "-q", str(tmp_path / "slow"))
+
+
+@pytest.mark.django_db
+def test_ready_says_nothing_but_its_status(client, settings):
+    from tests.inference.conftest import free_port
+
+    settings.HEARTH_ENGINE_PORT = free_port()  # nothing listens there
+    r = client.get("/ready")
+    assert r.status_code == 503 and r.json() == {"ready": False}

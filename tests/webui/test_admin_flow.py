@@ -46,6 +46,7 @@ def test_start_watch_decide_and_tokens(admin_client, code_repo, micro_base):
     started = admin_client.post("/admin/trainer/trainingrun/start/", {**_start_form(repo, micro_base), "start": "1"})
     assert started.status_code == 302, started.content.decode()[:2000]
     run = TrainingRun.objects.get()  # tasks run in-process here: trained, exported, evaluated, gated
+    _stage_manifests_chain(run)
     run_page = admin_client.get(f"/admin/trainer/trainingrun/{run.pk}/change/")
     assert run_page.status_code == 200 and b"<svg" in run_page.content and b"data-live-url" in run_page.content
     live = admin_client.get(f"/admin/trainer/trainingrun/{run.pk}/live/")
@@ -78,6 +79,31 @@ def test_start_watch_decide_and_tokens(admin_client, code_repo, micro_base):
     assert {"training.start", "token.create", "token.revoke"} <= actions
     assert admin_client.get("/admin/appliance/auditentry/").status_code == 200
     assert token.rate_limit_per_minute == 30
+
+
+def _stage_manifests_chain(run) -> None:
+    """Each stage's manifest names the one before it by sha256; paths are stored relative to the home."""
+    import json
+    from pathlib import Path
+
+    from appliance.paths import sha256_file
+    from trainer.models import EvaluationReport, TrainingRun
+
+    dataset_manifest = Path(run.dataset.path) / "manifest.json"
+    training = json.loads((Path(run.path) / "manifest.json").read_text())
+    assert training["stage"] == "training" and training["inputs"]["dataset_manifest"] == sha256_file(dataset_manifest)
+    assert training["adapter"] and "torch" in training["libraries"]
+    report = EvaluationReport.objects.filter(version__run=run).first()
+    assert report.status == "done" and report.log
+    evaluation = json.loads((Path(run.path).parent.parent / "evaluations" / f"evaluation-{report.pk:05d}"
+                             / "manifest.json").read_text())
+    assert evaluation["inputs"]["dataset_manifest"] == sha256_file(dataset_manifest)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT path FROM {TrainingRun._meta.db_table} WHERE id = %s", [run.pk])
+        stored = cursor.fetchone()[0]
+    assert not stored.startswith("/") and run.path.endswith(stored)  # relative to HEARTH_HOME
 
 
 @pytest.mark.django_db

@@ -91,11 +91,15 @@ def git(
     *args: str,
     cwd: Path | None = None,
     input: bytes | None = None,
-    timeout: float = 600,
+    timeout: float | None = None,
     auth: GitAuth | None = None,
 ) -> bytes:
     """Run one hardened git command; raise MirrorError with git's own message on failure (with any
-    credential blanked out)."""
+    credential blanked out). `timeout` defaults to HEARTH_GIT_TIMEOUT_S."""
+    if timeout is None:
+        from django.conf import settings
+
+        timeout = settings.HEARTH_GIT_TIMEOUT_S
     cmd = ["git", *HARDENING, *args]
     with _auth_env(auth) as extra:
         try:
@@ -103,7 +107,8 @@ def git(
                 cmd, cwd=cwd, input=input, capture_output=True, env=git_env(extra), timeout=timeout, check=False
             )
         except subprocess.TimeoutExpired as exc:
-            raise MirrorError(f"git {args[0]} took longer than {timeout:.0f} s and was stopped.") from exc
+            raise MirrorError(f"git {args[0]} took longer than {timeout:.0f} s and was stopped "
+                              "(HEARTH_GIT_TIMEOUT_S sets the limit).") from exc
         except OSError as exc:  # the mirror folder is gone, or git is not installed
             raise MirrorError(f"git {args[0]} could not start: {exc.strerror} ({exc.filename}).") from exc
     if proc.returncode != 0:

@@ -42,13 +42,18 @@ def _name_from_source(source: str) -> str:
 
 def repository_source_parse(source: str) -> tuple[str, str, str]:
     """(source without credentials, username, password found in the URL)."""
+    from django.conf import settings
+
     if source.startswith("http://"):
         raise MirrorError("Plain http:// would send credentials and code unencrypted: use https://.")
+    if source.startswith("git://") and not settings.HEARTH_GIT_ALLOW_INSECURE:
+        raise MirrorError("git:// sends code unencrypted and unauthenticated: use https:// or ssh://, or let an "
+                          "admin allow it with HEARTH_GIT_ALLOW_INSECURE=1.")
     if source.startswith(URL_SCHEMES):
         return url_split_credentials(source)
     transport = re.match(r"([a-zA-Z][\w+.-]*)(://|::)", source)
     if transport:  # ext::, fd::, ftp://, … : only the four schemes above are allowed
-        raise MirrorError(f"Unsupported URL scheme {transport.group(0)}: use https://, ssh://, git:// or file://.")
+        raise MirrorError(f"Unsupported URL scheme {transport.group(0)}: use https://, ssh:// or file:// (git:// if allowed).")
     path = Path(source).expanduser()
     if not path.exists():
         raise MirrorError(f"{source} does not exist: give the path of a git repository or an intranet URL.")

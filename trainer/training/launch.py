@@ -11,17 +11,13 @@ import sys
 from pathlib import Path
 
 
-def _jsonl(path: Path) -> list[dict]:
-    with path.open() as f:
-        return [json.loads(line) for line in f]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("spec", type=Path, help="JSON with hf_path, dataset_dir, settings, out_dir")
     args = parser.parse_args(argv)
     spec = json.loads(args.spec.read_text())
 
+    from trainer.datasets.builder import dataset_files_read
     from trainer.training.config import LoraSettings
     from trainer.training.loop import train
     from trainer.training.modeling import method_choose
@@ -30,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Path(spec["dataset_dir"])
     summary = train(
         hf_path=spec["hf_path"],
-        train_files=_jsonl(dataset / "train.jsonl"),
-        heldout_files=_jsonl(dataset / "heldout.jsonl"),
+        train_files=dataset_files_read(dataset, "train"),
+        heldout_files=dataset_files_read(dataset, "heldout"),
         settings=settings,
         method=method_choose(settings.quantization),
         out_dir=Path(spec["out_dir"]),

@@ -157,10 +157,29 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     run.adapter_path = str(Path(run.path) / "adapter")
     run.summary = summary
     run.save(update_fields=["adapter_path", "summary"])
+    _manifest_write(run, dataset_dir, settings, method, summary)
     run.transition(TrainingRun.Status.SUCCEEDED)
     run.log_line(f"done: {summary['steps']} steps at {summary['tokens_per_s']} tok/s, "
                  f"best held-out loss {summary['best_eval_loss']}")
     return run
+
+
+def _manifest_write(run: TrainingRun, dataset_dir: Path, settings: LoraSettings, method, summary: dict) -> None:
+    """The training stage's manifest: the dataset's manifest and the base's files as inputs, the
+    settings and method, the adapter's files by sha256, the libraries and the timings."""
+    from appliance.manifests import manifest_sha256, manifest_write
+    from appliance.paths import sha256_file
+
+    adapter = Path(run.adapter_path)
+    manifest_write(
+        Path(run.path), stage="training", run=run.pk,
+        inputs={"dataset": run.dataset_id, "dataset_manifest": manifest_sha256(dataset_dir),
+                "base": run.base.slug, "base_files": run.base.manifest.get("files", {})},
+        settings=settings.as_dict(), method={"name": method.name, "device": method.device},
+        adapter={p.name: sha256_file(p) for p in sorted(adapter.iterdir()) if p.is_file()} if adapter.is_dir() else {},
+        timings={"seconds": summary.get("seconds"), "steps": summary.get("steps"),
+                 "tokens_per_s": summary.get("tokens_per_s")},
+    )
 
 
 def training_watchdog() -> list[int]:
