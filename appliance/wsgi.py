@@ -7,6 +7,6 @@ application = get_wsgi_application()
 
 # The response filter's provider rules take about a second to read and compile: pay it when a
 # worker starts, not on its first completion.
-from appliance.secret_rules import rule_set  # noqa: E402
+from appliance.secret_rules import rule_set
 
 rule_set()
