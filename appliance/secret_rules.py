@@ -271,10 +271,14 @@ _MULTILINE = re.compile(r"\(\?[a-z]*s[a-z]*[:)]|\[\\s\\S")
 _NOT_A_SECRET = re.compile(r"-(?:id|url|domain|name|username|host|address)(?:\.\d+)?$")
 
 
-@functools.cache
 def rule_set(hearth_rules: bool = True) -> RuleSet:
     """The compiled provider rules, read once per process from the installed package, then
     Hearth's own (`hearth_rules=False` leaves them out, to measure the package alone)."""
+    return _rule_set(bool(hearth_rules))
+
+
+@functools.cache
+def _rule_set(hearth_rules: bool) -> RuleSet:
     source, text = _rule_file()
     config = tomllib.loads(text)
     skipped: Counter = Counter()
