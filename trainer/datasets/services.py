@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from django.db import transaction
 
 from appliance import paths
 from appliance.errors import DatasetError, HearthError
+from trainer.context.services import context_index_build
 from trainer.datasets.builder import (
     BuildResult,
     DatasetOptions,
@@ -73,6 +75,13 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
         dataset.log_line(f"failed: {exc}")
         dataset.transition(Dataset.Status.FAILED, reason=str(exc))
         raise
+    try:
+        index = context_index_build(dataset_dir=out, dataset_pk=dataset.pk)
+    except (OSError, sqlite3.Error) as exc:
+        reason = f"The code index of the dataset could not be written: {exc}"
+        dataset.log_line(f"failed: {reason}")
+        dataset.transition(Dataset.Status.FAILED, reason=reason)
+        raise DatasetError(reason) from exc
     dataset.path = str(out)
     dataset.manifest = json.loads((out / "manifest.json").read_text())
     _result_store(dataset, result)
@@ -81,7 +90,8 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
     dataset.log_line(
         f"built: {result.train_files} training files, {result.heldout_files} held-out, "
         f"{sum(result.skipped.values())} skipped, {secrets['total']} secrets scrubbed in {secrets['files']} files, "
-        f"about {result.train_tokens + result.heldout_tokens:,} tokens, in {result.seconds:.1f} s"
+        f"about {result.train_tokens + result.heldout_tokens:,} tokens, in {result.seconds:.1f} s; "
+        f"code index {index['chunks']} chunks in {index['seconds']:.1f} s"
     )
     logger.info("dataset %s built in %.1f s: %s", dataset.pk, result.seconds, dict(result.phases))
     return dataset
