@@ -18,13 +18,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.context.index import ContextIndex, index_build, query_text  # noqa: E402
+from trainer.context.index import ContextIndex, index_build, query_text
 
 FILES = 10_000
 QUERIES = 400
-WORDS = ("account", "ledger", "balance", "user", "session", "token", "cache", "render", "widget", "order",
-         "invoice", "payment", "config", "load", "parse", "store", "queue", "event", "report", "total",
-         "item", "price", "tax", "email", "address", "retry", "timeout", "client", "server", "request")
+WORDS = (
+    "account",
+    "ledger",
+    "balance",
+    "user",
+    "session",
+    "token",
+    "cache",
+    "render",
+    "widget",
+    "order",
+    "invoice",
+    "payment",
+    "config",
+    "load",
+    "parse",
+    "store",
+    "queue",
+    "event",
+    "report",
+    "total",
+    "item",
+    "price",
+    "tax",
+    "email",
+    "address",
+    "retry",
+    "timeout",
+    "client",
+    "server",
+    "request",
+)
 
 
 def emit(metric: str, value, goal=None) -> None:
@@ -48,7 +77,12 @@ def _module(rng: random.Random, i: int) -> dict:
         for _ in range(rng.randint(2, 12)):
             lines.append(f"{indent}{_name(rng)} = {_name(rng)}({_name(rng)}, {rng.randrange(100)})")
         lines += [f"{indent}return {_name(rng)}", "", ""]
-    return {"repo": "synthetic", "path": f"pkg{i % 50}/mod_{i}.py", "language": "python", "text": "\n".join(lines)}
+    return {
+        "repo": "synthetic",
+        "path": f"pkg{i % 50}/mod_{i}.py",
+        "language": "python",
+        "text": "\n".join(lines),
+    }
 
 
 def main() -> None:
@@ -62,17 +96,18 @@ def main() -> None:
         emit("context_index_build_s", stats["seconds"])
         emit("context_index_mb", round(stats["bytes"] / 2**20, 1))
         index = ContextIndex(path)
-        times = []
+        times, found = [], 0
         for _ in range(QUERIES):
             record = rng.choice(files)
             lines = record["text"].split("\n")
             prefix = "\n".join(lines[: rng.randrange(3, len(lines))])
             started = time.perf_counter()
-            index.search(query_text(prefix), k=4, exclude_path=record["path"])
+            found += bool(index.search(query_text(prefix), k=4, exclude_path=record["path"]))
             times.append((time.perf_counter() - started) * 1000)
         times.sort()
         emit("retrieval_p50_ms", round(statistics.median(times), 2), "<= 10")
         emit("retrieval_p95_ms", round(times[int(0.95 * len(times))], 2))
+        emit("retrieval_found_share", round(found / QUERIES, 3))
 
 
 if __name__ == "__main__":

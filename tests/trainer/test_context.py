@@ -43,7 +43,15 @@ def test_terms_split_identifiers_and_drop_keywords():
     from trainer.context.index import query_terms, terms
 
     assert terms("self.parseConfigFile(raw_json_text)") == [
-        "parseconfigfile", "parse", "config", "file", "raw_json_text", "raw", "json", "text"]
+        "parseconfigfile",
+        "parse",
+        "config",
+        "file",
+        "raw_json_text",
+        "raw",
+        "json",
+        "text",
+    ]
     assert query_terms("a_first\nreturn b_second")[0] == "second"  # nearest the cursor first
 
 
@@ -51,12 +59,24 @@ def test_search_ranks_by_shared_identifiers_and_excludes_the_current_file(tmp_pa
     from trainer.context.index import ContextIndex, index_build
 
     files = [
-        {"repo": "r", "path": "pay/ledger.py", "language": "python",
-         "text": "def ledger_balance(account_id):\n    return sum_entries(account_id, kind='credit')\n"},
-        {"repo": "r", "path": "ui/colors.py", "language": "python",
-         "text": "def palette_pick(theme):\n    return THEMES[theme]['primary_color']\n"},
-        {"repo": "r", "path": "pay/report.py", "language": "python",
-         "text": "def report(account_id):\n    total = ledger_balance(account_id)\n"},
+        {
+            "repo": "r",
+            "path": "pay/ledger.py",
+            "language": "python",
+            "text": "def ledger_balance(account_id):\n    return sum_entries(account_id, kind='credit')\n",
+        },
+        {
+            "repo": "r",
+            "path": "ui/colors.py",
+            "language": "python",
+            "text": "def palette_pick(theme):\n    return THEMES[theme]['primary_color']\n",
+        },
+        {
+            "repo": "r",
+            "path": "pay/report.py",
+            "language": "python",
+            "text": "def report(account_id):\n    total = ledger_balance(account_id)\n",
+        },
     ]
     stats = index_build(tmp_path / "i.sqlite", files)
     assert stats["files"] == 3 and stats["chunks"] == 3
@@ -84,7 +104,11 @@ def test_dataset_stage_builds_the_index_from_training_rows_only(tmp_path):
     dataset = dataset_build(repositories=[repo], options=DatasetOptions(heldout_percent=20))
     entry = dataset.manifest["context_index"]
     index_file = Path(dataset.path) / entry["path"]
-    assert entry["split"] == "train" and entry["files"] == dataset.train_files and entry["chunks"] > entry["files"]
+    assert (
+        entry["split"] == "train"
+        and entry["files"] == dataset.train_files
+        and entry["chunks"] > entry["files"]
+    )
     assert json.loads((Path(dataset.path) / "manifest.json").read_text())["context_index"] == entry
     rows = sqlite3.connect(index_file).execute("SELECT path, body FROM chunks").fetchall()
     indexed = {p for p, _ in rows}

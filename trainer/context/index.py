@@ -15,6 +15,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,69 @@ _TOP_DEF = re.compile(
 )
 # Words every file of a language has: they only slow the query down and blur the ranking.
 STOPWORDS = frozenset(
-    "self cls def class return import from as if else elif for in while not and or is none true false "
-    "none true false try except finally with raise pass break continue lambda yield async await "
-    "function var let const new this null undefined public private protected static void int str "
-    "string bool float list dict the a an of to".split()
+    [
+        "self",
+        "cls",
+        "def",
+        "class",
+        "return",
+        "import",
+        "from",
+        "as",
+        "if",
+        "else",
+        "elif",
+        "for",
+        "in",
+        "while",
+        "not",
+        "and",
+        "or",
+        "is",
+        "none",
+        "true",
+        "false",
+        "none",
+        "true",
+        "false",
+        "try",
+        "except",
+        "finally",
+        "with",
+        "raise",
+        "pass",
+        "break",
+        "continue",
+        "lambda",
+        "yield",
+        "async",
+        "await",
+        "function",
+        "var",
+        "let",
+        "const",
+        "new",
+        "this",
+        "null",
+        "undefined",
+        "public",
+        "private",
+        "protected",
+        "static",
+        "void",
+        "int",
+        "str",
+        "string",
+        "bool",
+        "float",
+        "list",
+        "dict",
+        "the",
+        "a",
+        "an",
+        "of",
+        "to",
+    ]
 )
 
 
@@ -76,7 +136,7 @@ def chunks_split(repo: str, path: str, language: str, text: str) -> list[Chunk]:
     """A file cut into definitions (Python by `ast`, other languages by a top-level keyword line),
     the code between them and anything longer than CHUNK_LINES cut into line windows."""
     lines = text.split("\n")
-    spans = (_python_spans(text, lines) if language == "python" else None)
+    spans = _python_spans(text, lines) if language == "python" else None
     if spans is None:
         spans = _regex_spans(lines)
     pieces: list[tuple[int, int]] = []
@@ -130,7 +190,13 @@ CREATE VIRTUAL TABLE chunks USING fts5(
     tokenize = "unicode61 tokenchars '_'"
 );
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE df (term TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 """
+# A query term found in more than this share of chunks says little and costs most (its posting list
+# is long): it is left out of the query. The rarest terms are kept first.
+COMMON_SHARE = 0.005
+MIN_COMMON = 50
+QUERY_KEEP = 10
 
 
 def index_build(path: Path, files: Iterable[dict]) -> dict:
@@ -144,25 +210,36 @@ def index_build(path: Path, files: Iterable[dict]) -> dict:
     n_files = n_chunks = 0
     try:
         conn.executescript(_SCHEMA)
-        rows = []
+        rows, df = [], Counter()
         for record in files:
             n_files += 1
-            for c in chunks_split(record.get("repo", ""), record["path"], record.get("language", ""), record["text"]):
-                rows.append((" ".join(terms(c.path + "\n" + c.text)), c.repo, c.path, c.language, c.start_line, c.text))
+            for c in chunks_split(
+                record.get("repo", ""), record["path"], record.get("language", ""), record["text"]
+            ):
+                words = terms(c.path + "\n" + c.text)
+                df.update(set(words))
+                rows.append((" ".join(words), c.repo, c.path, c.language, c.start_line, c.text))
             if len(rows) >= 5000:
                 n_chunks += len(rows)
                 conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
                 rows = []
         n_chunks += len(rows)
         conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO df VALUES (?, ?)", df.items())
         conn.execute("INSERT INTO chunks(chunks) VALUES ('optimize')")
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("files", str(n_files)), ("chunks", str(n_chunks))])
+        conn.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [("files", str(n_files)), ("chunks", str(n_chunks))]
+        )
         conn.commit()
     finally:
         conn.close()
     os.replace(partial, path)
-    return {"files": n_files, "chunks": n_chunks, "bytes": path.stat().st_size,
-            "seconds": round(time.monotonic() - started, 2)}
+    return {
+        "files": n_files,
+        "chunks": n_chunks,
+        "bytes": path.stat().st_size,
+        "seconds": round(time.monotonic() - started, 2),
+    }
 
 
 class ContextIndex:
@@ -173,6 +250,9 @@ class ContextIndex:
         if not self.path.is_file():
             raise FileNotFoundError(self.path)
         self._local = threading.local()
+        meta = dict(self._conn().execute("SELECT key, value FROM meta").fetchall())
+        self.chunks = int(meta.get("chunks", 0))
+        self.common = max(MIN_COMMON, int(self.chunks * COMMON_SHARE))
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -182,27 +262,50 @@ class ContextIndex:
         return conn
 
     def search(
-        self, text: str, *, k: int = 4, exclude_path: str = "", language: str = "",
+        self,
+        text: str,
+        *,
+        k: int = 4,
+        exclude_path: str = "",
+        language: str = "",
         keep: Callable[[str], bool] | None = None,
     ) -> list[Chunk]:
         """The `k` chunks that best match `text` (BM25), never from `exclude_path` (the current file),
         only of `language` when given, only paths `keep` accepts."""
-        words = query_terms(text)
+        words = self.terms_pick(query_terms(text))
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in words)
-        rows = self._conn().execute(
-            "SELECT repo, path, language, start_line, body FROM chunks WHERE chunks MATCH ? "
-            "ORDER BY bm25(chunks) LIMIT ?", (match, k * 4 + 8),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT repo, path, language, start_line, body FROM chunks WHERE chunks MATCH ? "
+                "ORDER BY bm25(chunks) LIMIT ?",
+                (match, k * 4 + 8),
+            )
+            .fetchall()
+        )
         out = []
         for repo, path, lang, start, body in rows:
-            if path == exclude_path or (language and lang != language) or (keep is not None and not keep(path)):
+            if (
+                path == exclude_path
+                or (language and lang != language)
+                or (keep is not None and not keep(path))
+            ):
                 continue
             out.append(Chunk(repo, path, lang, int(start), body))
             if len(out) >= k:
                 break
         return out
+
+    def terms_pick(self, words: list[str]) -> list[str]:
+        """The query's informative terms: those the index has, not in too many chunks, rarest first."""
+        if not words:
+            return []
+        marks = ",".join("?" * len(words))
+        df = dict(self._conn().execute(f"SELECT term, n FROM df WHERE term IN ({marks})", words).fetchall())
+        kept = sorted((n, w) for w, n in df.items() if n <= self.common)
+        return [w for _, w in kept[:QUERY_KEEP]]
 
 
 def snippets_pick(chunks: list[Chunk], *, budget_chars: int) -> list[tuple[str, str]]:

@@ -25,8 +25,13 @@ def context_index_build(*, dataset_dir: Path, dataset_pk: int) -> dict:
     manifest = json.loads(manifest_path.read_text())
     manifest["context_index"] = entry
     paths.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
-    logger.info("context index of dataset %s: %s chunks of %s files in %.2f s", dataset_pk, stats["chunks"],
-                stats["files"], stats["seconds"])
+    logger.info(
+        "context index of dataset %s: %s chunks of %s files in %.2f s",
+        dataset_pk,
+        stats["chunks"],
+        stats["files"],
+        stats["seconds"],
+    )
     return entry
 
 

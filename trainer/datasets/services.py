@@ -35,7 +35,9 @@ def dataset_build(
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
     """Create a Dataset row, then build it (see `dataset_execute`)."""
-    return dataset_execute(dataset=dataset_create(repositories=repositories, options=options), progress=progress)
+    return dataset_execute(
+        dataset=dataset_create(repositories=repositories, options=options), progress=progress
+    )
 
 
 def dataset_create(*, repositories: list[Repository], options: DatasetOptions | None = None) -> Dataset:
@@ -46,14 +48,18 @@ def dataset_create(*, repositories: list[Repository], options: DatasetOptions | 
     extra = [g for g in settings.HEARTH_DATASET_EXCLUDE if g not in options.exclude_globs]
     if extra:
         options = replace(options, exclude_globs=(*options.exclude_globs, *extra))
-    dataset = Dataset.objects.create(options=asdict(options), commits={r.name: r.head_sha for r in repositories})
+    dataset = Dataset.objects.create(
+        options=asdict(options), commits={r.name: r.head_sha for r in repositories}
+    )
     dataset.repositories.set(repositories)
     return dataset
 
 
 def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | None = None) -> Dataset:
     """Build the files of a pending dataset; store the report and the per-file list with it."""
-    options = DatasetOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in dataset.options.items()})
+    options = DatasetOptions(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in dataset.options.items()}
+    )
     repositories = list(dataset.repositories.all())
     not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
     if not repositories or not_ready:
@@ -63,7 +69,10 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
         raise DatasetError(reason)
     dataset.transition(Dataset.Status.BUILDING)
     out = paths.dataset_dir(dataset.pk)
-    sources = [SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns, r.language_choice) for r in repositories]
+    sources = [
+        SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns, r.language_choice)
+        for r in repositories
+    ]
     try:
         result = dataset_build_files(sources, out, options, progress)
     except DatasetRejected as exc:
@@ -103,8 +112,17 @@ def _result_store(dataset: Dataset, result: BuildResult) -> None:
     dataset.train_files, dataset.heldout_files = result.train_files, result.heldout_files
     dataset.train_bytes = result.train_bytes
     with transaction.atomic():
-        dataset.save(update_fields=["path", "manifest", "report", "train_files", "heldout_files", "train_bytes",
-                                    "updated_at"])
+        dataset.save(
+            update_fields=[
+                "path",
+                "manifest",
+                "report",
+                "train_files",
+                "heldout_files",
+                "train_bytes",
+                "updated_at",
+            ]
+        )
         DatasetFile.objects.filter(dataset=dataset).delete()
         DatasetFile.objects.bulk_create(
             (DatasetFile(dataset=dataset, **row) for row in result.files), batch_size=2000
