@@ -9,7 +9,11 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 # The CPU build of torch; a GPU host sets TORCH_SPEC (see README).
 TORCH_SPEC ?= torch==2.13.0
 
+<<<<<<< HEAD
 .PHONY: install demo test test-slow test-offline bundle serve bench bench-dataset bench-training bench-export bench-serving lint clean
+=======
+.PHONY: install demo test test-slow serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
+>>>>>>> context
 
 install: $(STAMP)
 
@@ -67,8 +71,11 @@ bench-export: install
 bench-dataset: install
 	$(BIN)/python benchmarks/bench_dataset.py
 
+bench-context: install
+	$(BIN)/python benchmarks/bench_context.py
+
 bench-serving: install
 	$(BIN)/python benchmarks/bench_serving.py $(BENCH_ARGS)
 
 # Every benchmark, one JSON object per line.
-bench: bench-dataset bench-training bench-export bench-serving
+bench: bench-dataset bench-context bench-training bench-export bench-serving

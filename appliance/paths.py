@@ -43,6 +43,11 @@ def dataset_dir(pk: int) -> Path:
     return _dir("datasets", f"dataset-{pk:05d}")
 
 
+def context_index_path(dataset_pk: int) -> Path:
+    """The code index (SQLite FTS5) of a dataset's training files, beside its JSONL files."""
+    return dataset_dir(dataset_pk) / "context.sqlite"
+
+
 def basemodels_dir() -> Path:
     return _dir("basemodels")
 

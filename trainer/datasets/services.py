@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from django.db import transaction
 
 from appliance import paths
 from appliance.errors import DatasetError, HearthError
+from trainer.context.services import context_index_build
 from trainer.datasets.builder import (
     BuildResult,
     DatasetOptions,
@@ -33,7 +35,9 @@ def dataset_build(
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
     """Create a Dataset row, then build it (see `dataset_execute`)."""
-    return dataset_execute(dataset=dataset_create(repositories=repositories, options=options), progress=progress)
+    return dataset_execute(
+        dataset=dataset_create(repositories=repositories, options=options), progress=progress
+    )
 
 
 def dataset_create(*, repositories: list[Repository], options: DatasetOptions | None = None) -> Dataset:
@@ -48,7 +52,9 @@ def dataset_create(*, repositories: list[Repository], options: DatasetOptions | 
 
 def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | None = None) -> Dataset:
     """Build the files of a pending dataset; store the report and the per-file list with it."""
-    options = DatasetOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in dataset.options.items()})
+    options = DatasetOptions(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in dataset.options.items()}
+    )
     repositories = list(dataset.repositories.all())
     not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
     if not repositories or not_ready:
@@ -70,6 +76,13 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
         dataset.log_line(f"failed: {exc}")
         dataset.transition(Dataset.Status.FAILED, reason=str(exc))
         raise
+    try:
+        index = context_index_build(dataset_dir=out, dataset_pk=dataset.pk)
+    except (OSError, sqlite3.Error) as exc:
+        reason = f"The code index of the dataset could not be written: {exc}"
+        dataset.log_line(f"failed: {reason}")
+        dataset.transition(Dataset.Status.FAILED, reason=reason)
+        raise DatasetError(reason) from exc
     dataset.path = str(out)
     dataset.manifest = json.loads((out / "manifest.json").read_text())
     _result_store(dataset, result)
@@ -78,7 +91,8 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
     dataset.log_line(
         f"built: {result.train_files} training files, {result.heldout_files} held-out, "
         f"{sum(result.skipped.values())} skipped, {secrets['total']} secrets scrubbed in {secrets['files']} files, "
-        f"about {result.train_tokens + result.heldout_tokens:,} tokens, in {result.seconds:.1f} s"
+        f"about {result.train_tokens + result.heldout_tokens:,} tokens, in {result.seconds:.1f} s; "
+        f"code index {index['chunks']} chunks in {index['seconds']:.1f} s"
     )
     logger.info("dataset %s built in %.1f s: %s", dataset.pk, result.seconds, dict(result.phases))
     return dataset
@@ -103,8 +117,17 @@ def _result_store(dataset: Dataset, result: BuildResult) -> None:
     dataset.train_files, dataset.heldout_files = result.train_files, result.heldout_files
     dataset.train_bytes = result.train_bytes
     with transaction.atomic():
-        dataset.save(update_fields=["path", "manifest", "report", "train_files", "heldout_files", "train_bytes",
-                                    "updated_at"])
+        dataset.save(
+            update_fields=[
+                "path",
+                "manifest",
+                "report",
+                "train_files",
+                "heldout_files",
+                "train_bytes",
+                "updated_at",
+            ]
+        )
         DatasetFile.objects.filter(dataset=dataset).delete()
         DatasetFile.objects.bulk_create(
             (DatasetFile(dataset=dataset, **row) for row in result.files), batch_size=2000

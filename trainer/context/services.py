@@ -1,0 +1,48 @@
+"""The code index of a dataset: built with the dataset, read by evaluation, training and serving."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from appliance import paths
+from trainer.context.index import ContextIndex, index_build
+
+logger = logging.getLogger(__name__)
+
+
+def context_index_build(*, dataset_dir: Path, dataset_pk: int) -> dict:
+    """Index the dataset's training files (never its held-out ones) and record the index in the
+    dataset's manifest. Returns what the manifest records."""
+    from trainer.datasets.builder import dataset_files_read
+
+    target = paths.context_index_path(dataset_pk)
+    stats = index_build(target, dataset_files_read(dataset_dir, "train"))
+    entry = {"path": target.name, "sha256": paths.sha256_file(target), "split": "train", **stats}
+    manifest_path = dataset_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["context_index"] = entry
+    paths.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    logger.info(
+        "context index of dataset %s: %s chunks of %s files in %.2f s",
+        dataset_pk,
+        stats["chunks"],
+        stats["files"],
+        stats["seconds"],
+    )
+    return entry
+
+
+@lru_cache(maxsize=16)
+def _open(path: str, mtime: float) -> ContextIndex:
+    return ContextIndex(Path(path))
+
+
+def context_index_open(dataset_pk: int) -> ContextIndex | None:
+    """The dataset's index, or None when it has none (a dataset built before indexes existed)."""
+    path = paths.context_index_path(dataset_pk)
+    if not path.is_file():
+        return None
+    return _open(str(path), path.stat().st_mtime)
