@@ -10,9 +10,8 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 TORCH_SPEC ?= torch==2.13.0
 
 <<<<<<< HEAD
-.PHONY: install demo test test-slow test-offline bundle serve bench bench-dataset bench-training bench-export bench-serving lint clean
 =======
-.PHONY: install demo test test-slow serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
+.PHONY: install demo test test-slow test-offline bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
 >>>>>>> context
 
 install: $(STAMP)
@@ -58,6 +57,7 @@ test-offline: bundle
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
