@@ -23,6 +23,17 @@ from webui.reports import html_table, report_html
 admin.site.site_header = "Hearth"
 admin.site.site_title = "Hearth admin"
 admin.site.index_title = "Private code completion"
+_stock_index = admin.site.index
+
+
+def _dashboard_index(request, extra_context=None):
+    """The admin index with the dashboard above the model list (webui/dashboard.py)."""
+    from webui.dashboard import dashboard_context
+
+    return _stock_index(request, {**dashboard_context(), **(extra_context or {})})
+
+
+admin.site.index = _dashboard_index
 
 
 class ReadOnlyLogMixin:
