@@ -9,10 +9,7 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 # The CPU build of torch; a GPU host sets TORCH_SPEC (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-<<<<<<< HEAD
-=======
-.PHONY: install demo test test-slow test-offline bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
->>>>>>> context
+.PHONY: install demo test test-slow test-browser test-offline bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
 
 install: $(STAMP)
 
@@ -35,6 +32,10 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# The admin in Debian's Chromium (apt-get install chromium); screenshots in test-artifacts/screenshots/.
+test-browser: install
+	$(BIN)/python -m pytest -m browser tests/webui
 
 serve: install
 	$(BIN)/python manage.py migrate --noinput -v0

@@ -2,8 +2,10 @@
 
 from django import forms
 from django.contrib import admin
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from appliance.audit import request_audit
 from appliance.models import AuditEntry, Notification
 from inference.models import ApiToken
 from trainer.models import (
@@ -21,6 +23,17 @@ from webui.reports import html_table, report_html
 admin.site.site_header = "Hearth"
 admin.site.site_title = "Hearth admin"
 admin.site.index_title = "Private code completion"
+_stock_index = admin.site.index
+
+
+def _dashboard_index(request, extra_context=None):
+    """The admin index with the dashboard above the model list (webui/dashboard.py)."""
+    from webui.dashboard import dashboard_context
+
+    return _stock_index(request, {**dashboard_context(), **(extra_context or {})})
+
+
+admin.site.index = _dashboard_index
 
 
 class ReadOnlyLogMixin:
@@ -88,6 +101,7 @@ class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         obj.pk = created.pk
         obj.refresh_from_db()
         job_enqueue("trainer.mirrors.tasks.repository_sync_task", obj.pk)
+        request_audit(request, action="repository.add", target=f"repository {obj.name}", detail=obj.source)
         self.message_user(request, f"{obj.name} registered; its first sync runs in the background.")
 
     @admin.action(description="Sync the selected repositories now")
@@ -96,6 +110,7 @@ class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
 
         for repo in queryset:
             job_enqueue("trainer.mirrors.tasks.repository_sync_task", repo.pk)
+            request_audit(request, action="repository.sync", target=f"repository {repo.name}")
         self.message_user(request, f"Sync queued for {queryset.count()} repositories.")
 
     @admin.action(description="Build a dataset from the selected repositories")
@@ -103,6 +118,7 @@ class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         from appliance.jobs import job_enqueue
 
         job_enqueue("trainer.datasets.tasks.dataset_build_task", sorted(queryset.values_list("pk", flat=True)))
+        request_audit(request, action="dataset.build", detail=", ".join(r.name for r in queryset))
         self.message_user(request, "Dataset build queued; it appears under Datasets with its report.")
 
 
@@ -219,10 +235,23 @@ class ProgressInline(admin.TabularInline):
         return False
 
 
+def _admin_urls(model_admin, routes):
+    """Custom admin views (webui/views.py) under the model's admin URLs, staff-only through admin_view."""
+    site = model_admin.admin_site
+    info = model_admin.model._meta.app_label, model_admin.model._meta.model_name
+
+    def wrap(view):
+        def wrapped(request, *args, **kwargs):
+            return view(request, site, *args, **kwargs)
+        return site.admin_view(wrapped)
+
+    return [path(route, wrap(view), name="{}_{}_".format(*info) + name) for route, view, name in routes]
+
+
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
-    """Runs start from "Start a custom model" (or `training_start`), never from an add form; a run's
-    page follows it live and every field is read-only."""
+    """Runs are started from "Start a custom model" and change only through their jobs and cancel:
+    no add form, every field read-only, the page live while the run trains."""
 
     list_display = ("id", "base", "dataset", "status", "method", "step", "total_steps", "attempts", "created_at")
     list_filter = ("status", "method")
@@ -232,34 +261,27 @@ class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in TrainingRun._meta.fields]
+    def has_change_permission(self, request, obj=None):
+        return False
 
     def get_urls(self):
-        from django.urls import path
-
         from webui import views
 
-        site = self.admin_site
-        return [
-            path("start/", site.admin_view(lambda r: views.training_start_view(r, site)),
-                 name="trainer_trainingrun_start"),
-            path("<int:pk>/live/", site.admin_view(lambda r, pk: views.run_live_view(r, site, pk)),
-                 name="trainer_trainingrun_live"),
-            path("<int:pk>/cancel/", site.admin_view(lambda r, pk: views.run_cancel_view(r, site, pk)),
-                 name="trainer_trainingrun_cancel"),
-        ] + super().get_urls()
+        return _admin_urls(self, [
+            ("start/", views.training_start_view, "start"),
+            ("<int:pk>/live/", views.run_live_view, "live"),
+            ("<int:pk>/cancel/", views.run_cancel_view, "cancel"),
+        ]) + super().get_urls()
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         from webui.live import run_live_context
 
         run = self.get_object(request, object_id)
-        extra = run_live_context(run) if run is not None else {}
-        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+        extra = run_live_context(run) if run else {}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
     @admin.action(description="Cancel the selected runs")
     def cancel_runs(self, request, queryset):
-        from appliance.audit import request_audit
         from appliance.errors import HearthError
         from trainer.training.services import training_run_cancel
 
@@ -290,53 +312,62 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = ("id", "base", "run", "status", "fim_format", "promoted_at")
     list_filter = ("status",)
     # A version changes only through its actions (promote, retire, delete): every field is read-only.
-    readonly_fields = ("decide", "files") + ReadOnlyLogMixin.readonly_fields + (
-        "base", "run", "path", "fim_format", "gguf_path", "gguf_sha256", "manifest", "promoted_at")
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("base", "run", "path", "fim_format", "gguf_path",
+                                                          "gguf_sha256", "manifest", "promoted_at", "decision",
+                                                          "lifecycle", "files")
+    fieldsets = (
+        (None, {"fields": ("status", "status_reason", "base", "run", "promoted_at", "decision", "lifecycle")}),
+        ("GGUF files", {"fields": ("files",)}),
+        ("Details", {"classes": ("collapse",), "fields": ("fim_format", "path", "gguf_path", "gguf_sha256",
+                                                         "log", "manifest", "created_at", "updated_at")}),
+    )
     inlines = [ReportInline]
     actions = ["promote", "retire", "delete_versions"]
 
     def has_add_permission(self, request):
         return False  # versions come from training runs
 
-    def get_urls(self):
-        from django.urls import path
+    def has_change_permission(self, request, obj=None):
+        return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # through "delete" with its confirmation page, which also removes the files
+
+    def get_urls(self):
         from webui import views
 
-        site = self.admin_site
-        return [
-            path("<int:pk>/do/<str:action>/", site.admin_view(
-                lambda r, pk, action: views.version_action_view(r, site, pk, action)), name="trainer_modelversion_do"),
-            path("<int:pk>/files/<str:name>/", site.admin_view(
-                lambda r, pk, name: views.version_download_view(r, site, pk, name)),
-                name="trainer_modelversion_download"),
-        ] + super().get_urls()
+        return _admin_urls(self, [
+            ("<int:pk>/do/<str:action>/", views.version_action_view, "action"),
+            ("<int:pk>/download/<str:name>", views.version_download_view, "download"),
+        ]) + super().get_urls()
 
-    @admin.display(description="Decide")
-    def decide(self, obj):
-        from django.urls import reverse
+    @admin.display(description="promotion decision")
+    def decision(self, obj):
+        report = obj.reports.order_by("-created_at").first()
+        return report.decision if report and report.decision else "No evaluation yet."
 
-        if not obj or not obj.pk:
-            return "-"
-        wanted = {"candidate": ("promote", "retire", "delete"), "promoted": ("retire", "delete"),
-                  "retired": ("promote", "delete"), "failed": ("delete",), "building": ()}[obj.status]
-        return format_html_join(" · ", '<a class="button" href="{}">{}</a>', (
-            (reverse("admin:trainer_modelversion_do", args=[obj.pk, a]), "roll back to it" if (
-                a == "promote" and obj.status == "retired") else a) for a in wanted)) or "-"
+    @admin.display(description="actions")
+    def lifecycle(self, obj):
+        allowed = [a for a in ("promote", "retire") if obj.can_transition(
+            {"promote": ModelVersion.Status.PROMOTED, "retire": ModelVersion.Status.RETIRED}[a])]
+        labels = {"promote": "Roll back to this version" if obj.status == ModelVersion.Status.RETIRED
+                  else "Promote (serve)", "retire": "Retire", "delete": "Delete"}
+        return format_html_join(" ", '<a class="hearth-button{}" href="{}">{}</a>', (
+            (" danger" if a == "delete" else "", reverse("admin:trainer_modelversion_action", args=[obj.pk, a]),
+             labels[a]) for a in [*allowed, "delete"]))
 
-    @admin.display(description="GGUF files")
+    @admin.display(description="files")
     def files(self, obj):
-        from django.urls import reverse
-
         from webui.views import version_files
 
-        rows = [(format_html('<a href="{}">{}</a>', reverse("admin:trainer_modelversion_download",
-                                                            args=[obj.pk, name]), name), sha, f"{size:,}")
-                for name, sha, size in version_files(obj)] if obj and obj.pk else []
-        return html_table(("file", "sha256", "bytes"), rows) if rows else "-"
+        rows = version_files(obj)
+        if not rows:
+            return "No GGUF file on disk yet."
+        return html_table(("file", "size", "sha256"), [
+            (format_html('<a href="{}">{}</a>', reverse("admin:trainer_modelversion_download", args=[obj.pk, n]), n),
+             f"{size / 1e6:,.1f} MB", format_html("<code>{}</code>", sha)) for n, sha, size in rows])
 
     def _each(self, request, queryset, action: str) -> None:
-        from appliance.audit import request_audit
         from appliance.errors import HearthError
         from trainer import versions
 
@@ -380,51 +411,61 @@ class NotificationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """Tokens are created on their own page (the raw value is shown once); a superuser sees every
-    user's tokens, other staff only their own."""
+    """Tokens are made by "Create a token" (shown once) and end by "Revoke"; a superuser sees every
+    user's, a staff user only their own."""
 
-    list_display = ("prefix", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at",
-                    "rate_limit_per_minute")
+    list_display = ("prefix", "user", "name", "created_at", "expires_at", "rate_limit_per_minute", "revoked_at",
+                    "last_used_at")
     list_filter = ("revoked_at",)
-    fields = ("user", "name", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at",
-              "rate_limit_per_minute")
-    readonly_fields = ("user", "prefix", "created_at", "revoked_at", "last_used_at")
     search_fields = ("user__username", "name", "prefix")
+    exclude = ("digest",)
     actions = ["revoke"]
 
+    def get_queryset(self, request):
+        qs = super().get_queryset(request).select_related("user")
+        return qs if request.user.is_superuser else qs.filter(user=request.user)
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff and (
+            obj is None or request.user.is_superuser or obj.user_id == request.user.pk)
+
     def has_add_permission(self, request):
+        return False  # a token is created by token_create_view, which shows it once
+
+    def has_change_permission(self, request, obj=None):
         return False
 
-    def get_queryset(self, request):
-        rows = super().get_queryset(request).select_related("user")
-        return rows if request.user.is_superuser else rows.filter(user=request.user)
-
     def get_urls(self):
-        from django.urls import path
-
         from webui import views
 
-        site = self.admin_site
-        return [path("new/", site.admin_view(lambda r: views.token_create_view(r, site)),
-                     name="inference_apitoken_new")] + super().get_urls()
+        return _admin_urls(self, [("new/", views.token_create_view, "new")]) + super().get_urls()
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        if request.user.is_staff and "revoke" not in actions:
+            actions["revoke"] = self.get_action("revoke")
+        return actions
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):
-        from appliance.audit import request_audit
         from inference.auth import token_revoke
 
         for token in queryset.filter(revoked_at__isnull=True):
             token_revoke(token=token)
-            request_audit(request, action="token.revoke", target=f"token {token.prefix}")
-        self.message_user(request, "Revoked.")
+            request_audit(request, action="token.revoke", target=f"token {token.prefix}", detail=str(token.user))
+        self.message_user(request, "Revoked; IDEs using them get 401 from now on.")
 
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(admin.ModelAdmin):
-    """The audit log: appended by the services, never edited here."""
+    """The audit log: browsable and filterable, never editable."""
 
-    list_display = ("at", "actor", "action", "target", "ip", "detail")
-    list_filter = ("action", "actor")
+    list_display = ("at", "actor", "action", "target", "detail", "ip")
+    list_filter = ("action", "actor", "at")
     search_fields = ("actor", "action", "target", "detail", "ip")
     date_hierarchy = "at"
 
@@ -474,6 +515,8 @@ class ServingPolicyAdmin(admin.ModelAdmin):
 
         super().save_model(request, obj, form, change)
         serving_rules_clear()
+        request_audit(request, action="policy.change", target=str(obj),
+                      detail=", ".join(form.changed_data) or "saved unchanged")
 
 
 @admin.register(BlockedCode)

@@ -7,8 +7,13 @@ from collections.abc import Sequence
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-COLORS = {"base": "#8a8a8a", "served": "#c28f2c", "candidate": "#417690", "loss": "#417690",
-          "held-out loss": "#c0392b"}
+COLORS = {
+    "base": "#8a8a8a",
+    "served": "#c28f2c",
+    "candidate": "#417690",
+    "loss": "#417690",
+    "held-out loss": "#c0392b",
+}
 PALETTE = ("#417690", "#c0392b", "#c28f2c", "#2e8b57", "#7d3c98")
 
 
@@ -25,8 +30,14 @@ def _ticks(lo: float, hi: float, n: int = 4) -> list[float]:
     return [lo + (hi - lo) * k / n for k in range(n + 1)]
 
 
-def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, x_label: str, y_label: str,
-               width: int = 640, height: int = 220) -> SafeString:
+def line_chart(
+    series: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+    *,
+    x_label: str,
+    y_label: str,
+    width: int = 640,
+    height: int = 220,
+) -> SafeString:
     """Lines (with dots) on shared axes; `series` is (label, [(x, y), ...]) each."""
     points = [p for _, pts in series for p in pts]
     if not points:
@@ -44,21 +55,33 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, x
     def sy(y: float) -> float:
         return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
 
-    grid = format_html_join("", '<line x1="{0}" x2="{1}" y1="{2}" y2="{2}" stroke="#e5e5e5"/>'
-                                '<text x="{3}" y="{4}" font-size="10" text-anchor="end" fill="#666">{5}</text>',
-                            ((left, width - right, _n(sy(t)), left - 4, _n(sy(t) + 3), f"{t:.2f}")
-                             for t in _ticks(y0, y1)))
-    xticks = format_html_join("", '<text x="{0}" y="{1}" font-size="10" text-anchor="middle" fill="#666">{2}'
-                                  "</text>",
-                              ((_n(sx(t)), height - bottom + 14, f"{t:.0f}") for t in _ticks(x0, x1)))
+    grid = format_html_join(
+        "",
+        '<line x1="{0}" x2="{1}" y1="{2}" y2="{2}" stroke="#e5e5e5"/>'
+        '<text x="{3}" y="{4}" font-size="10" text-anchor="end" fill="#666">{5}</text>',
+        ((left, width - right, _n(sy(t)), left - 4, _n(sy(t) + 3), f"{t:.2f}") for t in _ticks(y0, y1)),
+    )
+    xticks = format_html_join(
+        "",
+        '<text x="{0}" y="{1}" font-size="10" text-anchor="middle" fill="#666">{2}</text>',
+        ((_n(sx(t)), height - bottom + 14, f"{t:.0f}") for t in _ticks(x0, x1)),
+    )
     lines, legend = [], []
     for i, (label, pts) in enumerate(series):
         c = color_for(label, i)
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-        dots = format_html_join("", '<circle cx="{}" cy="{}" r="2.5" fill="{}"/>',
-                                ((_n(sx(x)), _n(sy(y)), c) for x, y in pts))
-        lines.append(format_html('<polyline points="{}" fill="none" stroke="{}" stroke-width="2" '
-                                 'data-series="{}"/>{}', path, c, label, dots))
+        dots = format_html_join(
+            "", '<circle cx="{}" cy="{}" r="2.5" fill="{}"/>', ((_n(sx(x)), _n(sy(y)), c) for x, y in pts)
+        )
+        lines.append(
+            format_html(
+                '<polyline points="{}" fill="none" stroke="{}" stroke-width="2" data-series="{}"/>{}',
+                path,
+                c,
+                label,
+                dots,
+            )
+        )
         legend.append(format_html('<tspan fill="{}">■ {}</tspan> ', c, label))
     return format_html(
         '<svg class="hearth-chart" role="img" aria-label="{}" width="{}" height="{}" viewBox="0 0 {} {}" '
@@ -66,14 +89,33 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, x
         '<text x="{}" y="{}" font-size="11" text-anchor="middle" fill="#333">{}</text>'
         '<text x="12" y="{}" font-size="11" fill="#333" transform="rotate(-90 12 {})" text-anchor="middle">{}</text>'
         '<text x="{}" y="11" font-size="11" text-anchor="end">{}</text></svg>',
-        y_label, width, height, width, height, grid, xticks, mark_safe("".join(lines)),
-        _n((left + width - right) / 2), height - 4, x_label, _n(height / 2), _n(height / 2), y_label,
-        width - right, mark_safe("".join(legend)),
+        y_label,
+        width,
+        height,
+        width,
+        height,
+        grid,
+        xticks,
+        mark_safe("".join(lines)),
+        _n((left + width - right) / 2),
+        height - 4,
+        x_label,
+        _n(height / 2),
+        _n(height / 2),
+        y_label,
+        width - right,
+        mark_safe("".join(legend)),
     )
 
 
-def bar_chart(rows: Sequence[tuple[str, float, tuple[float, float] | None]], *, scale_max: float | None = None,
-              fmt: str = "{:.3f}", width: int = 520, title: str = "") -> SafeString:
+def bar_chart(
+    rows: Sequence[tuple[str, float, tuple[float, float] | None]],
+    *,
+    scale_max: float | None = None,
+    fmt: str = "{:.3f}",
+    width: int = 520,
+    title: str = "",
+) -> SafeString:
     """Horizontal bars, one per (label, value, interval or None); a 95% interval draws as a whisker."""
     if not rows:
         return format_html("<p>{}</p>", "Nothing to show.")
@@ -88,26 +130,53 @@ def bar_chart(rows: Sequence[tuple[str, float, tuple[float, float] | None]], *, 
     for i, (label, value, ci) in enumerate(rows):
         y = i * row_h + 4
         c = color_for(label.split(" · ")[-1], i)
-        parts.append(format_html(
-            '<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>'
-            '<rect x="{}" y="{}" width="{}" height="14" fill="{}" data-value="{}"/>',
-            label_w - 6, y + 11, label, label_w, y, _n(sx(value) - label_w), c, fmt.format(value)))
+        parts.append(
+            format_html(
+                '<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>'
+                '<rect x="{}" y="{}" width="{}" height="14" fill="{}" data-value="{}"/>',
+                label_w - 6,
+                y + 11,
+                label,
+                label_w,
+                y,
+                _n(sx(value) - label_w),
+                c,
+                fmt.format(value),
+            )
+        )
         text = fmt.format(value)
         if ci:
             lo, hi = ci
-            parts.append(format_html(
-                '<line x1="{0}" x2="{1}" y1="{2}" y2="{2}" stroke="#222"/>'
-                '<line x1="{0}" x2="{0}" y1="{3}" y2="{4}" stroke="#222"/>'
-                '<line x1="{1}" x2="{1}" y1="{3}" y2="{4}" stroke="#222"/>',
-                _n(sx(lo)), _n(sx(hi)), y + 7, y + 2, y + 12))
+            parts.append(
+                format_html(
+                    '<line x1="{0}" x2="{1}" y1="{2}" y2="{2}" stroke="#222"/>'
+                    '<line x1="{0}" x2="{0}" y1="{3}" y2="{4}" stroke="#222"/>'
+                    '<line x1="{1}" x2="{1}" y1="{3}" y2="{4}" stroke="#222"/>',
+                    _n(sx(lo)),
+                    _n(sx(hi)),
+                    y + 7,
+                    y + 2,
+                    y + 12,
+                )
+            )
             text += f" ({fmt.format(lo)}–{fmt.format(hi)})"
-        parts.append(format_html('<text x="{}" y="{}" font-size="11">{}</text>', width - value_w + 4, y + 11, text))
+        parts.append(
+            format_html('<text x="{}" y="{}" font-size="11">{}</text>', width - value_w + 4, y + 11, text)
+        )
     height = len(rows) * row_h + 8
     return format_html(
         '<svg class="hearth-chart" role="img" aria-label="{}" width="{}" height="{}" viewBox="0 0 {} {}" '
         'xmlns="http://www.w3.org/2000/svg" style="background:#fff;max-width:100%">'
         '<line x1="{}" x2="{}" y1="0" y2="{}" stroke="#bbb"/>{}</svg>',
-        title, width, height, width, height, label_w, label_w, height, mark_safe("".join(parts)),
+        title,
+        width,
+        height,
+        width,
+        height,
+        label_w,
+        label_w,
+        height,
+        mark_safe("".join(parts)),
     )
 
 
@@ -117,4 +186,8 @@ def progress_bar(fraction: float, label: str) -> SafeString:
         '<div class="hearth-progress" role="progressbar" aria-valuenow="{0}" aria-valuemin="0" '
         'aria-valuemax="100" style="background:#e5e5e5;border-radius:4px;height:18px;width:100%;max-width:640px">'
         '<div style="background:#417690;height:18px;border-radius:4px;width:{1}%"></div></div>'
-        '<div style="margin-top:4px">{2}</div>', f"{pct:.0f}", f"{pct:.1f}", label)
+        '<div style="margin-top:4px">{2}</div>',
+        f"{pct:.0f}",
+        f"{pct:.1f}",
+        label,
+    )

@@ -18,10 +18,12 @@ def _setting_field(f) -> forms.Field:
     choices = f.metadata.get("choices")
     label = f.name.replace("_", " ")
     if choices:
-        return forms.ChoiceField(choices=[(c, c) for c in choices], initial=initial, help_text=help_text,
-                                 label=label)
-    kind = {"bool": forms.BooleanField, "int": forms.IntegerField, "float": forms.FloatField}.get(str(f.type),
-                                                                                                 forms.CharField)
+        return forms.ChoiceField(
+            choices=[(c, c) for c in choices], initial=initial, help_text=help_text, label=label
+        )
+    kind = {"bool": forms.BooleanField, "int": forms.IntegerField, "float": forms.FloatField}.get(
+        str(f.type), forms.CharField
+    )
     return kind(initial=initial, help_text=help_text, label=label, required=kind is not forms.BooleanField)
 
 
@@ -34,20 +36,25 @@ class TrainingStartForm(forms.Form):
     """What an admin chooses to start a custom model: data, base, settings, and an override reason."""
 
     repositories = forms.ModelMultipleChoiceField(
-        queryset=None, widget=forms.CheckboxSelectMultiple,
+        queryset=None,
+        widget=forms.CheckboxSelectMultiple,
         help_text="Ready (synced) repositories; the dataset reads each at its synced commit.",
     )
     languages = forms.MultipleChoiceField(
-        required=False, widget=forms.CheckboxSelectMultiple,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every recognised language (each repository's own choice still applies).",
     )
     exclude_globs = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="Files to leave out, one pattern a line (gitignore syntax), on top of each repository's own.",
     )
     base = forms.ModelChoiceField(queryset=None, help_text="The ready base model to fine-tune.")
     override_reason = forms.CharField(
-        required=False, max_length=500, widget=forms.TextInput(attrs={"size": 60}),
+        required=False,
+        max_length=500,
+        widget=forms.TextInput(attrs={"size": 60}),
         help_text="Only when the retrain rate limit applies: why this run cannot wait (recorded in the audit log).",
     )
 
@@ -69,15 +76,21 @@ class TrainingStartForm(forms.Form):
         return [self[SETTINGS_PREFIX + name] for name in MAIN_SETTINGS]
 
     def advanced_settings(self):
-        return [self[name] for name in self.fields
-                if name.startswith(SETTINGS_PREFIX) and name[len(SETTINGS_PREFIX):] not in MAIN_SETTINGS]
+        return [
+            self[name]
+            for name in self.fields
+            if name.startswith(SETTINGS_PREFIX) and name[len(SETTINGS_PREFIX) :] not in MAIN_SETTINGS
+        ]
 
     def clean(self):
         from appliance.errors import HearthError
 
         data = super().clean()
-        values = {name[len(SETTINGS_PREFIX):]: data[name] for name in self.fields
-                  if name.startswith(SETTINGS_PREFIX) and name in data}
+        values = {
+            name[len(SETTINGS_PREFIX) :]: data[name]
+            for name in self.fields
+            if name.startswith(SETTINGS_PREFIX) and name in data
+        }
         if len(values) == len(fields(LoraSettings)):
             try:
                 data["settings"] = LoraSettings.from_dict(values)
@@ -94,21 +107,28 @@ class TrainingStartForm(forms.Form):
         from trainer.datasets.builder import DatasetOptions
 
         globs = (line.strip() for line in (data.get("exclude_globs") or "").splitlines())
-        return DatasetOptions(languages=tuple(data.get("languages") or ()),
-                              exclude_globs=tuple(g for g in globs if g and not g.startswith("#")))
+        return DatasetOptions(
+            languages=tuple(data.get("languages") or ()),
+            exclude_globs=tuple(g for g in globs if g and not g.startswith("#")),
+        )
 
 
 class TokenCreateForm(forms.Form):
     """A new API token: for whom, a name, an expiry and its own rate limit."""
 
     user = forms.ModelChoiceField(queryset=None, help_text="Whose IDE will use it.")
-    name = forms.CharField(max_length=100, required=False, help_text="What it is for, e.g. 'laptop, VS Code'.")
+    name = forms.CharField(
+        max_length=100, required=False, help_text="What it is for, e.g. 'laptop, VS Code'."
+    )
     expires_at = forms.DateTimeField(
-        required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         help_text="Empty: never expires.",
     )
     rate_limit_per_minute = forms.IntegerField(
-        required=False, min_value=1, help_text="Requests per minute; empty: the appliance default.",
+        required=False,
+        min_value=1,
+        help_text="Requests per minute; empty: the appliance default.",
     )
 
     def __init__(self, *args, request_user, **kwargs):
@@ -117,5 +137,7 @@ class TokenCreateForm(forms.Form):
         super().__init__(*args, **kwargs)
         users = get_user_model().objects.filter(is_active=True).order_by("username")
         # A superuser makes tokens for anyone; a staff user only for themself.
-        self.fields["user"].queryset = users if request_user.is_superuser else users.filter(pk=request_user.pk)
+        self.fields["user"].queryset = (
+            users if request_user.is_superuser else users.filter(pk=request_user.pk)
+        )
         self.fields["user"].initial = request_user.pk

@@ -18,12 +18,21 @@ from appliance.errors import HearthError
 from trainer.models import ModelVersion, TrainingRun
 
 VERSION_ACTIONS = {
-    "promote": ("Promote (serve) this version", ("IDEs get completions from it within seconds; the version "
-                "served now is retired. Choosing a retired version rolls back to it.")),
-    "retire": ("Retire this version", ("It stops being served; the base model is served unless another "
-               "version is promoted.")),
-    "delete": ("Delete this version and its files", ("Its GGUF files and adapter are removed from disk. "
-               "This cannot be undone.")),
+    "promote": (
+        "Promote (serve) this version",
+        (
+            "IDEs get completions from it within seconds; the version "
+            "served now is retired. Choosing a retired version rolls back to it."
+        ),
+    ),
+    "retire": (
+        "Retire this version",
+        ("It stops being served; the base model is served unless another version is promoted."),
+    ),
+    "delete": (
+        "Delete this version and its files",
+        ("Its GGUF files and adapter are removed from disk. This cannot be undone."),
+    ),
 }
 
 
@@ -41,19 +50,30 @@ def training_start_view(request, admin_site):
         repos = list(data["repositories"])
         try:
             if "start" in request.POST:
-                run = training_start(repositories=repos, base=data["base"], settings=data["settings"],
-                                     options=data["options"], override_reason=data["override_reason"],
-                                     actor=request.user.get_username(), ip=request_client_ip(request))
+                run = training_start(
+                    repositories=repos,
+                    base=data["base"],
+                    settings=data["settings"],
+                    options=data["options"],
+                    override_reason=data["override_reason"],
+                    actor=request.user.get_username(),
+                    ip=request_client_ip(request),
+                )
                 messages.success(request, f"Training run {run.pk} queued on dataset {run.dataset_id}.")
                 return redirect(reverse("admin:trainer_trainingrun_change", args=[run.pk]))
-            preview = dataset_preview(repositories=repos, base=data["base"], settings=data["settings"],
-                                      options=data["options"])
+            preview = dataset_preview(
+                repositories=repos, base=data["base"], settings=data["settings"], options=data["options"]
+            )
         except HearthError as exc:
             form.add_error(None, str(exc))
     base = form.cleaned_data.get("base") if form.is_bound and form.is_valid() else form.fields["base"].initial
     context = {
-        **admin_site.each_context(request), "title": "Start a custom model", "form": form, "preview": preview,
-        "rate_limit": training_rate_limit(base=base) if base else "", "opts": TrainingRun._meta,
+        **admin_site.each_context(request),
+        "title": "Start a custom model",
+        "form": form,
+        "preview": preview,
+        "rate_limit": training_rate_limit(base=base) if base else "",
+        "opts": TrainingRun._meta,
     }
     return TemplateResponse(request, "admin/hearth/training_start.html", context)
 
@@ -87,16 +107,25 @@ def token_create_view(request, admin_site):
     from webui.forms import TokenCreateForm
 
     form = TokenCreateForm(request.POST or None, request_user=request.user)
-    context = {**admin_site.each_context(request), "title": "Create an API token", "form": form,
-               "opts": ApiToken._meta}
+    context = {
+        **admin_site.each_context(request),
+        "title": "Create an API token",
+        "form": form,
+        "opts": ApiToken._meta,
+    }
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        token, raw = token_create(username=data["user"].get_username(), name=data["name"],
-                                  expires_at=data["expires_at"])
+        token, raw = token_create(
+            username=data["user"].get_username(), name=data["name"], expires_at=data["expires_at"]
+        )
         if data["rate_limit_per_minute"]:
             ApiToken.objects.filter(pk=token.pk).update(rate_limit_per_minute=data["rate_limit_per_minute"])
-        request_audit(request, action="token.create", target=f"token {token.prefix}",
-                      detail=f"for {data['user'].get_username()}; name {data['name']!r}")
+        request_audit(
+            request,
+            action="token.create",
+            target=f"token {token.prefix}",
+            detail=f"for {data['user'].get_username()}; name {data['name']!r}",
+        )
         context.update(title="Your new API token", token=token, raw=raw)
         return TemplateResponse(request, "admin/hearth/token_created.html", context)
     return TemplateResponse(request, "admin/hearth/token_create.html", context)
@@ -121,8 +150,14 @@ def version_action_view(request, admin_site, pk: int, action: str):
         if action == "delete":
             return redirect(reverse("admin:trainer_modelversion_changelist"))
         return redirect(reverse("admin:trainer_modelversion_change", args=[pk]))
-    context = {**admin_site.each_context(request), "title": f"{title}?", "version": version,
-               "consequence": consequence, "action": action, "opts": ModelVersion._meta}
+    context = {
+        **admin_site.each_context(request),
+        "title": f"{title}?",
+        "version": version,
+        "consequence": consequence,
+        "action": action,
+        "opts": ModelVersion._meta,
+    }
     return TemplateResponse(request, "admin/hearth/confirm.html", context)
 
 
@@ -132,9 +167,14 @@ def version_files(version: ModelVersion) -> list[tuple[str, str, int]]:
     if folder is None:
         return []
     found = []
-    for name, sha in sorted(({**version.manifest.get("gguf", {}),
-                              **{k: v for k, v in version.manifest.get("adapter_gguf", {}).items()
-                                 if k.endswith(".gguf")}}).items()):
+    for name, sha in sorted(
+        (
+            {
+                **version.manifest.get("gguf", {}),
+                **{k: v for k, v in version.manifest.get("adapter_gguf", {}).items() if k.endswith(".gguf")},
+            }
+        ).items()
+    ):
         path = folder / name
         if path.is_file():
             found.append((name, sha, path.stat().st_size))

@@ -1,56 +1,83 @@
+"""`training_start`: build a dataset from ready repositories and fine-tune a base on it, following
+the run with a progress bar. The flags for the training settings come from LoraSettings."""
+
+from dataclasses import MISSING, fields
+
 from django.core.management.base import BaseCommand, CommandError
 
 from appliance.errors import HearthError
+from trainer.training.config import LoraSettings
+
+
+def _flag_type(f):
+    if str(f.type) == "bool":
+        return lambda v: v.lower() in {"1", "true", "yes", "on"}
+    return {"int": int, "float": float}.get(str(f.type), str)
 
 
 class Command(BaseCommand):
     help = (
-        "Start a custom model: build a dataset from ready repositories and queue a fine-tune of a base model "
-        "(a running worker trains it: `make serve`). Then follows it with a progress bar unless --no-follow."
+        "Start a custom model: a dataset from ready repositories, then a fine-tune as a job (a worker must "
+        "run: manage.py serve or qcluster), followed with a progress bar until its version is gated."
     )
 
     def add_arguments(self, parser):
-        from django.conf import settings
-
-        parser.add_argument("names", nargs="*", help="Repositories to learn from.")
-        parser.add_argument("--all", action="store_true", help="Every ready repository.")
-        parser.add_argument("--base", default=settings.HEARTH_BASE_MODEL, help="Slug of a ready base model.")
-        parser.add_argument("--preset", default="standard", help="quick, standard or thorough (passes over the data).")
-        parser.add_argument("--max-steps", type=int, default=0, help="Cap on optimizer steps (0: the preset's).")
-        parser.add_argument("--languages", default="", help="Comma-separated languages to keep (default: all).")
-        parser.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                            help="Leave matching files out (gitignore syntax); repeatable.")
-        parser.add_argument("--override-reason", default="",
-                            help="Start despite the retrain rate limit, for this reason (recorded in the audit log).")
-        parser.add_argument("--no-follow", action="store_true", help="Queue the run and return at once.")
+        parser.add_argument(
+            "--repo", action="append", default=[], help="Repository name (repeat); default: all ready."
+        )
+        parser.add_argument("--base", default="hearth-micro", help="Base model slug (default: %(default)s).")
+        parser.add_argument(
+            "--language", action="append", default=[], help="Language to keep (repeat); default: all."
+        )
+        parser.add_argument(
+            "--exclude", action="append", default=[], help="Glob to leave out (gitignore syntax)."
+        )
+        parser.add_argument(
+            "--override-reason", default="", help="Start despite the retrain rate limit, saying why."
+        )
+        parser.add_argument("--no-follow", action="store_true", help="Queue the run and return.")
+        for f in fields(LoraSettings):
+            default = f.default if f.default is not MISSING else None
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f"lora_{f.name}",
+                type=_flag_type(f),
+                default=default,
+                choices=f.metadata.get("choices"),
+                help=f"{f.metadata.get('help', '')} (default: {default})",
+            )
 
     def handle(self, *args, **opts):
         from trainer.datasets.builder import DatasetOptions
-        from trainer.models import BaseModel, Repository
-        from trainer.pipeline import training_start
-        from trainer.training.config import LoraSettings
+        from trainer.models import Repository
+        from trainer.pipeline import base_model_resolve, training_start
 
-        if opts["all"] == bool(opts["names"]):
-            raise CommandError("Give repository names or --all.")
         ready = Repository.objects.filter(status=Repository.Status.READY)
-        repos = list(ready if opts["all"] else ready.filter(name__in=opts["names"]))
-        missing = set(opts["names"]) - {r.name for r in repos}
+        repos = list(ready.filter(name__in=opts["repo"]) if opts["repo"] else ready)
+        missing = sorted(set(opts["repo"]) - {r.name for r in repos})
         if missing or not repos:
-            raise CommandError(f"No ready repository named {', '.join(sorted(missing)) or '(none ready)'}: "
-                               "add and sync it with mirror_add / mirror_sync.")
-        base = BaseModel.objects.filter(slug=opts["base"], status=BaseModel.Status.READY).first()
-        if base is None:
-            raise CommandError(f"No ready base model {opts['base']!r} (basemodel_fetch, basemodel_import).")
+            raise CommandError(
+                f"Not ready (or unknown): {', '.join(missing) or 'no ready repository at all'}."
+            )
         try:
-            lora = LoraSettings(preset=opts["preset"], max_steps=opts["max_steps"])
-            options = DatasetOptions(languages=tuple(x.strip() for x in opts["languages"].split(",") if x.strip()),
-                                     exclude_globs=tuple(opts["exclude"]))
-            run = training_start(repositories=repos, base=base, settings=lora, options=options,
-                                 override_reason=opts["override_reason"], actor="command line")
+            settings = LoraSettings.from_dict({f.name: opts[f"lora_{f.name}"] for f in fields(LoraSettings)})
+            base = base_model_resolve(slug=opts["base"], log=self.stdout.write)
+            run = training_start(
+                repositories=repos,
+                base=base,
+                settings=settings,
+                override_reason=opts["override_reason"],
+                options=DatasetOptions(
+                    languages=tuple(opts["language"]), exclude_globs=tuple(opts["exclude"])
+                ),
+                actor="manage.py",
+            )
         except HearthError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"Training run {run.pk} queued on dataset {run.dataset_id} "
-                          f"({run.dataset.train_files} training files).")
+        self.stdout.write(
+            f"Training run {run.pk} queued on dataset {run.dataset_id} ({run.dataset.train_files} "
+            f"training files)."
+        )
         if not opts["no_follow"]:
             self._follow(run)
 
@@ -59,20 +86,25 @@ class Command(BaseCommand):
 
         from trainer.pipeline import run_follow
 
-        bar = tqdm(desc=f"run {run.pk}", unit="step", file=self.stderr, disable=None)
+        bar = tqdm(total=None, unit="step", desc=f"run {run.pk}", file=self.stderr._out)
 
-        def on_point(point) -> None:
-            bar.total = point.total_steps
-            bar.n = point.step
-            bar.set_postfix_str(point.describe().split(", ", 1)[-1])
+        def log(line: str) -> None:
+            run.refresh_from_db(fields=["step", "total_steps"])
+            if run.total_steps and bar.total != run.total_steps:
+                bar.total = run.total_steps
+            bar.n = run.step
+            bar.set_postfix_str(line[:80])
             bar.refresh()
 
         try:
-            version = run_follow(run, log=lambda line: bar.write(line, file=self.stdout), on_point=on_point)
+            version = run_follow(run, log=log)
         except HearthError as exc:
             raise CommandError(str(exc)) from exc
         finally:
             bar.close()
         report = version.reports.order_by("-created_at").first()
-        self.stdout.write(self.style.SUCCESS(f"Model version {version.pk}: {version.status}. "
-                                             f"{report.decision if report else ''}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Model version {version.pk}: {version.status}. {report.decision if report else ''}"
+            )
+        )
