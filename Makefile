@@ -33,8 +33,10 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
-# The admin in Debian's Chromium (apt-get install chromium); screenshots in test-artifacts/screenshots/.
+# The admin in Debian's Chromium (installed from Debian's packages when missing; needs root then);
+# screenshots in test-artifacts/screenshots/.
 test-browser: install
+	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	$(BIN)/python -m pytest -m browser tests/webui
 
 serve: install

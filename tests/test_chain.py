@@ -16,6 +16,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stage_manifests_chain(run) -> None:
+    """Each stage's manifest names the one before it by sha256; paths are stored relative to the home."""
+    import json
+    from pathlib import Path
+
+    from appliance.paths import sha256_file
+    from trainer.models import EvaluationReport, TrainingRun
+
+    dataset_manifest = Path(run.dataset.path) / "manifest.json"
+    training = json.loads((Path(run.path) / "manifest.json").read_text())
+    assert training["stage"] == "training" and training["inputs"]["dataset_manifest"] == sha256_file(dataset_manifest)
+    assert training["adapter"] and "torch" in training["libraries"]
+    report = EvaluationReport.objects.filter(version__run=run).first()
+    assert report.status == "done" and report.log
+    evaluation = json.loads((Path(run.path).parent.parent / "evaluations" / f"evaluation-{report.pk:05d}"
+                             / "manifest.json").read_text())
+    assert evaluation["inputs"]["dataset_manifest"] == sha256_file(dataset_manifest)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT path FROM {TrainingRun._meta.db_table} WHERE id = %s", [run.pk])
+        stored = cursor.fetchone()[0]
+    assert not stored.startswith("/") and run.path.endswith(stored)  # relative to HEARTH_HOME
+
+
 @pytest.mark.django_db(transaction=True)
 def test_repository_to_served_completion(code_repo, micro_base, live_server, settings):
     from inference.auth import token_create
@@ -46,6 +71,7 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
     fim_ids = version.manifest["fim_token_ids"]  # the ids written into the GGUF, one per FIM role
     assert {"prefix", "suffix", "middle"} <= set(fim_ids) and len(set(fim_ids.values())) == len(fim_ids)
     assert version.manifest["top1_agreement"]["tokens"] > len(fim_ids)
+    _stage_manifests_chain(run)
 
     # Serve whatever the gate decided (promoted version, or the base), over real HTTP.
     settings.HEARTH_ENGINE_PORT = _free_port()

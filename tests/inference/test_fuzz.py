@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -43,3 +44,33 @@ def test_openapi_fuzzing_finds_no_server_error(hearth, raw_token, settings):
 
         fuzz()
     assert len(calls) >= 50 and all(code < 500 for code in calls)
+
+
+NESTED = '{"prompt": "x", "deep": ' + "[" * 50_000 + "]" * 50_000 + "}"
+# Bodies schemathesis cannot produce: numbers that are not standard JSON, absurd nesting, a huge prompt.
+EXPLICIT = [
+    ("/v1/completions", '{"prompt": "x", "max_tokens": NaN}', 400, "max_tokens"),
+    ("/v1/completions", '{"prompt": "x", "max_tokens": Infinity}', 400, "max_tokens"),
+    ("/v1/completions", '{"prompt": "x", "max_tokens": 1e400}', 400, "max_tokens"),
+    ("/v1/completions", '{"prompt": "x", "top_p": 0}', 400, "top_p"),
+    ("/completion", '{"prompt": "x", "n_predict": -1e400}', 400, "n_predict"),
+    ("/infill", '{"input_prefix": "x", "temperature": NaN}', 400, "temperature"),
+    ("/v1/completions", '{"segments": {"prefix": "x"}, "temperature": -Infinity}', 400, "temperature"),
+    ("/v1/completions", NESTED, 400, None),
+    ("/v1/completions", json.dumps({"prompt": "x" * 2_000_000}), 413, "prompt"),
+    ("/infill", json.dumps({"input_prefix": "x" * 200_000, "input_suffix": "y" * 100_000}), 413, "input_prefix"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,param", EXPLICIT, ids=[f"{p} {b[:40]}" for p, b, _, _ in EXPLICIT])
+def test_non_standard_bodies_get_a_4xx_naming_the_field(hearth, raw_token, path, body, status, param):
+    r = requests.post(f"{hearth}{path}", data=body, timeout=60,
+                      headers={"Authorization": f"Bearer {raw_token}", "Content-Type": "application/json"})
+    assert r.status_code == status, r.text[:300]
+    assert r.json()["error"]["param"] == param
+
+
+def test_the_openapi_document_states_the_prompt_limit(hearth):
+    doc = requests.get(f"{hearth}/openapi.json", timeout=10).json()
+    for path in ("/v1/completions", "/infill", "/completion"):
+        assert "413" in doc["paths"][path]["post"]["responses"]
