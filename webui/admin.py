@@ -13,7 +13,6 @@ from trainer.models import (
     Dataset,
     EvaluationReport,
     ModelVersion,
-    ProgressPoint,
     Repository,
     TrainingRun,
 )
@@ -225,16 +224,6 @@ class DatasetFileAdmin(admin.ModelAdmin):
         return False
 
 
-class ProgressInline(admin.TabularInline):
-    model = ProgressPoint
-    extra = 0
-    can_delete = False
-    readonly_fields = ("at", "step", "total_steps", "loss", "eval_loss", "tokens_per_s", "eta_s", "peak_memory_mb")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 def _admin_urls(model_admin, routes):
     """Custom admin views (webui/views.py) under the model's admin URLs, staff-only through admin_view."""
     site = model_admin.admin_site
@@ -255,11 +244,13 @@ class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
 
     list_display = ("id", "base", "dataset", "status", "method", "step", "total_steps", "attempts", "created_at")
     list_filter = ("status", "method")
-    inlines = [ProgressInline]
-    actions = ["cancel_runs"]
+    actions = ["cancel_runs"]  # progress points are drawn as the chart of the live panel
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a run's dataset, adapter and version hang on it
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -55,16 +55,20 @@ def line_chart(
     def sy(y: float) -> float:
         return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
 
+    digits = 2 if y1 - y0 >= 0.2 else 3
     grid = format_html_join(
         "",
         '<line x1="{0}" x2="{1}" y1="{2}" y2="{2}" stroke="#e5e5e5"/>'
         '<text x="{3}" y="{4}" font-size="10" text-anchor="end" fill="#666">{5}</text>',
-        ((left, width - right, _n(sy(t)), left - 4, _n(sy(t) + 3), f"{t:.2f}") for t in _ticks(y0, y1)),
+        (
+            (left, width - right, _n(sy(t)), left - 4, _n(sy(t) + 3), f"{t:.{digits}f}")
+            for t in _ticks(y0, y1)
+        ),
     )
     xticks = format_html_join(
         "",
         '<text x="{0}" y="{1}" font-size="10" text-anchor="middle" fill="#666">{2}</text>',
-        ((_n(sx(t)), height - bottom + 14, f"{t:.0f}") for t in _ticks(x0, x1)),
+        ((_n(sx(t)), height - bottom + 14, f"{t:.0f}") for t in sorted({round(t) for t in _ticks(x0, x1)})),
     )
     lines, legend = [], []
     for i, (label, pts) in enumerate(series):
