@@ -36,7 +36,8 @@ SYSTEMD_DIR=/etc/systemd/system
 UNITS=(hearth-engine hearth-worker hearth-web)
 
 die() { echo "install.sh: $*" >&2; exit 1; }
-say() { echo "==> $*"; }
+START=$(date +%s)
+say() { printf '==> [%4ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do

@@ -56,6 +56,11 @@ def _instance_home(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("hearth-home")
     settings.HEARTH_HOME = home
+    # Servers a test starts (qcluster, engine, web) read the secret key from this home: give them the
+    # one this process loaded, or django-q's signed task packages would not verify.
+    key = home / "secret_key"
+    key.write_text(settings.SECRET_KEY + "\n")
+    key.chmod(0o600)
     settings.HEARTH_RETRAIN_MIN_INTERVAL_H = 0  # tests train the same base many times
     Conf.SYNC = True  # unit tests run jobs in-process; integration tests start a real qcluster
     yield home
