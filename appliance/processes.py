@@ -22,26 +22,50 @@ from appliance import paths
 class Services:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = (paths.logs_dir() / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            args, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+            args,
+            cwd=settings.BASE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
         self.procs[name] = proc
         return proc
 
     def start_qcluster(self) -> None:
-        self.start("qcluster", [sys.executable, "manage.py", "qcluster"])
+        """The job worker; with a GPU queue configured, a second one that takes only training jobs."""
+        self.start("qcluster", [sys.executable, "manage.py", "qcluster"], env={"HEARTH_WORKER_GPU": "0"})
+        if settings.HEARTH_GPU_QUEUE:
+            self.start(
+                "qcluster-gpu", [sys.executable, "manage.py", "qcluster"], env={"HEARTH_WORKER_GPU": "1"}
+            )
 
     def start_engine(self) -> None:
         self.start("engine", [sys.executable, "manage.py", "inference_serve"])
 
     def start_web(self, port: int) -> None:
-        self.start("web", [
-            sys.executable, "-m", "gunicorn", "appliance.wsgi:application", "--bind", f"127.0.0.1:{port}",
-            "--workers", "2", "--threads", "8", "--timeout", "300", "--graceful-timeout", "5",
-        ])
+        self.start(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "appliance.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+                "--timeout",
+                "300",
+                "--graceful-timeout",
+                "5",
+            ],
+        )
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -74,7 +98,9 @@ class Services:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}:\n" + "\n".join(tail))
 
 
-def wait_http(url: str, *, timeout: float, accept=lambda payload: True, services: Services | None = None) -> dict:
+def wait_http(
+    url: str, *, timeout: float, accept=lambda payload: True, services: Services | None = None
+) -> dict:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
