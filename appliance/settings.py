@@ -42,6 +42,11 @@ HEARTH_SCRATCH = _env("SCRATCH", "")
 # The engine process that holds the served GGUF listens on loopback only.
 HEARTH_ENGINE_HOST = _env("ENGINE_HOST", "127.0.0.1")
 HEARTH_ENGINE_PORT = int(_env("ENGINE_PORT", "8765"))
+# Several engine replicas (comma-separated http://host:port); empty = the one engine above. Each user
+# sticks to one replica (its prompt cache); a replica that fails is left out for ENGINE_RETRY_S seconds,
+# then health-checked before it takes its users back.
+HEARTH_ENGINE_URLS = [u.strip().rstrip("/") for u in _env("ENGINE_URLS", "").split(",") if u.strip()]
+HEARTH_ENGINE_RETRY_S = float(_env("ENGINE_RETRY_S", "5"))
 HEARTH_ENGINE_THREADS = int(_env("ENGINE_THREADS", str(os.cpu_count() or 2)))
 HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))
 HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))

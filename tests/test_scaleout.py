@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -143,5 +144,72 @@ def test_the_database_is_postgresql_and_jobs_travel_through_redis(settings, tmp_
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM django_q_ormq")
             assert cursor.fetchone()[0] == 0  # the ORM broker's table stayed empty
+    finally:
+        workers.stop()
+
+
+@scaleout
+@pytest.mark.django_db(transaction=True)
+def test_a_second_gpu_worker_resumes_the_run_of_a_killed_one(
+    code_repo, micro_base, settings, tmp_path, monkeypatch
+):
+    from django_q.conf import Conf
+
+    from trainer.datasets.services import dataset_build
+    from trainer.mirrors.services import repository_register
+    from trainer.models import TrainingRun
+    from trainer.training.config import LoraSettings
+    from trainer.training.services import training_run_start, training_watchdog
+
+    dataset = dataset_build(repositories=[repository_register(source=str(code_repo))])
+    settings.HEARTH_GPU_QUEUE = "gpu"
+    settings.HEARTH_TRAINING_STALE_S = 3
+    common = {"HEARTH_GPU_QUEUE": "gpu", "HEARTH_TRAINING_HEARTBEAT_S": "0.5", "HEARTH_TRAINING_STALE_S": "3"}
+    workers = Workers(tmp_path)
+    try:
+        # Two GPU hosts and one CPU host: the same instance storage, each its own local scratch.
+        for name, gpu in (("gpu-a", "1"), ("gpu-b", "1"), ("cpu", "0")):
+            scratch = tmp_path / f"scratch-{name}"
+            workers.start(
+                name, child_env(settings, **common, HEARTH_WORKER_GPU=gpu, HEARTH_SCRATCH=str(scratch))
+            )
+        monkeypatch.setattr(Conf, "SYNC", False)
+        lora = LoraSettings(
+            max_steps=200,
+            seq_len=64,
+            grad_accum=1,
+            checkpoint_every_s=0.3,
+            eval_every_steps=100,
+            eval_sequences=2,
+            warmup_steps=1,
+        )
+        run = training_run_start(dataset=dataset, base=micro_base, settings=lora)
+        ckpt = Path(run.path) / "checkpoint" / "state.pt"
+        procs = list(workers.procs.values())
+
+        def mid_run():
+            run.refresh_from_db()
+            return run.status == "running" and ckpt.exists() and run.worker_pid
+
+        first_pid = _wait(mid_run, 300, "the run's first checkpoint", procs)
+        first = workers.owner(first_pid)
+        assert first in {"gpu-a", "gpu-b"}, f"a training job ran on the {first} worker"
+        os.killpg(workers.procs[first].pid, signal.SIGKILL)  # the whole machine's worth of processes
+        workers.procs[first].wait(timeout=10)
+        survivors = [p for n, p in workers.procs.items() if n != first]
+        assert _wait(training_watchdog, 30, "the watchdog to notice the dead worker", survivors) == [run.pk]
+
+        def finished():
+            run.refresh_from_db()
+            return run.status == TrainingRun.Status.SUCCEEDED
+
+        _wait(finished, 900, "the other GPU worker to finish the run", survivors)
+        print(run.log)
+        second = workers.owner(run.worker_pid)
+        assert second in {"gpu-a", "gpu-b"} - {first}
+        resumed_at = re.search(r"resumed from checkpoint at step (\d+)", run.log)
+        assert resumed_at and 0 < int(resumed_at.group(1)) < 200
+        assert run.attempts == 2 and max(run.progress.values_list("step", flat=True)) == 200
+        assert not any(p.name.startswith("run-") for p in (tmp_path / "scratch-gpu-a").glob("*"))
     finally:
         workers.stop()
