@@ -210,6 +210,5 @@ def test_a_second_gpu_worker_resumes_the_run_of_a_killed_one(
         resumed_at = re.search(r"resumed from checkpoint at step (\d+)", run.log)
         assert resumed_at and 0 < int(resumed_at.group(1)) < 200
         assert run.attempts == 2 and max(run.progress.values_list("step", flat=True)) == 200
-        assert not any(p.name.startswith("run-") for p in (tmp_path / "scratch-gpu-a").glob("*"))
     finally:
         workers.stop()
