@@ -203,12 +203,15 @@ def test_a_second_gpu_worker_resumes_the_run_of_a_killed_one(
             run.refresh_from_db()
             return run.status == TrainingRun.Status.SUCCEEDED
 
-        _wait(finished, 900, "the other GPU worker to finish the run", survivors)
-        print(run.log)
+        try:
+            # Torch on 2 busy cores can fall to ~12 tokens/s: 60 steps of 64 tokens stay within the wait.
+            _wait(finished, 900, "the other GPU worker to finish the run", survivors)
+        finally:
+            print(run.log)
         second = workers.owner(run.worker_pid)
         assert second in {"gpu-a", "gpu-b"} - {first}
         resumed_at = re.search(r"resumed from checkpoint at step (\d+)", run.log)
-        assert resumed_at and 0 < int(resumed_at.group(1)) < 200
-        assert run.attempts == 2 and max(run.progress.values_list("step", flat=True)) == 200
+        assert resumed_at and 0 < int(resumed_at.group(1)) < 60
+        assert run.attempts == 2 and max(run.progress.values_list("step", flat=True)) == 60
     finally:
         workers.stop()
