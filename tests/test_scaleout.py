@@ -175,7 +175,7 @@ def test_a_second_gpu_worker_resumes_the_run_of_a_killed_one(
             )
         monkeypatch.setattr(Conf, "SYNC", False)
         lora = LoraSettings(
-            max_steps=200,
+            max_steps=60,
             seq_len=64,
             grad_accum=1,
             checkpoint_every_s=0.3,
