@@ -9,7 +9,7 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 # The CPU build of torch; a GPU host sets TORCH_SPEC (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-slow test-browser test-offline bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
+.PHONY: install demo test test-slow test-browser test-offline test-scaleout bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ test-slow: install
 test-browser: install
 	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	$(BIN)/python -m pytest -m browser tests/webui
+
+# The pipeline, crash, lifecycle and serving tests on a real PostgreSQL and a real Redis broker, both
+# installed from Debian's packages if missing and started (and stopped) by the script on free ports.
+test-scaleout: install
+	PY=$(BIN)/python bash .ci/scaleout.sh
 
 serve: install
 	$(BIN)/python manage.py migrate --noinput -v0

@@ -79,9 +79,17 @@ def logs_dir() -> Path:
     return _dir("logs")
 
 
+def scratch_dir() -> Path:
+    """This process's local scratch (HEARTH_SCRATCH): never shared between machines, never an artifact."""
+    path = Path(settings.HEARTH_SCRATCH) if settings.HEARTH_SCRATCH else home() / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def private_tmp_dir() -> Path:
     """Short-lived files that must not be world-readable (an SSH key handed to one git call)."""
-    path = _dir("tmp")
+    path = scratch_dir() / "private"
+    path.mkdir(exist_ok=True)
     path.chmod(0o700)
     return path
 

@@ -63,17 +63,24 @@ def sigterm_as_interrupt() -> None:
 class Services:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = (paths.logs_dir() / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            args, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+            args,
+            cwd=settings.BASE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
         self.procs[name] = proc
         return proc
 
     def start_qcluster(self) -> None:
-        self.start("qcluster", manage_command("qcluster"))
+        """The job worker; with a GPU queue configured, a second one that takes only training jobs."""
+        self.start("qcluster", manage_command("qcluster"), env={"HEARTH_WORKER_GPU": "0"})
+        if settings.HEARTH_GPU_QUEUE:
+            self.start("qcluster-gpu", manage_command("qcluster"), env={"HEARTH_WORKER_GPU": "1"})
 
     def start_engine(self) -> None:
         self.start("engine", manage_command("inference_serve"))

@@ -44,12 +44,22 @@ SECRET_KEY = _env("SECRET_KEY", "") or _instance.secret_key_load(HEARTH_HOME)
 
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 
+# Local scratch of this process (temporary files that never need to be shared: a key handed to one git
+# call, a converter's work files). Worker hosts keep it on local disk while HEARTH_HOME is shared storage.
+# Empty: HEARTH_HOME/tmp.
+HEARTH_SCRATCH = _env("SCRATCH", "")
+
 # The engine process that holds the served GGUF listens on loopback only.
 HEARTH_ENGINE_HOST = _env("ENGINE_HOST", "127.0.0.1")
 HEARTH_ENGINE_PORT = int(_env("ENGINE_PORT", "8765"))
 # The secret the web tier shows the engine on every call; empty = generated into HEARTH_HOME/engine_secret.
 # Required when the engine listens beyond loopback (both hosts need the same value).
 HEARTH_ENGINE_SECRET = _env("ENGINE_SECRET", "")
+# Several engine replicas (comma-separated http://host:port); empty = the one engine above. Each user
+# sticks to one replica (its prompt cache); a replica that fails is left out for ENGINE_RETRY_S seconds,
+# then health-checked before it takes its users back.
+HEARTH_ENGINE_URLS = [u.strip().rstrip("/") for u in _env("ENGINE_URLS", "").split(",") if u.strip()]
+HEARTH_ENGINE_RETRY_S = float(_env("ENGINE_RETRY_S", "5"))
 HEARTH_ENGINE_THREADS = int(_env("ENGINE_THREADS", str(os.cpu_count() or 2)))
 HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))
 HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))
@@ -126,28 +136,43 @@ TEMPLATES = [
     }
 ]
 
-_db_url = _env("DATABASE", "")
-if _db_url.startswith("postgres"):
-    from urllib.parse import urlparse
 
-    _u = urlparse(_db_url)
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": _u.path.lstrip("/"),
-            "USER": _u.username or "",
-            "PASSWORD": _u.password or "",
-            "HOST": _u.hostname or "",
-            "PORT": str(_u.port or ""),
-        }
+def _database_from_url(url: str) -> dict:
+    """`postgres://user:password@host:port/name?sslmode=require` → a Django DATABASES entry. Query
+    parameters become libpq options (sslmode, sslrootcert, connect_timeout, ...)."""
+    from urllib.parse import parse_qsl, unquote, urlparse
+
+    u = urlparse(url)
+    if not u.path.strip("/"):
+        raise RuntimeError("HEARTH_DATABASE must name a database: postgres://user:password@host:5432/hearth")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(u.path.lstrip("/")),
+        "USER": unquote(u.username or ""),
+        "PASSWORD": unquote(u.password or ""),
+        "HOST": u.hostname or "",
+        "PORT": str(u.port or ""),
+        "OPTIONS": dict(parse_qsl(u.query)),
+        # Workers hold a connection for hours of training: reuse it, but check it before each request.
+        "CONN_MAX_AGE": int(_env("DATABASE_CONN_MAX_AGE", "60")),
+        "CONN_HEALTH_CHECKS": True,
     }
+
+
+_db_url = _env("DATABASE", "")
+if _db_url.startswith(("postgres://", "postgresql://")):
+    DATABASES = {"default": _database_from_url(_db_url)}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _db_url or str(HEARTH_HOME / "hearth.sqlite3"),
             # Several processes (web, qcluster, engine) share the file: wait instead of failing.
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;",
+            },
         }
     }
 
@@ -199,20 +224,33 @@ if HEARTH_PRODUCTION:
     SECURE_HSTS_PRELOAD = _env_bool("HSTS_PRELOAD", True)
     SESSION_COOKIE_AGE = int(_env("SESSION_COOKIE_AGE", str(12 * 3600)))
 
-# django-q2: the ORM broker needs no extra server; training jobs run for hours, so the
+# django-q2: the ORM broker needs no extra server (single box); with HEARTH_REDIS_URL the queue lives
+# in Redis and any number of worker hosts take jobs from it. Training jobs run for hours, so the
 # timeout is long and retry (re-delivery of a job whose worker died) comes after it.
+HEARTH_REDIS_URL = _env("REDIS_URL", "")
+# Training jobs go to this queue when it is set; only workers started with HEARTH_WORKER_GPU=1 take
+# them (and only them). Mirror, dataset and export jobs stay on the default queue, on any worker.
+HEARTH_GPU_QUEUE = _env("GPU_QUEUE", "")
+HEARTH_WORKER_GPU = _env_bool("WORKER_GPU", False)
+if HEARTH_WORKER_GPU and not HEARTH_GPU_QUEUE:
+    raise RuntimeError(
+        "HEARTH_WORKER_GPU=1 needs HEARTH_GPU_QUEUE (the queue name training jobs are sent to)"
+    )
+_job_timeout = int(_env("JOB_TIMEOUT", str(6 * 3600)))
 Q_CLUSTER = {
     "name": "hearth",
-    "orm": "default",
     "workers": int(_env("WORKERS", "1")),
     "recycle": 1,
-    "timeout": int(_env("JOB_TIMEOUT", str(6 * 3600))),
-    "retry": int(_env("JOB_TIMEOUT", str(6 * 3600))) + 600,
+    "timeout": _job_timeout,
+    "retry": _job_timeout + 600,
     "max_attempts": 1,
     "catch_up": False,
     "ack_failures": True,
     "poll": 0.5,
     "label": "Jobs",
+    **({"redis": HEARTH_REDIS_URL} if HEARTH_REDIS_URL else {"orm": "default"}),
+    # The queue this process consumes: "hearth" (every job but training), or the GPU queue.
+    **({"cluster_name": HEARTH_GPU_QUEUE} if HEARTH_WORKER_GPU else {}),
 }
 
 # Notifications: in-app always; email to HEARTH_NOTIFY_EMAILS through the intranet SMTP server when

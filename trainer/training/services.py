@@ -38,7 +38,7 @@ def training_run_start(
         run = TrainingRun.objects.create(dataset=dataset, base=base, settings=settings.as_dict())
         run.path = str(paths.run_dir(run.pk))
         run.save(update_fields=["path"])
-        job_enqueue("trainer.training.tasks.training_run_execute", run.pk)
+        job_enqueue("trainer.training.tasks.training_run_execute", run.pk, gpu=True)
     return run
 
 
@@ -199,6 +199,6 @@ def training_watchdog() -> list[int]:
                      "requeued to resume from the last checkpoint")
         with transaction.atomic():
             run.transition(TrainingRun.Status.QUEUED, reason="Requeued after the worker died.")
-            job_enqueue("trainer.training.tasks.training_run_execute", run.pk)
+            job_enqueue("trainer.training.tasks.training_run_execute", run.pk, gpu=True)
         requeued.append(run.pk)
     return requeued
