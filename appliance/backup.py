@@ -58,15 +58,25 @@ def _is_sqlite() -> bool:
 
 def _sqlite_files() -> set[Path]:
     name = Path(_db()["NAME"]).resolve()
-    return {name, name.with_name(name.name + "-wal"), name.with_name(name.name + "-shm"),
-            name.with_name(name.name + "-journal")}
+    return {
+        name,
+        name.with_name(name.name + "-wal"),
+        name.with_name(name.name + "-shm"),
+        name.with_name(name.name + "-journal"),
+    }
 
 
 def _pg_env() -> dict[str, str]:
     db = _db()
     env = dict(os.environ)
-    env.update({"PGHOST": db.get("HOST") or "", "PGPORT": str(db.get("PORT") or ""),
-                "PGUSER": db.get("USER") or "", "PGDATABASE": db["NAME"]})
+    env.update(
+        {
+            "PGHOST": db.get("HOST") or "",
+            "PGPORT": str(db.get("PORT") or ""),
+            "PGUSER": db.get("USER") or "",
+            "PGDATABASE": db["NAME"],
+        }
+    )
     if db.get("PASSWORD"):
         env["PGPASSWORD"] = db["PASSWORD"]
     return env
@@ -85,8 +95,13 @@ def _dump_database(into: Path) -> Path:
             src.close()
         return out
     out = into / "hearth.pgdump"
-    proc = subprocess.run(["pg_dump", "--format=custom", "--no-owner", "--file", str(out)], env=_pg_env(),
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["pg_dump", "--format=custom", "--no-owner", "--file", str(out)],
+        env=_pg_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise BackupError(f"pg_dump failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     return out
@@ -104,10 +119,17 @@ def backup_create(output: Path | None = None, *, log: Callable[[str], None] = pr
         dump = _dump_database(tmp_path)
         log(f"database: {_db()['ENGINE'].rsplit('.', 1)[-1]} dumped ({dump.stat().st_size:,} bytes)")
         manifest = {
-            "format": FORMAT, "hearth_version": _version(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "home": str(home), "database": {"engine": _db()["ENGINE"], "file": f"database/{dump.name}",
-                                             "sha256": paths.sha256_file(dump)},
-            "files": 0, "bytes": 0,
+            "format": FORMAT,
+            "hearth_version": _version(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "home": str(home),
+            "database": {
+                "engine": _db()["ENGINE"],
+                "file": f"database/{dump.name}",
+                "sha256": paths.sha256_file(dump),
+            },
+            "files": 0,
+            "bytes": 0,
         }
         partial = output.with_name(output.name + ".partial")
         with tarfile.open(partial, "w") as tar:
@@ -126,7 +148,11 @@ def backup_create(output: Path | None = None, *, log: Callable[[str], None] = pr
                     manifest["files"] += 1
                     manifest["bytes"] += path.lstat().st_size
                 for name in dirs:  # empty directories too (a fresh mirror folder)
-                    tar.add(Path(root) / name, arcname=str(PurePosixPath("home") / rel_root / name), recursive=False)
+                    tar.add(
+                        Path(root) / name,
+                        arcname=str(PurePosixPath("home") / rel_root / name),
+                        recursive=False,
+                    )
             data = json.dumps(manifest, indent=2).encode()
             info = tarfile.TarInfo(MANIFEST)
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
@@ -144,7 +170,9 @@ def backup_manifest(archive: Path) -> dict:
     except (OSError, KeyError, tarfile.TarError, ValueError) as exc:
         raise BackupError(f"{archive} is not a Hearth backup: {exc}") from exc
     if manifest.get("format") != FORMAT:
-        raise BackupError(f"{archive} has backup format {manifest.get('format')!r}; this Hearth reads {FORMAT}.")
+        raise BackupError(
+            f"{archive} has backup format {manifest.get('format')!r}; this Hearth reads {FORMAT}."
+        )
     return manifest
 
 
@@ -175,8 +203,13 @@ def _restore_sqlite(dump: Path) -> None:
 
 def _restore_postgres(dump: Path) -> None:
     connections.close_all()
-    proc = subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--dbname", _db()["NAME"],
-                           str(dump)], env=_pg_env(), capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["pg_restore", "--clean", "--if-exists", "--no-owner", "--dbname", _db()["NAME"], str(dump)],
+        env=_pg_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise BackupError(f"pg_restore failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
 
@@ -184,7 +217,7 @@ def _restore_postgres(dump: Path) -> None:
 def _rewrite(value, old: str, new: str):
     if isinstance(value, str):
         if value == old or value.startswith(old + "/"):
-            return new + value[len(old):]
+            return new + value[len(old) :]
         return value
     if isinstance(value, list):
         return [_rewrite(v, old, new) for v in value]
@@ -203,8 +236,11 @@ def paths_rebase(old: str, new: str) -> int:
     changed = 0
     for label in APPS_WITH_PATHS:
         for model in apps.get_app_config(label).get_models():
-            fields = [f for f in model._meta.concrete_fields
-                      if isinstance(f, (m.CharField, m.TextField, m.JSONField)) and not f.primary_key]
+            fields = [
+                f
+                for f in model._meta.concrete_fields
+                if isinstance(f, (m.CharField, m.TextField, m.JSONField)) and not f.primary_key
+            ]
             if not fields:
                 continue
             for row in model.objects.only("pk", *[f.name for f in fields]).iterator():

@@ -17,12 +17,14 @@ def check_secret_key(app_configs, **kwargs):
     why = secret_key_weakness(settings.SECRET_KEY)
     if not why:
         return []
-    return [Error(
-        f"SECRET_KEY is weak: {why}. Hearth will not store credentials under it.",
-        hint="Unset HEARTH_SECRET_KEY to use the generated HEARTH_HOME/secret_key, or set a random value of "
-             "50+ characters.",
-        id="hearth.E001",
-    )]
+    return [
+        Error(
+            f"SECRET_KEY is weak: {why}. Hearth will not store credentials under it.",
+            hint="Unset HEARTH_SECRET_KEY to use the generated HEARTH_HOME/secret_key, or set a random value of "
+            "50+ characters.",
+            id="hearth.E001",
+        )
+    ]
 
 
 @register(Tags.security, deploy=True)
@@ -30,18 +32,24 @@ def check_tls(app_configs, **kwargs):
     """hearth.W001/E002: production cookies are Secure, so the web tier must be reached over TLS."""
     issues = []
     if not settings.HEARTH_PRODUCTION:
-        issues.append(Warning(
-            "HEARTH_PRODUCTION is not set: cookies are not Secure and there is no HSTS.",
-            hint="Set HEARTH_PRODUCTION=1 on a deployed appliance.", id="hearth.W002",
-        ))
+        issues.append(
+            Warning(
+                "HEARTH_PRODUCTION is not set: cookies are not Secure and there is no HSTS.",
+                hint="Set HEARTH_PRODUCTION=1 on a deployed appliance.",
+                id="hearth.W002",
+            )
+        )
         return issues
     cert, key = settings.HEARTH_TLS_CERT, settings.HEARTH_TLS_KEY
     if not (cert and key) and not settings.HEARTH_BEHIND_PROXY:
-        issues.append(Warning(
-            "HEARTH_PRODUCTION=1 without TLS: set HEARTH_TLS_CERT and HEARTH_TLS_KEY (gunicorn serves HTTPS) "
-            "or HEARTH_BEHIND_PROXY=1 behind a TLS reverse proxy.",
-            hint="Secure cookies are never sent over plain HTTP, so admin logins would fail.", id="hearth.W001",
-        ))
+        issues.append(
+            Warning(
+                "HEARTH_PRODUCTION=1 without TLS: set HEARTH_TLS_CERT and HEARTH_TLS_KEY (gunicorn serves HTTPS) "
+                "or HEARTH_BEHIND_PROXY=1 behind a TLS reverse proxy.",
+                hint="Secure cookies are never sent over plain HTTP, so admin logins would fail.",
+                id="hearth.W001",
+            )
+        )
     for name, value in (("HEARTH_TLS_CERT", cert), ("HEARTH_TLS_KEY", key)):
         if value and not Path(value).is_file():
             issues.append(Error(f"{name} names {value}, which is not a readable file.", id="hearth.E002"))

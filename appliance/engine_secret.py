@@ -34,7 +34,9 @@ def engine_secret() -> str:
     configured = settings.HEARTH_ENGINE_SECRET
     if configured:
         if len(configured) < MIN_SECRET_CHARS:
-            raise EngineSecretError(f"HEARTH_ENGINE_SECRET must be at least {MIN_SECRET_CHARS} characters long.")
+            raise EngineSecretError(
+                f"HEARTH_ENGINE_SECRET must be at least {MIN_SECRET_CHARS} characters long."
+            )
         return configured
     path = paths.engine_secret_file()
     if str(path) in _cache:
@@ -46,7 +48,9 @@ def engine_secret() -> str:
         raise EngineSecretError(f"{path} is readable by other users (mode {mode:o}): run `chmod 600 {path}`.")
     value = path.read_text().strip()
     if len(value) < MIN_SECRET_CHARS:
-        raise EngineSecretError(f"{path} holds no usable secret: delete it and restart Hearth to generate one.")
+        raise EngineSecretError(
+            f"{path} holds no usable secret: delete it and restart Hearth to generate one."
+        )
     _cache[str(path)] = value
     return value
 

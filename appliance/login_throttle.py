@@ -61,7 +61,8 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
         address = client_address(self.request)
         if login_locked_out(address):
             raise forms.ValidationError(
-                self.error_messages["locked_out"], code="locked_out",
+                self.error_messages["locked_out"],
+                code="locked_out",
                 params={"minutes": max(1, settings.HEARTH_LOGIN_LOCKOUT_S // 60)},
             )
         try:

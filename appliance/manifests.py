@@ -7,8 +7,17 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "llama-cpp-python", "gguf",
-             "detect-secrets", "datasketch")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "accelerate",
+    "llama-cpp-python",
+    "gguf",
+    "detect-secrets",
+    "datasketch",
+)
 
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:

@@ -42,8 +42,12 @@ class AuditEntry(models.Model):
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=150, blank=True, help_text="User name; empty for the system.")
-    action = models.CharField(max_length=64, db_index=True, help_text="For example model.promote, token.create.")
-    target = models.CharField(max_length=200, blank=True, help_text="The row acted on, for example version 3.")
+    action = models.CharField(
+        max_length=64, db_index=True, help_text="For example model.promote, token.create."
+    )
+    target = models.CharField(
+        max_length=200, blank=True, help_text="The row acted on, for example version 3."
+    )
     detail = models.TextField(blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True, help_text="Client address of the request.")
 

@@ -137,8 +137,12 @@ def _destination(event: str, args: tuple) -> str | None:
 def _log(event: str, host: str, address) -> None:
     policy = _policy
     record = {
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, "host": host,
-        "address": repr(address), "pid": os.getpid(), "process": " ".join(sys.argv[:3])[:200],
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "event": event,
+        "host": host,
+        "address": repr(address),
+        "pid": os.getpid(),
+        "process": " ".join(sys.argv[:3])[:200],
         "stack": [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack(limit=10)[:-2]],
     }
     logger.warning("network guard refused %s to %s", event, address)

@@ -21,8 +21,14 @@ from appliance import paths
 def manage_command(*args: str) -> list[str]:
     """A management command in a child process; works from a checkout and from an installed wheel
     (no manage.py there), with the settings module this process uses."""
-    return [sys.executable, "-m", "django", *args, "--settings", os.environ.get("DJANGO_SETTINGS_MODULE",
-                                                                               "appliance.settings")]
+    return [
+        sys.executable,
+        "-m",
+        "django",
+        *args,
+        "--settings",
+        os.environ.get("DJANGO_SETTINGS_MODULE", "appliance.settings"),
+    ]
 
 
 def gunicorn_command(port: int) -> list[str]:
@@ -30,8 +36,20 @@ def gunicorn_command(port: int) -> list[str]:
     bind = settings.HEARTH_WEB_BIND
     host = f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
     args = [
-        sys.executable, "-m", "gunicorn", "appliance.wsgi:application", "--bind", f"{host}:{port}",
-        "--workers", "2", "--threads", "8", "--timeout", "300", "--graceful-timeout", "5",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "appliance.wsgi:application",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "8",
+        "--timeout",
+        "300",
+        "--graceful-timeout",
+        "5",
     ]
     if settings.HEARTH_TLS_CERT and settings.HEARTH_TLS_KEY:
         args += ["--certfile", settings.HEARTH_TLS_CERT, "--keyfile", settings.HEARTH_TLS_KEY]
@@ -142,8 +160,14 @@ def engine_wait(*, timeout: float, accept=lambda payload: True, services: Servic
     return wait_http(url, timeout=timeout, accept=accept, services=services, headers=engine_auth_headers())
 
 
-def wait_http(url: str, *, timeout: float, accept=lambda payload: True, services: Services | None = None,
-              headers: dict | None = None) -> dict:
+def wait_http(
+    url: str,
+    *,
+    timeout: float,
+    accept=lambda payload: True,
+    services: Services | None = None,
+    headers: dict | None = None,
+) -> dict:
     """Poll `url` until it answers 2xx with a payload `accept` likes. An https URL is our own web
     tier on loopback, possibly with a self-signed certificate: it is not verified."""
     context = None

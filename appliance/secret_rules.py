@@ -63,7 +63,8 @@ CONNECTION_PASSWORD = re.compile(
     r"(?:[^;\n]*;)*?\s*(?:password|pwd)\s*=\s*|[?&](?:password|passwd|pwd)=)([^;&\s'\"]+)"
 )
 PRIVATE_KEY_BLOCK = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY((?: BLOCK)?)-----(.*?)(?:-----END \1PRIVATE KEY\2-----|\Z)", re.DOTALL
+    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY((?: BLOCK)?)-----(.*?)(?:-----END \1PRIVATE KEY\2-----|\Z)",
+    re.DOTALL,
 )
 # What a suggestion must not contain even where no provider rule fires: a private key's first
 # line, a key or password assigned a quoted literal, a bearer token.
@@ -97,17 +98,32 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 HEARTH_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     # A UUID is the whole token for Heroku, Snyk, Postmark, Scaleway...: kept where a secret's
     # name is assigned it, never where an id's is.
-    ("secret-uuid", (r"(?i)(?:token|secret|api[_-]?key|apikey|auth[_-]?key|password|passwd|credential)s?"
-                    rf"(?![\w.-]{{0,20}}?(?:_id|id\b))[\w.-]{{0,20}}['\"]?[ \t]*(?:[:=]|=>)[ \t]*['\"]?"
-                    rf"(?:[a-z]{{2,12}}-)*({_UUID})\b"), ("token", "secret", "key", "passw", "credential")),
+    (
+        "secret-uuid",
+        (
+            r"(?i)(?:token|secret|api[_-]?key|apikey|auth[_-]?key|password|passwd|credential)s?"
+            rf"(?![\w.-]{{0,20}}?(?:_id|id\b))[\w.-]{{0,20}}['\"]?[ \t]*(?:[:=]|=>)[ \t]*['\"]?"
+            rf"(?:[a-z]{{2,12}}-)*({_UUID})\b"
+        ),
+        ("token", "secret", "key", "passw", "credential"),
+    ),
     ("hearth-api-token", r"\b(hth_[A-Za-z0-9_-]{20,})", ("hth_",)),  # inference.auth's own tokens
     ("launchdarkly-sdk-key", rf"\b(sdk-{_UUID})\b", ("sdk-",)),
-    ("plaid-access-token", rf"\b(access-(?:production|development)-{_UUID})\b", ("access-production-",
-                                                                                  "access-development-")),
-    ("braintree-access-token", r"\b(access_token\$production\$[0-9A-Za-z]{16}\$[0-9a-f]{32})\b",
-     ("access_token$production$",)),
-    ("discord-webhook", r"https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/webhooks/\d{17,20}/([\w-]{60,80})",
-     ("discord.com/api/webhooks/", "discordapp.com/api/webhooks/")),
+    (
+        "plaid-access-token",
+        rf"\b(access-(?:production|development)-{_UUID})\b",
+        ("access-production-", "access-development-"),
+    ),
+    (
+        "braintree-access-token",
+        r"\b(access_token\$production\$[0-9A-Za-z]{16}\$[0-9a-f]{32})\b",
+        ("access_token$production$",),
+    ),
+    (
+        "discord-webhook",
+        r"https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/webhooks/\d{17,20}/([\w-]{60,80})",
+        ("discord.com/api/webhooks/", "discordapp.com/api/webhooks/"),
+    ),
     ("asana-pat", r"\b([12]/\d{10,20}(?:/\d{10,20})?:[0-9a-f]{32})\b", ("1/", "2/")),
     ("twitter-bearer-token", r"\b(A{21}[A-Za-z0-9%]{60,120})", ("a" * 21,)),
     ("firebase-fcm-server-key", r"\b(AAAA[\w-]{7}:APA91b[\w-]{120,160})", (":apa91b",)),
@@ -117,7 +133,11 @@ HEARTH_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     ("url-token", r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([A-Za-z0-9_-]{20,})@[\w.-]+", ("://",)),
     # curl -u user:password, unquoted, where the password has a character the packaged rule
     # does not take ("!", "#", "%", "&"...).
-    ("curl-auth-user", r"\bcurl\b[^\n]*?[ \t](?:-u|--user)(?:=|[ \t]+)([^\s'\":$]{1,64}:[^\s'\"$]{3,})", ("curl",)),
+    (
+        "curl-auth-user",
+        r"\bcurl\b[^\n]*?[ \t](?:-u|--user)(?:=|[ \t]+)([^\s'\":$]{1,64}:[^\s'\"$]{3,})",
+        ("curl",),
+    ),
 ]
 
 
@@ -156,7 +176,9 @@ class Rule:
     keywords: tuple[str, ...]
     value_group: int = 0
     path: re.Pattern | None = None
-    drops: list[Callable[[str, str, str, str], bool]] = field(default_factory=list)  # (secret, match, line, path)
+    drops: list[Callable[[str, str, str, str], bool]] = field(
+        default_factory=list
+    )  # (secret, match, line, path)
     whole_text: bool = False  # a rule whose match may span many lines runs over the whole text
 
 
@@ -214,7 +236,7 @@ class RuleSet:
         secret, whole = text[start:end], match.group(0)
         line_start = text.rfind("\n", 0, start) + 1
         line_end = text.find("\n", end)
-        line = text[line_start:line_end if line_end >= 0 else len(text)]
+        line = text[line_start : line_end if line_end >= 0 else len(text)]
         if PLACEHOLDER_VALUE.search(secret):
             return None
         for drop in (*self.global_drops, *rule.drops):
@@ -296,14 +318,21 @@ def _rule_set(hearth_rules: bool) -> RuleSet:
         except (re.error, GoRegexUnsupported):
             skipped["regex syntax Python's re lacks"] += 1
             continue
-        rules.append(Rule(
-            id=raw["id"], regex=regex, keywords=tuple(k.lower() for k in raw.get("keywords", [])),
-            value_group=int(raw.get("valueGroup", 0)), path=path, drops=filter_drops(raw.get("filter", "")),
-            whole_text=bool(_MULTILINE.search(raw["regex"])),
-        ))
+        rules.append(
+            Rule(
+                id=raw["id"],
+                regex=regex,
+                keywords=tuple(k.lower() for k in raw.get("keywords", [])),
+                value_group=int(raw.get("valueGroup", 0)),
+                path=path,
+                drops=filter_drops(raw.get("filter", "")),
+                whole_text=bool(_MULTILINE.search(raw["regex"])),
+            )
+        )
     for rule_id, pattern, keywords in HEARTH_RULES if hearth_rules else ():
-        rules.append(Rule(id=rule_id, regex=re.compile(pattern, re.ASCII), keywords=keywords,
-                          drops=[_LOW_ENTROPY]))
+        rules.append(
+            Rule(id=rule_id, regex=re.compile(pattern, re.ASCII), keywords=keywords, drops=[_LOW_ENTROPY])
+        )
     from ahocorasick_rs import AhoCorasick
 
     keyword_rules: dict[str, list[int]] = {}
@@ -314,8 +343,13 @@ def _rule_set(hearth_rules: bool) -> RuleSet:
         for keyword in dict.fromkeys(rule.keywords):
             keyword_rules.setdefault(keyword, []).append(i)
     return RuleSet(
-        rules=rules, source=source, version=_package_version(), loaded=len(config.get("rules", [])),
-        skipped=skipped, keywords=AhoCorasick(list(keyword_rules)), keyword_rules=list(keyword_rules.values()),
+        rules=rules,
+        source=source,
+        version=_package_version(),
+        loaded=len(config.get("rules", [])),
+        skipped=skipped,
+        keywords=AhoCorasick(list(keyword_rules)),
+        keyword_rules=list(keyword_rules.values()),
         unkeyed=unkeyed,
         global_drops=filter_drops(config.get("filter", "")),
     )
@@ -347,7 +381,7 @@ def _rule_file() -> tuple[str, str]:
                 if start < 0:
                     continue
                 end = data.find(b"\x00", start)
-                return str(carrier), data[start:end if end > 0 else len(data)].decode("utf-8")
+                return str(carrier), data[start : end if end > 0 else len(data)].decode("utf-8")
     raise RulesMissing(
         f"The secret-scanning rules were not found: the package {RULES_PACKAGE} is missing or changed "
         f"its layout. Reinstall Hearth's dependencies (make install)."
@@ -362,9 +396,20 @@ class GoRegexUnsupported(ValueError):
 
 
 _POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7F", "blank": "\\t ", "cntrl": "\\x00-\\x1F\\x7F",
-    "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~", "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "ascii": "\\x00-\\x7F",
+    "blank": "\\t ",
+    "cntrl": "\\x00-\\x1F\\x7F",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": "\\t\\n\\v\\f\\r ",
+    "upper": "A-Z",
+    "word": "0-9A-Za-z_",
+    "xdigit": "0-9A-Fa-f",
 }
 _FLAG_GROUP = re.compile(r"\(\?([imsU]*(?:-[imsU]*)?)\)")
 
@@ -381,10 +426,10 @@ def go_regex(pattern: str) -> str:
     while i < n:
         c = pattern[i]
         if c == "\\":
-            nxt = pattern[i + 1:i + 2]
+            nxt = pattern[i + 1 : i + 2]
             if nxt in ("p", "P", "Q", "C") or pattern.startswith("\\x{", i):
-                raise GoRegexUnsupported(pattern[i:i + 4])
-            out.append("\\Z" if nxt == "z" else pattern[i:i + 2])
+                raise GoRegexUnsupported(pattern[i : i + 4])
+            out.append("\\Z" if nxt == "z" else pattern[i : i + 2])
             i += 2
             leading = False
             continue
@@ -436,7 +481,7 @@ def go_regex(pattern: str) -> str:
     lead = re.match(r"(?:\(\?[ims]+\))+", text)
     if lead and lead.group(0).count("(") > 1:
         flags = "".join(sorted(set(re.sub(r"[()?]", "", lead.group(0)))))
-        text = f"(?{flags})" + text[lead.end():]
+        text = f"(?{flags})" + text[lead.end() :]
     return text
 
 
@@ -444,7 +489,7 @@ def _char_class(pattern: str, i: int, out: list[str]) -> int:
     """Copy the class starting at pattern[i] == "[" into `out`; return the index after it."""
     j = i + 1
     body = ["["]
-    if pattern[j:j + 1] == "^":
+    if pattern[j : j + 1] == "^":
         body.append("^")
         j += 1
     first = True
@@ -456,21 +501,21 @@ def _char_class(pattern: str, i: int, out: list[str]) -> int:
             return j + 1
         first = False
         if c == "\\":
-            if pattern[j + 1:j + 2] in ("p", "P"):
+            if pattern[j + 1 : j + 2] in ("p", "P"):
                 raise GoRegexUnsupported("\\p")
-            body.append(pattern[j:j + 2])
+            body.append(pattern[j : j + 2])
             j += 2
             continue
         if c == "[" and pattern.startswith("[:", j):
             end = pattern.find(":]", j + 2)
-            name = pattern[j + 2:end] if end > 0 else ""
+            name = pattern[j + 2 : end] if end > 0 else ""
             if name.lstrip("^") in _POSIX_CLASSES:
                 if name.startswith("^"):
                     raise GoRegexUnsupported("negated POSIX class")
                 body.append(_POSIX_CLASSES[name])
                 j = end + 2
                 continue
-        if c in "[&~|" or (c == "-" and pattern[j + 1:j + 2] == "-"):
+        if c in "[&~|" or (c == "-" and pattern[j + 1 : j + 2] == "-"):
             body.append("\\" + c)
         else:
             body.append(c)
@@ -499,7 +544,7 @@ def _strip_comments(text: str) -> str:
     out, i = [], 0
     while i < len(text):
         c = text[i]
-        if c in "`\"":
+        if c in '`"':
             j = _string_end(text, i)
             out.append(text[i:j])
             i = j
@@ -529,7 +574,7 @@ def _split_top(text: str, sep: str) -> list[str]:
     parts, depth, i, last = [], 0, 0, 0
     while i < len(text):
         c = text[i]
-        if c in "`\"":
+        if c in '`"':
             i = _string_end(text, i)
             continue
         if c in "([{":
@@ -551,7 +596,7 @@ def _closing(text: str, i: int) -> int:
     depth, j = 0, i
     while j < len(text):
         c = text[j]
-        if c in "`\"":
+        if c in '`"':
             j = _string_end(text, j)
             continue
         if c in "([{":

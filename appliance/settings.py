@@ -24,6 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+
 def _env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in _env(name, default).split(",") if item.strip()]
 

@@ -35,8 +35,10 @@ class StatusRow(models.Model):
             raise InvalidTransition(
                 f"{type(self).__name__} {self.pk} cannot go from '{self.status}' to '{to}'."
             )
-        moved = type(self).objects.filter(pk=self.pk, status=self.status).update(
-            status=to, status_reason=reason, updated_at=timezone.now()
+        moved = (
+            type(self)
+            .objects.filter(pk=self.pk, status=self.status)
+            .update(status=to, status_reason=reason, updated_at=timezone.now())
         )
         if not moved:
             self.refresh_from_db(fields=["status"])

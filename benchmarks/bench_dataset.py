@@ -35,9 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
 
 GIT_ENV = {
-    **os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@hearth.invalid",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@hearth.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    **os.environ,
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@hearth.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@hearth.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
 }
 WORD = re.compile(rb"\w+")
 THRESHOLD = 0.85
@@ -72,7 +76,7 @@ def baseline(files: list[Path]) -> float:
     duplicates = 0
     for i, path in enumerate(files):
         words = WORD.findall(path.read_bytes())
-        shingles = {b" ".join(words[j:j + 5]) for j in range(max(1, len(words) - 4))}
+        shingles = {b" ".join(words[j : j + 5]) for j in range(max(1, len(words) - 4))}
         m = MinHash(num_perm=NUM_PERM)
         m.update_batch(list(shingles))
         if lsh.query(m):
@@ -85,12 +89,14 @@ def baseline(files: list[Path]) -> float:
 def hearth(mirror: Path, out: Path):
     from trainer.datasets.builder import DatasetOptions, SourceRepo, dataset_build_files
 
-    sha = subprocess.run(["git", "rev-parse", "main"], cwd=mirror, env=GIT_ENV, check=True, capture_output=True,
-                         text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "main"], cwd=mirror, env=GIT_ENV, check=True, capture_output=True, text=True
+    ).stdout.strip()
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    result = dataset_build_files([SourceRepo("django", mirror, sha)], out,
-                                 DatasetOptions(near_dup_threshold=THRESHOLD, min_tokens=0))
+    result = dataset_build_files(
+        [SourceRepo("django", mirror, sha)], out, DatasetOptions(near_dup_threshold=THRESHOLD, min_tokens=0)
+    )
     return time.perf_counter() - started, result
 
 
@@ -107,8 +113,10 @@ def secrets_measure() -> None:
     entries = corpus()
     emit("secret_corpus_values", len(entries))
     emit("secret_corpus_formats", len({e.kind for e in entries}))
-    for name, scrubber in (("secret_recall", SecretScrubber()),
-                           ("secret_recall_packaged_rules_only", SecretScrubber(hearth_rules=False))):
+    for name, scrubber in (
+        ("secret_recall", SecretScrubber()),
+        ("secret_recall_packaged_rules_only", SecretScrubber(hearth_rules=False)),
+    ):
         missed = [e for e in entries if e.value in scrubber.scrub(e.text, e.filename)[0]]
         emit(name, round(1 - len(missed) / len(entries), 4), "1.0" if name == "secret_recall" else None)
         if missed and name == "secret_recall":
@@ -143,8 +151,11 @@ def main() -> None:
         seconds, result = min(runs, key=lambda r: r[0])
         base_seconds = min(baseline(files) for _ in range(2))
         report = result.report()
-        kept = {(root / "django-src" / r["path"]) for split in ("train", "heldout")
-                for r in map(json.loads, (root / "out" / f"{split}.jsonl").open())}
+        kept = {
+            (root / "django-src" / r["path"])
+            for split in ("train", "heldout")
+            for r in map(json.loads, (root / "out" / f"{split}.jsonl").open())
+        }
         kept_seconds = min(baseline(sorted(kept)) for _ in range(2))
     hearth_fps = result.seen_files / seconds
     base_fps = len(files) / base_seconds

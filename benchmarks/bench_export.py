@@ -33,14 +33,30 @@ def raw_export(hf: Path, out: Path) -> float:
     tool = converter_dir()
     env = {**os.environ, "PYTHONPATH": str(tool / "gguf-py")}
     t = time.perf_counter()
-    subprocess.run([sys.executable, str(tool / SCRIPT), str(hf), "--outfile", str(out / "raw-f16.gguf"),
-                    "--outtype", "f16"], env=env, check=True, capture_output=True)
-    for name, ftype in (("raw-q8_0.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0),
-                        ("raw-q4_k_m.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)):
+    subprocess.run(
+        [
+            sys.executable,
+            str(tool / SCRIPT),
+            str(hf),
+            "--outfile",
+            str(out / "raw-f16.gguf"),
+            "--outtype",
+            "f16",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    for name, ftype in (
+        ("raw-q8_0.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0),
+        ("raw-q4_k_m.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M),
+    ):
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = ftype
         params.nthread = os.cpu_count() or 1
-        rc = llama_cpp.llama_model_quantize(str(out / "raw-f16.gguf").encode(), str(out / name).encode(), params)
+        rc = llama_cpp.llama_model_quantize(
+            str(out / "raw-f16.gguf").encode(), str(out / name).encode(), params
+        )
         assert rc == 0, f"quantize returned {rc}"
     return time.perf_counter() - t
 
@@ -70,8 +86,16 @@ def main() -> None:
             else:
                 raw.append(raw_export(hf, Path(b)))
                 ours.append(hearth_export(hf, Path(a)))
-    emit("hearth_export_s", round(min(ours), 2), "lower is better", base=args.base, runs=[round(x, 2) for x in ours])
-    emit("raw_tools_export_s", round(min(raw), 2), "reference", base=args.base, runs=[round(x, 2) for x in raw])
+    emit(
+        "hearth_export_s",
+        round(min(ours), 2),
+        "lower is better",
+        base=args.base,
+        runs=[round(x, 2) for x in ours],
+    )
+    emit(
+        "raw_tools_export_s", round(min(raw), 2), "reference", base=args.base, runs=[round(x, 2) for x in raw]
+    )
     emit("export_vs_raw_tools", round(min(ours) / min(raw), 3), "<= 1.10", base=args.base)
 
 

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE = (ROOT / "inference" / "filters.py").read_text() + (ROOT / "inference" / "engine" / "scheduler.py").read_text()
+CODE = (ROOT / "inference" / "filters.py").read_text() + (
+    ROOT / "inference" / "engine" / "scheduler.py"
+).read_text()
 
 
 # llama.cpp's worker threads keep spinning for a moment after a call: back-to-back, the side
@@ -83,11 +85,18 @@ def run_together(target, args_list: list[tuple]) -> None:
 
 def setup(args) -> dict:
     home = Path(tempfile.mkdtemp(prefix="hearth-bench-"))
-    os.environ.update({
-        "HEARTH_HOME": str(home), "HEARTH_ENGINE_PORT": str(free_port()),
-        "HEARTH_ENGINE_THREADS": str(args.threads), "HEARTH_ENGINE_CTX": str(args.ctx), "HEARTH_ENGINE_POLL_S": "0.5",
-        "HEARTH_RATE_LIMIT": "0", "HEARTH_LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "appliance.settings",
-    })
+    os.environ.update(
+        {
+            "HEARTH_HOME": str(home),
+            "HEARTH_ENGINE_PORT": str(free_port()),
+            "HEARTH_ENGINE_THREADS": str(args.threads),
+            "HEARTH_ENGINE_CTX": str(args.ctx),
+            "HEARTH_ENGINE_POLL_S": "0.5",
+            "HEARTH_RATE_LIMIT": "0",
+            "HEARTH_LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "appliance.settings",
+        }
+    )
     if args.slots:
         os.environ["HEARTH_ENGINE_SLOTS"] = str(args.slots)
     sys.path.insert(0, str(ROOT))
@@ -100,8 +109,14 @@ def setup(args) -> dict:
     from trainer.models import BaseModel
 
     if args.gguf:
-        base = BaseModel.objects.create(slug="bench-base", display_name="bench", gguf_path=str(args.gguf),
-                                        architecture="llama", fim_format="", can_infill=False)
+        base = BaseModel.objects.create(
+            slug="bench-base",
+            display_name="bench",
+            gguf_path=str(args.gguf),
+            architecture="llama",
+            fim_format="",
+            can_infill=False,
+        )
         base.transition(BaseModel.Status.READY)
     elif args.model == "micro":
         from trainer.basemodels.services import basemodel_bootstrap
@@ -129,15 +144,27 @@ class Bench:
 
     def call(self, session, raw: str, prompt: str, max_tokens: int | None = None) -> tuple[float, dict]:
         started = time.perf_counter()
-        r = session.post(self.url, headers={"Authorization": f"Bearer {raw}"}, timeout=300,
-                         json={"prompt": prompt, "max_tokens": max_tokens or self.args.max_tokens, "temperature": 0})
+        r = session.post(
+            self.url,
+            headers={"Authorization": f"Bearer {raw}"},
+            timeout=300,
+            json={"prompt": prompt, "max_tokens": max_tokens or self.args.max_tokens, "temperature": 0},
+        )
         elapsed = time.perf_counter() - started
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
         return elapsed, r.json()
 
-    def typing_client(self, n: int, raw: str, rounds: int, latencies: list, errors: list, stop=None,
-                      ready: threading.Barrier | None = None) -> None:
+    def typing_client(
+        self,
+        n: int,
+        raw: str,
+        rounds: int,
+        latencies: list,
+        errors: list,
+        stop=None,
+        ready: threading.Barrier | None = None,
+    ) -> None:
         """A developer typing: after opening a file, each request extends the prompt by a character."""
         import requests
 
@@ -171,10 +198,16 @@ def engine_only_series(b: Bench) -> None:
     from inference.engine.batched import BatchedModel
 
     args = b.args
-    model = BatchedModel(b.base.gguf_path, fim_format_get(b.base.fim_format), seqs=settings.HEARTH_ENGINE_SLOTS,
-                         n_ctx=args.ctx, n_threads=args.threads)
+    model = BatchedModel(
+        b.base.gguf_path,
+        fim_format_get(b.base.fim_format),
+        seqs=settings.HEARTH_ENGINE_SLOTS,
+        n_ctx=args.ctx,
+        n_threads=args.threads,
+    )
     options = SamplingOptions(max_tokens=args.max_tokens, temperature=0.0)
     try:
+
         def lane_client(n: int, latencies: list, ready: threading.Barrier, rounds: int) -> None:
             prompts = keystrokes(n, args.prompt_chars)
             model.lanes[n].complete(next(prompts), options=options)
@@ -246,8 +279,9 @@ def concurrency_series(b: Bench) -> list[str]:
     b.typing_client(0, b.tokens[1], b.args.requests, single, errors1)
     many, errors8 = [], []
     ready = threading.Barrier(8)
-    run_together(b.typing_client, [(n, b.tokens[1 + n], b.args.requests, many, errors8, None, ready)
-                                   for n in range(8)])
+    run_together(
+        b.typing_client, [(n, b.tokens[1 + n], b.args.requests, many, errors8, None, ready) for n in range(8)]
+    )
     emit("single_client_p95_ms", round(pct(single, 0.95) * 1000, 1), None)
     emit("eight_clients_p95_ms", round(pct(many, 0.95) * 1000, 1), None)
     emit("concurrency_p95_ratio", round(pct(many, 0.95) / pct(single, 0.95), 3), "<= 2.0")
@@ -262,8 +296,10 @@ def hotswap_series(b: Bench) -> list[str]:
     from trainer.versions import model_version_promote
 
     stop, swap_lat, swap_errors = threading.Event(), [], []
-    threads = [threading.Thread(target=b.typing_client, args=(n, b.tokens[1 + n], 0, swap_lat, swap_errors, stop))
-               for n in range(8)]
+    threads = [
+        threading.Thread(target=b.typing_client, args=(n, b.tokens[1 + n], 0, swap_lat, swap_errors, stop))
+        for n in range(8)
+    ]
     for t in threads:
         t.start()
     time.sleep(2)
@@ -271,8 +307,13 @@ def hotswap_series(b: Bench) -> list[str]:
     shutil.copy(b.base.gguf_path, copy)
     dataset = Dataset.objects.create(status=Dataset.Status.READY)
     run = TrainingRun.objects.create(base=b.base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
-    version = ModelVersion.objects.create(base=b.base, run=run, gguf_path=str(copy), fim_format=b.base.fim_format,
-                                          status=ModelVersion.Status.CANDIDATE)
+    version = ModelVersion.objects.create(
+        base=b.base,
+        run=run,
+        gguf_path=str(copy),
+        fim_format=b.base.fim_format,
+        status=ModelVersion.Status.CANDIDATE,
+    )
     promoted_at = time.monotonic()
     model_version_promote(version=version)
     while engine_health().get("model") != f"hearth-v{version.pk}":
@@ -293,9 +334,15 @@ def hotswap_series(b: Bench) -> list[str]:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["smollm2", "micro"], default="smollm2", help="Which base GGUF to serve.")
-    parser.add_argument("--gguf", type=Path, help="Serve this GGUF instead (registered as a prefix-only base).")
-    parser.add_argument("--slots", type=int, help="Engine slots (batched sequences); default HEARTH_ENGINE_SLOTS.")
+    parser.add_argument(
+        "--model", choices=["smollm2", "micro"], default="smollm2", help="Which base GGUF to serve."
+    )
+    parser.add_argument(
+        "--gguf", type=Path, help="Serve this GGUF instead (registered as a prefix-only base)."
+    )
+    parser.add_argument(
+        "--slots", type=int, help="Engine slots (batched sequences); default HEARTH_ENGINE_SLOTS."
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads.")
     parser.add_argument("--ctx", type=int, default=2048, help="Context window.")
     parser.add_argument("--requests", type=int, default=12, help="Requests per measured series.")
@@ -326,8 +373,17 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
         b = Bench(args, env, tokens, f"http://127.0.0.1:{web_port}/v1/completions")
         emit("model", b.base.slug, None)
-        emit("config", {"slots": settings.HEARTH_ENGINE_SLOTS, "threads": args.threads, "max_tokens": args.max_tokens,
-                        "prompt_chars": args.prompt_chars, "cores": os.cpu_count()}, None)
+        emit(
+            "config",
+            {
+                "slots": settings.HEARTH_ENGINE_SLOTS,
+                "threads": args.threads,
+                "max_tokens": args.max_tokens,
+                "prompt_chars": args.prompt_chars,
+                "cores": os.cpu_count(),
+            },
+            None,
+        )
         engine_only_series(b)
         session = requests.Session()
         gateway_vs_direct_series(b, session)

@@ -10,7 +10,9 @@ from pathlib import Path
 from _common import code_files, django_setup, emit
 
 
-def baseline_tokens_per_s(hf_path: str, files: list[dict], seq_len: int, steps: int, batch: int) -> tuple[float, float]:
+def baseline_tokens_per_s(
+    hf_path: str, files: list[dict], seq_len: int, steps: int, batch: int
+) -> tuple[float, float]:
     """Trainer + peft LoRA (same rank/targets), default precision, windows padded per batch."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -29,17 +31,23 @@ def baseline_tokens_per_s(hf_path: str, files: list[dict], seq_len: int, steps: 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(hf_path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS,
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"
+        ),
+    )
     examples = []
     for f in files:
         ids = tok(f["text"], add_special_tokens=False)["input_ids"]
-        examples.extend({"input_ids": ids[i:i + seq_len]} for i in range(0, len(ids), seq_len))
+        examples.extend({"input_ids": ids[i : i + seq_len]} for i in range(0, len(ids), seq_len))
     n = steps * batch
     examples = (examples * (n // max(1, len(examples)) + 1))[:n]
     real = sum(len(e["input_ids"]) for e in examples)
-    padded = sum(max(len(e["input_ids"]) for e in examples[i:i + batch]) * len(examples[i:i + batch])
-                 for i in range(0, n, batch))
+    padded = sum(
+        max(len(e["input_ids"]) for e in examples[i : i + batch]) * len(examples[i : i + batch])
+        for i in range(0, n, batch)
+    )
 
     class Timer(TrainerCallback):
         start = None
@@ -49,11 +57,25 @@ def baseline_tokens_per_s(hf_path: str, files: list[dict], seq_len: int, steps: 
                 self.start = time.perf_counter()
 
     timer = Timer()
-    args = TrainingArguments(output_dir=str(Path(hf_path).parent / "hf-baseline"), per_device_train_batch_size=batch,
-                             max_steps=steps, learning_rate=5e-4, logging_steps=10**6, save_strategy="no",
-                             report_to=[], use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, train_dataset=examples,
-                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False), callbacks=[timer])
+    args = TrainingArguments(
+        output_dir=str(Path(hf_path).parent / "hf-baseline"),
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        learning_rate=5e-4,
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=examples,
+        data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+        callbacks=[timer],
+    )
     trainer.train()
     elapsed = time.perf_counter() - timer.start
     return real * (steps - 1) / steps / elapsed, 1 - real / padded
@@ -64,12 +86,28 @@ def hearth_tokens_per_s(hf_path: str, files: list[dict], seq_len: int, steps: in
     from trainer.training.loop import train
     from trainer.training.modeling import method_choose
 
-    settings = LoraSettings(max_steps=steps, seq_len=seq_len, batch_size=batch, grad_accum=1, eval_sequences=1,
-                            eval_every_steps=10**6, warmup_steps=1, early_stopping_patience=10**6)
+    settings = LoraSettings(
+        max_steps=steps,
+        seq_len=seq_len,
+        batch_size=batch,
+        grad_accum=1,
+        eval_sequences=1,
+        eval_every_steps=10**6,
+        warmup_steps=1,
+        early_stopping_patience=10**6,
+    )
     times = []
-    summary = train(hf_path=hf_path, train_files=files, heldout_files=files[:1], settings=settings,
-                    method=method_choose(settings.quantization), out_dir=out, log=lambda m: None,
-                    on_progress=lambda p: times.append((time.perf_counter(), p.step)), progress_every_s=0)
+    summary = train(
+        hf_path=hf_path,
+        train_files=files,
+        heldout_files=files[:1],
+        settings=settings,
+        method=method_choose(settings.quantization),
+        out_dir=out,
+        log=lambda m: None,
+        on_progress=lambda p: times.append((time.perf_counter(), p.step)),
+        progress_every_s=0,
+    )
     # Same accounting as the baseline: steps after the first, real tokens per second of stepping.
     (t1, s1), (t2, s2) = times[0], times[-1]
     return settings.tokens_per_step * (s2 - s1) / (t2 - t1), summary["padding_fraction"]
@@ -92,7 +130,9 @@ def main() -> None:
 
         hf_path = basemodel_fetch_default(log=lambda m: None).hf_path
     files = code_files(400_000)
-    hearth, hearth_pad = hearth_tokens_per_s(hf_path, files, args.seq_len, args.steps, args.batch, home / "bench-run")
+    hearth, hearth_pad = hearth_tokens_per_s(
+        hf_path, files, args.seq_len, args.steps, args.batch, home / "bench-run"
+    )
     base, base_pad = baseline_tokens_per_s(hf_path, files, args.seq_len, args.steps, args.batch)
     emit("hearth_train_tokens_per_s", round(hearth, 1), "higher is better", base=args.base)
     emit("hf_trainer_tokens_per_s", round(base, 1), "reference", base=args.base)

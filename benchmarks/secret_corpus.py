@@ -66,10 +66,17 @@ class Gen:
 
     def jwt(self, payload: dict | None = None) -> str:
         def seg(obj) -> str:
-            return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode().rstrip("=")
+            return (
+                base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode().rstrip("=")
+            )
 
-        body = payload or {"sub": self.digits(9), "iss": "auth.corp.internal", "iat": 1767225600,
-                           "exp": 1767229200, "scope": "read write"}
+        body = payload or {
+            "sub": self.digits(9),
+            "iss": "auth.corp.internal",
+            "iat": 1767225600,
+            "exp": 1767229200,
+            "scope": "read write",
+        }
         sig = base64.urlsafe_b64encode(self.rng.randbytes(32)).decode().rstrip("=")
         return f"{seg({'alg': 'HS256', 'typ': 'JWT'})}.{seg(body)}.{sig}"
 
@@ -90,7 +97,11 @@ def _formats_source_hosting_and_ci(g: Gen) -> list[tuple[str, str, Callable[[], 
         ("gitlab-runner-token", "RUNNER_TOKEN", lambda: "glrt-" + s(B64URL, 20)),
         ("gitlab-deploy-token", "GITLAB_DEPLOY_TOKEN", lambda: "gldt-" + s(B64URL, 20)),
         ("bitbucket-app-password", "BITBUCKET_APP_PASSWORD", lambda: "ATBB" + a(28) + s(HEX.upper(), 8)),
-        ("atlassian-api-token", "JIRA_API_TOKEN", lambda: "ATATT3xFfGF0" + s(B64URL, 171) + "=" + s(HEX.upper(), 8)),
+        (
+            "atlassian-api-token",
+            "JIRA_API_TOKEN",
+            lambda: "ATATT3xFfGF0" + s(B64URL, 171) + "=" + s(HEX.upper(), 8),
+        ),
         ("circleci-personal-token", "CIRCLECI_TOKEN", lambda: f"CCIPAT_{a(22)}_{h(40)}"),
         ("buildkite-agent-token", "BUILDKITE_API_TOKEN", lambda: "bkua_" + h(40)),
         ("sonarqube-user-token", "SONAR_TOKEN", lambda: "squ_" + h(40)),
@@ -155,7 +166,11 @@ def _formats_cloud_and_infrastructure(g: Gen) -> list[tuple[str, str, Callable[[
         ("datadog-app-key", "DD_APP_KEY", lambda: h(40)),
         ("new-relic-user-key", "NEW_RELIC_API_KEY", lambda: "NRAK-" + s(UPPER + DIGITS, 27)),
         ("new-relic-license-key", "NEW_RELIC_LICENSE_KEY", lambda: h(36) + "NRAL"),
-        ("dynatrace-api-token", "DT_API_TOKEN", lambda: f"dt0c01.{s(UPPER + DIGITS, 24)}.{s(UPPER + DIGITS, 64)}"),
+        (
+            "dynatrace-api-token",
+            "DT_API_TOKEN",
+            lambda: f"dt0c01.{s(UPPER + DIGITS, 24)}.{s(UPPER + DIGITS, 64)}",
+        ),
         ("sentry-user-token", "SENTRY_AUTH_TOKEN", lambda: "sntryu_" + h(64)),
         ("sentry-dsn", "SENTRY_DSN", lambda: f"https://{h(32)}@o{d(6)}.ingest.sentry.io/{d(7)}"),
         ("honeycomb-api-key", "HONEYCOMB_API_KEY", lambda: "hcaik_01" + s(LOWER + DIGITS, 56)),
@@ -176,7 +191,11 @@ def _formats_payments_and_commerce(g: Gen) -> list[tuple[str, str, Callable[[], 
         ("stripe-webhook-secret", "STRIPE_WEBHOOK_SECRET", lambda: "whsec_" + a(32)),
         ("square-access-token", "SQUARE_ACCESS_TOKEN", lambda: "EAAA" + s(B64URL, 60)),
         ("square-oauth-secret", "SQUARE_APP_SECRET", lambda: "sq0csp-" + s(B64URL, 43)),
-        ("paypal-braintree-token", "BRAINTREE_ACCESS_TOKEN", lambda: f"access_token$production${a(16)}${h(32)}"),
+        (
+            "paypal-braintree-token",
+            "BRAINTREE_ACCESS_TOKEN",
+            lambda: f"access_token$production${a(16)}${h(32)}",
+        ),
         ("shopify-access-token", "SHOPIFY_ACCESS_TOKEN", lambda: "shpat_" + h(32)),
         ("shopify-custom-app-token", "SHOPIFY_TOKEN", lambda: "shpca_" + h(32)),
         ("shopify-private-app-password", "SHOPIFY_PASSWORD", lambda: "shppa_" + h(32)),
@@ -198,14 +217,29 @@ def _formats_messaging_and_e_mail(g: Gen) -> list[tuple[str, str, Callable[[], s
     return [
         ("slack-bot-token", "SLACK_BOT_TOKEN", lambda: f"xoxb-{d(12)}-{d(13)}-{a(24)}"),
         ("slack-user-token", "SLACK_USER_TOKEN", lambda: f"xoxp-{d(12)}-{d(12)}-{d(13)}-{h(32)}"),
-        ("slack-app-level-token", "SLACK_APP_TOKEN", lambda: f"xapp-1-A{s(UPPER + DIGITS, 10)}-{d(13)}-{h(64)}"),
+        (
+            "slack-app-level-token",
+            "SLACK_APP_TOKEN",
+            lambda: f"xapp-1-A{s(UPPER + DIGITS, 10)}-{d(13)}-{h(64)}",
+        ),
         ("slack-config-token", "SLACK_CONFIG_TOKEN", lambda: f"xoxe.xoxp-1-{a(160)}"),
-        ("slack-webhook", "SLACK_WEBHOOK_URL",
-         lambda: f"https://hooks.slack.com/services/T{s(UPPER + DIGITS, 8)}/B{s(UPPER + DIGITS, 10)}/{a(24)}"),
-        ("discord-bot-token", "DISCORD_TOKEN",
-         lambda: f"{base64.b64encode(d(18).encode()).decode().rstrip('=')}.{s(B64URL, 6)}.{s(B64URL, 38)}"),
-        ("discord-webhook", "DISCORD_WEBHOOK_URL",
-         lambda: f"https://discord.com/api/webhooks/{d(18)}/{s(B64URL, 68)}"),
+        (
+            "slack-webhook",
+            "SLACK_WEBHOOK_URL",
+            lambda: (
+                f"https://hooks.slack.com/services/T{s(UPPER + DIGITS, 8)}/B{s(UPPER + DIGITS, 10)}/{a(24)}"
+            ),
+        ),
+        (
+            "discord-bot-token",
+            "DISCORD_TOKEN",
+            lambda: f"{base64.b64encode(d(18).encode()).decode().rstrip('=')}.{s(B64URL, 6)}.{s(B64URL, 38)}",
+        ),
+        (
+            "discord-webhook",
+            "DISCORD_WEBHOOK_URL",
+            lambda: f"https://discord.com/api/webhooks/{d(18)}/{s(B64URL, 68)}",
+        ),
         ("telegram-bot-token", "TELEGRAM_BOT_TOKEN", lambda: f"{d(10)}:AA{s(B64URL, 33)}"),
         ("twilio-api-key", "TWILIO_API_KEY", lambda: "SK" + h(32)),
         ("twilio-auth-token", "TWILIO_AUTH_TOKEN", lambda: h(32)),
@@ -217,9 +251,14 @@ def _formats_messaging_and_e_mail(g: Gen) -> list[tuple[str, str, Callable[[], s
         ("postmark-server-token", "POSTMARK_SERVER_TOKEN", g.uuid),
         ("brevo-api-key", "BREVO_API_KEY", lambda: f"xkeysib-{h(64)}-{a(16)}"),
         ("resend-api-key", "RESEND_API_KEY", lambda: f"re_{a(8)}_{a(24)}"),
-        ("microsoft-teams-webhook", "TEAMS_WEBHOOK_URL",
-         lambda: f"https://corp.webhook.office.com/webhookb2/{g.uuid()}@{g.uuid()}/IncomingWebhook/{h(32)}/"
-                 f"{g.uuid()}"),
+        (
+            "microsoft-teams-webhook",
+            "TEAMS_WEBHOOK_URL",
+            lambda: (
+                f"https://corp.webhook.office.com/webhookb2/{g.uuid()}@{g.uuid()}/IncomingWebhook/{h(32)}/"
+                f"{g.uuid()}"
+            ),
+        ),
     ]
 
 
@@ -251,32 +290,88 @@ def _formats_saas_apis(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
         ("postman-api-key", "POSTMAN_API_KEY", lambda: f"PMAK-{h(24)}-{h(34)}"),
         ("prefect-api-key", "PREFECT_API_KEY", lambda: "pnu_" + a(36)),
         ("readme-api-key", "README_API_KEY", lambda: "rdme_" + h(70)),
-        ("mapbox-secret-token", "MAPBOX_ACCESS_TOKEN",
-         lambda: "sk.eyJ1IjoiY29ycCIsImEiOiJ" + a(24) + "In0." + s(B64URL, 22)),
+        (
+            "mapbox-secret-token",
+            "MAPBOX_ACCESS_TOKEN",
+            lambda: "sk.eyJ1IjoiY29ycCIsImEiOiJ" + a(24) + "In0." + s(B64URL, 22),
+        ),
         ("algolia-admin-key", "ALGOLIA_ADMIN_API_KEY", lambda: h(32)),
-        ("age-secret-key", "AGE_SECRET_KEY", lambda: "AGE-SECRET-KEY-1" + s("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 58)),
-        ("1password-service-account", "OP_SERVICE_ACCOUNT_TOKEN",
-         lambda: "ops_" + base64.b64encode(json.dumps({"signInAddress": "corp.1password.com",
-                                                         "userAuth": {"method": "SRPg-4096", "alg": "PBES2g-HS256",
-                                                                      "iterations": 650000, "salt": a(22)},
-                                                         "email": f"{a(12).lower()}@1passwordserviceaccounts.com",
-                                                         "srpX": h(64), "muk": {"alg": "A256GCM", "k": a(43)},
-                                                         "secretKey": f"A3-{a(6).upper()}-{a(6).upper()}"}).encode()
-                                              ).decode().rstrip("=")),
+        (
+            "age-secret-key",
+            "AGE_SECRET_KEY",
+            lambda: "AGE-SECRET-KEY-1" + s("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 58),
+        ),
+        (
+            "1password-service-account",
+            "OP_SERVICE_ACCOUNT_TOKEN",
+            lambda: (
+                "ops_"
+                + base64.b64encode(
+                    json.dumps(
+                        {
+                            "signInAddress": "corp.1password.com",
+                            "userAuth": {
+                                "method": "SRPg-4096",
+                                "alg": "PBES2g-HS256",
+                                "iterations": 650000,
+                                "salt": a(22),
+                            },
+                            "email": f"{a(12).lower()}@1passwordserviceaccounts.com",
+                            "srpX": h(64),
+                            "muk": {"alg": "A256GCM", "k": a(43)},
+                            "secretKey": f"A3-{a(6).upper()}-{a(6).upper()}",
+                        }
+                    ).encode()
+                )
+                .decode()
+                .rstrip("=")
+            ),
+        ),
+    ]
+
+
+def _formats_saas_apis_more(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
+    """SaaS APIs, continued."""
+    a, h, d, s = g.alnum, g.hex, g.digits, g.s  # noqa: F841 (not every group uses each)
+    return [
         ("facebook-access-token", "FACEBOOK_ACCESS_TOKEN", lambda: "EAAB" + a(180)),
-        ("twitter-bearer-token", "TWITTER_BEARER_TOKEN", lambda: "AAAAAAAAAAAAAAAAAAAAA" + a(25) + "%3D" + a(50)),
+        (
+            "twitter-bearer-token",
+            "TWITTER_BEARER_TOKEN",
+            lambda: "AAAAAAAAAAAAAAAAAAAAA" + a(25) + "%3D" + a(50),
+        ),
         ("firebase-fcm-server-key", "FCM_SERVER_KEY", lambda: f"AAAA{s(B64URL, 7)}:APA91b{s(B64URL, 134)}"),
         ("google-oauth-refresh-token", "GOOGLE_REFRESH_TOKEN", lambda: "1//0" + s(B64URL, 99)),
         ("google-oauth-access-token", "GOOGLE_ACCESS_TOKEN", lambda: "ya29.a0" + s(B64URL, 160)),
         ("jwt", "AUTH_TOKEN", g.jwt),
-        ("kubernetes-sa-token", "K8S_TOKEN",
-         lambda: g.jwt({"iss": "kubernetes/serviceaccount", "kubernetes.io/serviceaccount/namespace": "prod",
-                        "sub": "system:serviceaccount:prod:deployer"})),
+        (
+            "kubernetes-sa-token",
+            "K8S_TOKEN",
+            lambda: g.jwt(
+                {
+                    "iss": "kubernetes/serviceaccount",
+                    "kubernetes.io/serviceaccount/namespace": "prod",
+                    "sub": "system:serviceaccount:prod:deployer",
+                }
+            ),
+        ),
     ]
 
 
 def _formats(g: Gen) -> list[tuple[str, str, Callable[[], str]]]:
-    return [fmt for group in (_formats_source_hosting_and_ci, _formats_package_registries, _formats_cloud_and_infrastructure, _formats_payments_and_commerce, _formats_messaging_and_e_mail, _formats_saas_apis) for fmt in group(g)]
+    return [
+        fmt
+        for group in (
+            _formats_source_hosting_and_ci,
+            _formats_package_registries,
+            _formats_cloud_and_infrastructure,
+            _formats_payments_and_commerce,
+            _formats_messaging_and_e_mail,
+            _formats_saas_apis,
+            _formats_saas_apis_more,
+        )
+        for fmt in group(g)
+    ]
 
 
 # Each provider value in these files, in turn: how real code, config and scripts hold a token.
@@ -307,9 +402,17 @@ def _special_requests(g: Gen) -> list[Entry]:
             ("settings.py", f'AWS_ACCESS_KEY_ID = "{key_id}"\nAWS_SECRET_ACCESS_KEY = "{secret}"\n'),
             ("aws.yml", f"aws:\n  access_key_id: {key_id}\n  secret_access_key: {secret}\n"),
             ("env.sh", f"export AWS_ACCESS_KEY_ID={key_id}\nexport AWS_SECRET_ACCESS_KEY={secret}\n"),
-            ("s3.py", (f's3 = boto3.client("s3", aws_access_key_id="{key_id}",\n'
-                      f'                  aws_secret_access_key="{secret}")\n')),
-            ("credentials.ini", f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"),
+            (
+                "s3.py",
+                (
+                    f's3 = boto3.client("s3", aws_access_key_id="{key_id}",\n'
+                    f'                  aws_secret_access_key="{secret}")\n'
+                ),
+            ),
+            (
+                "credentials.ini",
+                f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n",
+            ),
             ("keys.py", f'KEYS = ("{key_id}", "{secret}")\n'),
         ]
         name, text = files[i]
@@ -321,11 +424,27 @@ def _special_requests(g: Gen) -> list[Entry]:
         basic = base64.b64encode(f"{user}:{password}".encode()).decode()
         bearer = [g.jwt(), a(40), "sk_live_" + a(32)][i % 3]
         lines = [
-            ("deploy.sh", f"curl -H 'Authorization: Bearer {bearer}' https://api.corp.internal/v1/deploy\n", bearer),
+            (
+                "deploy.sh",
+                f"curl -H 'Authorization: Bearer {bearer}' https://api.corp.internal/v1/deploy\n",
+                bearer,
+            ),
             ("fetch.sh", f'curl -sS -H "Authorization: token {token}" https://api.github.com/user\n', token),
-            ("backup.sh", f"curl -u {user}:{password} https://nexus.corp.internal/repository/raw/\n", password),
-            ("upload.sh", f'curl --user "{user}:{password}" -T build.tgz https://files.corp.internal/\n', password),
-            ("probe.sh", f"curl -H 'Authorization: Basic {basic}' https://grafana.corp.internal/api/health\n", basic),
+            (
+                "backup.sh",
+                f"curl -u {user}:{password} https://nexus.corp.internal/repository/raw/\n",
+                password,
+            ),
+            (
+                "upload.sh",
+                f'curl --user "{user}:{password}" -T build.tgz https://files.corp.internal/\n',
+                password,
+            ),
+            (
+                "probe.sh",
+                f"curl -H 'Authorization: Basic {basic}' https://grafana.corp.internal/api/health\n",
+                basic,
+            ),
             ("api.sh", f"curl -X POST -H 'X-API-Key: {h(40)}' https://api.corp.internal/v2/jobs\n", None),
         ]
         name, text, value = lines[i]
@@ -352,7 +471,7 @@ def _special_stores(g: Gen) -> list[Entry]:
             ("Settings.java", f'private static final String DB_PASSWORD = "{pw}";\n'),
             ("config.go", f'var dbPassword = "{pw}"\n'),
             ("mail.py", f'server.login("alerts", "{pw}")\n'),
-            ("ldap.yml", f"ldap:\n  bind_dn: cn=svc,dc=corp\n  bind_password: \"{pw}\"\n"),
+            ("ldap.yml", f'ldap:\n  bind_dn: cn=svc,dc=corp\n  bind_password: "{pw}"\n'),
             ("main.tf", f'resource "db" "main" {{\n  password = "{pw}"\n}}\n'),
             ("app.js", f"const conn = mysql.createConnection({{ user: 'app', password: '{pw}' }});\n"),
         ]
@@ -374,18 +493,24 @@ def _special_stores(g: Gen) -> list[Entry]:
     for i in range(3):
         key = g.b64(64)
         texts = [
-            (f'AZURE_STORAGE = "DefaultEndpointsProtocol=https;AccountName=corpdata;AccountKey={key};'
-            f'EndpointSuffix=core.windows.net"\n'),
-            (f'SERVICE_BUS = "Endpoint=sb://corp.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;'
-            f'SharedAccessKey={g.b64(32)}"\n'),
+            (
+                f'AZURE_STORAGE = "DefaultEndpointsProtocol=https;AccountName=corpdata;AccountKey={key};'
+                f'EndpointSuffix=core.windows.net"\n'
+            ),
+            (
+                f'SERVICE_BUS = "Endpoint=sb://corp.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;'
+                f'SharedAccessKey={g.b64(32)}"\n'
+            ),
             f'COSMOS = "AccountEndpoint=https://corp.documents.azure.com:443/;AccountKey={key};"\n',
         ]
         value = texts[i].split("AccessKey=" if i == 1 else "AccountKey=")[1].split(";")[0].split('"')[0]
         out.append(Entry("azure-connection-string", "storage.py", texts[i], value))
     for i in range(2):
         data = base64.b64encode(a(24).encode()).decode()
-        text = (f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-secrets\ntype: Opaque\n"
-                f"data:\n  api-token: {data}\n")
+        text = (
+            f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-secrets\ntype: Opaque\n"
+            f"data:\n  api-token: {data}\n"
+        )
         out.append(Entry("kubernetes-secret", "secret.yaml" if i else "k8s/app.yml", text, data))
     return out
 
@@ -411,8 +536,14 @@ def _private_keys() -> list[Entry]:
             out.append(Entry("private-key", "values.yml", f"tls:\n  key: |\n{indented}\n", body))
         else:
             escaped = pem.replace("\n", "\\n")
-            out.append(Entry("private-key", "sa.json", json.dumps({"type": "service_account"})[:-1]
-                             + f', "private_key": "{escaped}"}}\n', body))
+            out.append(
+                Entry(
+                    "private-key",
+                    "sa.json",
+                    json.dumps({"type": "service_account"})[:-1] + f', "private_key": "{escaped}"}}\n',
+                    body,
+                )
+            )
     return out
 
 

@@ -28,12 +28,15 @@ class AuthError(HearthError):
         self.retry_after = retry_after
 
 
-def token_create(*, username: str, name: str = "", expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+def token_create(
+    *, username: str, name: str = "", expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
     """Create a token for `username` (the user is created if new); return the row and the raw token."""
     user, _ = get_user_model().objects.get_or_create(username=username)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name, prefix=raw[:LOOKUP_CHARS], digest=ApiToken.hash(raw),
-                                    expires_at=expires_at)
+    token = ApiToken.objects.create(
+        user=user, name=name, prefix=raw[:LOOKUP_CHARS], digest=ApiToken.hash(raw), expires_at=expires_at
+    )
     return token, raw
 
 
@@ -67,9 +70,16 @@ def auth_failures_check(address: str) -> None:
 
     limit = settings.HEARTH_API_AUTH_MAX_FAILURES
     since = timezone.now() - timedelta(seconds=60)
-    if limit and LoginFailure.objects.filter(address=address, username=API_FAILURE_USER, at__gte=since).count() >= limit:
-        raise AuthError(f"Too many invalid tokens from {address} in the last minute; retry in 60 s.", status=429,
-                        retry_after=60)
+    if (
+        limit
+        and LoginFailure.objects.filter(address=address, username=API_FAILURE_USER, at__gte=since).count()
+        >= limit
+    ):
+        raise AuthError(
+            f"Too many invalid tokens from {address} in the last minute; retry in 60 s.",
+            status=429,
+            retry_after=60,
+        )
 
 
 def auth_failure_record(address: str) -> None:
@@ -77,7 +87,9 @@ def auth_failure_record(address: str) -> None:
 
     from appliance.models import LoginFailure
 
-    LoginFailure.objects.filter(username=API_FAILURE_USER, at__lt=timezone.now() - timedelta(seconds=60)).delete()
+    LoginFailure.objects.filter(
+        username=API_FAILURE_USER, at__lt=timezone.now() - timedelta(seconds=60)
+    ).delete()
     LoginFailure.objects.create(address=address, username=API_FAILURE_USER)
 
 
@@ -115,11 +127,17 @@ def _rate_count(token: ApiToken) -> None:
 
     deferred(write)
     if token.rate_limit_per_minute == 0:  # an admin's way to block a token without revoking it
-        raise AuthError("This token is blocked (its rate limit is 0 requests per minute).", status=429,
-                        retry_after=60)
+        raise AuthError(
+            "This token is blocked (its rate limit is 0 requests per minute).", status=429, retry_after=60
+        )
     # A token without a limit of its own gets the appliance's (HEARTH_RATE_LIMIT; 0 there means none).
-    limit = token.rate_limit_per_minute if token.rate_limit_per_minute is not None else settings.HEARTH_RATE_LIMIT
+    limit = (
+        token.rate_limit_per_minute if token.rate_limit_per_minute is not None else settings.HEARTH_RATE_LIMIT
+    )
     if limit and count > limit:
         retry = 60 - int(time.time()) % 60
-        raise AuthError(f"Rate limit of {limit} requests per minute exceeded for this token; retry in {retry} s.",
-                        status=429, retry_after=retry)
+        raise AuthError(
+            f"Rate limit of {limit} requests per minute exceeded for this token; retry in {retry} s.",
+            status=429,
+            retry_after=retry,
+        )

@@ -63,7 +63,13 @@ def _round(value: float | None) -> float | None:
 
 
 def demo_run(
-    *, source: str, base_slug: str, settings_: LoraSettings, port: int, services, log: Callable[[str], None],
+    *,
+    source: str,
+    base_slug: str,
+    settings_: LoraSettings,
+    port: int,
+    services,
+    log: Callable[[str], None],
 ) -> DemoResult:
     """Run the pipeline through a qcluster started for it, then serve and ask. `services` is an
     `appliance.processes.Services`; the caller stops it."""
@@ -73,8 +79,9 @@ def demo_run(
 
     started = time.monotonic()
     services.start_qcluster()
-    result = pipeline_run(source=source, base_slug=base_slug, settings=settings_, log=log,
-                          check_alive=services.check_alive)
+    result = pipeline_run(
+        source=source, base_slug=base_slug, settings=settings_, log=log, check_alive=services.check_alive
+    )
     log("serve: engine + web, then a live request with the openai client")
     services.start_engine()
     services.start_web(port)
@@ -103,8 +110,9 @@ def live_completion_ask(*, base_url: str, token: str, dataset_path: Path) -> Liv
     http_client = DefaultHttpxClient(verify=False, timeout=120) if base_url.startswith("https:") else None
     client = OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=120, http_client=http_client)
     model = client.models.list().data[0].id
-    response = client.completions.create(model=model, prompt=prefix, suffix=suffix, max_tokens=32, temperature=0,
-                                         stop=["\n"])
+    response = client.completions.create(
+        model=model, prompt=prefix, suffix=suffix, max_tokens=32, temperature=0, stop=["\n"]
+    )
     return LiveCompletion(task.path, task.line_no, prefix[-40:], response.choices[0].text, task.target)
 
 
@@ -127,20 +135,28 @@ def demo_report_lines(result: DemoResult) -> list[str]:
     base, tuned = scores.headline("base"), scores.headline("candidate")
     repo = p.repositories[0]
     lines = [
-        (f"  repository        {repo.name} @ {repo.head_sha[:12]} ({p.dataset.train_files} train / "
-         f"{p.dataset.heldout_files} held-out files)"),
-        (f"  training          {p.run.method} on {p.run.device}, {p.run.summary.get('steps')} steps, "
-         f"{p.run.summary.get('tokens_per_s')} tok/s"),
+        (
+            f"  repository        {repo.name} @ {repo.head_sha[:12]} ({p.dataset.train_files} train / "
+            f"{p.dataset.heldout_files} held-out files)"
+        ),
+        (
+            f"  training          {p.run.method} on {p.run.device}, {p.run.summary.get('steps')} steps, "
+            f"{p.run.summary.get('tokens_per_s')} tok/s"
+        ),
         f"  held-out lines    {base.tasks} tasks, {mode} mode",
         f"  exact match       base {base.exact_match:.3f} → tuned {tuned.exact_match:.3f}",
         f"  edit similarity   base {base.edit_similarity:.3f} → tuned {tuned.edit_similarity:.3f}",
-        (f"  perplexity        base {scores.models['base'].perplexity:.2f} → tuned "
-         f"{scores.models['candidate'].perplexity:.2f}"),
+        (
+            f"  perplexity        base {scores.models['base'].perplexity:.2f} → tuned "
+            f"{scores.models['candidate'].perplexity:.2f}"
+        ),
     ]
     if mode != "fim" and scores.has("candidate", "fim"):
         fim = scores.headline("candidate", "fim")
-        lines.append(f"  tuned FIM mode    exact match {fim.exact_match:.3f}, edit similarity "
-                     f"{fim.edit_similarity:.3f} (the base cannot infill)")
+        lines.append(
+            f"  tuned FIM mode    exact match {fim.exact_match:.3f}, edit similarity "
+            f"{fim.edit_similarity:.3f} (the base cannot infill)"
+        )
     live = result.live
     lines += [
         f"  decision          {p.report.decision}",
@@ -152,6 +168,10 @@ def demo_report_lines(result: DemoResult) -> list[str]:
         f"  OpenAI completions base URL  {result.base_url}",
         f"  token                        {result.token}",
         f"  admin                        {result.base_url.removesuffix('/v1')}/admin/ "
-        + (f"(user admin, password {result.admin_password})" if result.admin_password else "(existing admin user)"),
+        + (
+            f"(user admin, password {result.admin_password})"
+            if result.admin_password
+            else "(existing admin user)"
+        ),
     ]
     return lines

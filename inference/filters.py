@@ -30,7 +30,6 @@ _BASE = np.uint64(1_000_003)
 _WS = re.compile(r"\s+")
 
 
-
 def _first_email(text: str) -> int | None:
     return next((start for start, _, _ in emails(text)), None)
 

@@ -20,7 +20,9 @@ class ApiToken(models.Model):
     # Per-token rate limit: a fixed one-minute window counted in the same (deferred) UPDATE that
     # stamps last_used_at, so it holds across web workers.
     rate_limit_per_minute = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Requests per minute; empty = the appliance default (HEARTH_RATE_LIMIT)."
+        null=True,
+        blank=True,
+        help_text="Requests per minute; empty = the appliance default (HEARTH_RATE_LIMIT).",
     )
     rate_window = models.BigIntegerField(default=0, editable=False)
     rate_count = models.PositiveIntegerField(default=0, editable=False)
@@ -45,10 +47,12 @@ class ServingPolicy(models.Model):
         default=False, help_text="Record one row per completion (model, language, latency) and Tabby events."
     )
     telemetry_content = models.BooleanField(
-        default=False, help_text="Also store prompts, suggestions and accepted-code snapshots (needs telemetry)."
+        default=False,
+        help_text="Also store prompts, suggestions and accepted-code snapshots (needs telemetry).",
     )
     flow_logs_enabled = models.BooleanField(
-        default=False, help_text="Store a per-request flow log (request, phases, response) for troubleshooting."
+        default=False,
+        help_text="Store a per-request flow log (request, phases, response) for troubleshooting.",
     )
     retention_days = models.PositiveSmallIntegerField(
         default=28, help_text="Telemetry, events, snapshots and flow logs older than this are purged daily."
@@ -68,7 +72,11 @@ class ServingPolicy(models.Model):
 
     @property
     def globs(self) -> list[str]:
-        return [line.strip() for line in self.exclusion_globs.splitlines() if line.strip() and not line.startswith("#")]
+        return [
+            line.strip()
+            for line in self.exclusion_globs.splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
 
 
 class BlockedCode(models.Model):
@@ -107,7 +115,9 @@ class CompletionRecord(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     dialect = models.CharField(max_length=16)  # openai | infill | completion | tabby
     model = models.CharField(max_length=100)
-    model_version = models.PositiveIntegerField(null=True, blank=True, help_text="ModelVersion pk; empty = base.")
+    model_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="ModelVersion pk; empty = base."
+    )
     language = models.CharField(max_length=32, default="unknown")
     latency_ms = models.FloatField()
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -38,8 +38,9 @@ def usage_summary(*, since: datetime | None = None, until: datetime | None = Non
     until = until or timezone.now()
     since = since or until - timedelta(days=7)
     records = list(
-        CompletionRecord.objects.filter(created_at__gte=since, created_at__lt=until)
-        .values_list("completion_id", "latency_ms", "language", "model")
+        CompletionRecord.objects.filter(created_at__gte=since, created_at__lt=until).values_list(
+            "completion_id", "latency_ms", "language", "model"
+        )
     )
     events = CompletionEvent.objects.filter(created_at__gte=since)
     viewed = set(events.filter(kind="view").values_list("completion_id", flat=True))
@@ -52,7 +53,9 @@ def usage_summary(*, since: datetime | None = None, until: datetime | None = Non
         by_model[model].append((cid, latency))
     filters = dict(
         FilterCount.objects.filter(day__gte=since.date(), day__lte=until.date())
-        .values_list("name").annotate(total=Sum("count")).values_list("name", "total")
+        .values_list("name")
+        .annotate(total=Sum("count"))
+        .values_list("name", "total")
     )
     return {
         "since": since.isoformat(),

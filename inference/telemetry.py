@@ -27,6 +27,7 @@ from trainer.datasets.languages import language_normalize
 
 logger = logging.getLogger(__name__)
 
+
 def language_guess(*, language: str | None, filepath: str | None) -> str:
     return language_normalize(language=language, filepath=filepath)
 
@@ -44,46 +45,93 @@ def filter_counts_add(names: list[str]) -> None:
 
 
 def completion_record(
-    *, policy: ServingPolicy, completion_id: str, user_id: int | None, dialect: str, result: dict,
-    language: str, latency_ms: float, outcome: str, filters: list[str], prompt: str, suggestion: str,
+    *,
+    policy: ServingPolicy,
+    completion_id: str,
+    user_id: int | None,
+    dialect: str,
+    result: dict,
+    language: str,
+    latency_ms: float,
+    outcome: str,
+    filters: list[str],
+    prompt: str,
+    suggestion: str,
 ) -> None:
     if not policy.telemetry_enabled:
         return
     choice = result["choices"][0] if result.get("choices") else {}
-    deferred(lambda: CompletionRecord.objects.create(
-        completion_id=completion_id, user_id=user_id, dialect=dialect, model=result.get("model", ""),
-        model_version=result.get("version"), language=language, latency_ms=latency_ms,
-        prompt_tokens=choice.get("prompt_tokens", 0), completion_tokens=choice.get("completion_tokens", 0),
-        cached_tokens=choice.get("cached_tokens", 0), outcome=outcome, filters=filters,
-        prompt=prompt if policy.telemetry_content else "",
-        suggestion=suggestion if policy.telemetry_content else "",
-    ))
+    deferred(
+        lambda: CompletionRecord.objects.create(
+            completion_id=completion_id,
+            user_id=user_id,
+            dialect=dialect,
+            model=result.get("model", ""),
+            model_version=result.get("version"),
+            language=language,
+            latency_ms=latency_ms,
+            prompt_tokens=choice.get("prompt_tokens", 0),
+            completion_tokens=choice.get("completion_tokens", 0),
+            cached_tokens=choice.get("cached_tokens", 0),
+            outcome=outcome,
+            filters=filters,
+            prompt=prompt if policy.telemetry_content else "",
+            suggestion=suggestion if policy.telemetry_content else "",
+        )
+    )
 
 
-def event_record(*, policy: ServingPolicy, user_id: int, kind: str, completion_id: str, choice_index: int,
-                 payload: dict) -> bool:
+def event_record(
+    *, policy: ServingPolicy, user_id: int, kind: str, completion_id: str, choice_index: int, payload: dict
+) -> bool:
     if not policy.telemetry_enabled:
         return False
-    deferred(lambda: CompletionEvent.objects.create(user_id=user_id, kind=kind, completion_id=completion_id[:64],
-                                                    choice_index=choice_index, payload=payload))
+    deferred(
+        lambda: CompletionEvent.objects.create(
+            user_id=user_id,
+            kind=kind,
+            completion_id=completion_id[:64],
+            choice_index=choice_index,
+            payload=payload,
+        )
+    )
     return True
 
 
-def snapshot_record(*, policy: ServingPolicy, user_id: int, completion_id: str, filepath: str, language: str,
-                    elapsed_s: int, text: str) -> bool:
+def snapshot_record(
+    *,
+    policy: ServingPolicy,
+    user_id: int,
+    completion_id: str,
+    filepath: str,
+    language: str,
+    elapsed_s: int,
+    text: str,
+) -> bool:
     if not (policy.telemetry_enabled and policy.telemetry_content):
         return False
-    deferred(lambda: CodeSnapshot.objects.create(user_id=user_id, completion_id=completion_id[:64],
-                                                 filepath=filepath[:1000], language=language, elapsed_s=elapsed_s,
-                                                 text=text))
+    deferred(
+        lambda: CodeSnapshot.objects.create(
+            user_id=user_id,
+            completion_id=completion_id[:64],
+            filepath=filepath[:1000],
+            language=language,
+            elapsed_s=elapsed_s,
+            text=text,
+        )
+    )
     return True
 
 
-def flow_log_record(*, policy: ServingPolicy, user_id: int | None, path: str, status_code: int,
-                    latency_ms: float, steps: list) -> None:
+def flow_log_record(
+    *, policy: ServingPolicy, user_id: int | None, path: str, status_code: int, latency_ms: float, steps: list
+) -> None:
     if policy.flow_logs_enabled:
-        deferred(lambda: FlowLog.objects.create(user_id=user_id, path=path[:200], status_code=status_code,
-                                                latency_ms=latency_ms, steps=steps))
+        deferred(
+            lambda: FlowLog.objects.create(
+                user_id=user_id, path=path[:200], status_code=status_code, latency_ms=latency_ms, steps=steps
+            )
+        )
 
 
 def telemetry_purge(*, now=None) -> dict[str, int]:

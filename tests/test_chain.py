@@ -26,12 +26,17 @@ def _stage_manifests_chain(run) -> None:
 
     dataset_manifest = Path(run.dataset.path) / "manifest.json"
     training = json.loads((Path(run.path) / "manifest.json").read_text())
-    assert training["stage"] == "training" and training["inputs"]["dataset_manifest"] == sha256_file(dataset_manifest)
+    assert training["stage"] == "training" and training["inputs"]["dataset_manifest"] == sha256_file(
+        dataset_manifest
+    )
     assert training["adapter"] and "torch" in training["libraries"]
     report = EvaluationReport.objects.filter(version__run=run).first()
     assert report.status == "done" and report.log
-    evaluation = json.loads((Path(run.path).parent.parent / "evaluations" / f"evaluation-{report.pk:05d}"
-                             / "manifest.json").read_text())
+    evaluation = json.loads(
+        (
+            Path(run.path).parent.parent / "evaluations" / f"evaluation-{report.pk:05d}" / "manifest.json"
+        ).read_text()
+    )
     assert evaluation["inputs"]["dataset_manifest"] == sha256_file(dataset_manifest)
     from django.db import connection
 
@@ -55,7 +60,9 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
     assert repo.default_branch == "main" and len(repo.head_sha) == 40
     dataset = dataset_build(repositories=[repo])
     assert dataset.status == "ready" and dataset.heldout_files >= 1
-    assert dataset.report["skipped"].get("binary", 0) + dataset.report["skipped"].get("language-unknown", 0) >= 1
+    assert (
+        dataset.report["skipped"].get("binary", 0) + dataset.report["skipped"].get("language-unknown", 0) >= 1
+    )
 
     settings_ = LoraSettings(max_steps=4, seq_len=128, grad_accum=1, eval_sequences=4, warmup_steps=1)
     run = training_run_start(dataset=dataset, base=micro_base, settings=settings_)
@@ -75,7 +82,9 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
 
     # Serve whatever the gate decided (promoted version, or the base), over real HTTP.
     settings.HEARTH_ENGINE_PORT = _free_port()
-    server, _engine = engine_server_build(host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512, n_threads=2)
+    server, _engine = engine_server_build(
+        host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512, n_threads=2
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -92,10 +101,16 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
         assert bad.status_code == 401 and bad.json()["error"]["message"] == "Invalid token."
         missing = requests.post(url, json=body, timeout=10)
         assert missing.status_code == 401
-        malformed = requests.post(url, data=b"{not json", headers={"Authorization": f"Bearer {raw}"}, timeout=10)
+        malformed = requests.post(
+            url, data=b"{not json", headers={"Authorization": f"Bearer {raw}"}, timeout=10
+        )
         assert malformed.status_code == 400 and "JSON" in malformed.json()["error"]["message"]
-        wrong_type = requests.post(url, json={"prompt": "x", "max_tokens": "many"},
-                                   headers={"Authorization": f"Bearer {raw}"}, timeout=10)
+        wrong_type = requests.post(
+            url,
+            json={"prompt": "x", "max_tokens": "many"},
+            headers={"Authorization": f"Bearer {raw}"},
+            timeout=10,
+        )
         assert wrong_type.status_code == 400 and wrong_type.json()["error"]["param"] == "max_tokens"
         _other_dialects(live_server.url, raw)
     finally:
@@ -115,20 +130,39 @@ def _other_dialects(base: str, raw: str) -> None:
     chunks = list(client.completions.create(model=model, prompt="import os\n", max_tokens=6, stream=True))
     assert chunks and chunks[-1].choices[0].finish_reason in {"stop", "length"}
 
-    infill = requests.post(f"{base}/infill", headers=auth, timeout=60, json={
-        "input_prefix": "def f(x):\n", "prompt": "    ", "input_suffix": "\n", "n_predict": 8,
-        "input_extra": [{"filename": "util.py", "text": "def g():\n    pass\n"}], "cache_prompt": True,
-    })
+    infill = requests.post(
+        f"{base}/infill",
+        headers=auth,
+        timeout=60,
+        json={
+            "input_prefix": "def f(x):\n",
+            "prompt": "    ",
+            "input_suffix": "\n",
+            "n_predict": 8,
+            "input_extra": [{"filename": "util.py", "text": "def g():\n    pass\n"}],
+            "cache_prompt": True,
+        },
+    )
     assert infill.status_code == 200, infill.text
     assert {"content", "stop", "stop_type", "timings", "tokens_predicted"} <= set(infill.json())
-    completion = requests.post(f"{base}/completion", headers=auth, json={"prompt": "x = ", "n_predict": 4}, timeout=60)
+    completion = requests.post(
+        f"{base}/completion", headers=auth, json={"prompt": "x = ", "n_predict": 4}, timeout=60
+    )
     assert completion.status_code == 200 and "content" in completion.json()
 
-    tabby = requests.post(f"{base}/v1/completions", headers=auth, timeout=60, json={
-        "language": "python", "segments": {"prefix": "def f():\n    ", "suffix": "\n", "filepath": "a.py"},
-    })
+    tabby = requests.post(
+        f"{base}/v1/completions",
+        headers=auth,
+        timeout=60,
+        json={
+            "language": "python",
+            "segments": {"prefix": "def f():\n    ", "suffix": "\n", "filepath": "a.py"},
+        },
+    )
     assert tabby.status_code == 200 and tabby.json()["choices"][0]["index"] == 0
-    event = requests.post(f"{base}/v1/events", headers=auth, json={"type": "view", "completion_id": "c"}, timeout=10)
+    event = requests.post(
+        f"{base}/v1/events", headers=auth, json={"type": "view", "completion_id": "c"}, timeout=10
+    )
     assert event.status_code == 200
     health = requests.get(f"{base}/v1/health", headers=auth, timeout=10)
     assert health.status_code == 200 and health.json()["model"]

@@ -24,7 +24,9 @@ def rendered(tmp_path) -> Path:
     admin.write_text("#!/bin/sh\nexit 0\n")
     admin.chmod(0o755)
     home.mkdir()
-    subprocess.run([str(PACKAGING / "render-units.sh"), str(prefix), str(home), "root", "root", str(out)], check=True)
+    subprocess.run(
+        [str(PACKAGING / "render-units.sh"), str(prefix), str(home), "root", "root", str(out)], check=True
+    )
     return out
 
 
@@ -48,8 +50,13 @@ def test_units_pass_systemd_analyze_verify(rendered):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
     units = [str(rendered / f"{unit}.service") for unit in UNITS]
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True, check=False,
-                          timeout=120)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     noise = ("Failed to connect to bus", "No such file or directory", "Cannot access")
     if proc.returncode != 0 and any(n in proc.stderr for n in noise) and "hearth-" not in proc.stderr:
         pytest.skip(f"systemd-analyze cannot run here: {proc.stderr.strip()[:200]}")
@@ -58,8 +65,9 @@ def test_units_pass_systemd_analyze_verify(rendered):
     assert problems == [], problems
 
 
-@pytest.mark.parametrize("script", ["build-bundle.sh", "install.sh", "uninstall.sh", "render-units.sh",
-                                    "test-offline.sh"])
+@pytest.mark.parametrize(
+    "script", ["build-bundle.sh", "install.sh", "uninstall.sh", "render-units.sh", "test-offline.sh"]
+)
 def test_scripts_parse(script):
     subprocess.run(["bash", "-n", str(PACKAGING / script)], check=True)
 
@@ -80,7 +88,20 @@ def test_install_refuses_a_damaged_bundle(tmp_path):
     (bundle / "payload").write_text("original")
     subprocess.run("sha256sum bundle.json payload > SHA256SUMS", shell=True, cwd=bundle, check=True)
     (bundle / "payload").write_text("altered")
-    proc = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(tmp_path / "p"), "--home",
-                           str(tmp_path / "h"), "--no-services"], capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [
+            "bash",
+            str(bundle / "install.sh"),
+            "--prefix",
+            str(tmp_path / "p"),
+            "--home",
+            str(tmp_path / "h"),
+            "--no-services",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode != 0 and "checksum mismatch" in proc.stderr
     assert not (tmp_path / "p" / "venv").exists()

@@ -26,8 +26,11 @@ def after_training(run: TrainingRun) -> None:
     from appliance.notifications import notify
 
     if run.status in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
-        notify(title=f"Training run {run.pk} {run.status}", body=run.status_reason,
-               level="error" if run.status == TrainingRun.Status.FAILED else "info")
+        notify(
+            title=f"Training run {run.pk} {run.status}",
+            body=run.status_reason,
+            level="error" if run.status == TrainingRun.Status.FAILED else "info",
+        )
         return
     if run.status != TrainingRun.Status.SUCCEEDED or ModelVersion.objects.filter(run=run).exists():
         return
@@ -51,8 +54,9 @@ def model_version_build(version: ModelVersion) -> ModelVersion:
         model_version_export(version=version, log=log)
         report = evaluation_run(dataset=version.run.dataset, version=version, log=log)
         _serving_mode_choose(version, report)
-        decision = promotion_decide(report.scores, margin=settings.HEARTH_PROMOTION_MARGIN,
-                                    alpha=settings.HEARTH_PROMOTION_ALPHA)
+        decision = promotion_decide(
+            report.scores, margin=settings.HEARTH_PROMOTION_MARGIN, alpha=settings.HEARTH_PROMOTION_ALPHA
+        )
         promote, reason = decision.promote, decision.reason
         report.decision = reason
         report.save(update_fields=["decision"])
@@ -62,8 +66,11 @@ def model_version_build(version: ModelVersion) -> ModelVersion:
             if promote:
                 model_version_promote(version=version)
         export_cleanup(version)
-        notify(title=f"Model version {version.pk} {'promoted' if promote else 'kept as a candidate'}",
-               body=reason, level="success" if promote else "info")
+        notify(
+            title=f"Model version {version.pk} {'promoted' if promote else 'kept as a candidate'}",
+            body=reason,
+            level="success" if promote else "info",
+        )
     except HearthError as exc:
         log(f"failed: {exc}")
         version.transition(ModelVersion.Status.FAILED, reason=str(exc))
@@ -88,7 +95,11 @@ def retrain_if_changed() -> str:
 
     if not settings.HEARTH_AUTO_RETRAIN:
         return "automatic retraining is off (HEARTH_AUTO_RETRAIN)"
-    last = TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED).select_related("dataset", "base").last()
+    last = (
+        TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED)
+        .select_related("dataset", "base")
+        .last()
+    )
     if last is None:
         return "no earlier training run to repeat"
     repos = list(last.dataset.repositories.all())
@@ -98,7 +109,9 @@ def retrain_if_changed() -> str:
         if all(last.dataset.commits.get(r.name) == r.head_sha for r in repos):
             return "no new commits since the last training run"
         dataset = dataset_build(repositories=repos)
-        run = training_run_start(dataset=dataset, base=last.base, settings=LoraSettings.from_dict(last.settings))
+        run = training_run_start(
+            dataset=dataset, base=last.base, settings=LoraSettings.from_dict(last.settings)
+        )
     except HearthError as exc:
         logger.info("automatic retrain skipped: %s", exc)
         return f"skipped: {exc}"
@@ -114,11 +127,17 @@ def _serving_mode_choose(version: ModelVersion, report) -> None:
     fim = scores.headline("candidate", "fim").exact_match
     prefix = scores.headline("candidate", "prefix").exact_match
     if fim < prefix:
-        version.manifest = {**version.manifest, "trained_fim_format": version.fim_format, "serving_mode": "prefix"}
+        version.manifest = {
+            **version.manifest,
+            "trained_fim_format": version.fim_format,
+            "serving_mode": "prefix",
+        }
         version.fim_format = ""
         version.save(update_fields=["fim_format", "manifest"])
-        version.log_line(f"FIM mode scored below prefix-only ({fim:.3f} vs {prefix:.3f} exact match): "
-                         "this version serves prefix-only completions")
+        version.log_line(
+            f"FIM mode scored below prefix-only ({fim:.3f} vs {prefix:.3f} exact match): "
+            "this version serves prefix-only completions"
+        )
 
 
 @dataclass(frozen=True)
@@ -160,8 +179,12 @@ def repository_prepare(*, source: str) -> Repository:
 
 
 def custom_model_start(
-    *, repositories: Sequence[Repository], base: BaseModel, settings: LoraSettings,
-    options: DatasetOptions | None = None, force: bool = False,
+    *,
+    repositories: Sequence[Repository],
+    base: BaseModel,
+    settings: LoraSettings,
+    options: DatasetOptions | None = None,
+    force: bool = False,
 ) -> TrainingRun:
     """Build a dataset from `repositories` at their synced commits and queue a fine-tune on it.
     The export, evaluation and promotion gate follow by themselves when training succeeds."""
@@ -189,7 +212,10 @@ class DatasetPreview:
 
 
 def dataset_preview(
-    *, repositories: Sequence[Repository], base: BaseModel, settings: LoraSettings,
+    *,
+    repositories: Sequence[Repository],
+    base: BaseModel,
+    settings: LoraSettings,
     options: DatasetOptions | None = None,
 ) -> DatasetPreview:
     """Build the dataset into a temporary folder (nothing recorded) and estimate the training time
@@ -205,23 +231,39 @@ def dataset_preview(
     rejected = ""
     with tempfile.TemporaryDirectory(dir=paths.private_tmp_dir(), prefix="preview-") as tmp:
         try:
-            result = dataset_build_files(repository_sources(repositories=list(repositories)), Path(tmp),
-                                         dataset_options_effective(options=options))
+            result = dataset_build_files(
+                repository_sources(repositories=list(repositories)),
+                Path(tmp),
+                dataset_options_effective(options=options),
+            )
         except DatasetRejected as exc:
             result, rejected = exc.result, str(exc)
-    last = (TrainingRun.objects.filter(base=base, status=TrainingRun.Status.SUCCEEDED)
-            .exclude(summary={}).order_by("-created_at").first())
+    last = (
+        TrainingRun.objects.filter(base=base, status=TrainingRun.Status.SUCCEEDED)
+        .exclude(summary={})
+        .order_by("-created_at")
+        .first()
+    )
     speed = float(last.summary.get("tokens_per_s") or 0) if last else 0.0
     return DatasetPreview(
-        report=result.report(), rejected=rejected, steps=settings.steps_for(max(1, result.train_tokens)),
-        tokens_per_step=settings.tokens_per_step, tokens_per_s=speed or None,
+        report=result.report(),
+        rejected=rejected,
+        steps=settings.steps_for(max(1, result.train_tokens)),
+        tokens_per_step=settings.tokens_per_step,
+        tokens_per_s=speed or None,
         speed_from=f"run {last.pk} of {base.slug}" if speed else f"no finished run of {base.slug} yet",
     )
 
 
 def training_start(
-    *, repositories: Sequence[Repository], base: BaseModel, settings: LoraSettings,
-    options: DatasetOptions | None = None, override_reason: str = "", actor: str = "", ip: str | None = None,
+    *,
+    repositories: Sequence[Repository],
+    base: BaseModel,
+    settings: LoraSettings,
+    options: DatasetOptions | None = None,
+    override_reason: str = "",
+    actor: str = "",
+    ip: str | None = None,
 ) -> TrainingRun:
     """Start a custom model for an admin: the retrain rate limit holds unless `override_reason`
     says why not; the start (and any override, with its reason) goes to the audit log."""
@@ -231,10 +273,13 @@ def training_start(
     limit = training_rate_limit(base=base)
     if limit and not override_reason.strip():
         raise PipelineError(f"{limit} To start anyway, give a reason for the override.")
-    run = custom_model_start(repositories=repositories, base=base, settings=settings, options=options,
-                             force=bool(limit))
-    detail = (f"{base.slug} on {', '.join(r.name for r in repositories)}; dataset {run.dataset_id}; "
-              f"preset {settings.preset}")
+    run = custom_model_start(
+        repositories=repositories, base=base, settings=settings, options=options, force=bool(limit)
+    )
+    detail = (
+        f"{base.slug} on {', '.join(r.name for r in repositories)}; dataset {run.dataset_id}; "
+        f"preset {settings.preset}"
+    )
     if limit:
         detail += f"; rate limit overridden: {override_reason.strip()}"
     audit_record(action="training.start", actor=actor, target=f"run {run.pk}", detail=detail, ip=ip)
@@ -242,8 +287,12 @@ def training_start(
 
 
 def run_follow(
-    run: TrainingRun, *, log: Callable[[str], None], check_alive: Callable[[], None] = lambda: None,
-    poll_s: float = 2.0, on_point: Callable | None = None,
+    run: TrainingRun,
+    *,
+    log: Callable[[str], None],
+    check_alive: Callable[[], None] = lambda: None,
+    poll_s: float = 2.0,
+    on_point: Callable | None = None,
 ) -> ModelVersion:
     """Wait for `run` to train and for its model version to be built and gated, reporting progress
     points (to `on_point` when given, else as log lines) and the version's log lines as they appear."""
@@ -278,7 +327,11 @@ def run_follow(
 
 
 def pipeline_run(
-    *, source: str, base_slug: str, settings: LoraSettings, log: Callable[[str], None] = logger.info,
+    *,
+    source: str,
+    base_slug: str,
+    settings: LoraSettings,
+    log: Callable[[str], None] = logger.info,
     check_alive: Callable[[], None] = lambda: None,
 ) -> PipelineResult:
     """One repository all the way to a gated model version: base, mirror, dataset, fine-tune (a
@@ -292,11 +345,15 @@ def pipeline_run(
     log("3/5 dataset, then the fine-tune as a django-q2 job")
     run = custom_model_start(repositories=[repo], base=base, settings=settings, force=True)
     dataset = run.dataset
-    log(f"    {dataset.train_files} training files ({dataset.train_bytes:,} bytes), {dataset.heldout_files} "
-        f"held out, {sum(dataset.report['skipped'].values())} skipped; training run {run.pk}")
+    log(
+        f"    {dataset.train_files} training files ({dataset.train_bytes:,} bytes), {dataset.heldout_files} "
+        f"held out, {sum(dataset.report['skipped'].values())} skipped; training run {run.pk}"
+    )
     log("4/5 fine-tune")
     version = run_follow(run, log=lambda line: log("    " + line), check_alive=check_alive)
     run.refresh_from_db()
     report = version.reports.order_by("-created_at").first()
     log(f"5/5 {report.decision}")
-    return PipelineResult(base=base, repositories=[repo], dataset=dataset, run=run, version=version, report=report)
+    return PipelineResult(
+        base=base, repositories=[repo], dataset=dataset, run=run, version=version, report=report
+    )

@@ -43,7 +43,9 @@ class RepositoryForm(forms.ModelForm):
     """The credential is write-only: typed in, stored encrypted, never shown again."""
 
     new_credential = forms.CharField(
-        label="Password, token or SSH key", required=False, strip=False,
+        label="Password, token or SSH key",
+        required=False,
+        strip=False,
         widget=forms.PasswordInput(render_value=False),
         help_text="For an intranet URL. Stored encrypted; leave empty to keep the current one.",
     )
@@ -72,8 +74,12 @@ class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = ("name", "status", "default_branch", "head_sha", "last_synced_at", "has_credential")
     list_filter = ("status",)
     search_fields = ("name", "source")
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("mirror_path", "default_branch", "head_sha",
-                                                          "last_synced_at")
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + (
+        "mirror_path",
+        "default_branch",
+        "head_sha",
+        "last_synced_at",
+    )
     actions = ("sync_now", "build_dataset")
 
     @admin.display(boolean=True, description="credential")
@@ -94,7 +100,11 @@ class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
                 repository_credential_set(repo=obj, credential=secret)
             return
         created = repository_create(
-            source=obj.source, name=obj.name, branch=obj.branch, username=obj.username, credential=secret,
+            source=obj.source,
+            name=obj.name,
+            branch=obj.branch,
+            username=obj.username,
+            credential=secret,
             exclude_globs=obj.exclude_globs,
         )
         obj.pk = created.pk
@@ -116,7 +126,9 @@ class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     def build_dataset(self, request, queryset):
         from appliance.jobs import job_enqueue
 
-        job_enqueue("trainer.datasets.tasks.dataset_build_task", sorted(queryset.values_list("pk", flat=True)))
+        job_enqueue(
+            "trainer.datasets.tasks.dataset_build_task", sorted(queryset.values_list("pk", flat=True))
+        )
         request_audit(request, action="dataset.build", detail=", ".join(r.name for r in queryset))
         self.message_user(request, "Dataset build queued; it appears under Datasets with its report.")
 
@@ -127,20 +139,39 @@ class BaseModelAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     readonly_fields = ReadOnlyLogMixin.readonly_fields + ("manifest",)
 
 
-
-
 @admin.register(Dataset)
 class DatasetAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
-    list_display = ("id", "status", "train_files", "heldout_files", "train_bytes", "tokens", "duplicate_ratio",
-                    "secrets", "created_at")
+    list_display = (
+        "id",
+        "status",
+        "train_files",
+        "heldout_files",
+        "train_bytes",
+        "tokens",
+        "duplicate_ratio",
+        "secrets",
+        "created_at",
+    )
     list_filter = ("status", "repositories")
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("commits", "options", "manifest", "report", "path",
-                                                          "report_view", "files_link")
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + (
+        "commits",
+        "options",
+        "manifest",
+        "report",
+        "path",
+        "report_view",
+        "files_link",
+    )
     fieldsets = (
         (None, {"fields": ("status", "status_reason", "path", "commits", "files_link")}),
         ("Report", {"fields": ("report_view",)}),
-        ("Details", {"classes": ("collapse",), "fields": ("options", "manifest", "log", "report",
-                                                         "created_at", "updated_at")}),
+        (
+            "Details",
+            {
+                "classes": ("collapse",),
+                "fields": ("options", "manifest", "log", "report", "created_at", "updated_at"),
+            },
+        ),
     )
 
     @admin.display(description="tokens (est.)")
@@ -165,7 +196,14 @@ class DatasetAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
             '<a href="{}?dataset__id__exact={}">All {} files</a> · '
             '<a href="{}?dataset__id__exact={}&split__exact=dropped">the {} left out, with reasons</a> · '
             '<a href="{}?dataset__id__exact={}&split__exact=heldout">held out</a>',
-            url, obj.pk, obj.files.count(), url, obj.pk, dropped, url, obj.pk,
+            url,
+            obj.pk,
+            obj.files.count(),
+            url,
+            obj.pk,
+            dropped,
+            url,
+            obj.pk,
         )
 
     @admin.display(description="report")
@@ -174,27 +212,50 @@ class DatasetAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         if not r or "tokens" not in r:
             return "No report yet."
         d, s, t = r["duplicates"], r["secrets"], r["tokens"]
-        summary = html_table(("", "files", "bytes"), [
-            ("read", f"{r['seen_files']:,}", f"{r['seen_bytes']:,}"),
-            ("kept", f"{r['kept_files']:,}", f"{r['kept_bytes']:,}"),
-            ("training", f"{r['train_files']:,}", f"{r['train_bytes']:,}"),
-            ("held out", f"{r['heldout_files']:,}", f"{r['heldout_bytes']:,}"),
-        ])
-        reasons = html_table(("left out because", "files", "bytes"), [
-            (k, f"{v:,}", f"{r['skipped_bytes'].get(k, 0):,}") for k, v in r["skipped"].items()
-        ])
-        languages = html_table(("language", "files", "bytes", "tokens"), [
-            (k, f"{v['files']:,}", f"{v['bytes']:,}", f"{v['tokens']:,}")
-            for k, v in sorted(r["by_language"].items(), key=lambda kv: -kv[1]["files"])
-        ])
-        repos = html_table(("repository", "commit", "files read", "kept", "bytes kept", "tokens"), [
-            (k, r["commits"].get(k, "")[:12], f"{v.get('seen_files', 0):,}", f"{v.get('kept_files', 0):,}",
-             f"{v.get('kept_bytes', 0):,}", f"{v.get('tokens', 0):,}") for k, v in r["by_repo"].items()
-        ])
-        kinds = html_table(("secret kind", "hits"), [(k, v) for k, v in s["by_kind"].items()] or [("none", 0)])
-        hits = html_table(("repository", "file", "line", "kind"),
-                      [(h["repo"], h["path"], h["line"], h["kind"]) for h in s["hits"][:200]])
-        heldout = format_html_join("", "<li>{}: {}</li>", ((h["repo"], h["path"]) for h in r["heldout"][:500]))
+        summary = html_table(
+            ("", "files", "bytes"),
+            [
+                ("read", f"{r['seen_files']:,}", f"{r['seen_bytes']:,}"),
+                ("kept", f"{r['kept_files']:,}", f"{r['kept_bytes']:,}"),
+                ("training", f"{r['train_files']:,}", f"{r['train_bytes']:,}"),
+                ("held out", f"{r['heldout_files']:,}", f"{r['heldout_bytes']:,}"),
+            ],
+        )
+        reasons = html_table(
+            ("left out because", "files", "bytes"),
+            [(k, f"{v:,}", f"{r['skipped_bytes'].get(k, 0):,}") for k, v in r["skipped"].items()],
+        )
+        languages = html_table(
+            ("language", "files", "bytes", "tokens"),
+            [
+                (k, f"{v['files']:,}", f"{v['bytes']:,}", f"{v['tokens']:,}")
+                for k, v in sorted(r["by_language"].items(), key=lambda kv: -kv[1]["files"])
+            ],
+        )
+        repos = html_table(
+            ("repository", "commit", "files read", "kept", "bytes kept", "tokens"),
+            [
+                (
+                    k,
+                    r["commits"].get(k, "")[:12],
+                    f"{v.get('seen_files', 0):,}",
+                    f"{v.get('kept_files', 0):,}",
+                    f"{v.get('kept_bytes', 0):,}",
+                    f"{v.get('tokens', 0):,}",
+                )
+                for k, v in r["by_repo"].items()
+            ],
+        )
+        kinds = html_table(
+            ("secret kind", "hits"), [(k, v) for k, v in s["by_kind"].items()] or [("none", 0)]
+        )
+        hits = html_table(
+            ("repository", "file", "line", "kind"),
+            [(h["repo"], h["path"], h["line"], h["kind"]) for h in s["hits"][:200]],
+        )
+        heldout = format_html_join(
+            "", "<li>{}: {}</li>", ((h["repo"], h["path"]) for h in r["heldout"][:500])
+        )
         return format_html(
             "{}<p>Tokens: {} training, {} held out ({}).</p>"
             "<p>Duplicates: {} exact and {} near (MinHash, threshold {}, {}) of {} files checked: {}.</p>"
@@ -202,9 +263,25 @@ class DatasetAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
             "<h3>Secrets and personal data scrubbed: {} in {} files</h3>{}"
             "<details><summary>Where (file, line, kind; values are never stored)</summary>{}</details>"
             "<details><summary>{} held-out files</summary><ul>{}</ul></details>",
-            summary, f"{t['train']:,}", f"{t['heldout']:,}", t["method"],
-            d["exact"], d["near"], d["near_threshold"], d["near_mode"], d["checked_files"], f"{d['ratio']:.1%}",
-            reasons, languages, repos, s["total"], s["files"], kinds, hits, r["heldout_files"], heldout,
+            summary,
+            f"{t['train']:,}",
+            f"{t['heldout']:,}",
+            t["method"],
+            d["exact"],
+            d["near"],
+            d["near_threshold"],
+            d["near_mode"],
+            d["checked_files"],
+            f"{d['ratio']:.1%}",
+            reasons,
+            languages,
+            repos,
+            s["total"],
+            s["files"],
+            kinds,
+            hits,
+            r["heldout_files"],
+            heldout,
         )
 
 
@@ -232,6 +309,7 @@ def _admin_urls(model_admin, routes):
     def wrap(view):
         def wrapped(request, *args, **kwargs):
             return view(request, site, *args, **kwargs)
+
         return site.admin_view(wrapped)
 
     return [path(route, wrap(view), name="{}_{}_".format(*info) + name) for route, view, name in routes]
@@ -242,7 +320,17 @@ class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     """Runs are started from "Start a custom model" and change only through their jobs and cancel:
     no add form, every field read-only, the page live while the run trains."""
 
-    list_display = ("id", "base", "dataset", "status", "method", "step", "total_steps", "attempts", "created_at")
+    list_display = (
+        "id",
+        "base",
+        "dataset",
+        "status",
+        "method",
+        "step",
+        "total_steps",
+        "attempts",
+        "created_at",
+    )
     list_filter = ("status", "method")
     actions = ["cancel_runs"]  # progress points are drawn as the chart of the live panel
 
@@ -258,11 +346,17 @@ class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     def get_urls(self):
         from webui import views
 
-        return _admin_urls(self, [
-            ("start/", views.training_start_view, "start"),
-            ("<int:pk>/live/", views.run_live_view, "live"),
-            ("<int:pk>/cancel/", views.run_cancel_view, "cancel"),
-        ]) + super().get_urls()
+        return (
+            _admin_urls(
+                self,
+                [
+                    ("start/", views.training_start_view, "start"),
+                    ("<int:pk>/live/", views.run_live_view, "live"),
+                    ("<int:pk>/cancel/", views.run_cancel_view, "cancel"),
+                ],
+            )
+            + super().get_urls()
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         from webui.live import run_live_context
@@ -303,14 +397,41 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = ("id", "base", "run", "status", "fim_format", "promoted_at")
     list_filter = ("status",)
     # A version changes only through its actions (promote, retire, delete): every field is read-only.
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("base", "run", "path", "fim_format", "gguf_path",
-                                                          "gguf_sha256", "manifest", "promoted_at", "decision",
-                                                          "lifecycle", "files")
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + (
+        "base",
+        "run",
+        "path",
+        "fim_format",
+        "gguf_path",
+        "gguf_sha256",
+        "manifest",
+        "promoted_at",
+        "decision",
+        "lifecycle",
+        "files",
+    )
     fieldsets = (
-        (None, {"fields": ("status", "status_reason", "base", "run", "promoted_at", "decision", "lifecycle")}),
+        (
+            None,
+            {"fields": ("status", "status_reason", "base", "run", "promoted_at", "decision", "lifecycle")},
+        ),
         ("GGUF files", {"fields": ("files",)}),
-        ("Details", {"classes": ("collapse",), "fields": ("fim_format", "path", "gguf_path", "gguf_sha256",
-                                                         "log", "manifest", "created_at", "updated_at")}),
+        (
+            "Details",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "fim_format",
+                    "path",
+                    "gguf_path",
+                    "gguf_sha256",
+                    "log",
+                    "manifest",
+                    "created_at",
+                    "updated_at",
+                ),
+            },
+        ),
     )
     inlines = [ReportInline]
     actions = ["promote", "retire", "delete_versions"]
@@ -327,10 +448,16 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
     def get_urls(self):
         from webui import views
 
-        return _admin_urls(self, [
-            ("<int:pk>/do/<str:action>/", views.version_action_view, "action"),
-            ("<int:pk>/download/<str:name>", views.version_download_view, "download"),
-        ]) + super().get_urls()
+        return (
+            _admin_urls(
+                self,
+                [
+                    ("<int:pk>/do/<str:action>/", views.version_action_view, "action"),
+                    ("<int:pk>/download/<str:name>", views.version_download_view, "download"),
+                ],
+            )
+            + super().get_urls()
+        )
 
     @admin.display(description="promotion decision")
     def decision(self, obj):
@@ -339,13 +466,32 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
 
     @admin.display(description="actions")
     def lifecycle(self, obj):
-        allowed = [a for a in ("promote", "retire") if obj.can_transition(
-            {"promote": ModelVersion.Status.PROMOTED, "retire": ModelVersion.Status.RETIRED}[a])]
-        labels = {"promote": "Roll back to this version" if obj.status == ModelVersion.Status.RETIRED
-                  else "Promote (serve)", "retire": "Retire", "delete": "Delete"}
-        return format_html_join(" ", '<a class="hearth-button{}" href="{}">{}</a>', (
-            (" danger" if a == "delete" else "", reverse("admin:trainer_modelversion_action", args=[obj.pk, a]),
-             labels[a]) for a in [*allowed, "delete"]))
+        allowed = [
+            a
+            for a in ("promote", "retire")
+            if obj.can_transition(
+                {"promote": ModelVersion.Status.PROMOTED, "retire": ModelVersion.Status.RETIRED}[a]
+            )
+        ]
+        labels = {
+            "promote": "Roll back to this version"
+            if obj.status == ModelVersion.Status.RETIRED
+            else "Promote (serve)",
+            "retire": "Retire",
+            "delete": "Delete",
+        }
+        return format_html_join(
+            " ",
+            '<a class="hearth-button{}" href="{}">{}</a>',
+            (
+                (
+                    " danger" if a == "delete" else "",
+                    reverse("admin:trainer_modelversion_action", args=[obj.pk, a]),
+                    labels[a],
+                )
+                for a in [*allowed, "delete"]
+            ),
+        )
 
     @admin.display(description="files")
     def files(self, obj):
@@ -354,9 +500,21 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         rows = version_files(obj)
         if not rows:
             return "No GGUF file on disk yet."
-        return html_table(("file", "size", "sha256"), [
-            (format_html('<a href="{}">{}</a>', reverse("admin:trainer_modelversion_download", args=[obj.pk, n]), n),
-             f"{size / 1e6:,.1f} MB", format_html("<code>{}</code>", sha)) for n, sha, size in rows])
+        return html_table(
+            ("file", "size", "sha256"),
+            [
+                (
+                    format_html(
+                        '<a href="{}">{}</a>',
+                        reverse("admin:trainer_modelversion_download", args=[obj.pk, n]),
+                        n,
+                    ),
+                    f"{size / 1e6:,.1f} MB",
+                    format_html("<code>{}</code>", sha),
+                )
+                for n, sha, size in rows
+            ],
+        )
 
     def _each(self, request, queryset, action: str) -> None:
         from appliance.errors import HearthError
@@ -405,8 +563,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are made by "Create a token" (shown once) and end by "Revoke"; a superuser sees every
     user's, a staff user only their own."""
 
-    list_display = ("prefix", "user", "name", "created_at", "expires_at", "rate_limit_per_minute", "revoked_at",
-                    "last_used_at")
+    list_display = (
+        "prefix",
+        "user",
+        "name",
+        "created_at",
+        "expires_at",
+        "rate_limit_per_minute",
+        "revoked_at",
+        "last_used_at",
+    )
     list_filter = ("revoked_at",)
     search_fields = ("user__username", "name", "prefix")
     exclude = ("digest",)
@@ -420,8 +586,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return request.user.is_active and request.user.is_staff
 
     def has_view_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_staff and (
-            obj is None or request.user.is_superuser or obj.user_id == request.user.pk)
+        return (
+            request.user.is_active
+            and request.user.is_staff
+            and (obj is None or request.user.is_superuser or obj.user_id == request.user.pk)
+        )
 
     def has_add_permission(self, request):
         return False  # a token is created by token_create_view, which shows it once
@@ -447,7 +616,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
         for token in queryset.filter(revoked_at__isnull=True):
             token_revoke(token=token)
-            request_audit(request, action="token.revoke", target=f"token {token.prefix}", detail=str(token.user))
+            request_audit(
+                request, action="token.revoke", target=f"token {token.prefix}", detail=str(token.user)
+            )
         self.message_user(request, "Revoked; IDEs using them get 401 from now on.")
 
 
@@ -495,8 +666,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ServingPolicy)
 class ServingPolicyAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "telemetry_enabled", "telemetry_content", "flow_logs_enabled", "retention_days",
-                    "updated_at")
+    list_display = (
+        "__str__",
+        "telemetry_enabled",
+        "telemetry_content",
+        "flow_logs_enabled",
+        "retention_days",
+        "updated_at",
+    )
 
     def has_add_permission(self, request):
         return not ServingPolicy.objects.exists()
@@ -506,8 +683,12 @@ class ServingPolicyAdmin(admin.ModelAdmin):
 
         super().save_model(request, obj, form, change)
         serving_rules_clear()
-        request_audit(request, action="policy.change", target=str(obj),
-                      detail=", ".join(form.changed_data) or "saved unchanged")
+        request_audit(
+            request,
+            action="policy.change",
+            target=str(obj),
+            detail=", ".join(form.changed_data) or "saved unchanged",
+        )
 
 
 @admin.register(BlockedCode)
@@ -540,8 +721,11 @@ class CompletionRecordAdmin(ReadOnlyAdmin):
             "Per language and model: manage.py usage_report.",
         )
         for name, figures in list(summary["by_model"].items())[:5]:
-            self.message_user(request, f"Model {name}: {figures['requests']} completions, acceptance "
-                                       f"{figures['acceptance_rate']}, p50 {figures['latency_ms_p50']} ms")
+            self.message_user(
+                request,
+                f"Model {name}: {figures['requests']} completions, acceptance "
+                f"{figures['acceptance_rate']}, p50 {figures['latency_ms_p50']} ms",
+            )
         return super().changelist_view(request, extra_context)
 
 

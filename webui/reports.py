@@ -9,17 +9,24 @@ from django.utils.safestring import SafeString
 from trainer.evaluation.report import Scores
 from webui.charts import bar_chart
 
-MODES = (("prefix", "single line, prefix only"), ("fim", "single line, fill-in-the-middle"),
-         ("fim_multiline", "multi-line fill-in-the-middle"))
+MODES = (
+    ("prefix", "single line, prefix only"),
+    ("fim", "single line, fill-in-the-middle"),
+    ("fim_multiline", "multi-line fill-in-the-middle"),
+)
 ORDER = ("base", "served", "candidate")
 # Code cells wrap, so that a long line does not push the other models off the page.
-CODE = "<code style=\"white-space:pre-wrap;word-break:break-word\">{}</code>"
+CODE = '<code style="white-space:pre-wrap;word-break:break-word">{}</code>'
 
 
 def _bar(value: float) -> SafeString:
     width = max(0.0, min(1.0, value)) * 160
-    return format_html('<span style="display:inline-block;height:10px;width:{}px;background:#417690;'
-                       'vertical-align:middle;margin-right:6px"></span>{}', f"{width:.0f}", f"{value:.3f}")
+    return format_html(
+        '<span style="display:inline-block;height:10px;width:{}px;background:#417690;'
+        'vertical-align:middle;margin-right:6px"></span>{}',
+        f"{width:.0f}",
+        f"{value:.3f}",
+    )
 
 
 def _labels(scores: Scores) -> list[str]:
@@ -34,9 +41,16 @@ def _mode_rows(scores: Scores) -> list[tuple]:
                 continue
             score = scores.headline(label, mode)
             lo, hi = score.exact_match_ci95
-            rows.append((title if mode != scores.mode else format_html("<b>{}</b> (headline)", title),
-                         label, score.tasks, _bar(score.exact_match), f"{lo:.3f}–{hi:.3f}",
-                         f"{score.edit_similarity:.3f}"))
+            rows.append(
+                (
+                    title if mode != scores.mode else format_html("<b>{}</b> (headline)", title),
+                    label,
+                    score.tasks,
+                    _bar(score.exact_match),
+                    f"{lo:.3f}–{hi:.3f}",
+                    f"{score.edit_similarity:.3f}",
+                )
+            )
     return rows
 
 
@@ -60,8 +74,13 @@ def _example_rows(scores: Scores) -> tuple[list[str], list[tuple]]:
     rows = []
     for i, ex in enumerate(first):
         preds = [examples[m][i]["prediction"] if i < len(examples[m]) else "" for m in labels]
-        rows.append((f"{ex['path']}:{ex['line']}", format_html(CODE, ex["target"]),
-                     *(format_html(CODE, p) for p in preds)))
+        rows.append(
+            (
+                f"{ex['path']}:{ex['line']}",
+                format_html(CODE, ex["target"]),
+                *(format_html(CODE, p) for p in preds),
+            )
+        )
     return labels, rows
 
 
@@ -81,12 +100,16 @@ def report_charts(scores: Scores) -> SafeString:
         for label, cell in zip([m for m in labels if scores.has(m)], cells, strict=True):
             if cell != "–":
                 per_language.append((f"{lang} · {label}", float(cell), None))
-    perplexity = [(label, scores.models[label].perplexity, None) for label in labels
-                  if scores.models[label].perplexity is not None]
+    perplexity = [
+        (label, scores.models[label].perplexity, None)
+        for label in labels
+        if scores.models[label].perplexity is not None
+    ]
     return format_html(
         "<div class='hearth-charts'><h4>Exact match (95% interval)</h4>{}<h4>Exact match by language ({} mode)</h4>{}"
         "<h4>Edit similarity</h4>{}<h4>Held-out perplexity (lower is better)</h4>{}</div>",
-        bar_chart(em, scale_max=1.0, title="exact match"), scores.mode,
+        bar_chart(em, scale_max=1.0, title="exact match"),
+        scores.mode,
         bar_chart(per_language, scale_max=1.0, title="exact match by language"),
         bar_chart(edit, scale_max=1.0, title="edit similarity"),
         bar_chart(perplexity, fmt="{:.2f}", title="perplexity"),
@@ -96,8 +119,9 @@ def report_charts(scores: Scores) -> SafeString:
 def html_table(headers, rows) -> SafeString:
     """An HTML table of escaped cells (cells may be already-safe HTML, such as a bar)."""
     head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
-    body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),)
-                                                 for row in rows))
+    body = format_html_join(
+        "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),) for row in rows)
+    )
     return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
 
 
@@ -107,8 +131,11 @@ def report_html(metrics: dict, decision: str = "") -> SafeString:
     if not scores.models:
         return format_html("<p>{}</p>", "No scores in this report.")
     labels = _labels(scores)
-    perplexity = [(label, f"{scores.models[label].perplexity:.2f}") for label in labels
-                  if scores.models[label].perplexity is not None]
+    perplexity = [
+        (label, f"{scores.models[label].perplexity:.2f}")
+        for label in labels
+        if scores.models[label].perplexity is not None
+    ]
     example_labels, examples = _example_rows(scores)
     return format_html(
         "<p>{}</p>{}<h4 style='margin-top:1em'>Scores</h4>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
@@ -116,7 +143,9 @@ def report_html(metrics: dict, decision: str = "") -> SafeString:
         "<h4 style='margin-top:1em'>Examples</h4>{}",
         decision or f"{scores.tasks} held-out line tasks; every model scored in the same mode.",
         report_charts(scores),
-        html_table(("task", "model", "tasks", "exact match", "95% interval", "edit similarity"), _mode_rows(scores)),
+        html_table(
+            ("task", "model", "tasks", "exact match", "95% interval", "edit similarity"), _mode_rows(scores)
+        ),
         html_table(("model", "perplexity"), perplexity),
         scores.mode,
         html_table(("language", "tasks", *[m for m in labels if scores.has(m)]), _language_rows(scores)),

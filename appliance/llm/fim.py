@@ -26,28 +26,62 @@ class FimFormat:
 
     @property
     def special_tokens(self) -> list[str]:
-        return [t for t in (self.prefix, self.suffix, self.middle, self.eot, self.pad, self.file_sep, self.repo_name) if t]
+        return [
+            t
+            for t in (
+                self.prefix,
+                self.suffix,
+                self.middle,
+                self.eot,
+                self.pad,
+                self.file_sep,
+                self.repo_name,
+            )
+            if t
+        ]
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "llama_cpp_detects"}
 
 
 STARCODER = FimFormat(
-    "starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<|endoftext|>",
-    pad="<fim_pad>", file_sep="<file_sep>", repo_name="<repo_name>",
+    "starcoder",
+    "<fim_prefix>",
+    "<fim_suffix>",
+    "<fim_middle>",
+    "<|endoftext|>",
+    pad="<fim_pad>",
+    file_sep="<file_sep>",
+    repo_name="<repo_name>",
 )
 QWEN = FimFormat(
-    "qwen2.5-coder", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|endoftext|>",
-    pad="<|fim_pad|>", file_sep="<|file_sep|>", repo_name="<|repo_name|>",
+    "qwen2.5-coder",
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|endoftext|>",
+    pad="<|fim_pad|>",
+    file_sep="<|file_sep|>",
+    repo_name="<|repo_name|>",
 )
 DEEPSEEK = FimFormat(
-    "deepseek-coder", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<｜end▁of▁sentence｜>",
+    "deepseek-coder",
+    "<｜fim▁begin｜>",
+    "<｜fim▁hole｜>",
+    "<｜fim▁end｜>",
+    "<｜end▁of▁sentence｜>",
 )
 CODELLAMA = FimFormat("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>")
 # Hearth's bootstrap micro model carries its own FIM tokens.
 HEARTH = FimFormat(
-    "hearth", "<hearth_fim_prefix>", "<hearth_fim_suffix>", "<hearth_fim_middle>", "<hearth_eot>",
-    pad="<hearth_pad>", file_sep="<hearth_file_sep>", llama_cpp_detects=False,
+    "hearth",
+    "<hearth_fim_prefix>",
+    "<hearth_fim_suffix>",
+    "<hearth_fim_middle>",
+    "<hearth_eot>",
+    pad="<hearth_pad>",
+    file_sep="<hearth_file_sep>",
+    llama_cpp_detects=False,
 )
 
 FORMATS: dict[str, FimFormat] = {f.name: f for f in (HEARTH, QWEN, STARCODER, DEEPSEEK, CODELLAMA)}

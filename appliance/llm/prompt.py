@@ -28,7 +28,9 @@ class Completer:
             for role in ("prefix", "suffix", "middle", "eot"):
                 ids = llm.tokenize(getattr(fim, role).encode(), add_bos=False, special=True)
                 if len(ids) != 1:
-                    raise EngineError(f"FIM token {getattr(fim, role)!r} is not a single token in this model.")
+                    raise EngineError(
+                        f"FIM token {getattr(fim, role)!r} is not a single token in this model."
+                    )
                 self.fim_ids[role] = ids[0]
         self.stop_ids = {llm.token_eos()} | ({self.fim_ids["eot"]} if fim else set())
         self._pieces: list[bytes] | None = None
@@ -45,7 +47,10 @@ class Completer:
         cache = self.__dict__.setdefault("_heal_masks", {})
         if remaining not in cache:
             cache[remaining] = np.array(
-                [bool(p) and (p.startswith(remaining) or remaining.startswith(p)) for p in self._vocab_pieces()],
+                [
+                    bool(p) and (p.startswith(remaining) or remaining.startswith(p))
+                    for p in self._vocab_pieces()
+                ],
                 dtype=bool,
             )
         return cache[remaining]
@@ -61,8 +66,15 @@ class Completer:
         return self._pieces
 
     def prompt_build(
-        self, prefix: str, suffix: str | None, *, prefix_budget: int, suffix_budget: int = 256,
-        context: list[tuple[str, str]] | None = None, filepath: str = "", trim_lines: bool = False,
+        self,
+        prefix: str,
+        suffix: str | None,
+        *,
+        prefix_budget: int,
+        suffix_budget: int = 256,
+        context: list[tuple[str, str]] | None = None,
+        filepath: str = "",
+        trim_lines: bool = False,
     ) -> tuple[list[int], bytes]:
         """Token ids of the prompt and the bytes the first generated token must start with.
 
@@ -82,8 +94,14 @@ class Completer:
         prefix_ids = self._prefix_ids(prefix, prefix_budget, trim_lines)
         if suffix is not None and self.fim is not None:
             suffix_ids = self._suffix_ids(suffix, suffix_budget, trim_lines)
-            ids = [*context_ids, self.fim_ids["prefix"], *prefix_ids, self.fim_ids["suffix"], *suffix_ids,
-                   self.fim_ids["middle"]]
+            ids = [
+                *context_ids,
+                self.fim_ids["prefix"],
+                *prefix_ids,
+                self.fim_ids["suffix"],
+                *suffix_ids,
+                self.fim_ids["middle"],
+            ]
             return ids, b""
         heal = b""
         if prefix_ids:
@@ -103,7 +121,9 @@ class Completer:
         cut = _cut_front(ids, budget)
         if not trim_lines or len(cut) == len(ids):
             return cut
-        dropped = len(self.llm.detokenize(ids[: len(ids) - len(cut)], special=False).decode("utf-8", "ignore"))
+        dropped = len(
+            self.llm.detokenize(ids[: len(ids) - len(cut)], special=False).decode("utf-8", "ignore")
+        )
         newline = prefix.find("\n", dropped)
         if newline < 0:
             return cut
@@ -122,8 +142,11 @@ class Completer:
         sep = self._special(self.fim.file_sep) if self.fim is not None and self.fim.file_sep else None
         ids: list[int] = []
         for path, text in context:
-            piece = self._tok(f"{path}\n{text.rstrip()}\n") if sep is not None else self._tok(
-                (f"# {path}\n" if path else "") + text.rstrip() + "\n\n")
+            piece = (
+                self._tok(f"{path}\n{text.rstrip()}\n")
+                if sep is not None
+                else self._tok((f"# {path}\n" if path else "") + text.rstrip() + "\n\n")
+            )
             piece = ([sep] if sep is not None else []) + piece
             if len(ids) + len(piece) > budget:
                 break
@@ -140,8 +163,16 @@ class Completer:
         return bool(self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true")
 
     def prepare(
-        self, prefix: str, suffix: str | None = None, *, n_ctx: int, options: SamplingOptions,
-        context: list[tuple[str, str]] | None = None, filepath: str = "", on_token=None, cancel=None,
+        self,
+        prefix: str,
+        suffix: str | None = None,
+        *,
+        n_ctx: int,
+        options: SamplingOptions,
+        context: list[tuple[str, str]] | None = None,
+        filepath: str = "",
+        on_token=None,
+        cancel=None,
     ) -> Generation:
         """The prompt of one completion in a window of `n_ctx` tokens, and its per-token rules."""
         max_suffix_tokens = options.max_suffix_tokens
@@ -149,13 +180,27 @@ class Completer:
         if suffix is not None and self.fim is not None:
             max_suffix_tokens = min(max_suffix_tokens, budget // 4)
             budget -= max_suffix_tokens + 3
-        ids, heal = self.prompt_build(prefix, suffix, prefix_budget=budget, suffix_budget=max_suffix_tokens,
-                                      context=context, filepath=filepath, trim_lines=options.trim_lines)
+        ids, heal = self.prompt_build(
+            prefix,
+            suffix,
+            prefix_budget=budget,
+            suffix_budget=max_suffix_tokens,
+            context=context,
+            filepath=filepath,
+            trim_lines=options.trim_lines,
+        )
         return Generation(self, ids, heal, options, on_token=on_token, cancel=cancel)
 
     def complete(
-        self, prefix: str, suffix: str | None = None, options: SamplingOptions | None = None, *,
-        context: list[tuple[str, str]] | None = None, filepath: str = "", on_token=None, cancel=None,
+        self,
+        prefix: str,
+        suffix: str | None = None,
+        options: SamplingOptions | None = None,
+        *,
+        context: list[tuple[str, str]] | None = None,
+        filepath: str = "",
+        on_token=None,
+        cancel=None,
     ) -> CompletionResult:
         """Complete `prefix` (filling up to `suffix` when given and the model can infill).
 
@@ -165,16 +210,30 @@ class Completer:
         """
         if cancel is not None and cancel.is_set():
             return CompletionResult("", "cancelled", 0, 0, 0)
-        gen = self.prepare(prefix, suffix, n_ctx=self.llm.n_ctx(), options=options or SamplingOptions(),
-                           context=context, filepath=filepath, on_token=on_token, cancel=cancel)
+        gen = self.prepare(
+            prefix,
+            suffix,
+            n_ctx=self.llm.n_ctx(),
+            options=options or SamplingOptions(),
+            context=context,
+            filepath=filepath,
+            on_token=on_token,
+            cancel=cancel,
+        )
         gen.started = time.monotonic()
         gen.cached = common_prefix(self.llm._input_ids.tolist() if self.llm.n_tokens else [], gen.ids)
         from llama_cpp import LogitsProcessorList
 
         processors = LogitsProcessorList([lambda _ids, scores: gen.mask(scores)]) if gen.heal else None
         for token in self.llm.generate(
-            gen.ids, temp=gen.temperature, top_p=gen.top_p, min_p=MIN_P, top_k=0 if gen.temperature > 0 else 1,
-            repeat_penalty=1.0, reset=True, logits_processor=processors,
+            gen.ids,
+            temp=gen.temperature,
+            top_p=gen.top_p,
+            min_p=MIN_P,
+            top_k=0 if gen.temperature > 0 else 1,
+            repeat_penalty=1.0,
+            reset=True,
+            logits_processor=processors,
         ):
             if gen.accept(token):
                 break
@@ -187,5 +246,3 @@ def _cut_front(ids: list[int], budget: int) -> list[int]:
     step = max(1, budget // 2)
     drop = -(-(len(ids) - budget) // step) * step
     return ids[drop:]
-
-

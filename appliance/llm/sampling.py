@@ -31,15 +31,23 @@ class SamplingError(HearthError):
 class SamplingOptions:
     """How one completion is decoded. Every dialect of the API and the evaluation harness build one."""
 
-    max_tokens: int = field(default=64, metadata={"help": "Tokens to generate at most (0: only read the prompt)."})
+    max_tokens: int = field(
+        default=64, metadata={"help": "Tokens to generate at most (0: only read the prompt)."}
+    )
     temperature: float = field(default=0.0, metadata={"help": "0 is greedy; higher samples more freely."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus cut-off, in (0, 1]."})
-    stop: tuple[str, ...] = field(default=(), metadata={"help": "Texts that end the completion (not returned)."})
+    stop: tuple[str, ...] = field(
+        default=(), metadata={"help": "Texts that end the completion (not returned)."}
+    )
     single_line: bool = field(default=False, metadata={"help": "End at the first newline."})
     max_lines: int = field(default=0, metadata={"help": "End after this many lines (0: no limit)."})
-    max_prompt_tokens: int | None = field(default=None, metadata={"help": "Prompt budget (default: the window)."})
+    max_prompt_tokens: int | None = field(
+        default=None, metadata={"help": "Prompt budget (default: the window)."}
+    )
     max_suffix_tokens: int = field(default=256, metadata={"help": "Suffix budget of a FIM prompt."})
-    deadline_s: float | None = field(default=None, metadata={"help": "Stop generating after this many seconds."})
+    deadline_s: float | None = field(
+        default=None, metadata={"help": "Stop generating after this many seconds."}
+    )
     trim_lines: bool = field(default=False, metadata={"help": "Cut prefix and suffix at line boundaries."})
 
     def __post_init__(self) -> None:
@@ -79,8 +87,9 @@ class Generation:
     batched one (the engine's `batched` module), which feeds tokens sampled from a shared batch.
     """
 
-    def __init__(self, completer, ids: list[int], heal: bytes, options: SamplingOptions, *, on_token=None,
-                 cancel=None):
+    def __init__(
+        self, completer, ids: list[int], heal: bytes, options: SamplingOptions, *, on_token=None, cancel=None
+    ):
         self.completer, self.ids, self.heal, self.options = completer, ids, heal, options
         self.max_tokens, self.temperature, self.top_p = options.max_tokens, options.temperature, options.top_p
         self.stop, self.single_line, self.max_lines = options.stop, options.single_line, options.max_lines
@@ -150,8 +159,8 @@ class Generation:
         piece = self.completer.piece(token)
         self.out += piece
         if self.remaining:
-            self.remaining = b"" if piece.startswith(self.remaining) else self.remaining[len(piece):]
-        text = bytes(self.out[len(self.heal):]).decode("utf-8", errors="ignore")
+            self.remaining = b"" if piece.startswith(self.remaining) else self.remaining[len(piece) :]
+        text = bytes(self.out[len(self.heal) :]).decode("utf-8", errors="ignore")
         if self.on_token is not None:
             self.on_token(text)
         if (self.single_line and "\n" in text) or (self.max_lines > 1 and text.count("\n") >= self.max_lines):
@@ -166,8 +175,11 @@ class Generation:
 
     def result(self) -> CompletionResult:
         out = self.out
-        text = bytes(out[len(self.heal):]).decode("utf-8", errors="ignore") if out.startswith(self.heal) else (
-            out.decode("utf-8", errors="ignore"))
+        text = (
+            bytes(out[len(self.heal) :]).decode("utf-8", errors="ignore")
+            if out.startswith(self.heal)
+            else (out.decode("utf-8", errors="ignore"))
+        )
         if self.single_line:
             text = text.split("\n", 1)[0]
         elif self.max_lines > 1:

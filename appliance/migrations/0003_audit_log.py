@@ -4,26 +4,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('appliance', '0002_login_failure'),
+        ("appliance", "0002_login_failure"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor', models.CharField(blank=True, help_text='User name; empty for the system.', max_length=150)),
-                ('action', models.CharField(db_index=True, help_text='For example model.promote, token.create.', max_length=64)),
-                ('target', models.CharField(blank=True, help_text='The row acted on, for example version 3.', max_length=200)),
-                ('detail', models.TextField(blank=True)),
-                ('ip', models.GenericIPAddressField(blank=True, help_text='Client address of the request.', null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "actor",
+                    models.CharField(
+                        blank=True, help_text="User name; empty for the system.", max_length=150
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        db_index=True, help_text="For example model.promote, token.create.", max_length=64
+                    ),
+                ),
+                (
+                    "target",
+                    models.CharField(
+                        blank=True, help_text="The row acted on, for example version 3.", max_length=200
+                    ),
+                ),
+                ("detail", models.TextField(blank=True)),
+                (
+                    "ip",
+                    models.GenericIPAddressField(
+                        blank=True, help_text="Client address of the request.", null=True
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'audit log',
-                'ordering': ['-at', '-id'],
+                "verbose_name_plural": "audit log",
+                "ordering": ["-at", "-id"],
             },
         ),
     ]

@@ -92,7 +92,9 @@ def stop_list(body: dict, name: str = "stop", limit: int = 16) -> list[str]:
     stop = body.get(name)
     if isinstance(stop, str):
         stop = [stop]
-    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > limit):
+    if stop is not None and (
+        not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > limit
+    ):
         raise RequestError(f"'{name}' must be a string or a list of up to {limit} strings.", param=name)
     return stop or []
 
@@ -192,15 +194,26 @@ def _flow_log(request: HttpRequest, ctx: RequestContext, response, started: floa
     keep = policy.telemetry_content and not ctx.excluded
     withheld = "excluded" if ctx.excluded else "content policy"
     first = {"step": "request", "method": request.method, "bytes": len(request.body)}
-    first |= {"body": request.body[:20000].decode("utf-8", "replace")} if keep else {"body_withheld": withheld}
+    first |= (
+        {"body": request.body[:20000].decode("utf-8", "replace")} if keep else {"body_withheld": withheld}
+    )
     steps = [first, *ctx.steps]
     if not getattr(response, "streaming", False):
         last = {"step": "response", "bytes": len(response.content)}
-        last |= ({"body": response.content[:20000].decode("utf-8", "replace")} if keep
-                 else {"body_withheld": withheld})
+        last |= (
+            {"body": response.content[:20000].decode("utf-8", "replace")}
+            if keep
+            else {"body_withheld": withheld}
+        )
         steps.append(last)
-    flow_log_record(policy=policy, user_id=ctx.token.user_id, path=request.path, status_code=response.status_code,
-                    latency_ms=round((time.monotonic() - started) * 1000, 2), steps=steps)
+    flow_log_record(
+        policy=policy,
+        user_id=ctx.token.user_id,
+        path=request.path,
+        status_code=response.status_code,
+        latency_ms=round((time.monotonic() - started) * 1000, 2),
+        steps=steps,
+    )
 
 
 def sse_response(events):

@@ -5,8 +5,12 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 
-def error_response(status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None):
-    return JsonResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status=status)
+def error_response(
+    status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None
+):
+    return JsonResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": status}}, status=status
+    )
 
 
 class RequestError(Exception):

@@ -58,15 +58,24 @@ def _usage(served: Served) -> dict:
 
 
 def _openai_response(served: Served) -> JsonResponse:
-    response = JsonResponse({
-        "id": served.id,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": served.model or "hearth",
-        "choices": [{"index": c["index"], "text": c["text"], "logprobs": None, "finish_reason": c["finish_reason"]}
-                    for c in served.choices],
-        "usage": _usage(served),
-    })
+    response = JsonResponse(
+        {
+            "id": served.id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": served.model or "hearth",
+            "choices": [
+                {
+                    "index": c["index"],
+                    "text": c["text"],
+                    "logprobs": None,
+                    "finish_reason": c["finish_reason"],
+                }
+                for c in served.choices
+            ],
+            "usage": _usage(served),
+        }
+    )
     if served.superseded:
         response["X-Hearth-Superseded"] = "1"
     return response
@@ -92,8 +101,13 @@ def _stream(ctx: RequestContext, req: CompletionRequest) -> StreamingHttpRespons
         cid, model = req.id, "hearth"
 
         def event(text_: str, finish: str | None) -> str:
-            payload = {"id": cid, "object": "text_completion", "created": created, "model": model,
-                       "choices": [{"index": 0, "text": text_, "logprobs": None, "finish_reason": finish}]}
+            payload = {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": text_, "logprobs": None, "finish_reason": finish}],
+            }
             return f"data: {json.dumps(payload)}\n\n"
 
         try:
@@ -114,5 +128,9 @@ def _stream(ctx: RequestContext, req: CompletionRequest) -> StreamingHttpRespons
 @api_view()
 def models(request: HttpRequest, ctx: RequestContext):
     health = engine_health()
-    data = [{"id": health["model"], "object": "model", "created": 0, "owned_by": "hearth"}] if health.get("model") else []
+    data = (
+        [{"id": health["model"], "object": "model", "created": 0, "owned_by": "hearth"}]
+        if health.get("model")
+        else []
+    )
     return JsonResponse({"object": "list", "data": data})

@@ -42,8 +42,11 @@ class CompletionRequest:
 
     def __post_init__(self) -> None:
         if prompt_chars(self.prefix, self.suffix, self.context) > MAX_PROMPT_CHARS:
-            raise RequestError(f"The prompt (with its suffix and context) is longer than {MAX_PROMPT_CHARS} "
-                               "characters.", param=self.prompt_field, status=413)
+            raise RequestError(
+                f"The prompt (with its suffix and context) is longer than {MAX_PROMPT_CHARS} characters.",
+                param=self.prompt_field,
+                status=413,
+            )
 
 
 @dataclass
@@ -61,9 +64,16 @@ class Served:
 
 
 def _empty_choice(finish: str = "stop") -> dict:
-    return {"index": 0, "text": "", "finish_reason": finish, "prompt_tokens": 0, "completion_tokens": 0,
-            "cached_tokens": 0, "timings": {"prompt_n": 0, "prompt_ms": 0, "predicted_n": 0, "predicted_ms": 0},
-            "stop_word": ""}
+    return {
+        "index": 0,
+        "text": "",
+        "finish_reason": finish,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_tokens": 0,
+        "timings": {"prompt_n": 0, "prompt_ms": 0, "predicted_n": 0, "predicted_ms": 0},
+        "stop_word": "",
+    }
 
 
 def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules, EngineRequest | None]:
@@ -78,12 +88,21 @@ def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules,
     dropped = len(req.context) - len(context)
     ctx.excluded = ctx.excluded or dropped > 0  # the body holds an excluded file's text
     ctx.step("exclusion", excluded=False, context_files=len(req.context), context_dropped=dropped)
-    request = EngineRequest(user=ctx.user_key, prefix=req.prefix, suffix=req.suffix, context=tuple(context),
-                            filepath=req.filepath, n=req.n, sampling=req.sampling)
+    request = EngineRequest(
+        user=ctx.user_key,
+        prefix=req.prefix,
+        suffix=req.suffix,
+        context=tuple(context),
+        filepath=req.filepath,
+        n=req.n,
+        sampling=req.sampling,
+    )
     return rules, request
 
 
-def _finish(ctx: RequestContext, req: CompletionRequest, rules: ServingRules, served: Served, result: dict) -> Served:
+def _finish(
+    ctx: RequestContext, req: CompletionRequest, rules: ServingRules, served: Served, result: dict
+) -> Served:
     acted = sorted(set(served.filters))
     if acted:
         filter_counts_add(acted)
@@ -91,8 +110,15 @@ def _finish(ctx: RequestContext, req: CompletionRequest, rules: ServingRules, se
     ctx.step("filters", acted=acted)
     excluded = served.outcome == "excluded"  # an excluded file's text is never stored, whatever the policy
     completion_record(
-        policy=rules.policy, completion_id=served.id, user_id=ctx.token.user_id, dialect=req.dialect,
-        result=result, language=req.language, latency_ms=latency, outcome=served.outcome, filters=acted,
+        policy=rules.policy,
+        completion_id=served.id,
+        user_id=ctx.token.user_id,
+        dialect=req.dialect,
+        result=result,
+        language=req.language,
+        latency_ms=latency,
+        outcome=served.outcome,
+        filters=acted,
         prompt="" if excluded else req.prefix + ("" if req.suffix is None else "<|suffix|>" + req.suffix),
         suggestion="" if excluded else served.text,
     )
@@ -114,16 +140,24 @@ def completion_serve(ctx: RequestContext, req: CompletionRequest) -> Served:
         served = Served(cid, "", [_empty_choice()], "excluded")
         return _finish(ctx, req, rules, served, {})
     result = engine_complete(params)
-    ctx.step("engine", model=result.get("model"), slot=result.get("slot"),
-             cached_tokens=result["choices"][0].get("cached_tokens"))
+    ctx.step(
+        "engine",
+        model=result.get("model"),
+        slot=result.get("slot"),
+        cached_tokens=result["choices"][0].get("cached_tokens"),
+    )
     choices, acted = [], []
     for choice in result["choices"]:
         outcome: FilterOutcome = suggestion_filter(choice["text"], index=rules.index)
         acted += outcome.acted
         finish = FILTERED if outcome.acted else choice["finish_reason"]
-        choices.append({**choice, "text": outcome.text, "finish_reason": "stop" if finish == "cancelled" else finish})
+        choices.append(
+            {**choice, "text": outcome.text, "finish_reason": "stop" if finish == "cancelled" else finish}
+        )
     superseded = bool(result.get("superseded"))
-    served = Served(cid, result.get("model", ""), choices, _outcome(choices, acted, superseded), acted, superseded)
+    served = Served(
+        cid, result.get("model", ""), choices, _outcome(choices, acted, superseded), acted, superseded
+    )
     return _finish(ctx, req, rules, served, result)
 
 
@@ -151,7 +185,7 @@ class StreamGuard:
         if self.acted or not final.startswith(self.sent):
             return ""
         self.pending = ""
-        return self._release(final[len(self.sent):], rest="")
+        return self._release(final[len(self.sent) :], rest="")
 
     def _release(self, text: str, *, rest: str) -> str:
         candidate = self.sent + text
@@ -161,7 +195,7 @@ class StreamGuard:
         outcome = response_filter(candidate)
         if outcome.acted:
             self.acted = outcome.acted
-            out = outcome.text[len(self.sent):] if outcome.text.startswith(self.sent) else ""
+            out = outcome.text[len(self.sent) :] if outcome.text.startswith(self.sent) else ""
             self.sent += out
             return out
         self.sent, self.pending = candidate, rest
@@ -186,14 +220,27 @@ def completion_stream(ctx: RequestContext, req: CompletionRequest) -> Iterator[t
             if tail:
                 yield "delta", tail
             choice = result["choices"][0]
-            finish = FILTERED if guard.acted else ("stop" if choice["finish_reason"] == "cancelled" else
-                                                  choice["finish_reason"])
+            finish = (
+                FILTERED
+                if guard.acted
+                else ("stop" if choice["finish_reason"] == "cancelled" else choice["finish_reason"])
+            )
             choices = [{**choice, "text": guard.sent, "finish_reason": finish}]
             superseded = bool(result.get("superseded"))
-            ctx.step("engine", model=result.get("model"), slot=result.get("slot"),
-                     cached_tokens=choice.get("cached_tokens"))
-            served = Served(cid, result.get("model", ""), choices, _outcome(choices, guard.acted, superseded),
-                            guard.acted, superseded)
+            ctx.step(
+                "engine",
+                model=result.get("model"),
+                slot=result.get("slot"),
+                cached_tokens=choice.get("cached_tokens"),
+            )
+            served = Served(
+                cid,
+                result.get("model", ""),
+                choices,
+                _outcome(choices, guard.acted, superseded),
+                guard.acted,
+                superseded,
+            )
             yield "done", _finish(ctx, req, rules, served, result)
             return
         out = guard.feed(item["delta"])

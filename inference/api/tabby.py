@@ -16,7 +16,11 @@ from inference.policy import serving_rules
 from inference.telemetry import event_record
 
 EVENT_TYPES = {"view", "select", "dismiss", "completion"}
-SNIPPET_KEYS = ("declarations", "relevant_snippets_from_changed_files", "relevant_snippets_from_recently_opened_files")
+SNIPPET_KEYS = (
+    "declarations",
+    "relevant_snippets_from_changed_files",
+    "relevant_snippets_from_recently_opened_files",
+)
 
 
 def completion(body: dict, ctx: RequestContext) -> JsonResponse:
@@ -38,8 +42,9 @@ def completion(body: dict, ctx: RequestContext) -> JsonResponse:
         context=context,
         filepath=filepath if isinstance(filepath, str) else "",
         language=language if isinstance(language, str) else "",
-        sampling=sampling_options(max_tokens=64, temperature=number(body, "temperature", float, 0.0, 0.0, 2.0),
-                                  stop=("\n\n",)),
+        sampling=sampling_options(
+            max_tokens=64, temperature=number(body, "temperature", float, 0.0, 0.0, 2.0), stop=("\n\n",)
+        ),
         prompt_field="segments",
     )
     served = completion_serve(ctx, req)
@@ -58,8 +63,14 @@ def events(request: HttpRequest, ctx: RequestContext):
         raise RequestError("'completion_id' must be a non-empty string.", param="completion_id")
     index = number(body, "choice_index", int, 0, 0, 32)
     payload = {k: v for k, v in body.items() if k in {"view_id", "elapsed", "select_kind"}}
-    event_record(policy=serving_rules().policy, user_id=ctx.token.user_id, kind=kind, completion_id=completion_id,
-                 choice_index=index, payload=payload)
+    event_record(
+        policy=serving_rules().policy,
+        user_id=ctx.token.user_id,
+        kind=kind,
+        completion_id=completion_id,
+        choice_index=index,
+        payload=payload,
+    )
     return JsonResponse({})
 
 
@@ -67,14 +78,16 @@ def events(request: HttpRequest, ctx: RequestContext):
 @api_view()
 def health(request: HttpRequest, ctx: RequestContext):
     h = engine_health()
-    return JsonResponse({
-        "model": h.get("model") or "",
-        "chat_model": None,
-        "device": "cpu",
-        "arch": os.uname().machine,
-        "cpu_info": "",
-        "cpu_count": os.cpu_count(),
-        "cuda_devices": [],
-        "version": {"build_date": "", "build_timestamp": "", "git_sha": "", "git_describe": "hearth"},
-        "webserver": None,
-    })
+    return JsonResponse(
+        {
+            "model": h.get("model") or "",
+            "chat_model": None,
+            "device": "cpu",
+            "arch": os.uname().machine,
+            "cpu_info": "",
+            "cpu_count": os.cpu_count(),
+            "cuda_devices": [],
+            "version": {"build_date": "", "build_timestamp": "", "git_sha": "", "git_describe": "hearth"},
+            "webserver": None,
+        }
+    )

@@ -30,9 +30,13 @@ def snapshots(request: HttpRequest, ctx: RequestContext):
         raise RequestError("'text' is limited to 100000 characters.", param="text")
     filepath = text(body, "filepath") or ""
     stored = snapshot_record(
-        policy=serving_rules().policy, user_id=ctx.token.user_id, completion_id=completion_id, filepath=filepath,
+        policy=serving_rules().policy,
+        user_id=ctx.token.user_id,
+        completion_id=completion_id,
+        filepath=filepath,
         language=language_guess(language=text(body, "language"), filepath=filepath),
-        elapsed_s=number(body, "elapsed_s", int, 0, 0, 30 * 86400), text=code,
+        elapsed_s=number(body, "elapsed_s", int, 0, 0, 30 * 86400),
+        text=code,
     )
     return JsonResponse({"stored": stored})
 

@@ -59,14 +59,29 @@ class Lane:
         return self.model.n_ctx_seq
 
     def complete(
-        self, prefix: str, suffix: str | None = None, options: SamplingOptions | None = None, *,
-        context: list[tuple[str, str]] | None = None, filepath: str = "", on_token=None, cancel=None,
+        self,
+        prefix: str,
+        suffix: str | None = None,
+        options: SamplingOptions | None = None,
+        *,
+        context: list[tuple[str, str]] | None = None,
+        filepath: str = "",
+        on_token=None,
+        cancel=None,
     ) -> CompletionResult:
         """Like `Completer.complete`, decoded in the shared batch; blocks until it is done."""
         if cancel is not None and cancel.is_set():
             return CompletionResult("", "cancelled", 0, 0, 0)
-        gen = self.model.completer.prepare(prefix, suffix, n_ctx=self.n_ctx, options=options or SamplingOptions(),
-                                           context=context, filepath=filepath, on_token=on_token, cancel=cancel)
+        gen = self.model.completer.prepare(
+            prefix,
+            suffix,
+            n_ctx=self.n_ctx,
+            options=options or SamplingOptions(),
+            context=context,
+            filepath=filepath,
+            on_token=on_token,
+            cancel=cancel,
+        )
         return self.model.run(self, gen)
 
     def clear(self) -> None:
@@ -130,7 +145,9 @@ class BatchedModel:
         self.ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
         if not self.ctx:
             self.llm.close()
-            raise EngineError(f"llama.cpp could not create a context of {seqs} x {n_ctx} tokens for {gguf_path}.")
+            raise EngineError(
+                f"llama.cpp could not create a context of {seqs} x {n_ctx} tokens for {gguf_path}."
+            )
         self.mem = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
         self.n_vocab = self.llm.n_vocab()
@@ -260,10 +277,16 @@ class BatchedModel:
         self.stats["steps"] += 1
         self.stats["tokens"] += batch.n_tokens
         self.stats["max_batch"] = max(self.stats["max_batch"], batch.n_tokens)
-        logger.debug("decoded %d tokens for %d lanes in %.1f ms", batch.n_tokens, len(live),
-                     (time.monotonic() - started) * 1000)
+        logger.debug(
+            "decoded %d tokens for %d lanes in %.1f ms",
+            batch.n_tokens,
+            len(live),
+            (time.monotonic() - started) * 1000,
+        )
         for task, index in sampled:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,)
+            )
             try:
                 token = task.gen.sample(logits, self.rng)
                 if task.gen.accept(token):

@@ -25,9 +25,16 @@ MAX_STOPS = 16
 
 # How each SamplingOptions field travels as JSON: the kind it must have, and whether null is allowed.
 _SAMPLING_WIRE: dict[str, tuple[type, bool]] = {
-    "max_tokens": (int, False), "temperature": (float, False), "top_p": (float, False), "stop": (list, False),
-    "single_line": (bool, False), "max_lines": (int, False), "max_prompt_tokens": (int, True),
-    "max_suffix_tokens": (int, False), "deadline_s": (float, True), "trim_lines": (bool, False),
+    "max_tokens": (int, False),
+    "temperature": (float, False),
+    "top_p": (float, False),
+    "stop": (list, False),
+    "single_line": (bool, False),
+    "max_lines": (int, False),
+    "max_prompt_tokens": (int, True),
+    "max_suffix_tokens": (int, False),
+    "deadline_s": (float, True),
+    "trim_lines": (bool, False),
 }
 
 
@@ -70,10 +77,13 @@ class EngineRequest:
         if _not_int(self.n) or not 1 <= self.n <= MAX_CHOICES:
             raise EngineRequestError(f"'n' must be an integer from 1 to {MAX_CHOICES}.", field="n")
         if len(self.context) > MAX_CONTEXT_ITEMS:
-            raise EngineRequestError(f"'context' holds at most {MAX_CONTEXT_ITEMS} snippets.", field="context")
+            raise EngineRequestError(
+                f"'context' holds at most {MAX_CONTEXT_ITEMS} snippets.", field="context"
+            )
         if prompt_chars(self.prefix, self.suffix, self.context) > MAX_PROMPT_CHARS:
-            raise EngineRequestError(f"The prompt is longer than {MAX_PROMPT_CHARS} characters.", field="prefix",
-                                     status=413)
+            raise EngineRequestError(
+                f"The prompt is longer than {MAX_PROMPT_CHARS} characters.", field="prefix", status=413
+            )
         if not isinstance(self.sampling, SamplingOptions):
             raise EngineRequestError("'sampling' must be sampling options.", field="sampling")
         if self.sampling.max_tokens > MAX_TOKENS_CAP:
@@ -84,9 +94,16 @@ class EngineRequest:
     def to_json(self) -> dict:
         sampling = {name: getattr(self.sampling, name) for name in _SAMPLING_WIRE}
         sampling["stop"] = list(self.sampling.stop)
-        return {"user": self.user, "prefix": self.prefix, "suffix": self.suffix,
-                "context": [list(pair) for pair in self.context], "filepath": self.filepath, "n": self.n,
-                "sampling": sampling, "stream": self.stream}
+        return {
+            "user": self.user,
+            "prefix": self.prefix,
+            "suffix": self.suffix,
+            "context": [list(pair) for pair in self.context],
+            "filepath": self.filepath,
+            "n": self.n,
+            "sampling": sampling,
+            "stream": self.stream,
+        }
 
     @classmethod
     def from_json(cls, body: object) -> EngineRequest:
@@ -103,10 +120,16 @@ class EngineRequest:
             raise EngineRequestError("'context' must be a list of [path, text] pairs.", field="context")
         if not isinstance(body.get("stream", False), bool):
             raise EngineRequestError("'stream' must be true or false.", field="stream")
-        return cls(user=body.get("user"), prefix=body.get("prefix", ""), suffix=body.get("suffix"),
-                   context=tuple((p, t) for p, t in context), filepath=body.get("filepath", ""),
-                   n=body.get("n", 1), sampling=sampling_from_json(body.get("sampling", {})),
-                   stream=body.get("stream", False))
+        return cls(
+            user=body.get("user"),
+            prefix=body.get("prefix", ""),
+            suffix=body.get("suffix"),
+            context=tuple((p, t) for p, t in context),
+            filepath=body.get("filepath", ""),
+            n=body.get("n", 1),
+            sampling=sampling_from_json(body.get("sampling", {})),
+            stream=body.get("stream", False),
+        )
 
 
 def sampling_from_json(data: object) -> SamplingOptions:
@@ -142,4 +165,3 @@ def _not_int(value: object) -> bool:
 
 def _finite_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-

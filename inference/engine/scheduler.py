@@ -46,8 +46,15 @@ class Job:
 class Pool:
     """One loaded model: its identity, its N slots (completers), and how to unload it."""
 
-    def __init__(self, served, completers: list, load_seconds: float, kv=None,
-                 on_close: Callable[[], None] | None = None, stats: dict | None = None):
+    def __init__(
+        self,
+        served,
+        completers: list,
+        load_seconds: float,
+        kv=None,
+        on_close: Callable[[], None] | None = None,
+        stats: dict | None = None,
+    ):
         self.served = served
         self.completers = completers
         self.load_seconds = load_seconds
@@ -63,8 +70,14 @@ class Pool:
 
 
 class Scheduler:
-    def __init__(self, *, slots: int, run: Callable[[object, Job], dict],
-                 switch: Callable[[Pool, int, str | None, str], None] | None = None, max_wait_s: float = 1.0):
+    def __init__(
+        self,
+        *,
+        slots: int,
+        run: Callable[[object, Job], dict],
+        switch: Callable[[Pool, int, str | None, str], None] | None = None,
+        max_wait_s: float = 1.0,
+    ):
         self.n = slots
         self.max_wait_s = max_wait_s
         self._run = run  # (completer, job) -> result dict, called outside the lock
@@ -77,8 +90,10 @@ class Scheduler:
         self.running: list[tuple[Pool, Job] | None] = [None] * slots
         self.stats = {"requests": 0, "superseded": 0, "cache_affine": 0}
         self.closed = False
-        self._workers = [threading.Thread(target=self._work, args=(i,), daemon=True, name=f"slot-{i}")
-                         for i in range(slots)]
+        self._workers = [
+            threading.Thread(target=self._work, args=(i,), daemon=True, name=f"slot-{i}")
+            for i in range(slots)
+        ]
         for worker in self._workers:
             worker.start()
 
@@ -118,10 +133,21 @@ class Scheduler:
     def _finish_cancelled(self, job: Job) -> None:
         pool = self.pool
         job.result = {
-            "model": pool.served.id if pool else "", "version": pool.served.version_pk if pool else None,
+            "model": pool.served.id if pool else "",
+            "version": pool.served.version_pk if pool else None,
             "superseded": True,
-            "choices": [{"index": 0, "text": "", "finish_reason": "cancelled", "timings": {}, "prompt_tokens": 0,
-                         "completion_tokens": 0, "cached_tokens": 0, "stop_word": ""}],
+            "choices": [
+                {
+                    "index": 0,
+                    "text": "",
+                    "finish_reason": "cancelled",
+                    "timings": {},
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "cached_tokens": 0,
+                    "stop_word": "",
+                }
+            ],
         }
         self._done(job)
 
@@ -199,7 +225,9 @@ class Scheduler:
                 job.result.update({"model": pool.served.id, "version": pool.served.version_pk, "slot": i})
             except Exception as exc:
                 logger.exception("completion failed on slot %d", i)
-                job.error = exc if isinstance(exc, EngineError) else EngineError(f"The completion failed: {exc}")
+                job.error = (
+                    exc if isinstance(exc, EngineError) else EngineError(f"The completion failed: {exc}")
+                )
             finally:
                 with self.cond:
                     self.running[i] = None
@@ -217,5 +245,9 @@ class Scheduler:
 
     def snapshot(self) -> dict:
         with self.cond:
-            return {"slots": self.n, "busy": sum(r is not None for r in self.running), "queued": len(self.queue),
-                    **self.stats}
+            return {
+                "slots": self.n,
+                "busy": sum(r is not None for r in self.running),
+                "queued": len(self.queue),
+                **self.stats,
+            }

@@ -28,7 +28,9 @@ def base_default() -> BaseModel | None:
 def served_model_select(*, exclude_version: int | None = None) -> ServedModel | None:
     version = served_version(exclude_pk=exclude_version)
     if version is not None:
-        return ServedModel(f"hearth-v{version.pk}", version.gguf_path, version.fim_format, version.pk, version.base.slug)
+        return ServedModel(
+            f"hearth-v{version.pk}", version.gguf_path, version.fim_format, version.pk, version.base.slug
+        )
     base = base_default()
     if base is None:
         return None

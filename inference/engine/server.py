@@ -41,12 +41,15 @@ def pool_load(served: ServedModel, *, slots: int, n_ctx: int, n_threads: int, kv
         raise EngineError(f"GGUF file {served.gguf_path} does not exist.")
     started = time.monotonic()
     try:
-        model = BatchedModel(served.gguf_path, fim_format_get(served.fim_format), seqs=slots, n_ctx=n_ctx,
-                             n_threads=n_threads)
+        model = BatchedModel(
+            served.gguf_path, fim_format_get(served.fim_format), seqs=slots, n_ctx=n_ctx, n_threads=n_threads
+        )
     except (ValueError, RuntimeError) as exc:
         raise EngineError(f"llama.cpp could not load {served.gguf_path}: {exc}") from exc
     kv = KvStore(kv_cache_mb << 20) if kv_cache_mb > 0 else None
-    return Pool(served, model.lanes, time.monotonic() - started, kv=kv, on_close=model.close, stats=model.stats)
+    return Pool(
+        served, model.lanes, time.monotonic() - started, kv=kv, on_close=model.close, stats=model.stats
+    )
 
 
 def slot_switch(pool: Pool, slot: int, leaving: str | None, arriving: str) -> None:
@@ -68,17 +71,32 @@ def job_run(lane: Lane, job: Job) -> dict:
     request: EngineRequest = job.body
     choices = []
     # Half the window at most goes to generation, so a prompt always keeps room.
-    options = replace(request.sampling, max_tokens=min(request.sampling.max_tokens, lane.n_ctx // 2),
-                      trim_lines=True)
+    options = replace(
+        request.sampling, max_tokens=min(request.sampling.max_tokens, lane.n_ctx // 2), trim_lines=True
+    )
     for i in range(request.n):
         r = lane.complete(
-            request.prefix, request.suffix, options, context=list(request.context), filepath=request.filepath,
-            on_token=job.on_token if i == 0 else None, cancel=job.cancel,
+            request.prefix,
+            request.suffix,
+            options,
+            context=list(request.context),
+            filepath=request.filepath,
+            on_token=job.on_token if i == 0 else None,
+            cancel=job.cancel,
         )
         text = "" if r.finish_reason == "cancelled" else r.text  # stale: the newer request answers
-        choices.append({"index": i, "text": text, "finish_reason": r.finish_reason, "timings": r.timings,
-                        "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                        "cached_tokens": r.cached_tokens, "stop_word": r.stop_word})
+        choices.append(
+            {
+                "index": i,
+                "text": text,
+                "finish_reason": r.finish_reason,
+                "timings": r.timings,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "cached_tokens": r.cached_tokens,
+                "stop_word": r.stop_word,
+            }
+        )
         if r.finish_reason == "cancelled":
             break
     cancelled = choices[-1]["finish_reason"] == "cancelled"
@@ -88,7 +106,9 @@ def job_run(lane: Lane, job: Job) -> dict:
 class Engine:
     """The served model in N slots, kept in step with the database by `refresh`."""
 
-    def __init__(self, *, n_ctx: int, n_threads: int, slots: int = 1, poll_s: float = 2.0, kv_cache_mb: int = 512):
+    def __init__(
+        self, *, n_ctx: int, n_threads: int, slots: int = 1, poll_s: float = 2.0, kv_cache_mb: int = 512
+    ):
         self.n_ctx, self.n_threads, self.slots, self.poll_s = n_ctx, n_threads, max(1, slots), poll_s
         self.kv_cache_mb = kv_cache_mb
         self.scheduler = Scheduler(slots=self.slots, run=job_run, switch=slot_switch)
@@ -125,8 +145,13 @@ class Engine:
             return
         with self.swap_lock:
             try:
-                new = pool_load(wanted, slots=self.slots, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                kv_cache_mb=self.kv_cache_mb)
+                new = pool_load(
+                    wanted,
+                    slots=self.slots,
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    kv_cache_mb=self.kv_cache_mb,
+                )
             except HearthError as exc:
                 logger.error("could not load %s: %s", wanted.id, exc)
                 self.last_error = str(exc)
@@ -134,8 +159,13 @@ class Engine:
                     self.failed_version = wanted.version_pk  # fall back to the base next poll
                 return
             self.last_error = ""
-            logger.info("serving %s (%s) in %d batched slots, loaded in %.2f s", wanted.id, wanted.gguf_path, self.slots,
-                        new.load_seconds)
+            logger.info(
+                "serving %s (%s) in %d batched slots, loaded in %.2f s",
+                wanted.id,
+                wanted.gguf_path,
+                self.slots,
+                new.load_seconds,
+            )
             self.scheduler.swap(new)
             self.swaps += 1
 
@@ -251,8 +281,9 @@ class EngineHandler(BaseHTTPRequestHandler):
             self._json(status, {"error": "not found" if status == 404 else "bad body length"})
             return None
         try:
-            return EngineRequest.from_json(json.loads(self.rfile.read(length) or b"{}",
-                                                      parse_constant=_no_constant))
+            return EngineRequest.from_json(
+                json.loads(self.rfile.read(length) or b"{}", parse_constant=_no_constant)
+            )
         except (ValueError, RecursionError):
             self._json(400, {"error": "The body is not valid JSON (NaN and Infinity are not JSON)."})
         except EngineRequestError as exc:
@@ -285,12 +316,14 @@ class EngineHandler(BaseHTTPRequestHandler):
         try:
             while (text := pieces.get()) is not None:
                 if len(text) > len(sent) and text.startswith(sent):
-                    chunk({"delta": text[len(sent):]})
+                    chunk({"delta": text[len(sent) :]})
                     sent = text
             try:
                 result = self.engine.scheduler.wait(job, timeout=1)
                 # Stop strings are cut after generation: the final text is authoritative.
-                chunk({"done": True, "result": result, "streamed": sent, "final": result["choices"][0]["text"]})
+                chunk(
+                    {"done": True, "result": result, "streamed": sent, "final": result["choices"][0]["text"]}
+                )
             except EngineError as exc:
                 chunk({"error": str(exc)})
             self.wfile.write(b"0\r\n\r\n")
@@ -298,21 +331,32 @@ class EngineHandler(BaseHTTPRequestHandler):
             job.cancel.set()
 
 
-
 def engine_handler(engine: Engine) -> type[EngineHandler]:
     return type("Handler", (EngineHandler,), {"engine": engine})
 
 
-def engine_server_build(*, host: str, port: int, n_ctx: int, n_threads: int | None = None,
-                        poll_s: float = 2.0, slots: int = 1, kv_cache_mb: int = 512,
-                        ) -> tuple[ThreadingHTTPServer, Engine]:
+def engine_server_build(
+    *,
+    host: str,
+    port: int,
+    n_ctx: int,
+    n_threads: int | None = None,
+    poll_s: float = 2.0,
+    slots: int = 1,
+    kv_cache_mb: int = 512,
+) -> tuple[ThreadingHTTPServer, Engine]:
     """An engine with its model loaded, its watcher running, and an HTTP server not yet serving.
 
     Refuses a non-loopback `host` unless the shared secret was configured on purpose.
     """
     engine_bind_check(host)
-    engine = Engine(n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 1, slots=slots, poll_s=poll_s,
-                    kv_cache_mb=kv_cache_mb)
+    engine = Engine(
+        n_ctx=n_ctx,
+        n_threads=n_threads or os.cpu_count() or 1,
+        slots=slots,
+        poll_s=poll_s,
+        kv_cache_mb=kv_cache_mb,
+    )
     engine.refresh()
     threading.Thread(target=engine.watch, daemon=True, name="model-watch").start()
     server = ThreadingHTTPServer((host, port), engine_handler(engine))
@@ -320,10 +364,25 @@ def engine_server_build(*, host: str, port: int, n_ctx: int, n_threads: int | No
     return server, engine
 
 
-def serve(*, host: str, port: int, n_ctx: int, n_threads: int | None = None, slots: int = 1,
-          poll_s: float = 2.0, kv_cache_mb: int = 512) -> None:
-    server, engine = engine_server_build(host=host, port=port, n_ctx=n_ctx, n_threads=n_threads, slots=slots,
-                                         poll_s=poll_s, kv_cache_mb=kv_cache_mb)
+def serve(
+    *,
+    host: str,
+    port: int,
+    n_ctx: int,
+    n_threads: int | None = None,
+    slots: int = 1,
+    poll_s: float = 2.0,
+    kv_cache_mb: int = 512,
+) -> None:
+    server, engine = engine_server_build(
+        host=host,
+        port=port,
+        n_ctx=n_ctx,
+        n_threads=n_threads,
+        slots=slots,
+        poll_s=poll_s,
+        kv_cache_mb=kv_cache_mb,
+    )
     logger.info("engine listening on http://%s:%d with %d slots", host, port, engine.slots)
     try:
         server.serve_forever()

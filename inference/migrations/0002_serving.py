@@ -7,126 +7,240 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('inference', '0001_initial'),
+        ("inference", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BlockedCode',
+            name="BlockedCode",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('text', models.TextField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("text", models.TextField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'verbose_name_plural': 'blocked code',
+                "verbose_name_plural": "blocked code",
             },
         ),
         migrations.CreateModel(
-            name='ServingPolicy',
+            name="ServingPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('telemetry_enabled', models.BooleanField(default=False, help_text='Record one row per completion (model, language, latency) and Tabby events.')),
-                ('telemetry_content', models.BooleanField(default=False, help_text='Also store prompts, suggestions and accepted-code snapshots (needs telemetry).')),
-                ('flow_logs_enabled', models.BooleanField(default=False, help_text='Store a per-request flow log (request, phases, response) for troubleshooting.')),
-                ('retention_days', models.PositiveSmallIntegerField(default=28, help_text='Telemetry, events, snapshots and flow logs older than this are purged daily.')),
-                ('exclusion_globs', models.TextField(blank=True, help_text='One glob per line (e.g. **/secrets/** or *.pem). Matching files get no completion and are never used as context.')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "telemetry_enabled",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Record one row per completion (model, language, latency) and Tabby events.",
+                    ),
+                ),
+                (
+                    "telemetry_content",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Also store prompts, suggestions and accepted-code snapshots (needs telemetry).",
+                    ),
+                ),
+                (
+                    "flow_logs_enabled",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Store a per-request flow log (request, phases, response) for troubleshooting.",
+                    ),
+                ),
+                (
+                    "retention_days",
+                    models.PositiveSmallIntegerField(
+                        default=28,
+                        help_text="Telemetry, events, snapshots and flow logs older than this are purged daily.",
+                    ),
+                ),
+                (
+                    "exclusion_globs",
+                    models.TextField(
+                        blank=True,
+                        help_text="One glob per line (e.g. **/secrets/** or *.pem). Matching files get no completion and are never used as context.",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name_plural': 'serving policy',
+                "verbose_name_plural": "serving policy",
             },
         ),
         migrations.AddField(
-            model_name='apitoken',
-            name='rate_count',
+            model_name="apitoken",
+            name="rate_count",
             field=models.PositiveIntegerField(default=0, editable=False),
         ),
         migrations.AddField(
-            model_name='apitoken',
-            name='rate_limit_per_minute',
-            field=models.PositiveIntegerField(blank=True, help_text='Requests per minute; empty = the appliance default (HEARTH_RATE_LIMIT).', null=True),
+            model_name="apitoken",
+            name="rate_limit_per_minute",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Requests per minute; empty = the appliance default (HEARTH_RATE_LIMIT).",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='apitoken',
-            name='rate_window',
+            model_name="apitoken",
+            name="rate_window",
             field=models.BigIntegerField(default=0, editable=False),
         ),
         migrations.CreateModel(
-            name='CodeSnapshot',
+            name="CodeSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('completion_id', models.CharField(db_index=True, max_length=64)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('filepath', models.CharField(blank=True, max_length=1000)),
-                ('language', models.CharField(default='unknown', max_length=32)),
-                ('elapsed_s', models.PositiveIntegerField(default=0, help_text='Seconds since the completion was accepted.')),
-                ('text', models.TextField(blank=True)),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("completion_id", models.CharField(db_index=True, max_length=64)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("filepath", models.CharField(blank=True, max_length=1000)),
+                ("language", models.CharField(default="unknown", max_length=32)),
+                (
+                    "elapsed_s",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Seconds since the completion was accepted."
+                    ),
+                ),
+                ("text", models.TextField(blank=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='CompletionEvent',
+            name="CompletionEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('completion_id', models.CharField(db_index=True, max_length=64)),
-                ('kind', models.CharField(max_length=16)),
-                ('choice_index', models.PositiveSmallIntegerField(default=0)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("completion_id", models.CharField(db_index=True, max_length=64)),
+                ("kind", models.CharField(max_length=16)),
+                ("choice_index", models.PositiveSmallIntegerField(default=0)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='FilterCount',
+            name="FilterCount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('name', models.CharField(max_length=32)),
-                ('count', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                ("name", models.CharField(max_length=32)),
+                ("count", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('day', 'name'), name='filter_count_day_name')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("day", "name"), name="filter_count_day_name")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='FlowLog',
+            name="FlowLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('path', models.CharField(max_length=200)),
-                ('status_code', models.PositiveSmallIntegerField()),
-                ('latency_ms', models.FloatField()),
-                ('steps', models.JSONField(blank=True, default=list)),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("path", models.CharField(max_length=200)),
+                ("status_code", models.PositiveSmallIntegerField()),
+                ("latency_ms", models.FloatField()),
+                ("steps", models.JSONField(blank=True, default=list)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='CompletionRecord',
+            name="CompletionRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('completion_id', models.CharField(max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('dialect', models.CharField(max_length=16)),
-                ('model', models.CharField(max_length=100)),
-                ('model_version', models.PositiveIntegerField(blank=True, help_text='ModelVersion pk; empty = base.', null=True)),
-                ('language', models.CharField(default='unknown', max_length=32)),
-                ('latency_ms', models.FloatField()),
-                ('prompt_tokens', models.PositiveIntegerField(default=0)),
-                ('completion_tokens', models.PositiveIntegerField(default=0)),
-                ('cached_tokens', models.PositiveIntegerField(default=0)),
-                ('outcome', models.CharField(max_length=16)),
-                ('filters', models.JSONField(blank=True, default=list)),
-                ('prompt', models.TextField(blank=True)),
-                ('suggestion', models.TextField(blank=True)),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("completion_id", models.CharField(max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("dialect", models.CharField(max_length=16)),
+                ("model", models.CharField(max_length=100)),
+                (
+                    "model_version",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="ModelVersion pk; empty = base.", null=True
+                    ),
+                ),
+                ("language", models.CharField(default="unknown", max_length=32)),
+                ("latency_ms", models.FloatField()),
+                ("prompt_tokens", models.PositiveIntegerField(default=0)),
+                ("completion_tokens", models.PositiveIntegerField(default=0)),
+                ("cached_tokens", models.PositiveIntegerField(default=0)),
+                ("outcome", models.CharField(max_length=16)),
+                ("filters", models.JSONField(blank=True, default=list)),
+                ("prompt", models.TextField(blank=True)),
+                ("suggestion", models.TextField(blank=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['language', 'model'], name='inference_c_languag_c405d2_idx')],
+                "indexes": [
+                    models.Index(fields=["language", "model"], name="inference_c_languag_c405d2_idx")
+                ],
             },
         ),
     ]

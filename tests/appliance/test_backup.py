@@ -45,8 +45,15 @@ def py(home: Path, code: str, *args: str) -> dict:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=hearth_env(home), capture_output=True,
-                         text=True, check=True, timeout=180).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=hearth_env(home),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=180,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -31,7 +31,9 @@ def guard(tmp_path):
     yield tmp_path
     from django.conf import settings
 
-    netguard.guard_configure(netguard.policy_from_settings(settings) if settings.HEARTH_NETWORK_GUARD else None)
+    netguard.guard_configure(
+        netguard.policy_from_settings(settings) if settings.HEARTH_NETWORK_GUARD else None
+    )
 
 
 def test_guard_is_on_by_default_in_the_appliance():
@@ -95,9 +97,12 @@ def test_policy_names_the_configured_hosts():
     from types import SimpleNamespace
 
     conf = SimpleNamespace(
-        HEARTH_NETWORK_ALLOW=["192.0.2.1", "10.0.0.0/8"], EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-        EMAIL_HOST="192.0.2.25", DATABASES={"default": {"HOST": "192.0.2.54"}},
-        Q_CLUSTER={"redis": {"host": "192.0.2.63"}}, HEARTH_ENGINE_HOST="127.0.0.1",
+        HEARTH_NETWORK_ALLOW=["192.0.2.1", "10.0.0.0/8"],
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="192.0.2.25",
+        DATABASES={"default": {"HOST": "192.0.2.54"}},
+        Q_CLUSTER={"redis": {"host": "192.0.2.63"}},
+        HEARTH_ENGINE_HOST="127.0.0.1",
     )
     policy = netguard.policy_from_settings(conf)
     policy.dynamic_hosts = lambda: ["git.corp.example"]
@@ -139,8 +144,15 @@ def test_a_fresh_appliance_process_refuses_and_logs(tmp_path):
     )
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HEARTH_")}
     env.update(HEARTH_HOME=str(home), DJANGO_SETTINGS_MODULE="appliance.settings")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     assert out.strip() == "refused"
     lines = (home / "logs" / "network-guard.log").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["host"] == UNROUTED

@@ -25,14 +25,28 @@ def hearth_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def manage(home: Path, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=hearth_env(home, **extra),
-                          capture_output=True, text=True, check=check, timeout=300)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=hearth_env(home, **extra),
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=300,
+    )
 
 
 def settings_value(home: Path, expr: str, **extra: str) -> str:
     code = f"import django; django.setup(); from django.conf import settings; print({expr})"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=hearth_env(home, **extra),
-                          capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=hearth_env(home, **extra),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
 
 
 def mode(path: Path) -> int:
@@ -40,6 +54,7 @@ def mode(path: Path) -> int:
 
 
 # --- secret key and private instance files ---------------------------------------------------------
+
 
 def test_secret_key_is_generated_private_and_stable(tmp_path):
     home = tmp_path / "instance"
@@ -108,14 +123,23 @@ def test_no_credential_is_stored_under_a_weak_key(settings):
 
 # --- production settings ---------------------------------------------------------------------------
 
+
 def test_check_deploy_passes_under_production_settings(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("placeholder"), key.write_text("placeholder")
     prod = {"HEARTH_PRODUCTION": "1", "HEARTH_TLS_CERT": str(cert), "HEARTH_TLS_KEY": str(key)}
     ok = manage(tmp_path / "h", "check", "--deploy", "--fail-level", "WARNING", check=False, **prod)
     assert ok.returncode == 0, ok.stderr
-    proxied = manage(tmp_path / "h", "check", "--deploy", "--fail-level", "WARNING", check=False,
-                     HEARTH_PRODUCTION="1", HEARTH_BEHIND_PROXY="1")
+    proxied = manage(
+        tmp_path / "h",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        check=False,
+        HEARTH_PRODUCTION="1",
+        HEARTH_BEHIND_PROXY="1",
+    )
     assert proxied.returncode == 0, proxied.stderr
 
 
@@ -124,23 +148,36 @@ def test_check_deploy_fails_without_production_or_tls(tmp_path):
     assert dev.returncode != 0
     for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert warning in dev.stderr
-    plain = manage(tmp_path / "h", "check", "--deploy", "--fail-level", "WARNING", check=False,
-                   HEARTH_PRODUCTION="1")
+    plain = manage(
+        tmp_path / "h", "check", "--deploy", "--fail-level", "WARNING", check=False, HEARTH_PRODUCTION="1"
+    )
     assert plain.returncode != 0 and "hearth.W001" in plain.stderr
 
 
 def test_production_settings_from_the_environment(tmp_path):
     home = tmp_path / "h"
-    env = {"HEARTH_PRODUCTION": "1", "HEARTH_BEHIND_PROXY": "1", "HEARTH_WEB_BIND": "0.0.0.0",
-           "HEARTH_CSRF_TRUSTED_ORIGINS": "https://hearth.example,https://hearth.lan:8443"}
-    got = settings_value(home, "[settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE, "
-                               "settings.SESSION_COOKIE_HTTPONLY, settings.SECURE_HSTS_SECONDS > 0, "
-                               "settings.SECURE_SSL_REDIRECT, settings.SECURE_PROXY_SSL_HEADER, "
-                               "settings.CSRF_TRUSTED_ORIGINS, settings.HEARTH_WEB_BIND, "
-                               "len(settings.AUTH_PASSWORD_VALIDATORS)]", **env)
-    assert got == ("[True, True, True, True, True, ('HTTP_X_FORWARDED_PROTO', 'https'), "
-                   "['https://hearth.example', 'https://hearth.lan:8443'], '0.0.0.0', 4]")
-    dev = settings_value(home, "[getattr(settings, 'SECURE_PROXY_SSL_HEADER', None), settings.HEARTH_WEB_BIND]")
+    env = {
+        "HEARTH_PRODUCTION": "1",
+        "HEARTH_BEHIND_PROXY": "1",
+        "HEARTH_WEB_BIND": "0.0.0.0",
+        "HEARTH_CSRF_TRUSTED_ORIGINS": "https://hearth.example,https://hearth.lan:8443",
+    }
+    got = settings_value(
+        home,
+        "[settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE, "
+        "settings.SESSION_COOKIE_HTTPONLY, settings.SECURE_HSTS_SECONDS > 0, "
+        "settings.SECURE_SSL_REDIRECT, settings.SECURE_PROXY_SSL_HEADER, "
+        "settings.CSRF_TRUSTED_ORIGINS, settings.HEARTH_WEB_BIND, "
+        "len(settings.AUTH_PASSWORD_VALIDATORS)]",
+        **env,
+    )
+    assert got == (
+        "[True, True, True, True, True, ('HTTP_X_FORWARDED_PROTO', 'https'), "
+        "['https://hearth.example', 'https://hearth.lan:8443'], '0.0.0.0', 4]"
+    )
+    dev = settings_value(
+        home, "[getattr(settings, 'SECURE_PROXY_SSL_HEADER', None), settings.HEARTH_WEB_BIND]"
+    )
     assert dev == "[None, '127.0.0.1']"
 
 
@@ -171,6 +208,7 @@ def test_gunicorn_binds_the_setting_and_serves_tls(settings):
 
 # --- admin logins ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def admin_user(db):
     from django.contrib.auth import get_user_model
@@ -179,8 +217,9 @@ def admin_user(db):
 
 
 def _login(client, password, addr):
-    return client.post("/admin/login/?next=/admin/", {"username": "root", "password": password},
-                       REMOTE_ADDR=addr)
+    return client.post(
+        "/admin/login/?next=/admin/", {"username": "root", "password": password}, REMOTE_ADDR=addr
+    )
 
 
 def test_failed_logins_lock_out_the_client_address(admin_user, client, settings):
@@ -202,7 +241,9 @@ def test_lockout_expires(admin_user, client, settings):
     for _ in range(2):
         _login(client, "wrong", "10.1.2.4")
     assert b"Too many" in _login(client, "correct horse battery staple 42", "10.1.2.4").content
-    LoginFailure.objects.update(at=LoginFailure.objects.first().at - timedelta(seconds=settings.HEARTH_LOGIN_LOCKOUT_S + 1))
+    LoginFailure.objects.update(
+        at=LoginFailure.objects.first().at - timedelta(seconds=settings.HEARTH_LOGIN_LOCKOUT_S + 1)
+    )
     assert _login(client, "correct horse battery staple 42", "10.1.2.4").status_code == 302
 
 
@@ -218,9 +259,16 @@ def test_login_through_a_tls_proxy_passes_csrf(admin_user, settings):
     client = Client(enforce_csrf_checks=True, HTTP_HOST="hearth.example", HTTP_X_FORWARDED_PROTO="https")
     page = client.get("/admin/login/")
     token = page.context["csrf_token"]
-    ok = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "correct horse battery staple 42",
-                     "csrfmiddlewaretoken": str(token)}, HTTP_ORIGIN="https://hearth.example",
-                     HTTP_X_FORWARDED_FOR="192.0.2.7")
+    ok = client.post(
+        "/admin/login/?next=/admin/",
+        {
+            "username": "root",
+            "password": "correct horse battery staple 42",
+            "csrfmiddlewaretoken": str(token),
+        },
+        HTTP_ORIGIN="https://hearth.example",
+        HTTP_X_FORWARDED_FOR="192.0.2.7",
+    )
     assert ok.status_code == 302, ok.content[:500]
     assert client.cookies["sessionid"]["secure"]
 
@@ -235,6 +283,7 @@ def test_client_address_behind_a_proxy_is_the_last_forwarded_hop(rf, settings):
 
 
 # --- serve and SIGTERM -----------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -254,8 +303,13 @@ def test_serve_stops_its_children_on_sigterm(tmp_path):
     web, engine = _free_port(), _free_port()
     extra = {"HEARTH_ENGINE_PORT": str(engine)}
     manage(home, "migrate", "--noinput", "-v0")
-    proc = subprocess.Popen([sys.executable, "manage.py", "serve", "--no-worker", "--port", str(web)], cwd=ROOT,
-                            env=hearth_env(home, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--no-worker", "--port", str(web)],
+        cwd=ROOT,
+        env=hearth_env(home, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     children = []
     try:
         deadline = time.monotonic() + 90

@@ -53,4 +53,6 @@ def test_log_lines_append_without_overwriting_other_fields():
     stale.log_line("scrubbed 1 secret")
     row.refresh_from_db()
     assert row.status == "building"
-    assert row.log.splitlines()[0].endswith("read 3 files") and row.log.splitlines()[1].endswith("scrubbed 1 secret")
+    assert row.log.splitlines()[0].endswith("read 3 files") and row.log.splitlines()[1].endswith(
+        "scrubbed 1 secret"
+    )

@@ -40,8 +40,9 @@ def engine_live(micro_base, settings):
     settings.HEARTH_ENGINE_PORT = free_port()
     settings.HEARTH_POLICY_CACHE_S = 0  # tests change the policy and expect it to apply at once
     serving_rules_clear()
-    server, engine = engine_server_build(host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512,
-                                         n_threads=1, slots=2, poll_s=0.2)
+    server, engine = engine_server_build(
+        host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512, n_threads=1, slots=2, poll_s=0.2
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield engine
@@ -70,5 +71,10 @@ def model_version_make(*, base, gguf_path: str):
 
     dataset = Dataset.objects.create(status=Dataset.Status.READY)
     run = TrainingRun.objects.create(base=base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
-    return ModelVersion.objects.create(base=base, run=run, gguf_path=gguf_path, fim_format=base.fim_format,
-                                       status=ModelVersion.Status.CANDIDATE)
+    return ModelVersion.objects.create(
+        base=base,
+        run=run,
+        gguf_path=gguf_path,
+        fim_format=base.fim_format,
+        status=ModelVersion.Status.CANDIDATE,
+    )

@@ -28,16 +28,19 @@ def test_missing_and_unknown_tokens_get_401_json(client):
     assert r.status_code == 401 and r.json()["error"]["message"] == "Invalid token."
 
 
-@pytest.mark.parametrize("body,param", [
-    ({}, "prompt"),
-    ({"prompt": 3}, "prompt"),
-    ({"prompt": "x", "max_tokens": -1}, "max_tokens"),
-    ({"prompt": "x", "max_tokens": 1.5}, "max_tokens"),
-    ({"prompt": "x", "temperature": "hot"}, "temperature"),
-    ({"prompt": "x", "stop": [1, 2]}, "stop"),
-    ({"prompt": "x", "n": 99}, "n"),
-    ({"prompt": "x", "stream": "yes"}, "stream"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({}, "prompt"),
+        ({"prompt": 3}, "prompt"),
+        ({"prompt": "x", "max_tokens": -1}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": 1.5}, "max_tokens"),
+        ({"prompt": "x", "temperature": "hot"}, "temperature"),
+        ({"prompt": "x", "stop": [1, 2]}, "stop"),
+        ({"prompt": "x", "n": 99}, "n"),
+        ({"prompt": "x", "stream": "yes"}, "stream"),
+    ],
+)
 def test_invalid_fields_get_400_naming_the_field(client, token, body, param):
     r = _post(client, body, token=token)
     assert r.status_code == 400
@@ -47,8 +50,12 @@ def test_invalid_fields_get_400_naming_the_field(client, token, body, param):
 @pytest.mark.parametrize("kind", [{"view": True}, ["view"], 3, None, "viewed"])
 def test_tabby_event_of_the_wrong_type_gets_400(client, token, kind):
     # Found by the schemathesis run: a dict as `type` was a 500 (unhashable in the set lookup).
-    r = client.post("/v1/events", data={"type": kind, "completion_id": "c"}, content_type="application/json",
-                    HTTP_AUTHORIZATION=f"Bearer {token}")
+    r = client.post(
+        "/v1/events",
+        data={"type": kind, "completion_id": "c"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "type"
 
 
@@ -81,8 +88,10 @@ def test_importing_the_web_tier_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import os, sys; os.environ['DJANGO_SETTINGS_MODULE']='appliance.settings'; import django; django.setup();"
-            "import appliance.urls, inference.api.openai, webui.admin; print('torch' in sys.modules, 'llama_cpp' in sys.modules)")
+    code = (
+        "import os, sys; os.environ['DJANGO_SETTINGS_MODULE']='appliance.settings'; import django; django.setup();"
+        "import appliance.urls, inference.api.openai, webui.admin; print('torch' in sys.modules, 'llama_cpp' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
 
@@ -96,8 +105,12 @@ def test_expired_revoked_disabled_and_rate_limited_tokens_get_json_errors(client
     from inference.auth import token_create, token_revoke
 
     def events(raw):
-        return client.post("/v1/events", data={"type": "view", "completion_id": "c"}, content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {raw}")
+        return client.post(
+            "/v1/events",
+            data={"type": "view", "completion_id": "c"},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )
 
     _, expired = token_create(username="e", expires_at=timezone.now() - timedelta(seconds=1))
     r = events(expired)
@@ -131,17 +144,37 @@ def test_response_filters_cut_suggestions_and_are_counted(client, token, monkeyp
     suggestion = "    notify('ops@example.com')\n    return 1\n"
 
     def fake_complete(params, timeout=120.0):
-        return {"model": "m", "version": None, "superseded": False, "choices": [{
-            "index": 0, "text": suggestion, "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 9,
-            "cached_tokens": 0, "stop_word": "", "timings": {"prompt_n": 3, "prompt_ms": 1, "predicted_n": 9,
-                                                             "predicted_ms": 1}}]}
+        return {
+            "model": "m",
+            "version": None,
+            "superseded": False,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": suggestion,
+                    "finish_reason": "stop",
+                    "prompt_tokens": 3,
+                    "completion_tokens": 9,
+                    "cached_tokens": 0,
+                    "stop_word": "",
+                    "timings": {"prompt_n": 3, "prompt_ms": 1, "predicted_n": 9, "predicted_ms": 1},
+                }
+            ],
+        }
 
     def fake_stream(params, timeout=120.0):
         for piece in ("    x = 1\n", "    notify('ops@", "example.com')\n"):
             yield {"delta": piece}
         final = "    x = 1\n    notify('ops@example.com')\n"
-        yield {"done": True, "final": final, "streamed": final, "result": {**fake_complete(params), "choices": [
-            {**fake_complete(params)["choices"][0], "text": final}]}}
+        yield {
+            "done": True,
+            "final": final,
+            "streamed": final,
+            "result": {
+                **fake_complete(params),
+                "choices": [{**fake_complete(params)["choices"][0], "text": final}],
+            },
+        }
 
     monkeypatch.setattr(serving, "engine_complete", fake_complete)
     monkeypatch.setattr(serving, "engine_stream", fake_stream)
@@ -182,8 +215,14 @@ def test_admin_reads_usage_figures_and_edits_the_policy(admin_client):
     from inference.models import CompletionEvent, CompletionRecord
 
     for i, (lang, latency) in enumerate([("python", 40.0), ("python", 60.0), ("go", 90.0)]):
-        CompletionRecord.objects.create(completion_id=f"c{i}", dialect="tabby", model="hearth-v1", language=lang,
-                                        latency_ms=latency, outcome="ok")
+        CompletionRecord.objects.create(
+            completion_id=f"c{i}",
+            dialect="tabby",
+            model="hearth-v1",
+            language=lang,
+            latency_ms=latency,
+            outcome="ok",
+        )
     CompletionEvent.objects.create(completion_id="c0", kind="view")
     CompletionEvent.objects.create(completion_id="c1", kind="view")
     CompletionEvent.objects.create(completion_id="c1", kind="select")
@@ -196,5 +235,8 @@ def test_admin_reads_usage_figures_and_edits_the_policy(admin_client):
     out = StringIO()
     call_command("usage_report", "--days", "1", stdout=out)
     report = json.loads(out.getvalue())
-    assert report["by_language"]["python"]["requests"] == 2 and report["by_language"]["go"]["latency_ms_p50"] == 90.0
+    assert (
+        report["by_language"]["python"]["requests"] == 2
+        and report["by_language"]["go"]["latency_ms_p50"] == 90.0
+    )
     assert report["by_model"]["hearth-v1"]["acceptance_rate"] == 0.5

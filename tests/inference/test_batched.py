@@ -36,8 +36,9 @@ def batched(micro_base):
     from appliance.llm.fim import fim_format_get
     from inference.engine.batched import BatchedModel
 
-    model = BatchedModel(micro_base.gguf_path, fim_format_get(micro_base.fim_format), seqs=4, n_ctx=512,
-                         n_threads=1)
+    model = BatchedModel(
+        micro_base.gguf_path, fim_format_get(micro_base.fim_format), seqs=4, n_ctx=512, n_threads=1
+    )
     yield model
     model.close()
 
@@ -58,13 +59,19 @@ def _all_at_once(lanes, jobs):
 
 
 def test_greedy_batched_answers_equal_the_sequential_path(sequential, batched):
-    expected = [sequential.complete(p, s, options=SamplingOptions(**{"max_tokens": 16, **o})) for p, s, o in PROMPTS]
+    expected = [
+        sequential.complete(p, s, options=SamplingOptions(**{"max_tokens": 16, **o})) for p, s, o in PROMPTS
+    ]
     lanes = batched.lanes
     got = _all_at_once(lanes, [(lanes[i % len(lanes)], p, s, o) for i, (p, s, o) in enumerate(PROMPTS[:4])])
     got += _all_at_once(lanes, [(lanes[i % len(lanes)], p, s, o) for i, (p, s, o) in enumerate(PROMPTS[4:])])
     for want, have in zip(expected, got):
         assert (have.text, have.finish_reason, have.completion_tokens, have.stop_word) == (
-            want.text, want.finish_reason, want.completion_tokens, want.stop_word)
+            want.text,
+            want.finish_reason,
+            want.completion_tokens,
+            want.stop_word,
+        )
         assert have.prompt_tokens == want.prompt_tokens
     assert any(r.completion_tokens > 4 for r in got)
     assert batched.stats["max_batch"] >= 2  # lanes really shared decode steps
@@ -90,10 +97,14 @@ def test_a_cancelled_lane_stops_between_steps_while_others_go_on(batched):
     results = {}
 
     def long_one():
-        results["long"] = batched.lanes[0].complete("import os\n", options=SamplingOptions(max_tokens=200), on_token=on_token, cancel=cancel)
+        results["long"] = batched.lanes[0].complete(
+            "import os\n", options=SamplingOptions(max_tokens=200), on_token=on_token, cancel=cancel
+        )
 
     def other():
-        results["other"] = batched.lanes[1].complete("def f(x):\n    return", options=SamplingOptions(max_tokens=12))
+        results["other"] = batched.lanes[1].complete(
+            "def f(x):\n    return", options=SamplingOptions(max_tokens=12)
+        )
 
     threads = [threading.Thread(target=long_one), threading.Thread(target=other)]
     for t in threads:
@@ -115,8 +126,11 @@ def test_a_long_prompt_is_evaluated_in_slices_beside_a_generating_lane(batched, 
     results = {}
 
     def loop():
-        results["loop"] = batched.lanes[0].complete("def loop():\n    while True:\n        ", options=SamplingOptions(max_tokens=60),
-                                                    on_token=lambda text: generating.set())
+        results["loop"] = batched.lanes[0].complete(
+            "def loop():\n    while True:\n        ",
+            options=SamplingOptions(max_tokens=60),
+            on_token=lambda text: generating.set(),
+        )
 
     thread = threading.Thread(target=loop)
     thread.start()
@@ -124,7 +138,14 @@ def test_a_long_prompt_is_evaluated_in_slices_beside_a_generating_lane(batched, 
     steps = batched.stats["steps"]
     results["long"] = batched.lanes[1].complete(long_prompt, options=SamplingOptions(max_tokens=8))
     thread.join()
-    assert results["long"].text == sequential.complete(long_prompt, options=SamplingOptions(max_tokens=8)).text
-    assert results["loop"].text == sequential.complete("def loop():\n    while True:\n        ", options=SamplingOptions(max_tokens=60)).text
+    assert (
+        results["long"].text == sequential.complete(long_prompt, options=SamplingOptions(max_tokens=8)).text
+    )
+    assert (
+        results["loop"].text
+        == sequential.complete(
+            "def loop():\n    while True:\n        ", options=SamplingOptions(max_tokens=60)
+        ).text
+    )
     if results["loop"].completion_tokens == 60:  # it kept generating while the long prompt went in
         assert batched.stats["steps"] - steps >= 3

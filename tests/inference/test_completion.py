@@ -23,8 +23,13 @@ def completer(micro_base):
 
 
 def test_context_goes_after_file_separators_before_the_fim_prefix(completer):
-    ids, _ = completer.prompt_build("def f():\n    ", "\n", prefix_budget=200,
-                                    context=[("util.py", "def helper():\n    return 1\n")], filepath="app.py")
+    ids, _ = completer.prompt_build(
+        "def f():\n    ",
+        "\n",
+        prefix_budget=200,
+        context=[("util.py", "def helper():\n    return 1\n")],
+        filepath="app.py",
+    )
     sep = completer._special(completer.fim.file_sep)
     assert ids[0] == sep and ids.count(sep) == 2
     assert ids.index(completer.fim_ids["prefix"]) > ids.index(sep, 1)
@@ -48,7 +53,9 @@ def test_long_prefix_and_suffix_are_cut_at_line_boundaries(completer):
 def test_cancel_stops_between_tokens_and_zero_tokens_only_warms_the_cache(completer):
     cancel, on_token = cancel_after(3)
 
-    r = completer.complete("import os\n", options=SamplingOptions(max_tokens=100), on_token=on_token, cancel=cancel)
+    r = completer.complete(
+        "import os\n", options=SamplingOptions(max_tokens=100), on_token=on_token, cancel=cancel
+    )
     assert r.finish_reason == "cancelled" and r.completion_tokens == 3
     warm = completer.complete("def main(argv):\n    return argv", options=SamplingOptions(max_tokens=0))
     assert warm.text == "" and warm.completion_tokens == 0
@@ -66,13 +73,16 @@ def test_users_sharing_one_slot_keep_their_prompt_cache(micro_base):
     pool = pool_load(served, slots=1, n_ctx=1024, n_threads=1, kv_cache_mb=64)
     scheduler = Scheduler(slots=1, run=job_run, switch=slot_switch)
     scheduler.swap(pool)
-    files = {"alice": "".join(f"alpha_{i} = {i}\n" for i in range(60)),
-             "bob": "".join(f"beta_{i} = {i} * 2\n" for i in range(60))}
+    files = {
+        "alice": "".join(f"alpha_{i} = {i}\n" for i in range(60)),
+        "bob": "".join(f"beta_{i} = {i} * 2\n" for i in range(60)),
+    }
     texts = {}
     for keystroke in range(3):
         for user, text in files.items():
-            result = scheduler.wait(scheduler.submit(Job(user=user, body={"prefix": text + "x" * keystroke,
-                                                                           "max_tokens": 4})))
+            result = scheduler.wait(
+                scheduler.submit(Job(user=user, body={"prefix": text + "x" * keystroke, "max_tokens": 4}))
+            )
             choice = result["choices"][0]
             if keystroke:
                 assert choice["cached_tokens"] >= choice["prompt_tokens"] - 2, (user, keystroke, choice)
@@ -80,14 +90,18 @@ def test_users_sharing_one_slot_keep_their_prompt_cache(micro_base):
     assert pool.kv.stats["restored"] >= 4
     # A restored cache gives the same answer as a fresh slot.
     fresh = pool_load(served, slots=1, n_ctx=1024, n_threads=1)
-    again = job_run(fresh.completers[0], Job(user=None, body={"prefix": files["bob"] + "xx", "max_tokens": 4}))
+    again = job_run(
+        fresh.completers[0], Job(user=None, body={"prefix": files["bob"] + "xx", "max_tokens": 4})
+    )
     assert again["choices"][0]["text"] == texts[("bob", 2)]
     scheduler.close()
     fresh.close()
 
 
 def _sampled(logits: list[float], *, temperature: float, top_p: float, draws: int = 4000) -> np.ndarray:
-    gen = Generation(None, [], b"", options=SamplingOptions(max_tokens=1, temperature=temperature, top_p=top_p))
+    gen = Generation(
+        None, [], b"", options=SamplingOptions(max_tokens=1, temperature=temperature, top_p=top_p)
+    )
     rng = np.random.default_rng(0)
     picks = [gen.sample(np.asarray(logits, dtype=np.float32), rng) for _ in range(draws)]
     return np.bincount(picks, minlength=len(logits)) / draws
@@ -101,21 +115,31 @@ def _llama_cpp_distribution(logits: list[float], *, temperature: float, top_p: f
     llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
     llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_min_p(MIN_P, 1))
     llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
-    data = (llama_cpp.llama_token_data * len(logits))(*[llama_cpp.llama_token_data(i, x, 0.0)
-                                                         for i, x in enumerate(logits)])
+    data = (llama_cpp.llama_token_data * len(logits))(
+        *[llama_cpp.llama_token_data(i, x, 0.0) for i, x in enumerate(logits)]
+    )
     cur = llama_cpp.llama_token_data_array(data, len(logits), -1, False)
     llama_cpp.llama_sampler_apply(chain, ctypes.byref(cur))
     llama_cpp.llama_sampler_free(chain)
     kept = {data[i].id: data[i].logit for i in range(cur.size)}
-    weights = np.array([np.exp(kept[i] - max(kept.values())) if i in kept else 0.0 for i in range(len(logits))])
+    weights = np.array(
+        [np.exp(kept[i] - max(kept.values())) if i in kept else 0.0 for i in range(len(logits))]
+    )
     return weights / weights.sum()
 
 
-@pytest.mark.parametrize(("logits", "temperature", "top_p"), [
-    ([5.0, 4.0, 3.0, 0.0, -2.0], 0.7, 0.95),  # top-p keeps three tokens, then the temperature spreads them
-    ([5.0, 1.5, 1.4, 1.3], 2.0, 1.0),  # min-p: under 5% of the best token, never drawn however hot
-    ([2.0, 1.9, 1.8, 0.5], 1.3, 0.9),
-])
+@pytest.mark.parametrize(
+    ("logits", "temperature", "top_p"),
+    [
+        (
+            [5.0, 4.0, 3.0, 0.0, -2.0],
+            0.7,
+            0.95,
+        ),  # top-p keeps three tokens, then the temperature spreads them
+        ([5.0, 1.5, 1.4, 1.3], 2.0, 1.0),  # min-p: under 5% of the best token, never drawn however hot
+        ([2.0, 1.9, 1.8, 0.5], 1.3, 0.9),
+    ],
+)
 def test_sampling_draws_from_what_llama_cpps_sampler_chain_leaves(logits, temperature, top_p):
     expected = _llama_cpp_distribution(logits, temperature=temperature, top_p=top_p)
     freq = _sampled(logits, temperature=temperature, top_p=top_p)

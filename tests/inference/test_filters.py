@@ -11,29 +11,35 @@ import pytest
 from inference.filters import VerbatimIndex, path_excluded, response_filter, suggestion_filter
 
 
-@pytest.mark.parametrize("path,globs,excluded", [
-    ("src/secrets/keys.py", ["**/secrets/**"], True),
-    ("/home/dev/repo/secrets/keys.py", ["secrets/*.py"], True),
-    ("file:///repo/config/prod.pem", ["*.pem"], True),
-    ("C:\\repo\\.env", [".env"], True),
-    ("src/app.py", ["**/secrets/**", "*.pem"], False),
-    ("", ["*"], False),
-    ("src/app.py", [], False),
-])
+@pytest.mark.parametrize(
+    "path,globs,excluded",
+    [
+        ("src/secrets/keys.py", ["**/secrets/**"], True),
+        ("/home/dev/repo/secrets/keys.py", ["secrets/*.py"], True),
+        ("file:///repo/config/prod.pem", ["*.pem"], True),
+        ("C:\\repo\\.env", [".env"], True),
+        ("src/app.py", ["**/secrets/**", "*.pem"], False),
+        ("", ["*"], False),
+        ("src/app.py", [], False),
+    ],
+)
 def test_path_exclusion_globs(path, globs, excluded):
     assert path_excluded(path, globs) is excluded
 
 
-@pytest.mark.parametrize("text,name,kept", [
-    ("send_to(\n    'ops@example.com')", "email", "send_to(\n"),
-    ("url = 'https://intranet.corp/api'\n", "url", ""),
-    ("x = 1\nhost = '10.1.2.3'\n", "ip", "x = 1\n"),
-    ("addr = 'fe80::1ff:fe23:4567:890a'", "ip", ""),
-    ("key = 'AKIAIOSFODNN7EXAMPLE'", "credential", ""),
-    ("a = 1\npassword = \"hunter2hunter2\"\n", "credential", "a = 1\n"),
-    ("-----BEGIN RSA PRIVATE KEY-----\nMIIE", "credential", ""),
-    ("token: ghp_abcdefghijklmnopqrstuvwxyz0123456789", "credential", ""),
-])
+@pytest.mark.parametrize(
+    "text,name,kept",
+    [
+        ("send_to(\n    'ops@example.com')", "email", "send_to(\n"),
+        ("url = 'https://intranet.corp/api'\n", "url", ""),
+        ("x = 1\nhost = '10.1.2.3'\n", "ip", "x = 1\n"),
+        ("addr = 'fe80::1ff:fe23:4567:890a'", "ip", ""),
+        ("key = 'AKIAIOSFODNN7EXAMPLE'", "credential", ""),
+        ('a = 1\npassword = "hunter2hunter2"\n', "credential", "a = 1\n"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIE", "credential", ""),
+        ("token: ghp_abcdefghijklmnopqrstuvwxyz0123456789", "credential", ""),
+    ],
+)
 def test_response_filters_truncate_before_the_match(text, name, kept):
     out = response_filter(text)
     assert name in out.acted
@@ -55,7 +61,7 @@ def test_verbatim_discards_150_shared_chars_and_ignores_whitespace():
     index = VerbatimIndex([corpus, _code(3000, seed=2)])
     stripped = "".join(corpus.split())
     chunk = stripped[1000:1150]  # exactly 150 non-space characters from the corpus
-    respaced = "\n    ".join(chunk[i:i + 7] for i in range(0, len(chunk), 7))
+    respaced = "\n    ".join(chunk[i : i + 7] for i in range(0, len(chunk), 7))
     assert index.matches("prefix" + respaced + "suffix")
     assert not index.matches(stripped[1000:1149])  # 149 is allowed
     assert not index.matches(_code(2000, seed=3))
@@ -78,10 +84,20 @@ def test_verbatim_index_is_fast_on_a_large_corpus():
 
 # Provider formats the dataset scrubber's rules know and the old credential pattern did not; in a
 # call, not an assignment, so nothing but the provider rule can see them.
-_PROVIDER_KINDS = ["pypi-upload-token", "slack-app-level-token", "npm-access-token", "dockerhub-pat",
-                   "stripe-secret-key", "databricks-token", "digitalocean-pat", "grafana-service-account-token",
-                   "postman-api-key", "sourcegraph-access-token", "hashicorp-vault-service-token",
-                   "shopify-access-token"]
+_PROVIDER_KINDS = [
+    "pypi-upload-token",
+    "slack-app-level-token",
+    "npm-access-token",
+    "dockerhub-pat",
+    "stripe-secret-key",
+    "databricks-token",
+    "digitalocean-pat",
+    "grafana-service-account-token",
+    "postman-api-key",
+    "sourcegraph-access-token",
+    "hashicorp-vault-service-token",
+    "shopify-access-token",
+]
 
 
 @pytest.mark.parametrize("kind", _PROVIDER_KINDS)
@@ -89,7 +105,7 @@ def test_response_filter_cuts_the_scrubbers_provider_tokens(kind):
     from benchmarks.secret_corpus import examples
 
     _, value = examples([kind], seed=3)[kind]
-    text = f"x = 1\nclient = Client(\"{value}\")\ny = 2\n"
+    text = f'x = 1\nclient = Client("{value}")\ny = 2\n'
     out = response_filter(text)
     assert "credential" in out.acted
     assert out.text == "x = 1\n" and value not in out.text
@@ -103,6 +119,6 @@ def test_response_filter_leaves_ordinary_django_code_alone():
     root = Path(django.__file__).resolve().parent
     for name in ("contrib/auth/hashers.py", "core/signing.py", "middleware/csrf.py"):
         code = (root / name).read_text()
-        body = code[code.index("\nclass "):][:4000]  # past the module docstring's URLs and names
+        body = code[code.index("\nclass ") :][:4000]  # past the module docstring's URLs and names
         body = "\n".join(line for line in body.splitlines() if "://" not in line and "@" not in line)
         assert "credential" not in response_filter(body).acted, name

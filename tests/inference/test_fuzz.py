@@ -10,7 +10,9 @@ import requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev dependency (pip install -e '.[dev]')")
+schemathesis = pytest.importorskip(
+    "schemathesis", reason="schemathesis is a dev dependency (pip install -e '.[dev]')"
+)
 
 
 def test_openapi_fuzzing_finds_no_server_error(hearth, raw_token, settings):
@@ -32,13 +34,20 @@ def test_openapi_fuzzing_finds_no_server_error(hearth, raw_token, settings):
         strategy = operation.as_strategy() | operation.as_strategy(GenerationMode.NEGATIVE)
 
         @given(case=strategy)
-        @hsettings(max_examples=int(os.environ.get("HEARTH_FUZZ_EXAMPLES", "10")), deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-                   suppress_health_check=list(HealthCheck))
+        @hsettings(
+            max_examples=int(os.environ.get("HEARTH_FUZZ_EXAMPLES", "10")),
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         def fuzz(case):
             response = case.call(base_url=hearth, session=session, headers=auth, timeout=60)
             calls.append(response.status_code)
             checks = [not_a_server_error]
-            if response.status_code == 200 and response.headers.get("Content-Type", "").startswith("application/json"):
+            if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(
+                "application/json"
+            ):
                 checks.append(response_schema_conformance)
             case.validate_response(response, checks=checks)
 
@@ -58,14 +67,23 @@ EXPLICIT = [
     ("/v1/completions", '{"segments": {"prefix": "x"}, "temperature": -Infinity}', 400, "temperature"),
     ("/v1/completions", NESTED, 400, None),
     ("/v1/completions", json.dumps({"prompt": "x" * 2_000_000}), 413, "prompt"),
-    ("/infill", json.dumps({"input_prefix": "x" * 200_000, "input_suffix": "y" * 100_000}), 413, "input_prefix"),
+    (
+        "/infill",
+        json.dumps({"input_prefix": "x" * 200_000, "input_suffix": "y" * 100_000}),
+        413,
+        "input_prefix",
+    ),
 ]
 
 
 @pytest.mark.parametrize("path,body,status,param", EXPLICIT, ids=[f"{p} {b[:40]}" for p, b, _, _ in EXPLICIT])
 def test_non_standard_bodies_get_a_4xx_naming_the_field(hearth, raw_token, path, body, status, param):
-    r = requests.post(f"{hearth}{path}", data=body, timeout=60,
-                      headers={"Authorization": f"Bearer {raw_token}", "Content-Type": "application/json"})
+    r = requests.post(
+        f"{hearth}{path}",
+        data=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {raw_token}", "Content-Type": "application/json"},
+    )
     assert r.status_code == status, r.text[:300]
     assert r.json()["error"]["param"] == param
 

@@ -19,10 +19,17 @@ def _run(completer, job):
     """Generates `steps` tokens of 10 ms each, stopping between tokens when cancelled."""
     for _ in range(job.body.get("steps", 3)):
         if job.cancel.is_set():
-            return {"superseded": True, "choices": [{"text": "", "finish_reason": "cancelled"}], "on": completer.name}
+            return {
+                "superseded": True,
+                "choices": [{"text": "", "finish_reason": "cancelled"}],
+                "on": completer.name,
+            }
         time.sleep(0.01)
-    return {"superseded": False, "choices": [{"text": job.body.get("text", "ok"), "finish_reason": "stop"}],
-            "on": completer.name}
+    return {
+        "superseded": False,
+        "choices": [{"text": job.body.get("text", "ok"), "finish_reason": "stop"}],
+        "on": completer.name,
+    }
 
 
 def _pool(name: str, slots: int) -> Pool:

@@ -14,14 +14,17 @@ def _post(client, path: str, raw: str, token: str):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("path,raw,param", [
-    ("/v1/completions", '{"prompt": "x", "max_tokens": NaN}', "max_tokens"),
-    ("/v1/completions", '{"prompt": "x", "max_tokens": Infinity}', "max_tokens"),
-    ("/v1/completions", '{"prompt": "x", "max_tokens": 1e400}', "max_tokens"),
-    ("/v1/completions", '{"prompt": "x", "temperature": NaN}', "temperature"),
-    ("/infill", '{"input_prefix": "x", "n_predict": -1e400}', "n_predict"),
-    ("/completion", '{"prompt": "x", "temperature": -Infinity}', "temperature"),
-])
+@pytest.mark.parametrize(
+    "path,raw,param",
+    [
+        ("/v1/completions", '{"prompt": "x", "max_tokens": NaN}', "max_tokens"),
+        ("/v1/completions", '{"prompt": "x", "max_tokens": Infinity}', "max_tokens"),
+        ("/v1/completions", '{"prompt": "x", "max_tokens": 1e400}', "max_tokens"),
+        ("/v1/completions", '{"prompt": "x", "temperature": NaN}', "temperature"),
+        ("/infill", '{"input_prefix": "x", "n_predict": -1e400}', "n_predict"),
+        ("/completion", '{"prompt": "x", "temperature": -Infinity}', "temperature"),
+    ],
+)
 def test_non_finite_numbers_are_400_naming_the_field(client, raw_token, path, raw, param):
     r = _post(client, path, raw, raw_token)
     assert r.status_code == 400, r.content
@@ -51,7 +54,9 @@ def test_the_openapi_document_states_the_413():
 def _engine_call(port: int, method: str, path: str, body: dict | None, headers: dict) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     data = json.dumps(body).encode() if body is not None else None
-    conn.request(method, path, body=data, headers={**headers, **({"Content-Type": "application/json"} if data else {})})
+    conn.request(
+        method, path, body=data, headers={**headers, **({"Content-Type": "application/json"} if data else {})}
+    )
     resp = conn.getresponse()
     payload = json.loads(resp.read() or b"{}")
     conn.close()
@@ -86,15 +91,21 @@ def test_the_engine_refuses_a_public_address_without_a_configured_secret(setting
 def _cached(hearth: str, token: str, prompt: str) -> tuple[int, int]:
     import requests
 
-    r = requests.post(f"{hearth}/completion", headers={"Authorization": f"Bearer {token}"}, timeout=120,
-                      json={"prompt": prompt, "n_predict": 2, "temperature": 0})
+    r = requests.post(
+        f"{hearth}/completion",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120,
+        json={"prompt": prompt, "n_predict": 2, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     return body.get("tokens_cached"), body["timings"]["prompt_n"]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_guess_of_another_users_prompt_is_not_told_apart_from_a_wrong_one(live_server, micro_base, settings):
+def test_a_guess_of_another_users_prompt_is_not_told_apart_from_a_wrong_one(
+    live_server, micro_base, settings
+):
     """One slot, so victim and attacker share it. The victim's prompt cache must not answer the
     attacker's exact guess any faster (in cached tokens) than a wrong guess."""
     import threading
@@ -107,8 +118,15 @@ def test_a_guess_of_another_users_prompt_is_not_told_apart_from_a_wrong_one(live
     settings.HEARTH_ENGINE_PORT = free_port()
     settings.HEARTH_POLICY_CACHE_S = 0
     serving_rules_clear()
-    server, engine = engine_server_build(host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512,
-                                         n_threads=1, slots=1, poll_s=0.2, kv_cache_mb=0)
+    server, engine = engine_server_build(
+        host="127.0.0.1",
+        port=settings.HEARTH_ENGINE_PORT,
+        n_ctx=512,
+        n_threads=1,
+        slots=1,
+        poll_s=0.2,
+        kv_cache_mb=0,
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         victim, attacker = token_create(username="victim")[1], token_create(username="attacker")[1]
@@ -116,7 +134,9 @@ def test_a_guess_of_another_users_prompt_is_not_told_apart_from_a_wrong_one(live
         _cached(live_server.url, victim, secret)
         exact = _cached(live_server.url, attacker, secret)
         _cached(live_server.url, victim, secret)
-        wrong = _cached(live_server.url, attacker, "def rotate_keys(vault):\n    api_password = 'correct-horse'\n")
+        wrong = _cached(
+            live_server.url, attacker, "def rotate_keys(vault):\n    api_password = 'correct-horse'\n"
+        )
         assert exact[0] == wrong[0] == 0
         assert exact[1] >= wrong[1] > 0  # every token of the guess was computed afresh
     finally:
@@ -132,18 +152,37 @@ def test_excluded_or_content_off_text_is_never_stored(hearth, raw_token):
     from inference.models import CompletionRecord, FlowLog, ServingPolicy
     from inference.policy import serving_rules_clear
 
-    ServingPolicy.objects.update_or_create(pk=1, defaults={
-        "telemetry_enabled": True, "telemetry_content": True, "flow_logs_enabled": True,
-        "exclusion_globs": "vault/**"})
+    ServingPolicy.objects.update_or_create(
+        pk=1,
+        defaults={
+            "telemetry_enabled": True,
+            "telemetry_content": True,
+            "flow_logs_enabled": True,
+            "exclusion_globs": "vault/**",
+        },
+    )
     serving_rules_clear()
     auth = {"Authorization": f"Bearer {raw_token}"}
     marker = "TOPSECRET_" + "q" * 12
-    r = requests.post(f"{hearth}/v1/completions", headers=auth, timeout=120, json={
-        "prompt": f"key = '{marker}'\n", "max_tokens": 4, "filepath": "vault/keys.py"})
+    r = requests.post(
+        f"{hearth}/v1/completions",
+        headers=auth,
+        timeout=120,
+        json={"prompt": f"key = '{marker}'\n", "max_tokens": 4, "filepath": "vault/keys.py"},
+    )
     assert r.status_code == 200
-    r = requests.post(f"{hearth}/infill", headers=auth, timeout=120, json={
-        "input_prefix": "x = 1\n", "input_suffix": "", "n_predict": 4, "filename": "app.py",
-        "input_extra": [{"filename": "vault/other.py", "text": marker}]})
+    r = requests.post(
+        f"{hearth}/infill",
+        headers=auth,
+        timeout=120,
+        json={
+            "input_prefix": "x = 1\n",
+            "input_suffix": "",
+            "n_predict": 4,
+            "filename": "app.py",
+            "input_extra": [{"filename": "vault/other.py", "text": marker}],
+        },
+    )
     assert r.status_code == 200
     stored = [str(v) for v in CompletionRecord.objects.values_list("prompt", "suggestion")]
     stored += [str(s) for s in FlowLog.objects.values_list("steps", flat=True)]
@@ -152,8 +191,12 @@ def test_excluded_or_content_off_text_is_never_stored(hearth, raw_token):
     ServingPolicy.objects.filter(pk=1).update(telemetry_content=False)
     serving_rules_clear()
     plain = "ordinary_" + "z" * 10
-    r = requests.post(f"{hearth}/v1/completions", headers=auth, timeout=120, json={
-        "prompt": f"{plain} = 1\n", "max_tokens": 4, "filepath": "app.py"})
+    r = requests.post(
+        f"{hearth}/v1/completions",
+        headers=auth,
+        timeout=120,
+        json={"prompt": f"{plain} = 1\n", "max_tokens": 4, "filepath": "app.py"},
+    )
     assert r.status_code == 200
     logs = [str(s) for s in FlowLog.objects.values_list("steps", flat=True)]
     assert len(logs) == 3 and not any(plain in s for s in logs) and "body_withheld" in logs[-1]
@@ -181,12 +224,19 @@ def test_invalid_tokens_are_throttled_by_client_address(client, settings):
     from inference.auth import token_create
 
     settings.HEARTH_API_AUTH_MAX_FAILURES = 3
-    codes = [client.get("/v1/models", HTTP_AUTHORIZATION="Bearer hth_" + "g" * 43).status_code for _ in range(4)]
+    codes = [
+        client.get("/v1/models", HTTP_AUTHORIZATION="Bearer hth_" + "g" * 43).status_code for _ in range(4)
+    ]
     assert codes == [401, 401, 401, 429]
     _, raw = token_create(username="honest")
     assert _post(client, "/v1/completions", '{"prompt": 3}', raw).status_code == 429  # the address waits
-    elsewhere = client.post("/v1/completions", data='{"prompt": 3}', content_type="application/json",
-                            HTTP_AUTHORIZATION=f"Bearer {raw}", REMOTE_ADDR="10.9.8.7")
+    elsewhere = client.post(
+        "/v1/completions",
+        data='{"prompt": 3}',
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+        REMOTE_ADDR="10.9.8.7",
+    )
     assert elsewhere.status_code == 400
 
 

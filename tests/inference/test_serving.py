@@ -26,14 +26,31 @@ def test_excluded_files_get_no_completion_and_are_never_context(hearth, raw_toke
     _policy(exclusion_globs="**/secrets/**\n*.pem", flow_logs_enabled=True)
     auth = {"Authorization": f"Bearer {raw_token}"}
     before = engine_live.scheduler.stats["requests"]
-    r = requests.post(f"{hearth}/v1/completions", headers=auth, timeout=60, json={
-        "language": "python", "segments": {"prefix": "KEY = ", "suffix": "\n", "filepath": "app/secrets/keys.py"}})
+    r = requests.post(
+        f"{hearth}/v1/completions",
+        headers=auth,
+        timeout=60,
+        json={
+            "language": "python",
+            "segments": {"prefix": "KEY = ", "suffix": "\n", "filepath": "app/secrets/keys.py"},
+        },
+    )
     assert r.status_code == 200 and r.json()["choices"][0]["text"] == ""
     assert engine_live.scheduler.stats["requests"] == before  # the engine never saw it
-    r = requests.post(f"{hearth}/infill", headers=auth, timeout=60, json={
-        "input_prefix": "x = ", "input_suffix": "\n", "n_predict": 4,
-        "input_extra": [{"filename": "certs/server.pem", "text": "-----BEGIN CERTIFICATE-----\nabc\n"},
-                        {"filename": "util.py", "text": "def f():\n    pass\n"}]})
+    r = requests.post(
+        f"{hearth}/infill",
+        headers=auth,
+        timeout=60,
+        json={
+            "input_prefix": "x = ",
+            "input_suffix": "\n",
+            "n_predict": 4,
+            "input_extra": [
+                {"filename": "certs/server.pem", "text": "-----BEGIN CERTIFICATE-----\nabc\n"},
+                {"filename": "util.py", "text": "def f():\n    pass\n"},
+            ],
+        },
+    )
     assert r.status_code == 200
     log = FlowLog.objects.filter(path="/infill").latest("created_at")
     exclusion = next(s for s in log.steps if s["step"] == "exclusion")
@@ -61,30 +78,49 @@ def test_telemetry_switch_records_events_snapshots_and_usage(hearth, raw_token):
     from inference.telemetry import telemetry_purge
 
     auth = {"Authorization": f"Bearer {raw_token}"}
-    tabby = {"language": "python", "segments": {"prefix": "def f():\n    ", "suffix": "\n", "filepath": "a.py"}}
+    tabby = {
+        "language": "python",
+        "segments": {"prefix": "def f():\n    ", "suffix": "\n", "filepath": "a.py"},
+    }
     requests.post(f"{hearth}/v1/completions", headers=auth, json=tabby, timeout=60)
     assert CompletionRecord.objects.count() == 0  # telemetry is off by default
 
     _policy(telemetry_enabled=True, telemetry_content=False)
     cid = requests.post(f"{hearth}/v1/completions", headers=auth, json=tabby, timeout=60).json()["id"]
     for kind in ("view", "select"):
-        r = requests.post(f"{hearth}/v1/events", headers=auth, timeout=10,
-                          json={"type": kind, "completion_id": cid, "choice_index": 0, "view_id": "v1"})
+        r = requests.post(
+            f"{hearth}/v1/events",
+            headers=auth,
+            timeout=10,
+            json={"type": kind, "completion_id": cid, "choice_index": 0, "view_id": "v1"},
+        )
         assert r.status_code == 200
-    snap = requests.post(f"{hearth}/v1/telemetry/snapshots", headers=auth, timeout=10,
-                         json={"completion_id": cid, "text": "def f():\n    return 1\n", "filepath": "a.py"})
+    snap = requests.post(
+        f"{hearth}/v1/telemetry/snapshots",
+        headers=auth,
+        timeout=10,
+        json={"completion_id": cid, "text": "def f():\n    return 1\n", "filepath": "a.py"},
+    )
     assert snap.json() == {"stored": False}  # content not allowed
     record = CompletionRecord.objects.get(completion_id=cid)
     assert record.language == "python" and record.model == "hearth-micro-test" and record.prompt == ""
     assert record.dialect == "tabby" and record.latency_ms > 0
 
     _policy(telemetry_enabled=True, telemetry_content=True)
-    r = requests.post(f"{hearth}/v1/completions", headers=auth, timeout=60,
-                      json={"prompt": "import os\n", "max_tokens": 4, "filepath": "tool.go"})
+    r = requests.post(
+        f"{hearth}/v1/completions",
+        headers=auth,
+        timeout=60,
+        json={"prompt": "import os\n", "max_tokens": 4, "filepath": "tool.go"},
+    )
     latest = CompletionRecord.objects.get(completion_id=r.json()["id"])
     assert latest.prompt == "import os\n" and latest.language == "go"
-    snap = requests.post(f"{hearth}/v1/telemetry/snapshots", headers=auth, timeout=10,
-                         json={"completion_id": cid, "text": "def f():\n    return 1\n", "elapsed_s": 30})
+    snap = requests.post(
+        f"{hearth}/v1/telemetry/snapshots",
+        headers=auth,
+        timeout=10,
+        json={"completion_id": cid, "text": "def f():\n    return 1\n", "elapsed_s": 30},
+    )
     assert snap.json() == {"stored": True} and CodeSnapshot.objects.count() == 1
 
     usage = usage_summary()
@@ -112,11 +148,14 @@ def test_purge_is_scheduled_daily():
 
     importlib.import_module("inference.migrations.0003_schedules").schedules_create(apps, None)
     schedule = Schedule.objects.get(name="hearth-telemetry-purge")
-    assert schedule.func == "inference.tasks.telemetry_purge_task" and schedule.schedule_type == Schedule.DAILY
+    assert (
+        schedule.func == "inference.tasks.telemetry_purge_task" and schedule.schedule_type == Schedule.DAILY
+    )
 
 
-def test_promotion_hot_swaps_under_load_with_no_failed_request_then_falls_back(hearth, micro_base, engine_live,
-                                                                               tmp_path):
+def test_promotion_hot_swaps_under_load_with_no_failed_request_then_falls_back(
+    hearth, micro_base, engine_live, tmp_path
+):
     from inference.auth import token_create
     from trainer.versions import model_version_promote
 
@@ -125,8 +164,12 @@ def test_promotion_hot_swaps_under_load_with_no_failed_request_then_falls_back(h
 
     def client(raw: str):
         while not stop.is_set():
-            r = requests.post(f"{hearth}/v1/completions", headers={"Authorization": f"Bearer {raw}"}, timeout=60,
-                              json={"prompt": "def main():\n    ", "max_tokens": 8})
+            r = requests.post(
+                f"{hearth}/v1/completions",
+                headers={"Authorization": f"Bearer {raw}"},
+                timeout=60,
+                json={"prompt": "def main():\n    ", "max_tokens": 8},
+            )
             (answered if r.status_code == 200 else failures).append(r.json().get("model") or r.text)
 
     threads = [threading.Thread(target=client, args=(raw,)) for raw in tokens]
@@ -155,8 +198,12 @@ def test_promotion_hot_swaps_under_load_with_no_failed_request_then_falls_back(h
         time.sleep(0.05)
     health = engine_live.health()
     assert health["model"] == "hearth-micro-test" and engine_live.failed_version == broken.pk
-    r = requests.post(f"{hearth}/v1/completions", headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=60,
-                      json={"prompt": "x", "max_tokens": 2})
+    r = requests.post(
+        f"{hearth}/v1/completions",
+        headers={"Authorization": f"Bearer {tokens[0]}"},
+        timeout=60,
+        json={"prompt": "x", "max_tokens": 2},
+    )
     assert r.status_code == 200 and r.json()["model"] == "hearth-micro-test"
     assert requests.get(f"{hearth}/ready", timeout=10).json()["ready"] is True
 
@@ -170,8 +217,12 @@ def test_deferred_writes_reach_the_database(hearth, raw_token, settings):
     _policy(telemetry_enabled=True)
     auth = {"Authorization": f"Bearer {raw_token}"}
     for _ in range(3):
-        assert requests.post(f"{hearth}/v1/completions", headers=auth, timeout=60,
-                             json={"prompt": "x = ", "max_tokens": 2}).status_code == 200
+        assert (
+            requests.post(
+                f"{hearth}/v1/completions", headers=auth, timeout=60, json={"prompt": "x = ", "max_tokens": 2}
+            ).status_code
+            == 200
+        )
     assert deferred_flush()
     token = ApiToken.objects.get(digest=ApiToken.hash(raw_token))
     assert token.rate_count == 3 and token.last_used_at is not None

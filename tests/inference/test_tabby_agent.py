@@ -33,8 +33,22 @@ def agent_cli() -> Path:
     if not shutil.which("node") or not shutil.which("npm"):
         pytest.skip("node and npm are needed to run tabby-agent (Tabby's IDE client)")
     CLIENTS.mkdir(exist_ok=True)
-    done = subprocess.run(["npm", "install", "--prefix", str(CLIENTS), "--no-audit", "--no-fund", "--no-save",
-                           f"tabby-agent@{AGENT_VERSION}"], check=False, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            "npm",
+            "install",
+            "--prefix",
+            str(CLIENTS),
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+            f"tabby-agent@{AGENT_VERSION}",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode != 0 or not cli.is_file():
         pytest.skip(f"could not install tabby-agent from the npm registry: {done.stderr[-300:]}")
     return cli
@@ -44,8 +58,9 @@ class Lsp:
     """A minimal LSP client over stdio (Content-Length framed JSON-RPC)."""
 
     def __init__(self, args: list[str], env: dict):
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
         self.responses: dict[int, dict] = {}
         self.notifications: list[dict] = []
         self.cond = threading.Condition()
@@ -109,18 +124,28 @@ def _drive(hearth: str, raw_token: str, tmp_path: Path, text: str, position: dic
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home)}
     lsp = Lsp(["node", str(cli), "--lsp", "--stdio"], env)
     try:
-        init = lsp.request("initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": {},
-                                          "clientInfo": {"name": "hearth-tests", "version": "1"}})
+        init = lsp.request(
+            "initialize",
+            {
+                "processId": os.getpid(),
+                "rootUri": None,
+                "capabilities": {},
+                "clientInfo": {"name": "hearth-tests", "version": "1"},
+            },
+        )
         assert init["result"]["serverInfo"]["name"] == "tabby-agent"
         lsp.notify("initialized", {})
         uri = "file:///project/app.py"
-        lsp.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
-                                                             "text": text}})
+        lsp.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}},
+        )
         started = time.monotonic()
         answer = None
         while time.monotonic() - started < 60:  # the agent connects (GET /v1/health) before it completes
-            answer = lsp.request("textDocument/completion", {"textDocument": {"uri": uri}, "position": position},
-                                 timeout=60)
+            answer = lsp.request(
+                "textDocument/completion", {"textDocument": {"uri": uri}, "position": position}, timeout=60
+            )
             if CompletionRecord.objects.filter(dialect="tabby").exists():
                 break
             time.sleep(0.5)
@@ -156,13 +181,17 @@ def test_tabby_agent_gets_a_completion_item_from_smollm2(live_server, raw_token,
 
     base = basemodel_fetch_default(log=lambda m: None)
     settings.HEARTH_ENGINE_PORT = free_port()
-    server, engine = engine_server_build(host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=2048, slots=1)
+    server, engine = engine_server_build(
+        host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=2048, slots=1
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         assert engine.health()["model"] == base.slug
         ServingPolicy.objects.update_or_create(pk=1, defaults={"telemetry_enabled": True})
-        text = ("import json\n\n\ndef load_settings(path):\n    \"\"\"Read the JSON settings file at path.\"\"\"\n"
-                "    with open(path) as f:\n        return json.")
+        text = (
+            'import json\n\n\ndef load_settings(path):\n    """Read the JSON settings file at path."""\n'
+            "    with open(path) as f:\n        return json."
+        )
         result = _drive(live_server.url, raw_token, tmp_path, text, {"line": 6, "character": 20})
         assert result["items"], result
         assert result["items"][0]["textEdit"]["newText"]

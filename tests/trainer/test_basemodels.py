@@ -95,11 +95,16 @@ def _qwen1_weights(folder: Path, hidden: int = 128, vocab: int = 2048, inner: in
 
     p = "transformer.h.0."
     tensors = {
-        "transformer.wte.weight": torch.zeros(vocab, hidden), "transformer.ln_f.weight": torch.ones(hidden),
-        "lm_head.weight": torch.zeros(vocab, hidden), p + "ln_1.weight": torch.ones(hidden),
-        p + "attn.c_attn.weight": torch.zeros(3 * hidden, hidden), p + "attn.c_attn.bias": torch.zeros(3 * hidden),
-        p + "attn.c_proj.weight": torch.zeros(hidden, hidden), p + "ln_2.weight": torch.ones(hidden),
-        p + "mlp.w1.weight": torch.zeros(inner, hidden), p + "mlp.w2.weight": torch.zeros(inner, hidden),
+        "transformer.wte.weight": torch.zeros(vocab, hidden),
+        "transformer.ln_f.weight": torch.ones(hidden),
+        "lm_head.weight": torch.zeros(vocab, hidden),
+        p + "ln_1.weight": torch.ones(hidden),
+        p + "attn.c_attn.weight": torch.zeros(3 * hidden, hidden),
+        p + "attn.c_attn.bias": torch.zeros(3 * hidden),
+        p + "attn.c_proj.weight": torch.zeros(hidden, hidden),
+        p + "ln_2.weight": torch.ones(hidden),
+        p + "mlp.w1.weight": torch.zeros(inner, hidden),
+        p + "mlp.w2.weight": torch.zeros(inner, hidden),
         p + "mlp.c_proj.weight": torch.zeros(hidden, inner),
     }
     (folder / "model.safetensors").unlink()
@@ -113,7 +118,9 @@ def _hostile(micro_dir: Path, folder: Path, kind: str) -> tuple[Path, Path]:
     marker = folder.parent / f"MARKER-{kind}"
     (folder / "tokenization_evil.py").write_text(EVIL.format(marker=str(marker)))
     tok = json.loads((folder / "tokenizer_config.json").read_text())
-    tok["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", "tokenization_evil.EvilTokenizer"]}
+    tok["auto_map"] = {
+        "AutoTokenizer": ["tokenization_evil.EvilTokenizer", "tokenization_evil.EvilTokenizer"]
+    }
     config = json.loads((folder / "config.json").read_text())
     if kind == "qwen":
         # Qwen 1: the converter's _set_vocab_qwen loads the tokenizer with trust_remote_code=True.
@@ -140,8 +147,11 @@ def test_no_code_from_a_model_folder_ever_runs(micro_dir, tmp_path, kind):
     with pytest.raises(CommandError) as imported:
         call_command("basemodel_import", str(folder), "--slug", f"hostile-{kind}")
     assert not marker.exists(), "the import ran code from the model folder"
-    assert re.match(r"Refusing .*hostile: The folder contains Python code \(tokenization_evil.py\)\. "
-                    r"Hearth never runs remote code", str(imported.value)), str(imported.value)
+    assert re.match(
+        r"Refusing .*hostile: The folder contains Python code \(tokenization_evil.py\)\. "
+        r"Hearth never runs remote code",
+        str(imported.value),
+    ), str(imported.value)
     assert not BaseModel.objects.filter(slug=f"hostile-{kind}").exists()
 
     # The conversion itself (import, bootstrap and export all go through it) refuses the folder too.
@@ -160,15 +170,18 @@ def test_no_code_from_a_model_folder_ever_runs(micro_dir, tmp_path, kind):
     assert not list(tmp_path.glob("*.gguf"))
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("py-in-subfolder", r"Python code \(extra/helpers/mod.py\)"),
-    ("auto-map-in-any-json", r"generation_config.json has an auto_map"),
-    ("auto-map-nested", r"extra/settings.json has an auto_map"),
-    ("link-outside", r"tokenizer.json is a symbolic link to .*outside the model folder"),
-    ("qwen1-without-code", r"QWenLMHeadModel is refused: .*trust_remote_code=True"),
-    ("interns1-around-qwen3", r"InternS1ForConditionalGeneration"),
-    ("hybriddna-tokenizer", r"tokenizer class HybridDNATokenizer"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("py-in-subfolder", r"Python code \(extra/helpers/mod.py\)"),
+        ("auto-map-in-any-json", r"generation_config.json has an auto_map"),
+        ("auto-map-nested", r"extra/settings.json has an auto_map"),
+        ("link-outside", r"tokenizer.json is a symbolic link to .*outside the model folder"),
+        ("qwen1-without-code", r"QWenLMHeadModel is refused: .*trust_remote_code=True"),
+        ("interns1-around-qwen3", r"InternS1ForConditionalGeneration"),
+        ("hybriddna-tokenizer", r"tokenizer class HybridDNATokenizer"),
+    ],
+)
 def test_folder_rules(micro_dir, tmp_path, case, reason):
     from trainer.basemodels.importer import folder_check
 
@@ -190,11 +203,16 @@ def test_folder_rules(micro_dir, tmp_path, case, reason):
     elif case == "qwen1-without-code":
         config["architectures"] = ["QWenLMHeadModel"]
     elif case == "interns1-around-qwen3":
-        config = {**config, "architectures": ["InternS1ForConditionalGeneration"],
-                  "text_config": {**config, "architectures": ["Qwen3ForCausalLM"]}}
+        config = {
+            **config,
+            "architectures": ["InternS1ForConditionalGeneration"],
+            "text_config": {**config, "architectures": ["Qwen3ForCausalLM"]},
+        }
     elif case == "hybriddna-tokenizer":
         tok = json.loads((folder / "tokenizer_config.json").read_text())
-        (folder / "tokenizer_config.json").write_text(json.dumps({**tok, "tokenizer_class": "HybridDNATokenizer"}))
+        (folder / "tokenizer_config.json").write_text(
+            json.dumps({**tok, "tokenizer_class": "HybridDNATokenizer"})
+        )
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(BaseModelError, match=reason):
         folder_check(folder)
@@ -214,10 +232,21 @@ def test_import_copies_only_known_files(micro_dir, tmp_path):
     (folder / "special_tokens_map.json").symlink_to("real_map.json")  # a link inside the folder is fine
     base = basemodel_import(path=folder, slug="micro-known-files")
     copied = sorted(p.name for p in Path(base.hf_path).iterdir())
-    assert copied == sorted(base.manifest["files"]) == [
-        "LICENSE", "README.md", "config.json", "generation_config.json", "model.safetensors",
-        "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-    ]
+    assert (
+        copied
+        == sorted(base.manifest["files"])
+        == [
+            "LICENSE",
+            "README.md",
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "special_tokens_map.json",
+            "tokenizer.json",
+            "tokenizer.model",
+            "tokenizer_config.json",
+        ]
+    )
     assert not (Path(base.hf_path) / "special_tokens_map.json").is_symlink()
 
 
@@ -256,9 +285,17 @@ def test_allowlist_matches_the_pinned_converter():
     reaching = {arch: path for arch, path in found.items() if path}
     assert not SAFE_ARCHITECTURES & set(reaching), (
         "listed architectures now reach trust_remote_code: "
-        + "; ".join(f"{a}: {' -> '.join(reaching[a])}" for a in sorted(SAFE_ARCHITECTURES & set(reaching))))
+        + "; ".join(f"{a}: {' -> '.join(reaching[a])}" for a in sorted(SAFE_ARCHITECTURES & set(reaching)))
+    )
     assert SAFE_ARCHITECTURES <= set(found), "listed architectures the converter no longer registers"
-    assert {"QWenLMHeadModel", "StableLmForCausalLM", "ChatGLMModel", "DeepseekV2ForCausalLM"} <= set(reaching)
-    assert {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Starcoder2ForCausalLM"} <= SAFE_ARCHITECTURES
+    assert {"QWenLMHeadModel", "StableLmForCausalLM", "ChatGLMModel", "DeepseekV2ForCausalLM"} <= set(
+        reaching
+    )
+    assert {
+        "LlamaForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "Starcoder2ForCausalLM",
+    } <= SAFE_ARCHITECTURES
     ungated = audit(converter_dir())
     assert ungated["LlamaForCausalLM"] and ungated["Qwen3ForCausalLM"]  # the gates are what admits them

@@ -25,16 +25,26 @@ def test_path_filters_give_reasons():
 
     excluded = _gitignore(["docs/", "*.gen.py"])
     cases = {
-        "docs/conf.py": "excluded", "a/b.gen.py": "excluded", "yarn.lock": "lockfile", "Cargo.lock": "lockfile",
-        "third_party/x.c": "vendored", "web/dist/app.js": "vendored", "data/x.parquet": "data-file",
-        "fixtures/users.json": "data-file", "img/a.jpg": "binary", "keys/server.pem": "secret-file",
-        ".env.production": "secret-file", "README.txt": "language-unknown", "src/app.rb": "language-off",
+        "docs/conf.py": "excluded",
+        "a/b.gen.py": "excluded",
+        "yarn.lock": "lockfile",
+        "Cargo.lock": "lockfile",
+        "third_party/x.c": "vendored",
+        "web/dist/app.js": "vendored",
+        "data/x.parquet": "data-file",
+        "fixtures/users.json": "data-file",
+        "img/a.jpg": "binary",
+        "keys/server.pem": "secret-file",
+        ".env.production": "secret-file",
+        "README.txt": "language-unknown",
+        "src/app.rb": "language-off",
         "src/big.py": "too-large",
     }
     for path, reason in cases.items():
         size = 2_000_000 if path == "src/big.py" else 10
-        got = path_verdict(_entry(path, size), max_bytes=1_000_000, languages=frozenset({"python"}),
-                           excluded=excluded)
+        got = path_verdict(
+            _entry(path, size), max_bytes=1_000_000, languages=frozenset({"python"}), excluded=excluded
+        )
         assert got.reason == reason, (path, got)
     assert path_verdict(_entry("src/ok.py"), max_bytes=10**6, languages=frozenset()).language == "python"
     assert path_verdict(_entry("bin/deploy"), max_bytes=10**6, languages=frozenset()).check_shebang
@@ -107,8 +117,9 @@ def test_kept_near_duplicates_stay_on_one_side_of_the_split(tmp_path):
     for name in ("textwrap", "shlex", "glob"):
         for i in range(4):
             files[f"copies/{name}_{i}.py"] = _variant(files[f"src/{name}.py"], i)
-    dataset = _build(tmp_path, files, near_duplicates="keep", heldout_percent=30, min_tokens=0,
-                     max_duplicate_ratio=0.9)
+    dataset = _build(
+        tmp_path, files, near_duplicates="keep", heldout_percent=30, min_tokens=0, max_duplicate_ratio=0.9
+    )
     sides: dict[str, set[str]] = {}
     for split in ("train", "heldout"):
         for record in dataset_files_read(Path(dataset.path), split):
@@ -182,7 +193,9 @@ def test_report_exclusions_secrets_and_admin_pages(tmp_path, client, django_user
     html = page.content.decode()
     for text in ("Left out", "excluded", "generic-password", "held-out files", "Languages kept"):
         assert text in html, text
-    listing = client.get(f"/admin/trainer/datasetfile/?dataset__id__exact={dataset.pk}&split__exact=dropped&q=gen")
+    listing = client.get(
+        f"/admin/trainer/datasetfile/?dataset__id__exact={dataset.pk}&split__exact=dropped&q=gen"
+    )
     assert listing.status_code == 200 and "gen/skip_me.py" in listing.content.decode()
     assert client.get("/admin/trainer/repository/add/").status_code == 200
 
@@ -195,12 +208,17 @@ def test_dataset_build_command_prints_summary(code_repo):
 
     repository_register(source=str(code_repo))
     out = io.StringIO()
-    call_command("dataset_build", "sample", "--languages", "python,markdown", stdout=out, stderr=io.StringIO())
+    call_command(
+        "dataset_build", "sample", "--languages", "python,markdown", stdout=out, stderr=io.StringIO()
+    )
     text = out.getvalue()
-    assert "Left out:" in text and "Duplicates:" in text and "Secrets scrubbed:" in text and "Dataset " in text
+    assert (
+        "Left out:" in text and "Duplicates:" in text and "Secrets scrubbed:" in text and "Dataset " in text
+    )
     with pytest.raises(CommandError, match="Too little data"):
-        call_command("dataset_build", "sample", "--min-tokens", "10000000", stdout=io.StringIO(),
-                     stderr=io.StringIO())
+        call_command(
+            "dataset_build", "sample", "--min-tokens", "10000000", stdout=io.StringIO(), stderr=io.StringIO()
+        )
 
 
 @pytest.mark.django_db
@@ -234,8 +252,9 @@ def test_dataset_build_command_prints_only_its_own_report(tmp_path):
     from trainer.models import Dataset
 
     text = stdlib_files(["textwrap.py"])["src/textwrap.py"]
-    copies = repository_register(source=str(git_repo_make(tmp_path / "copies", {
-        f"c{i}/textwrap.py": text for i in range(5)})))
+    copies = repository_register(
+        source=str(git_repo_make(tmp_path / "copies", {f"c{i}/textwrap.py": text for i in range(5)}))
+    )
     with pytest.raises(CommandError):
         call_command("dataset_build", copies.name, "--min-tokens", "0", stdout=io.StringIO())
     older = Dataset.objects.get()
@@ -250,4 +269,6 @@ def test_dataset_build_command_prints_only_its_own_report(tmp_path):
         call_command("dataset_build", little.name, stdout=out)
     newest = Dataset.objects.order_by("-pk").first()
     assert f"Dataset {newest.pk} failed" in str(caught.value)
-    assert "Read 1 files" in out.getvalue() and "little@" in out.getvalue() and "copies@" not in out.getvalue()
+    assert (
+        "Read 1 files" in out.getvalue() and "little@" in out.getvalue() and "copies@" not in out.getvalue()
+    )

@@ -55,7 +55,11 @@ def _jwt() -> str:
     def seg(obj) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
-    payload = {"sub": str(rng.randint(10**5, 10**9)), "name": rand(string.ascii_lowercase, 8), "iat": 1700000000}
+    payload = {
+        "sub": str(rng.randint(10**5, 10**9)),
+        "name": rand(string.ascii_lowercase, 8),
+        "iat": 1700000000,
+    }
     sig = base64.urlsafe_b64encode(rng.randbytes(32)).decode().rstrip("=")
     return f"{seg({'alg': 'HS256', 'typ': 'JWT'})}.{seg(payload)}.{sig}"
 
@@ -141,18 +145,36 @@ def positives() -> list[tuple[str, str, str, str]]:
         add("high-entropy-hex", "hmac.py", f'HMAC_KEY = "{v}"\n', v)
     for _ in range(2):
         v = rand(ALNUM + "+/", 86) + "=="
-        add("azure", "storage.py", f'conn = "DefaultEndpointsProtocol=https;AccountName=corp;AccountKey={v}"\n', v)
+        add(
+            "azure",
+            "storage.py",
+            f'conn = "DefaultEndpointsProtocol=https;AccountName=corp;AccountKey={v}"\n',
+            v,
+        )
     for i in range(8):
         first, last = rand(string.ascii_lowercase, 5), rand(string.ascii_lowercase, 7)
         v = f"{first}.{last}@{rng.choice(['acme-corp.com', 'bigbank.co.uk', 'corp.internal', 'contoso.io'])}"
-        text = [f"# Maintainer: {first.title()} <{v}>\n", f'NOTIFY = ["{v}"]\n', f"// contact {v} for access\n"][i % 3]
+        text = [
+            f"# Maintainer: {first.title()} <{v}>\n",
+            f'NOTIFY = ["{v}"]\n',
+            f"// contact {v} for access\n",
+        ][i % 3]
         add("email", "module.py", text, v)
     for i in range(8):
-        v = rng.choice([f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                        f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                        f"172.{rng.randint(16, 31)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                        f"52.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"])
-        text = [f'DB_HOST = "{v}"\n', f"server {v}:8080;\n", f"# the build box is {v}\n", f"ALLOWED = ['{v}']\n"][i % 4]
+        v = rng.choice(
+            [
+                f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                f"172.{rng.randint(16, 31)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                f"52.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+            ]
+        )
+        text = [
+            f'DB_HOST = "{v}"\n',
+            f"server {v}:8080;\n",
+            f"# the build box is {v}\n",
+            f"ALLOWED = ['{v}']\n",
+        ][i % 4]
         add("ip", "hosts.py", text, v)
     for _ in range(5):
         token = rand(ALNUM, 20)
@@ -172,33 +194,69 @@ def negatives() -> list[tuple[str, str, str]]:
         N.append((kind, filename, text))
 
     for text in [
-        'password = "<your-password>"\n', 'password = "changeme"\n', 'API_KEY = "YOUR_API_KEY_HERE"\n',
-        'token = "${GITHUB_TOKEN}"\n', 'password: "{{ vault_db_password }}"\n', 'secret = os.environ["SECRET"]\n',
-        "password = get_password(user)\n", "api_key = settings.API_KEY\n", 'password = ""\n',
-        'password = "********"\n', 'AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"\n',
+        'password = "<your-password>"\n',
+        'password = "changeme"\n',
+        'API_KEY = "YOUR_API_KEY_HERE"\n',
+        'token = "${GITHUB_TOKEN}"\n',
+        'password: "{{ vault_db_password }}"\n',
+        'secret = os.environ["SECRET"]\n',
+        "password = get_password(user)\n",
+        "api_key = settings.API_KEY\n",
+        'password = ""\n',
+        'password = "********"\n',
+        'AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"\n',
         'aws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n',
-        'DATABASE_URL = "postgres://user:password@localhost:5432/app"\n', 'contact = "user@example.com"\n',
-        'HOST = "127.0.0.1"\n', 'BIND = "0.0.0.0"\n', 'DOC_IP = "192.0.2.10"\n', 'NETMASK = "255.255.255.0"\n',
-        'version = "1.2.3.4"\n', "oid = '1.3.6.1.4.1.311'\n", 'secret_key = "dummy-secret-for-tests"\n',
-        'STRIPE_KEY = "sk_test_placeholder"\n', "if password is None:\n    raise ValueError('password required')\n",
+        'DATABASE_URL = "postgres://user:password@localhost:5432/app"\n',
+        'contact = "user@example.com"\n',
+        'HOST = "127.0.0.1"\n',
+        'BIND = "0.0.0.0"\n',
+        'DOC_IP = "192.0.2.10"\n',
+        'NETMASK = "255.255.255.0"\n',
+        'version = "1.2.3.4"\n',
+        "oid = '1.3.6.1.4.1.311'\n",
+        'secret_key = "dummy-secret-for-tests"\n',
+        'STRIPE_KEY = "sk_test_placeholder"\n',
+        "if password is None:\n    raise ValueError('password required')\n",
         "def check_password(raw_password):\n    return hasher.verify(raw_password)\n",
-        'git clone git@github.com:org/repo.git\n', "@pytest.mark.parametrize('x', [1, 2])\n",
-        "url = 'https://docs.python.org/3/library/re.html'\n", 'PASSWORD_FIELD = "password"\n',
-        "token = request.headers['X-Token']\n", 'password = "$DB_PASSWORD"\n',
+        "git clone git@github.com:org/repo.git\n",
+        "@pytest.mark.parametrize('x', [1, 2])\n",
+        "url = 'https://docs.python.org/3/library/re.html'\n",
+        'PASSWORD_FIELD = "password"\n',
+        "token = request.headers['X-Token']\n",
+        'password = "$DB_PASSWORD"\n',
     ]:
         add("placeholder", "settings.py", text)
     for _ in range(20):
         data = rng.randbytes(32)
         add("hash", "checksums.py", f'SHA256 = "{hashlib.sha256(data).hexdigest()}"\n')
-        add("hash", "lock.py", f'"integrity": "sha512-{base64.b64encode(hashlib.sha512(data).digest()).decode()}",\n')
+        add(
+            "hash",
+            "lock.py",
+            f'"integrity": "sha512-{base64.b64encode(hashlib.sha512(data).digest()).decode()}",\n',
+        )
         add("hash", "pins.py", f'revision = "{hashlib.sha1(data).hexdigest()}"  # pinned commit\n')
         add("hash", "cache.py", f'etag = "{hashlib.md5(data).hexdigest()}"\n')
     for _ in range(20):
         add("uuid", "ids.py", f'REQUEST_ID = "{uuid.UUID(int=rng.getrandbits(128), version=4)}"\n')
         add("uuid", "fixtures.json", f'{{"pk": "{uuid.UUID(int=rng.getrandbits(128), version=4)}"}}\n')
     for _ in range(15):
-        name = "".join(rng.choice(["Abstract", "Singleton", "Proxy", "Factory", "Bean", "Manager", "Handler",
-                                   "Request", "Response", "Serializer"]) for _ in range(4))
+        name = "".join(
+            rng.choice(
+                [
+                    "Abstract",
+                    "Singleton",
+                    "Proxy",
+                    "Factory",
+                    "Bean",
+                    "Manager",
+                    "Handler",
+                    "Request",
+                    "Response",
+                    "Serializer",
+                ]
+            )
+            for _ in range(4)
+        )
         add("identifier", "app.py", f'CLASS_PATH = "com.corp.{name}"\n')
         add("identifier", "app.py", f"value = compute_{name.lower()}(x, y)\n")
     for i in range(10):
@@ -236,8 +294,10 @@ def test_recall_is_total_and_false_positive_rate_reported(scrubber, record_prope
     record_property("secret_recall", 1 - len(missed) / len(positives()))
     record_property("secret_false_positive_rate", round(rate, 4))
     with capsys.disabled():
-        print(f"\nsecret corpus: {len(positives())} positives, recall {1 - len(missed) / len(positives()):.1%}; "
-              f"{len(negs)} look-alikes, false-positive rate {rate:.1%} ({len(flagged)})")
+        print(
+            f"\nsecret corpus: {len(positives())} positives, recall {1 - len(missed) / len(positives()):.1%}; "
+            f"{len(negs)} look-alikes, false-positive rate {rate:.1%} ({len(flagged)})"
+        )
         for item in flagged:
             print("  false positive:", item)
     assert not missed, missed
@@ -252,8 +312,10 @@ def test_hits_carry_line_and_kind_never_the_value(scrubber):
 
 
 def test_placeholders_are_typed(scrubber):
-    text = ('password = "Winter2024!x99"\nhost = "10.1.2.3"\n'
-            'KEY = "-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIB\\n-----END EC PRIVATE KEY-----"\n')
+    text = (
+        'password = "Winter2024!x99"\nhost = "10.1.2.3"\n'
+        'KEY = "-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIB\\n-----END EC PRIVATE KEY-----"\n'
+    )
     out, _ = scrubber.scrub(text, "s.py")
     assert '"<SECRET:generic-password>"' in out and '"<IP>"' in out and '"<PRIVATE_KEY>"' in out
 
@@ -271,8 +333,10 @@ def test_provider_tokens_never_reach_a_dataset(tmp_path):
     entries = corpus(contexts_per_format=1)
     files = {f"leaks/{i:04d}/{e.filename}": e.text for i, e in enumerate(entries)}
     repo = repository_register(source=str(git_repo_make(tmp_path / "leaky", files)))
-    dataset = dataset_build(repositories=[repo], options=DatasetOptions(min_tokens=0, max_duplicate_ratio=0.99,
-                                                                        near_duplicates="keep"))
+    dataset = dataset_build(
+        repositories=[repo],
+        options=DatasetOptions(min_tokens=0, max_duplicate_ratio=0.99, near_duplicates="keep"),
+    )
     written = "".join(p.read_text(errors="replace") for p in Path(dataset.path).iterdir() if p.is_file())
     kept_paths = set(dataset.files.exclude(split="dropped").values_list("path", flat=True))
     kept = [e for i, e in enumerate(entries) if f"leaks/{i:04d}/{e.filename}" in kept_paths]
@@ -286,10 +350,24 @@ def test_provider_tokens_never_reach_a_dataset(tmp_path):
 # The provider formats found verbatim in datasets before the rule set was packaged, by the names
 # benchmarks/secret_corpus.py gives them.
 NAMED_KINDS = [
-    "pypi-upload-token", "github-fine-grained-pat", "slack-app-level-token", "npm-access-token", "dockerhub-pat",
-    "jwt", "stripe-secret-key", "databricks-token", "digitalocean-pat", "digitalocean-oauth-token",
-    "heroku-api-key", "heroku-platform-token", "grafana-service-account-token", "postman-api-key",
-    "sourcegraph-access-token", "hashicorp-vault-service-token", "shopify-access-token", "mailgun-api-key",
+    "pypi-upload-token",
+    "github-fine-grained-pat",
+    "slack-app-level-token",
+    "npm-access-token",
+    "dockerhub-pat",
+    "jwt",
+    "stripe-secret-key",
+    "databricks-token",
+    "digitalocean-pat",
+    "digitalocean-oauth-token",
+    "heroku-api-key",
+    "heroku-platform-token",
+    "grafana-service-account-token",
+    "postman-api-key",
+    "sourcegraph-access-token",
+    "hashicorp-vault-service-token",
+    "shopify-access-token",
+    "mailgun-api-key",
 ]
 
 
@@ -307,17 +385,33 @@ def _leaky_files(seed: int) -> tuple[dict[str, str], list[str]]:
     bearer = "".join(g.choice(AL) for _ in range(40))
     plain = "Sunrise-" + "".join(g.choice(AL) for _ in range(8)) + "#7"
     py = ["import os", ""] + [f'{var}_{i} = "{value}"' for i, (var, value) in enumerate(found.values())]
-    py += ["", f'AWS_ACCESS_KEY_ID = "{key_id}"', f'AWS_SECRET_ACCESS_KEY = "{aws_secret}"', "",
-           f'PASSWORD = "{plain}"', "", "", "def connect():", '    return Session(os.environ["HOME"])', ""]
+    py += [
+        "",
+        f'AWS_ACCESS_KEY_ID = "{key_id}"',
+        f'AWS_SECRET_ACCESS_KEY = "{aws_secret}"',
+        "",
+        f'PASSWORD = "{plain}"',
+        "",
+        "",
+        "def connect():",
+        '    return Session(os.environ["HOME"])',
+        "",
+    ]
     yml = ["service:", "  name: billing", "  credentials:"]
     yml += [f"    {var.lower()}: {value}" for var, value in found.values()]
     yml += ["  aws:", f"    access_key_id: {key_id}", f"    secret_access_key: {aws_secret}", ""]
     sh = ["#!/bin/sh", "set -eu"]
     sh += [f"export {var}={value}" for var, value in found.values()]
-    sh += [f"curl -fsS -H 'Authorization: Bearer {bearer}' https://api.corp.internal/v1/deploy",
-           f"curl -u {user}:{password} https://nexus.corp.internal/repository/raw/", ""]
-    files = {"app/settings.py": "\n".join(py), "deploy/values.yml": "\n".join(yml),
-             "scripts/release.sh": "\n".join(sh)}
+    sh += [
+        f"curl -fsS -H 'Authorization: Bearer {bearer}' https://api.corp.internal/v1/deploy",
+        f"curl -u {user}:{password} https://nexus.corp.internal/repository/raw/",
+        "",
+    ]
+    files = {
+        "app/settings.py": "\n".join(py),
+        "deploy/values.yml": "\n".join(yml),
+        "scripts/release.sh": "\n".join(sh),
+    }
     values = [v for _, v in found.values()] + [key_id, aws_secret, password, bearer, plain]
     return files, values
 
@@ -337,11 +431,15 @@ def test_named_provider_tokens_never_reach_the_dataset(tmp_path):
     repo = repository_register(source=str(git_repo_make(tmp_path / "leaky", files)), name="leaky")
     dataset = dataset_build(repositories=[repo], options=DatasetOptions(near_duplicates="keep"))
     out = Path(dataset.path)
-    kept = {json.loads(line)["path"] for name in ("train.jsonl", "heldout.jsonl")
-            for line in (out / name).read_text().splitlines()}
+    kept = {
+        json.loads(line)["path"]
+        for name in ("train.jsonl", "heldout.jsonl")
+        for line in (out / name).read_text().splitlines()
+    }
     assert set(leaky) <= kept  # scrubbed, not dropped
-    leaked = [(f.name, v[:12]) for f in sorted(out.iterdir()) if f.is_file() for v in values
-              if v in f.read_text()]
+    leaked = [
+        (f.name, v[:12]) for f in sorted(out.iterdir()) if f.is_file() for v in values if v in f.read_text()
+    ]
     assert not leaked, leaked
     kinds = dataset.report["secrets"]["by_kind"]
     assert len(kinds) >= 15 and sum(kinds.values()) >= 3 * len(NAMED_KINDS)
@@ -352,11 +450,24 @@ def _django_sample() -> dict[str, str]:
     import django
 
     root = Path(django.__file__).resolve().parent
-    named = ["contrib/auth/forms.py", "contrib/auth/hashers.py", "contrib/auth/base_user.py",
-             "core/checks/security/base.py", "core/signing.py", "utils/crypto.py", "middleware/csrf.py",
-             "contrib/sessions/backends/base.py", "core/mail/__init__.py", "views/decorators/debug.py",
-             "db/backends/oracle/creation.py", "db/backends/postgresql/base.py", "conf/global_settings.py",
-             "test/client.py", "http/request.py", "contrib/auth/tokens.py"]
+    named = [
+        "contrib/auth/forms.py",
+        "contrib/auth/hashers.py",
+        "contrib/auth/base_user.py",
+        "core/checks/security/base.py",
+        "core/signing.py",
+        "utils/crypto.py",
+        "middleware/csrf.py",
+        "contrib/sessions/backends/base.py",
+        "core/mail/__init__.py",
+        "views/decorators/debug.py",
+        "db/backends/oracle/creation.py",
+        "db/backends/postgresql/base.py",
+        "conf/global_settings.py",
+        "test/client.py",
+        "http/request.py",
+        "contrib/auth/tokens.py",
+    ]
     every = sorted(root.rglob("*.py"))[::40]
     paths = [root / n for n in named] + [p for p in every if p.name != "measure.py"]
     return {str(p.relative_to(root)): p.read_text() for p in paths if "__pycache__" not in p.parts}
@@ -385,14 +496,17 @@ def test_rule_set_is_the_packaged_one_compiled_once():
     assert rules.skipped.get("regex syntax Python's re lacks", 0) <= 10
 
 
-@pytest.mark.parametrize("go,python", [
-    (r"p8e-(?i)[a-z0-9]{32}", r"p8e-(?i:[a-z0-9]{32})"),
-    (r"(a(?i)b|c)d", r"(a(?i:b)|(?i:c))d"),
-    (r"(?i)x(?-i:Y)", r"(?i)x(?-i:Y)"),
-    (r"tok(?:[^\w-]|\z)", r"tok(?:[^\w-]|\Z)"),
-    (r"[[:alnum:]_]{8}", r"[0-9A-Za-z_]{8}"),
-    (r"(?<name>\d+)", r"(?P<name>\d+)"),
-])
+@pytest.mark.parametrize(
+    "go,python",
+    [
+        (r"p8e-(?i)[a-z0-9]{32}", r"p8e-(?i:[a-z0-9]{32})"),
+        (r"(a(?i)b|c)d", r"(a(?i:b)|(?i:c))d"),
+        (r"(?i)x(?-i:Y)", r"(?i)x(?-i:Y)"),
+        (r"tok(?:[^\w-]|\z)", r"tok(?:[^\w-]|\Z)"),
+        (r"[[:alnum:]_]{8}", r"[0-9A-Za-z_]{8}"),
+        (r"(?<name>\d+)", r"(?P<name>\d+)"),
+    ],
+)
 def test_go_regex_translation(go, python):
     from appliance.secret_rules import go_regex
 
@@ -402,7 +516,9 @@ def test_go_regex_translation(go, python):
 def test_filters_read_entropy_and_allowlists():
     from appliance.secret_rules import filter_drops
 
-    drops = filter_drops('entropy(finding["secret"]) <= 3.0\n|| matchesAny(finding["secret"], [`.+EXAMPLE$`])')
+    drops = filter_drops(
+        'entropy(finding["secret"]) <= 3.0\n|| matchesAny(finding["secret"], [`.+EXAMPLE$`])'
+    )
     assert len(drops) == 1
     assert drops[0]("aaaaaaaaaaaaaaaaaaaa", "", "", "") and drops[0]("Q7zK2mXp9RtW4vYb8NcEXAMPLE", "", "", "")
     assert not drops[0]("Q7zK2mXp9RtW4vYb8NcL", "", "", "")

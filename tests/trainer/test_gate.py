@@ -13,9 +13,18 @@ def _metrics(**hits: list[int]) -> dict:
     models = {}
     for label, h in hits.items():
         n = len(h)
-        models[label] = {"line_completion": {"prefix": {
-            "tasks": n, "exact_match": sum(h) / n, "exact_match_ci95": list(wilson_interval(sum(h), n)),
-            "edit_similarity": 0.5, "hits": h}}, "perplexity": {"perplexity": 9.0}}
+        models[label] = {
+            "line_completion": {
+                "prefix": {
+                    "tasks": n,
+                    "exact_match": sum(h) / n,
+                    "exact_match_ci95": list(wilson_interval(sum(h), n)),
+                    "edit_similarity": 0.5,
+                    "hits": h,
+                }
+            },
+            "perplexity": {"perplexity": 9.0},
+        }
     return {"mode": "prefix", "tasks": len(next(iter(hits.values()))), "models": models}
 
 
@@ -44,8 +53,8 @@ def test_a_worse_candidate_is_not_promoted():
 
 def test_a_lead_of_seven_lines_in_three_hundred_is_noise():
     # The case the gate used to promote: 0.063 against 0.040 on 300 lines, discordant 12 vs 5.
-    base = [1] * 12 + [0] * 288          # base right on lines 0-11
-    cand = [0] * 5 + [1] * 7 + [1] * 12 + [0] * 276   # loses 5, wins 12
+    base = [1] * 12 + [0] * 288  # base right on lines 0-11
+    cand = [0] * 5 + [1] * 7 + [1] * 12 + [0] * 276  # loses 5, wins 12
     scores = Scores.from_metrics(_metrics(base=base, candidate=cand))
     decision = promotion_decide(scores, margin=0.0)
     assert scores.headline("candidate").exact_match > scores.headline("base").exact_match
@@ -65,7 +74,9 @@ def test_the_served_model_is_the_reference_when_there_is_one():
     base = [0] * 300
     served = [1] * 60 + [0] * 240
     cand = [1] * 50 + [0] * 250  # far better than the base, worse than what is served
-    decision = promotion_decide(Scores.from_metrics(_metrics(base=base, served=served, candidate=cand)), margin=0.0)
+    decision = promotion_decide(
+        Scores.from_metrics(_metrics(base=base, served=served, candidate=cand)), margin=0.0
+    )
     assert decision.reference == "served" and not decision.promote
 
 

@@ -20,8 +20,16 @@ def versions(micro_base, tmp_path):
         gguf.write_bytes(b"GGUF")
         folder = tmp_path / f"version-{i}"
         folder.mkdir()
-        rows.append(ModelVersion.objects.create(base=micro_base, run=run, status="candidate", gguf_path=str(gguf),
-                                                path=str(folder), fim_format="hearth"))
+        rows.append(
+            ModelVersion.objects.create(
+                base=micro_base,
+                run=run,
+                status="candidate",
+                gguf_path=str(gguf),
+                path=str(folder),
+                fim_format="hearth",
+            )
+        )
     return rows
 
 

@@ -131,7 +131,9 @@ def test_credentials_encrypted_at_rest_and_never_in_argv_or_errors(tmp_path, mon
     clone = [(cmd, env) for cmd, env in seen if "clone" in cmd]
     assert clone and all(secret not in " ".join(cmd) for cmd, _ in seen)
     _, env = clone[0]
-    assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader" and env["GIT_CONFIG_VALUE_0"].startswith("Authorization: Basic")
+    assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader" and env["GIT_CONFIG_VALUE_0"].startswith(
+        "Authorization: Basic"
+    )
 
 
 @pytest.mark.django_db
@@ -219,7 +221,9 @@ def hostile_repo(tmp_path):
         "src/app.py": "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n",
         "src/util.py": "import sys\n\n\ndef main(argv):\n    return len(argv)\n\n\nsys.exit(main(sys.argv))\n",
         ".gitattributes": "*.bin filter=lfs diff=lfs merge=lfs -text\n",
-        "models/weights.bin": "version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 1\n",
+        "models/weights.bin": "version https://git-lfs.github.com/spec/v1\noid sha256:"
+        + "a" * 64
+        + "\nsize 1\n",
         "src/pointer.py": "version https://git-lfs.github.com/spec/v1\noid sha256:" + "b" * 64 + "\nsize 9\n",
         "assets/logo.png": b"\x89PNG\r\n\x1a\n\x00\x00binary",
         "src/blob.py": b"x = 1\n\x00\x01\x02\xff",
@@ -250,8 +254,17 @@ def hostile_repo(tmp_path):
     # Armed only after the fixture's own commits: anything that runs them leaves the marker.
     marker = tmp_path / "pwned"
     hook = f"#!/bin/sh\ntouch {marker}\n"
-    for name in ("post-checkout", "pre-commit", "post-merge", "reference-transaction", "pre-auto-gc",
-                 "post-rewrite", "pre-push", "push-to-checkout", "post-index-change"):
+    for name in (
+        "post-checkout",
+        "pre-commit",
+        "post-merge",
+        "reference-transaction",
+        "pre-auto-gc",
+        "post-rewrite",
+        "pre-push",
+        "push-to-checkout",
+        "post-index-change",
+    ):
         (repo / ".git" / "hooks" / name).write_text(hook)
         (repo / ".git" / "hooks" / name).chmod(0o755)
     git_run(repo, "config", "core.fsmonitor", f"touch {marker}")
@@ -278,7 +291,9 @@ def test_hostile_repository_every_case_skipped_with_its_reason(hostile_repo):
         assert reasons.get(path) == reason, (path, reasons.get(path), reason)
     kept = {f.path for f in DatasetFile.objects.filter(dataset=dataset).exclude(split="dropped")}
     assert kept == {"src/app.py", "src/util.py"}, kept
-    texts = "".join(r["text"] for split in ("train", "heldout") for r in dataset_files_read(Path(dataset.path), split))
+    texts = "".join(
+        r["text"] for split in ("train", "heldout") for r in dataset_files_read(Path(dataset.path), split)
+    )
     assert "TOP SECRET" not in texts and "hunter2" not in texts
     assert not marker.exists()
     # the symlink was never followed, inside Hearth's mirror either

@@ -27,7 +27,11 @@ def test_settings_validate_with_readable_message():
 
 def test_learning_rate_follows_model_size_unless_set():
     auto = LoraSettings()
-    assert auto.learning_rate_for(135_000_000) > auto.learning_rate_for(1_500_000_000) > auto.learning_rate_for(7 * 10**9)
+    assert (
+        auto.learning_rate_for(135_000_000)
+        > auto.learning_rate_for(1_500_000_000)
+        > auto.learning_rate_for(7 * 10**9)
+    )
     assert LoraSettings(learning_rate=1e-4).learning_rate_for(135_000_000) == 1e-4
 
 
@@ -73,12 +77,29 @@ def test_training_lowers_loss_on_cpu(micro_dir, tmp_path, quantization):
     from trainer.training.modeling import method_choose
 
     files = _files()
-    settings = LoraSettings(max_steps=30, seq_len=128, grad_accum=1, batch_size=4, learning_rate=2e-2, rank=32,
-                            warmup_steps=1, eval_every_steps=10, eval_sequences=6, quantization=quantization)
+    settings = LoraSettings(
+        max_steps=30,
+        seq_len=128,
+        grad_accum=1,
+        batch_size=4,
+        learning_rate=2e-2,
+        rank=32,
+        warmup_steps=1,
+        eval_every_steps=10,
+        eval_sequences=6,
+        quantization=quantization,
+    )
     method = method_choose(settings.quantization)
     assert method.four_bit == (quantization == "nf4")
-    summary = train(hf_path=str(micro_dir), train_files=files, heldout_files=files[:2], settings=settings,
-                    method=method, out_dir=tmp_path / "run", log=lambda m: None)
+    summary = train(
+        hf_path=str(micro_dir),
+        train_files=files,
+        heldout_files=files[:2],
+        settings=settings,
+        method=method,
+        out_dir=tmp_path / "run",
+        log=lambda m: None,
+    )
     history = [h["eval_loss"] for h in summary["eval_history"]]
     assert history == sorted(history, reverse=True) and history[-1] < history[0] - 0.01, history
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
@@ -101,8 +122,15 @@ def test_base_without_fim_tokens_gets_them_added(micro_dir, tmp_path):
         (plain / name).write_text(text)
     assert fim_format_detect(tokenizer_load(str(plain)).get_vocab()) is None
     settings = LoraSettings(max_steps=2, seq_len=64, grad_accum=1, eval_sequences=2, warmup_steps=0)
-    summary = train(hf_path=str(plain), train_files=_files()[:2], heldout_files=_files()[:1], settings=settings,
-                    method=method_choose("none"), out_dir=tmp_path / "run", log=lambda m: None)
+    summary = train(
+        hf_path=str(plain),
+        train_files=_files()[:2],
+        heldout_files=_files()[:1],
+        settings=settings,
+        method=method_choose("none"),
+        out_dir=tmp_path / "run",
+        log=lambda m: None,
+    )
     assert summary["fim_tokens_added"] >= 3 and summary["fim_format"] == "starcoder"
     fmt = adapter_merge(str(plain), tmp_path / "run" / "adapter", tmp_path / "merged")
     assert fmt.name == "starcoder"
@@ -119,12 +147,26 @@ def test_cancel_leaves_a_checkpoint_the_next_attempt_resumes_from(micro_dir, tmp
     from trainer.training.modeling import method_choose
 
     files = _files()
-    settings = LoraSettings(max_steps=6, seq_len=64, grad_accum=2, eval_every_steps=2, eval_sequences=2,
-                            warmup_steps=1, early_stopping_patience=10)
+    settings = LoraSettings(
+        max_steps=6,
+        seq_len=64,
+        grad_accum=2,
+        eval_every_steps=2,
+        eval_sequences=2,
+        warmup_steps=1,
+        early_stopping_patience=10,
+    )
     run = tmp_path / "run"
     asked = []
-    kwargs = {"hf_path": str(micro_dir), "train_files": files, "heldout_files": files[:1], "settings": settings,
-              "method": method_choose("none"), "out_dir": run, "progress_every_s": 0.0}
+    kwargs = {
+        "hf_path": str(micro_dir),
+        "train_files": files,
+        "heldout_files": files[:1],
+        "settings": settings,
+        "method": method_choose("none"),
+        "out_dir": run,
+        "progress_every_s": 0.0,
+    }
     with pytest.raises(TrainingCancelled):
         train(**kwargs, should_stop=lambda: asked.append(1) or len(asked) >= 3, log=lambda m: None)
     meta = json.loads((run / "checkpoint" / "meta.json").read_text())

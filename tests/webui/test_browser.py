@@ -147,7 +147,11 @@ def test_admin_flow_in_a_browser(
     page.fill("#id_source", str(code_repo))
     page.click("input[name=_save]")
     _until(
-        page, lambda: "ready" in page.locator("#result_list").inner_text().lower(), 120, "the first sync", reload=True
+        page,
+        lambda: "ready" in page.locator("#result_list").inner_text().lower(),
+        120,
+        "the first sync",
+        reload=True,
     )
     _shot(page, "02-repositories")
 

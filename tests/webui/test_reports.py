@@ -8,9 +8,15 @@ pytestmark = pytest.mark.django_db
 
 
 def _score(em: float, tasks: int = 300, prediction: str = "") -> dict:
-    return {"mode": "prefix", "tasks": tasks, "exact_match": em, "exact_match_ci95": [em - 0.02, em + 0.03],
-            "edit_similarity": 0.4, "by_language": {"python": {"tasks": tasks, "exact_match": em, "edit_similarity": 0.4}},
-            "examples": [{"path": "app/x.py", "line": 7, "target": "return <total>", "prediction": prediction}]}
+    return {
+        "mode": "prefix",
+        "tasks": tasks,
+        "exact_match": em,
+        "exact_match_ci95": [em - 0.02, em + 0.03],
+        "edit_similarity": 0.4,
+        "by_language": {"python": {"tasks": tasks, "exact_match": em, "edit_similarity": 0.4}},
+        "examples": [{"path": "app/x.py", "line": 7, "target": "return <total>", "prediction": prediction}],
+    }
 
 
 @pytest.fixture
@@ -21,19 +27,39 @@ def report():
     dataset = Dataset.objects.create(status=Dataset.Status.READY)
     run = TrainingRun.objects.create(base=base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
     version = ModelVersion.objects.create(base=base, run=run, status=ModelVersion.Status.CANDIDATE)
-    metrics = {"mode": "prefix", "tasks": 300, "models": {
-        "base": {"line_completion": {"prefix": _score(0.037, prediction="pass")}, "perplexity": {"perplexity": 10.31, "tokens": 4096}},
-        "candidate": {"line_completion": {"prefix": _score(0.083, prediction="return <total>"), "fim": _score(0.0, 120)},
-                      "perplexity": {"perplexity": 6.38, "tokens": 4096}},
-    }}
-    return EvaluationReport.objects.create(dataset=dataset, version=version, mode="prefix", metrics=metrics,
-                                           decision="promoted: exact match 0.083 beats the base model's 0.037")
+    metrics = {
+        "mode": "prefix",
+        "tasks": 300,
+        "models": {
+            "base": {
+                "line_completion": {"prefix": _score(0.037, prediction="pass")},
+                "perplexity": {"perplexity": 10.31, "tokens": 4096},
+            },
+            "candidate": {
+                "line_completion": {
+                    "prefix": _score(0.083, prediction="return <total>"),
+                    "fim": _score(0.0, 120),
+                },
+                "perplexity": {"perplexity": 6.38, "tokens": 4096},
+            },
+        },
+    }
+    return EvaluationReport.objects.create(
+        dataset=dataset,
+        version=version,
+        mode="prefix",
+        metrics=metrics,
+        decision="promoted: exact match 0.083 beats the base model's 0.037",
+    )
 
 
 @pytest.mark.parametrize("page", ["report", "version"])
 def test_report_is_a_comparison_table(admin_client, report, page):
-    url = (f"/admin/trainer/evaluationreport/{report.pk}/change/" if page == "report"
-           else f"/admin/trainer/modelversion/{report.version.pk}/change/")
+    url = (
+        f"/admin/trainer/evaluationreport/{report.pk}/change/"
+        if page == "report"
+        else f"/admin/trainer/modelversion/{report.version.pk}/change/"
+    )
     html = admin_client.get(url).content.decode()
     assert "Base against candidate" in html and "promoted: exact match 0.083" in html
     assert "<td>candidate</td>" in html and "0.083" in html and "0.037" in html

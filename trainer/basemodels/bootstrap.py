@@ -294,5 +294,3 @@ def _pretrain(model, sp, texts: list[str], *, seed: int, steps: int) -> None:
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == steps - 1:
             logger.info("micro model: pretrain step %d/%d loss %.3f", step + 1, steps, loss.item())
-
-

@@ -47,9 +47,15 @@ def _base_name(node: ast.expr) -> str:
 def _registrations(cls: ast.ClassDef) -> list[str]:
     names: list[str] = []
     for deco in cls.decorator_list:
-        if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "register"
-                and _base_name(deco.func.value) == "ModelBase"):
-            names.extend(a.value for a in deco.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+        if (
+            isinstance(deco, ast.Call)
+            and isinstance(deco.func, ast.Attribute)
+            and deco.func.attr == "register"
+            and _base_name(deco.func.value) == "ModelBase"
+        ):
+            names.extend(
+                a.value for a in deco.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+            )
     return names
 
 
@@ -69,15 +75,29 @@ class _Converter:
             tree = ast.parse(source.read_text(errors="replace"), filename=str(source))
             for node in tree.body:
                 if isinstance(node, ast.ClassDef):
-                    methods = {n.name: n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-                    self.classes[node.name] = _Class(node.name, source.stem, [_base_name(b) for b in node.bases],
-                                                     methods, _registrations(node))
+                    methods = {
+                        n.name: n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    }
+                    self.classes[node.name] = _Class(
+                        node.name,
+                        source.stem,
+                        [_base_name(b) for b in node.bases],
+                        methods,
+                        _registrations(node),
+                    )
                 elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     self.functions.setdefault(node.name, []).append(node)
-                elif (source.stem == "__init__" and isinstance(node, ast.AnnAssign)
-                      and _base_name(node.target) == "TEXT_MODEL_MAP" and isinstance(node.value, ast.Dict)):
-                    self.text_map = {k.value: v.value for k, v in zip(node.value.keys, node.value.values)
-                                     if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)}
+                elif (
+                    source.stem == "__init__"
+                    and isinstance(node, ast.AnnAssign)
+                    and _base_name(node.target) == "TEXT_MODEL_MAP"
+                    and isinstance(node.value, ast.Dict)
+                ):
+                    self.text_map = {
+                        k.value: v.value
+                        for k, v in zip(node.value.keys, node.value.values)
+                        if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)
+                    }
         self._mro: dict[str, list[str]] = {}
 
     def mro(self, name: str) -> list[str]:
@@ -101,7 +121,7 @@ class _Converter:
     def resolve(self, concrete: str, attr: str, after: str | None = None) -> tuple[str, ast.AST] | None:
         order = self.mro(concrete)
         if after is not None:
-            order = order[order.index(after) + 1:] if after in order else []
+            order = order[order.index(after) + 1 :] if after in order else []
         for owner in order:
             if attr in self.classes[owner].methods:
                 return owner, self.classes[owner].methods[attr]
@@ -156,8 +176,12 @@ class _Converter:
             func = node.func
             if isinstance(func, ast.Name) and func.id == "getattr" and len(node.args) >= 2:
                 target, name = node.args[0], node.args[1]
-                if (isinstance(target, ast.Name) and target.id in ("self", "cls")
-                        and isinstance(name, ast.Constant) and isinstance(name.value, str)):
+                if (
+                    isinstance(target, ast.Name)
+                    and target.id in ("self", "cls")
+                    and isinstance(name, ast.Constant)
+                    and isinstance(name.value, str)
+                ):
                     yield from method(ctx, name.value)
             elif isinstance(func, ast.Name) and func.id in self.classes:
                 for root in ROOTS:
@@ -178,7 +202,9 @@ class _Converter:
         return found
 
 
-def audit(converter_root: Path, gated: frozenset[tuple[str, str]] = frozenset()) -> dict[str, list[str] | None]:
+def audit(
+    converter_root: Path, gated: frozenset[tuple[str, str]] = frozenset()
+) -> dict[str, list[str] | None]:
     """Architecture → None if its conversion never reaches trust_remote_code (not following the
     `gated` call sites), else one path that does."""
     conv = _Converter(Path(converter_root))

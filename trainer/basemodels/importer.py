@@ -25,11 +25,20 @@ from trainer.basemodels.architectures import REFUSED_TOKENIZER_CLASSES, SAFE_ARC
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 CODE_SUFFIXES = {".py", ".pyc", ".pyo", ".pyw"}
 # The files an import copies, by name: weights, configs, tokenizer files, README/LICENSE-type text.
-KNOWN_FILES = frozenset({
-    "config.json", "generation_config.json", "model.safetensors.index.json",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json", "merges.txt", "added_tokens.json",
-})
+KNOWN_FILES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.model",
+        "vocab.json",
+        "merges.txt",
+        "added_tokens.json",
+    }
+)
 _WEIGHTS = re.compile(r"[\w.-]+\.safetensors")
 _TEXT = re.compile(r"(?i)(readme|licen[cs]e|notice|copying|use_policy)([-_][a-z0-9]+)?(\.(md|txt|rst))?")
 _REGISTER = re.compile(r"ModelBase\.register\(([^)]*)\)")
@@ -107,8 +116,10 @@ def code_refusal(path: Path) -> str | None:
         if entry.is_symlink():
             target = entry.resolve()
             if not target.is_relative_to(root):
-                return (f"{rel} is a symbolic link to {target}, outside the model folder: copy the model with "
-                        "its links resolved (cp -rL) and import that copy.")
+                return (
+                    f"{rel} is a symbolic link to {target}, outside the model folder: copy the model with "
+                    "its links resolved (cp -rL) and import that copy."
+                )
             if not target.exists():
                 return f"{rel} is a broken symbolic link."
         if entry.suffix.lower() in CODE_SUFFIXES:
@@ -122,8 +133,10 @@ def code_refusal(path: Path) -> str | None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             return f"{rel} is not valid JSON ({exc}); it could hide settings Hearth has to check."
         if _has_key(data, "auto_map"):
-            return (f"{rel} has an auto_map: this model needs its own Python code to load. {_NO_CODE} "
-                    "Use a model that transformers supports natively.")
+            return (
+                f"{rel} has an auto_map: this model needs its own Python code to load. {_NO_CODE} "
+                "Use a model that transformers supports natively."
+            )
     tokenizer_config = _json_object(root / "tokenizer_config.json")
     cls = tokenizer_config.get("tokenizer_class")
     if cls in REFUSED_TOKENIZER_CLASSES:
@@ -132,11 +145,15 @@ def code_refusal(path: Path) -> str | None:
     refused = sorted({a for a in named if a not in SAFE_ARCHITECTURES})
     unsupported = [a for a in refused if a not in converter_architectures()]
     if unsupported:
-        return (f"Architecture {', '.join(unsupported)} is not supported by the GGUF converter of the serving "
-                "llama.cpp, so Hearth could not serve a model fine-tuned from it.")
+        return (
+            f"Architecture {', '.join(unsupported)} is not supported by the GGUF converter of the serving "
+            "llama.cpp, so Hearth could not serve a model fine-tuned from it."
+        )
     if refused:
-        return (f"Architecture {', '.join(refused)} is refused: the GGUF converter of the serving llama.cpp loads "
-                f"its tokenizer with trust_remote_code=True, which runs code from the model folder. {_NO_CODE}")
+        return (
+            f"Architecture {', '.join(refused)} is refused: the GGUF converter of the serving llama.cpp loads "
+            f"its tokenizer with trust_remote_code=True, which runs code from the model folder. {_NO_CODE}"
+        )
     return None
 
 
@@ -183,8 +200,11 @@ def folder_check(path: Path) -> dict:
 
 def import_files(path: Path) -> list[Path]:
     """The files of the folder an import copies: known names at its top level, nothing else."""
-    return [p for p in sorted(Path(path).iterdir())
-            if p.is_file() and (p.name in KNOWN_FILES or _WEIGHTS.fullmatch(p.name) or _TEXT.fullmatch(p.name))]
+    return [
+        p
+        for p in sorted(Path(path).iterdir())
+        if p.is_file() and (p.name in KNOWN_FILES or _WEIGHTS.fullmatch(p.name) or _TEXT.fullmatch(p.name))
+    ]
 
 
 def tokenizer_fim(path: Path) -> FimFormat | None:

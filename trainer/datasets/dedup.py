@@ -42,7 +42,7 @@ def shingle_hashes(words: list[bytes], size: int) -> np.ndarray:
         n, size = 1, len(th)
     sh = th[:n].copy()
     for k in range(1, size):
-        sh = sh * _MIX + th[k:k + n]
+        sh = sh * _MIX + th[k : k + n]
     sh ^= sh >> np.uint64(32)
     return np.unique(sh & _MASK32)
 

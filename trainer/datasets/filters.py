@@ -17,43 +17,220 @@ from trainer.mirrors.git import TreeEntry
 
 # Reasons, in the order they are tried: the first that applies is recorded.
 REASONS = (
-    "submodule", "symlink", "unsafe-path", "secret-file", "excluded", "vendored", "lockfile", "lfs-pointer",
-    "binary", "data-file", "language-unknown", "language-off", "too-large", "not-utf8", "empty", "generated",
-    "minified", "duplicate", "near-duplicate",
+    "submodule",
+    "symlink",
+    "unsafe-path",
+    "secret-file",
+    "excluded",
+    "vendored",
+    "lockfile",
+    "lfs-pointer",
+    "binary",
+    "data-file",
+    "language-unknown",
+    "language-off",
+    "too-large",
+    "not-utf8",
+    "empty",
+    "generated",
+    "minified",
+    "duplicate",
+    "near-duplicate",
 )
 
-VENDORED_DIRS = frozenset({
-    "node_modules", "bower_components", "jspm_packages", "vendor", "vendors", "third_party", "thirdparty",
-    "third-party", "3rdparty", "dist", "build", ".venv", "venv", "site-packages", "__pycache__", "Pods",
-    "Carthage", ".yarn", ".tox", ".nox", ".mypy_cache", ".gradle", "target",
-})
-LOCKFILES = frozenset({
-    "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb", "Cargo.lock",
-    "poetry.lock", "Pipfile.lock", "pdm.lock", "uv.lock", "composer.lock", "Gemfile.lock", "go.sum",
-    "mix.lock", "pubspec.lock", "packages.lock.json", "flake.lock", "Podfile.lock", "gradle.lockfile",
-})
-BINARY_EXTENSIONS = frozenset({
-    ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".icns", ".webp", ".tif", ".tiff", ".psd", ".pdf",
-    ".zip", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".tar", ".jar", ".war", ".ear", ".class",
-    ".so", ".dylib", ".dll", ".exe", ".o", ".a", ".lib", ".obj", ".pyc", ".pyo", ".pyd", ".whl", ".egg",
-    ".woff", ".woff2", ".ttf", ".otf", ".eot", ".mp3", ".mp4", ".m4a", ".avi", ".mov", ".wav", ".flac",
-    ".ogg", ".webm", ".mo", ".bin", ".iso", ".dmg", ".img", ".apk", ".ipa", ".wasm", ".pdb", ".gguf",
-    ".safetensors", ".pt", ".pth", ".onnx", ".ckpt",
-})
-DATA_EXTENSIONS = frozenset({
-    ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".arrow", ".feather", ".npy", ".npz", ".pkl",
-    ".pickle", ".h5", ".hdf5", ".avro", ".orc", ".xls", ".xlsx", ".ods", ".sqlite", ".sqlite3", ".db", ".dbf",
-    ".geojson", ".kml", ".shp", ".po", ".pot", ".xliff", ".xlf", ".dat", ".log",
-})
+VENDORED_DIRS = frozenset(
+    {
+        "node_modules",
+        "bower_components",
+        "jspm_packages",
+        "vendor",
+        "vendors",
+        "third_party",
+        "thirdparty",
+        "third-party",
+        "3rdparty",
+        "dist",
+        "build",
+        ".venv",
+        "venv",
+        "site-packages",
+        "__pycache__",
+        "Pods",
+        "Carthage",
+        ".yarn",
+        ".tox",
+        ".nox",
+        ".mypy_cache",
+        ".gradle",
+        "target",
+    }
+)
+LOCKFILES = frozenset(
+    {
+        "package-lock.json",
+        "npm-shrinkwrap.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "bun.lockb",
+        "Cargo.lock",
+        "poetry.lock",
+        "Pipfile.lock",
+        "pdm.lock",
+        "uv.lock",
+        "composer.lock",
+        "Gemfile.lock",
+        "go.sum",
+        "mix.lock",
+        "pubspec.lock",
+        "packages.lock.json",
+        "flake.lock",
+        "Podfile.lock",
+        "gradle.lockfile",
+    }
+)
+BINARY_EXTENSIONS = frozenset(
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".bmp",
+        ".ico",
+        ".icns",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".psd",
+        ".pdf",
+        ".zip",
+        ".gz",
+        ".tgz",
+        ".bz2",
+        ".xz",
+        ".zst",
+        ".7z",
+        ".rar",
+        ".tar",
+        ".jar",
+        ".war",
+        ".ear",
+        ".class",
+        ".so",
+        ".dylib",
+        ".dll",
+        ".exe",
+        ".o",
+        ".a",
+        ".lib",
+        ".obj",
+        ".pyc",
+        ".pyo",
+        ".pyd",
+        ".whl",
+        ".egg",
+        ".woff",
+        ".woff2",
+        ".ttf",
+        ".otf",
+        ".eot",
+        ".mp3",
+        ".mp4",
+        ".m4a",
+        ".avi",
+        ".mov",
+        ".wav",
+        ".flac",
+        ".ogg",
+        ".webm",
+        ".mo",
+        ".bin",
+        ".iso",
+        ".dmg",
+        ".img",
+        ".apk",
+        ".ipa",
+        ".wasm",
+        ".pdb",
+        ".gguf",
+        ".safetensors",
+        ".pt",
+        ".pth",
+        ".onnx",
+        ".ckpt",
+    }
+)
+DATA_EXTENSIONS = frozenset(
+    {
+        ".csv",
+        ".tsv",
+        ".json",
+        ".jsonl",
+        ".ndjson",
+        ".parquet",
+        ".arrow",
+        ".feather",
+        ".npy",
+        ".npz",
+        ".pkl",
+        ".pickle",
+        ".h5",
+        ".hdf5",
+        ".avro",
+        ".orc",
+        ".xls",
+        ".xlsx",
+        ".ods",
+        ".sqlite",
+        ".sqlite3",
+        ".db",
+        ".dbf",
+        ".geojson",
+        ".kml",
+        ".shp",
+        ".po",
+        ".pot",
+        ".xliff",
+        ".xlf",
+        ".dat",
+        ".log",
+    }
+)
 # Files that are secrets by nature: dropped whole, never scanned line by line.
-SECRET_NAMES = frozenset({
-    ".netrc", "_netrc", ".pgpass", ".npmrc", ".pypirc", ".htpasswd", ".git-credentials", ".dockercfg",
-    "credentials", "secrets.yml", "secrets.yaml", "secrets.json", "terraform.tfvars", ".envrc",
-})
-SECRET_EXTENSIONS = frozenset({
-    ".pem", ".key", ".p12", ".pfx", ".jks", ".keystore", ".truststore", ".kdbx", ".ppk", ".tfstate",
-    ".tfvars", ".env", ".p8",
-})
+SECRET_NAMES = frozenset(
+    {
+        ".netrc",
+        "_netrc",
+        ".pgpass",
+        ".npmrc",
+        ".pypirc",
+        ".htpasswd",
+        ".git-credentials",
+        ".dockercfg",
+        "credentials",
+        "secrets.yml",
+        "secrets.yaml",
+        "secrets.json",
+        "terraform.tfvars",
+        ".envrc",
+    }
+)
+SECRET_EXTENSIONS = frozenset(
+    {
+        ".pem",
+        ".key",
+        ".p12",
+        ".pfx",
+        ".jks",
+        ".keystore",
+        ".truststore",
+        ".kdbx",
+        ".ppk",
+        ".tfstate",
+        ".tfvars",
+        ".env",
+        ".p8",
+    }
+)
 SECRET_PREFIXES = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", ".env")
 MINIFIED_SUFFIXES = (".min.js", ".min.css", ".min.mjs", "-min.js", ".bundle.js", ".min.map")
 
@@ -108,7 +285,9 @@ def path_verdict(
         return Verdict("symlink", "a symbolic link; links are never followed")
     parts = path.split("/")
     if _UNSAFE_CHARS.search(path) or any(p.startswith("..") for p in parts):
-        return Verdict("unsafe-path", "control characters, backslashes, bytes that are not UTF-8 or a '..' name")
+        return Verdict(
+            "unsafe-path", "control characters, backslashes, bytes that are not UTF-8 or a '..' name"
+        )
     name = parts[-1]
     lower = name.lower()
     suffix = PurePosixPath(lower).suffix

@@ -60,7 +60,11 @@ _HASH_CONTEXT = re.compile(
 # Every pattern of these plugins requires one of these words (checked at start-up for the keywords).
 _CREDENTIAL_WORDS = re.compile(r"key|pw|pass|token|secret|contrase|cloudant|softlayer")
 _CREDENTIAL_WORD_PLUGINS = {
-    "KeywordDetector", "CloudantDetector", "IbmCloudIamDetector", "IbmCosHmacDetector", "SoftlayerDetector",
+    "KeywordDetector",
+    "CloudantDetector",
+    "IbmCloudIamDetector",
+    "IbmCosHmacDetector",
+    "SoftlayerDetector",
 }
 # Literal prefixes of plugins whose own patterns are slow over a whole file.
 _GATES = {
@@ -91,7 +95,9 @@ class SecretScrubber:
         from detect_secrets.settings import get_settings
 
         # Verification would call the vendors' APIs over the network: never, on an air-gapped box.
-        get_settings().disable_filters("detect_secrets.filters.common.is_ignored_due_to_verification_policies")
+        get_settings().disable_filters(
+            "detect_secrets.filters.common.is_ignored_due_to_verification_policies"
+        )
         self.checks: list[tuple[object, list[re.Pattern], bool]] = []
         # Vendor-specific plugins first, so a GitHub token is reported as one and not as "high entropy".
         order = {"KeywordDetector": 1, **dict.fromkeys(_ENTROPY_PLUGINS, 2)}
@@ -194,7 +200,9 @@ class SecretScrubber:
     def _plugin_hits(self, plugin, filename: str, line: str, number: int):
         from detect_secrets.filters import heuristic
 
-        if len(line) > 5000:  # the keyword regexes backtrack badly on huge lines; such files are minified anyway
+        if (
+            len(line) > 5000
+        ):  # the keyword regexes backtrack badly on huge lines; such files are minified anyway
             line = line[:5000]
         found = plugin.analyze_line(filename=filename, line=line, line_number=number)
         if not found:
@@ -232,7 +240,9 @@ class SecretScrubber:
         if "://" in text:
             text = _sub_group(URL_CREDENTIALS, 2, text, "URL Credentials", hits, _password_like)
         if "=" in text:
-            text = _sub_group(CONNECTION_PASSWORD, 1, text, "Connection String Password", hits, _password_like)
+            text = _sub_group(
+                CONNECTION_PASSWORD, 1, text, "Connection String Password", hits, _password_like
+            )
         if "@" in text:
             text = _emails_scrub(text, hits)
         if "." in text:
@@ -243,7 +253,7 @@ class SecretScrubber:
         out, last = [], 0
         for match in PRIVATE_KEY_BLOCK.finditer(text):
             hits.append(SecretHit(text.count("\n", 0, match.start()) + 1, "Private Key"))
-            out.append(text[last:match.start()])
+            out.append(text[last : match.start()])
             out.append(PLACEHOLDERS["Private Key"])
             last = match.end()
         if not out:
@@ -262,7 +272,7 @@ def _token_of(match: re.Match, line: str) -> str:
     if groups and len(groups[-1]) >= 8:
         return groups[-1]
     tail = _TOKEN_TAIL.match(line, match.end())
-    return line[match.start():tail.end() if tail else match.end()]
+    return line[match.start() : tail.end() if tail else match.end()]
 
 
 def _replace_value(line: str, value: str, placeholder: str) -> tuple[str, int]:
@@ -302,9 +312,12 @@ def _emails_scrub(text: str, hits: list[SecretHit]) -> str:
     for start, end, domain in emails(text):
         if start < last or RESERVED_EMAIL_DOMAIN.search(domain):
             continue
-        before = text[max(0, start - 2):start]
-        if before == "//" or before[-1:] in {":", "/", "."} or text[start:text.index("@", start)].lower() in {
-                "git", "noreply"}:
+        before = text[max(0, start - 2) : start]
+        if (
+            before == "//"
+            or before[-1:] in {":", "/", "."}
+            or text[start : text.index("@", start)].lower() in {"git", "noreply"}
+        ):
             continue  # the user part of a URL (handled above), a decorator path, or a service account
         out.append(text[last:start])
         out.append(PLACEHOLDERS["Email Address"])
@@ -319,11 +332,18 @@ def _emails_scrub(text: str, hits: list[SecretHit]) -> str:
 def _ip_like(match: re.Match, text: str) -> bool:
     value = match.group(0)
     start, end = match.span()
-    if text[start - 1:start].isalnum() or text[start - 1:start] == "." or not IPV4_EXACT.fullmatch(value):
+    if text[start - 1 : start].isalnum() or text[start - 1 : start] == "." or not IPV4_EXACT.fullmatch(value):
         return False
-    if text[end:end + 1].isalnum() or text[end:end + 1] == "_" or (text[end:end + 1] == "." and text[end + 1:end + 2].isdigit()):
+    if (
+        text[end : end + 1].isalnum()
+        or text[end : end + 1] == "_"
+        or (text[end : end + 1] == "." and text[end + 1 : end + 2].isdigit())
+    ):
         return False
-    if value.startswith(("127.", "0.", "255.", "192.0.2.", "198.51.100.", "203.0.113.")) or value == "1.0.0.0":
+    if (
+        value.startswith(("127.", "0.", "255.", "192.0.2.", "198.51.100.", "203.0.113."))
+        or value == "1.0.0.0"
+    ):
         return False  # loopback, unspecified, netmasks and the documentation ranges
     line_start = text.rfind("\n", 0, start) + 1
     return not _VERSION_CONTEXT.search(text, line_start, start)

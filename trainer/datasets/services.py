@@ -45,7 +45,9 @@ def dataset_create(*, repositories: list[Repository], options: DatasetOptions | 
     that whatever happens next is recorded on it. Global exclusion patterns (HEARTH_DATASET_EXCLUDE)
     are added to the options' own."""
     options = dataset_options_effective(options=options)
-    dataset = Dataset.objects.create(options=asdict(options), commits={r.name: r.head_sha for r in repositories})
+    dataset = Dataset.objects.create(
+        options=asdict(options), commits={r.name: r.head_sha for r in repositories}
+    )
     dataset.repositories.set(repositories)
     return dataset
 
@@ -107,8 +109,10 @@ def dataset_options_effective(*, options: DatasetOptions | None) -> DatasetOptio
 
 def repository_sources(*, repositories: list[Repository]) -> list[SourceRepo]:
     """What the builder reads of each repository: its mirror at the synced commit, with its own filters."""
-    return [SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns, r.language_choice)
-            for r in repositories]
+    return [
+        SourceRepo(r.name, Path(r.mirror_path), r.head_sha, r.exclude_patterns, r.language_choice)
+        for r in repositories
+    ]
 
 
 def _result_store(dataset: Dataset, result: BuildResult) -> None:

@@ -44,8 +44,15 @@ def _llama(path: Path, *, n_ctx: int, logits_all: bool = False):
 
 
 def line_tasks_score(
-    model: Candidate, tasks: list[LineTask], *, mode: str, n_ctx: int = 2048, max_tokens: int = 48,
-    context_tokens: int = 1024, suffix_tokens: int = 128, progress: Callable[[int, int], None] | None = None,
+    model: Candidate,
+    tasks: list[LineTask],
+    *,
+    mode: str,
+    n_ctx: int = 2048,
+    max_tokens: int = 48,
+    context_tokens: int = 1024,
+    suffix_tokens: int = 128,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     llm = _llama(model.gguf, n_ctx=n_ctx)
     completer = Completer(llm, model.fim)
@@ -57,8 +64,12 @@ def line_tasks_score(
     started = time.monotonic()
     for i, task in enumerate(tasks):
         options = SamplingOptions(
-            max_tokens=max_tokens * task.n_lines, temperature=0.0, single_line=task.n_lines == 1,
-            max_lines=task.n_lines, max_prompt_tokens=context_tokens, max_suffix_tokens=suffix_tokens,
+            max_tokens=max_tokens * task.n_lines,
+            temperature=0.0,
+            single_line=task.n_lines == 1,
+            max_lines=task.n_lines,
+            max_prompt_tokens=context_tokens,
+            max_suffix_tokens=suffix_tokens,
         )
         result = completer.complete(task.prefix, task.suffix if mode == "fim" else None, options)
         em, es = exact_match(result.text, task.target), edit_similarity(result.text, task.target)
@@ -67,7 +78,9 @@ def line_tasks_score(
         sims.append(es)
         per_lang[task.language].append((em, es))
         if len(samples) < 5 and i % 7 == 0:
-            samples.append({"path": task.path, "line": task.line_no, "target": task.target, "prediction": result.text})
+            samples.append(
+                {"path": task.path, "line": task.line_no, "target": task.target, "prediction": result.text}
+            )
         if progress:
             progress(i + 1, len(tasks))
     del llm
@@ -80,8 +93,11 @@ def line_tasks_score(
         "exact_match_ci95": [round(lo, 4), round(hi, 4)],
         "edit_similarity": float(np.mean(sims)) if sims else 0.0,
         "by_language": {
-            lang: {"tasks": len(v), "exact_match": sum(e for e, _ in v) / len(v),
-                   "edit_similarity": float(np.mean([s for _, s in v]))}
+            lang: {
+                "tasks": len(v),
+                "exact_match": sum(e for e, _ in v) / len(v),
+                "edit_similarity": float(np.mean([s for _, s in v])),
+            }
             for lang, v in sorted(per_lang.items())
         },
         "examples": samples,
@@ -98,7 +114,7 @@ def perplexity(model: Candidate, texts: list[str], *, max_tokens: int = 8192, wi
     for text in texts:
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         for start in range(0, len(ids) - 1, window):
-            chunk = ids[start:start + window]
+            chunk = ids[start : start + window]
             if len(chunk) < 2:
                 continue
             llm.reset()
@@ -115,13 +131,22 @@ def perplexity(model: Candidate, texts: list[str], *, max_tokens: int = 8192, wi
     del llm
     if count == 0:
         raise EvaluationError("The held-out files produced no tokens to measure perplexity on.")
-    return {"perplexity": math.exp(nll / count), "tokens": count, "nats_per_token": nll / count,
-            "seconds": round(time.monotonic() - started, 1)}
+    return {
+        "perplexity": math.exp(nll / count),
+        "tokens": count,
+        "nats_per_token": nll / count,
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def models_compare(
-    models: list[Candidate], tasks: list[LineTask], heldout_texts: list[str], *,
-    log: Callable[[str], None] = logger.info, ppl_tokens: int = 4096, span_tasks: list[LineTask] | None = None,
+    models: list[Candidate],
+    tasks: list[LineTask],
+    heldout_texts: list[str],
+    *,
+    log: Callable[[str], None] = logger.info,
+    ppl_tokens: int = 4096,
+    span_tasks: list[LineTask] | None = None,
     extra_fim_tasks: int = 120,
 ) -> dict:
     """Score every model on the same tasks in the same mode; FIM extras (on the first
@@ -143,7 +168,9 @@ def models_compare(
             entry["line_completion"]["fim_multiline"] = line_tasks_score(m, span_tasks, mode="fim")
         entry["perplexity"] = perplexity(m, heldout_texts, max_tokens=ppl_tokens)
         headline = entry["line_completion"][common]
-        log(f"{m.label}: exact match {headline['exact_match']:.3f}, edit similarity "
-            f"{headline['edit_similarity']:.3f}, perplexity {entry['perplexity']['perplexity']:.2f}")
+        log(
+            f"{m.label}: exact match {headline['exact_match']:.3f}, edit similarity "
+            f"{headline['edit_similarity']:.3f}, perplexity {entry['perplexity']['perplexity']:.2f}"
+        )
         report["models"][m.label] = entry
     return report

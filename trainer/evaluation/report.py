@@ -22,9 +22,13 @@ class LineScore:
     def from_dict(cls, data: dict) -> LineScore:
         lo, hi = data.get("exact_match_ci95", (0.0, 0.0))
         return cls(
-            mode=data.get("mode", ""), tasks=int(data.get("tasks", 0)), exact_match=float(data.get("exact_match", 0.0)),
-            exact_match_ci95=(float(lo), float(hi)), edit_similarity=float(data.get("edit_similarity", 0.0)),
-            by_language=data.get("by_language", {}), examples=data.get("examples", []),
+            mode=data.get("mode", ""),
+            tasks=int(data.get("tasks", 0)),
+            exact_match=float(data.get("exact_match", 0.0)),
+            exact_match_ci95=(float(lo), float(hi)),
+            edit_similarity=float(data.get("edit_similarity", 0.0)),
+            by_language=data.get("by_language", {}),
+            examples=data.get("examples", []),
             hits=tuple(int(h) for h in data.get("hits", ())),
         )
 
@@ -43,9 +47,12 @@ class ModelScores:
         ppl = (data.get("perplexity") or {}).get("perplexity")
         return cls(
             label=label,
-            lines={mode: LineScore.from_dict({"mode": mode, **score})
-                   for mode, score in (data.get("line_completion") or {}).items()},
-            perplexity=float(ppl) if ppl is not None else None, can_infill=bool(data.get("can_infill")),
+            lines={
+                mode: LineScore.from_dict({"mode": mode, **score})
+                for mode, score in (data.get("line_completion") or {}).items()
+            },
+            perplexity=float(ppl) if ppl is not None else None,
+            can_infill=bool(data.get("can_infill")),
         )
 
 
@@ -60,8 +67,11 @@ class Scores:
     @classmethod
     def from_metrics(cls, metrics: dict) -> Scores:
         return cls(
-            mode=metrics.get("mode", "prefix"), tasks=int(metrics.get("tasks", 0)),
-            models={label: ModelScores.from_dict(label, m) for label, m in (metrics.get("models") or {}).items()},
+            mode=metrics.get("mode", "prefix"),
+            tasks=int(metrics.get("tasks", 0)),
+            models={
+                label: ModelScores.from_dict(label, m) for label, m in (metrics.get("models") or {}).items()
+            },
         )
 
     @property

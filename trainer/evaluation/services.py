@@ -23,10 +23,13 @@ from trainer.versions import served_version
 
 logger = logging.getLogger(__name__)
 
+
 def _base_candidate(base: BaseModel) -> Candidate:
     if not base.gguf_path:
         raise EvaluationError(f"Base model {base.slug} has no GGUF to score.")
-    return Candidate("base", Path(base.gguf_path), fim_format_get(base.fim_format) if base.can_infill else None)
+    return Candidate(
+        "base", Path(base.gguf_path), fim_format_get(base.fim_format) if base.can_infill else None
+    )
 
 
 def _version_candidate(label: str, version: ModelVersion) -> Candidate:
@@ -34,8 +37,13 @@ def _version_candidate(label: str, version: ModelVersion) -> Candidate:
 
 
 def evaluation_run(
-    *, dataset: Dataset, version: ModelVersion | None = None, base: BaseModel | None = None,
-    max_tasks: int = 300, max_span_tasks: int = 40, splits: tuple[str, ...] = ("heldout",),
+    *,
+    dataset: Dataset,
+    version: ModelVersion | None = None,
+    base: BaseModel | None = None,
+    max_tasks: int = 300,
+    max_span_tasks: int = 40,
+    splits: tuple[str, ...] = ("heldout",),
     log: Callable[[str], None] = logger.info,
 ) -> EvaluationReport:
     """Score base, currently served model (if any, and not the candidate) and the candidate.
@@ -65,9 +73,13 @@ def evaluation_run(
     report.save(update_fields=["mode", "metrics", "updated_at"])
     report.transition(EvaluationReport.Status.DONE)
     manifest_write(
-        paths.evaluation_dir(report.pk), stage="evaluation", dataset=dataset.pk,
-        inputs={"dataset_manifest": manifest_sha256(Path(dataset.path)),
-                **{m.label: sha256_file(m.gguf) for m in models}},
+        paths.evaluation_dir(report.pk),
+        stage="evaluation",
+        dataset=dataset.pk,
+        inputs={
+            "dataset_manifest": manifest_sha256(Path(dataset.path)),
+            **{m.label: sha256_file(m.gguf) for m in models},
+        },
         settings={"max_tasks": max_tasks, "max_span_tasks": max_span_tasks, "splits": list(splits)},
         timings={"total_s": round(time.monotonic() - started, 1)},
     )
@@ -112,12 +124,17 @@ def promotion_decide(scores: Scores, *, margin: float, alpha: float = 0.05) -> P
     p = mcnemar_exact_p(wins, losses) if paired else 1.0
     lo, hi = paired_difference_ci(list(cand.hits), list(ref.hits)) if paired else (0.0, 0.0)
     gain = cand.exact_match - ref.exact_match
-    evidence = (f"{wins} held-out lines better, {losses} worse of {cand.tasks}; gain {gain:+.3f} "
-                f"(95% interval {lo:+.3f} to {hi:+.3f}), McNemar p = {p:.3g}" if paired
-                else "no per-line results to pair")
+    evidence = (
+        f"{wins} held-out lines better, {losses} worse of {cand.tasks}; gain {gain:+.3f} "
+        f"(95% interval {lo:+.3f} to {hi:+.3f}), McNemar p = {p:.3g}"
+        if paired
+        else "no per-line results to pair"
+    )
     promote = paired and gain > margin and p < alpha
     verdict = "promoted" if promote else "kept as a candidate"
-    why = ("beats" if promote else "does not significantly beat")
-    reason = (f"{verdict}: exact match {cand.exact_match:.3f} {why} the {reference} model's {ref.exact_match:.3f} "
-              f"({mode} mode; {evidence}; needs gain > {margin:.3f} and p < {alpha:g})")
+    why = "beats" if promote else "does not significantly beat"
+    reason = (
+        f"{verdict}: exact match {cand.exact_match:.3f} {why} the {reference} model's {ref.exact_match:.3f} "
+        f"({mode} mode; {evidence}; needs gain > {margin:.3f} and p < {alpha:g})"
+    )
     return PromotionDecision(promote, reason, reference, cand.exact_match, ref.exact_match, p)

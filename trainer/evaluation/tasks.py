@@ -23,7 +23,9 @@ def _score(path: str, line_no: int, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{path}:{line_no}".encode()).digest()[:8], "big")
 
 
-def line_tasks_build(files: list[dict], *, max_tasks: int = 300, seed: int = 0, max_per_file: int = 60) -> list[LineTask]:
+def line_tasks_build(
+    files: list[dict], *, max_tasks: int = 300, seed: int = 0, max_per_file: int = 60
+) -> list[LineTask]:
     """Every non-trivial line (>= 8 non-whitespace characters) is a candidate; a hash of
     (seed, path, line) picks which, so the same dataset always yields the same tasks."""
     candidates = []
@@ -49,11 +51,15 @@ def line_tasks_build(files: list[dict], *, max_tasks: int = 300, seed: int = 0, 
         text = record["text"]
         lines = text.split("\n")
         end = start + len(lines[i])
-        tasks.append(LineTask(record["path"], record.get("language", ""), i + 1, text[:start], lines[i], text[end:]))
+        tasks.append(
+            LineTask(record["path"], record.get("language", ""), i + 1, text[:start], lines[i], text[end:])
+        )
     return tasks
 
 
-def span_tasks_build(files: list[dict], *, max_tasks: int = 60, seed: int = 0, span: tuple[int, int] = (2, 5)) -> list[LineTask]:
+def span_tasks_build(
+    files: list[dict], *, max_tasks: int = 60, seed: int = 0, span: tuple[int, int] = (2, 5)
+) -> list[LineTask]:
     """Multi-line spans (2–5 whole lines starting at a non-trivial line), for fill-in-the-middle."""
     singles = line_tasks_build(files, max_tasks=max_tasks, seed=seed + 1)
     by_path = {f["path"]: f["text"] for f in files}
@@ -66,7 +72,7 @@ def span_tasks_build(files: list[dict], *, max_tasks: int = 60, seed: int = 0, s
         if n < 2:
             continue
         prefix = "\n".join(lines[:start]) + "\n"
-        target = "\n".join(lines[start:start + n])
-        suffix = "\n" + "\n".join(lines[start + n:])
+        target = "\n".join(lines[start : start + n])
+        suffix = "\n" + "\n".join(lines[start + n :])
         tasks.append(LineTask(t.path, t.language, t.line_no, prefix, target, suffix, n_lines=n))
     return tasks

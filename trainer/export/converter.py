@@ -53,8 +53,6 @@ def llama_cpp_version() -> str:
         raise ExportError(f"{DISTRIBUTION} is not installed in this environment ({sys.prefix}).") from exc
 
 
-
-
 def _installed_at(target: Path, version: str) -> bool:
     """True if `target` holds a complete converter for `version` (manifest and script agree)."""
     try:
@@ -185,7 +183,9 @@ def converter_install(
     return target
 
 
-def converter_install_from(source: Path, *, dest: Path | None = None, log: Callable[[str], None] = print) -> Path:
+def converter_install_from(
+    source: Path, *, dest: Path | None = None, log: Callable[[str], None] = print
+) -> Path:
     """Copy an already unpacked converter (the offline bundle's `converter/llama.cpp-<v>/`) into
     `dest`, after checking it is complete and made for the installed llama-cpp-python."""
     version = llama_cpp_version()
@@ -212,13 +212,19 @@ def converter_install_from(source: Path, *, dest: Path | None = None, log: Calla
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.export.converter", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.export.converter", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     install = sub.add_parser("install", help="unpack the converter matching the installed llama-cpp-python")
     install.add_argument("--dest", type=Path, help=f"parent directory (default: {default_dest()})")
     install.add_argument("--sdist", type=Path, help="use this llama-cpp-python sdist instead of asking pip")
-    install.add_argument("--from", dest="from_dir", type=Path,
-                         help="copy this unpacked converter (an offline bundle's converter/llama.cpp-<version>)")
+    install.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        help="copy this unpacked converter (an offline bundle's converter/llama.cpp-<version>)",
+    )
     where = sub.add_parser("path", help="print the installed converter directory, or fail")
     where.add_argument("--dest", type=Path, help=f"parent directory (default: {default_dest()})")
     args = parser.parse_args(argv)

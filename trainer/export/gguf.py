@@ -120,16 +120,28 @@ def gguf_convert(
     _code_check(hf_dir)
     _weights_check(hf_dir)
     partial = _partial(out_path)
-    _converter_run(SCRIPT, [str(hf_dir), "--outfile", str(partial), "--outtype", outtype], partial,
-                   label=hf_dir.name, log=log, timeout_s=timeout_s, converter_root=converter_root)
+    _converter_run(
+        SCRIPT,
+        [str(hf_dir), "--outfile", str(partial), "--outtype", outtype],
+        partial,
+        label=hf_dir.name,
+        log=log,
+        timeout_s=timeout_s,
+        converter_root=converter_root,
+    )
     atomic_file_replace(partial, out_path)
     logger.info("converted %s to %s (%s)", hf_dir, out_path.name, outtype)
     return out_path
 
 
 def gguf_convert_adapter(
-    adapter_dir: Path, base_dir: Path, out_path: Path, *, log: Callable[[str], None] = print,
-    timeout_s: float = _CONVERT_TIMEOUT_S, converter_root: Path | None = None,
+    adapter_dir: Path,
+    base_dir: Path,
+    out_path: Path,
+    *,
+    log: Callable[[str], None] = print,
+    timeout_s: float = _CONVERT_TIMEOUT_S,
+    converter_root: Path | None = None,
 ) -> Path:
     """The LoRA adapter alone as a GGUF adapter file (llama.cpp's convert_lora_to_gguf.py)."""
     from trainer.export.converter import LORA_SCRIPT
@@ -138,15 +150,27 @@ def gguf_convert_adapter(
     _code_check(Path(base_dir))
     _code_check(adapter_dir)
     partial = _partial(out_path)
-    _converter_run(LORA_SCRIPT, [str(adapter_dir), "--base", str(base_dir), "--outfile", str(partial),
-                                 "--outtype", "f16"], partial, label=adapter_dir.name, log=log,
-                   timeout_s=timeout_s, converter_root=converter_root)
+    _converter_run(
+        LORA_SCRIPT,
+        [str(adapter_dir), "--base", str(base_dir), "--outfile", str(partial), "--outtype", "f16"],
+        partial,
+        label=adapter_dir.name,
+        log=log,
+        timeout_s=timeout_s,
+        converter_root=converter_root,
+    )
     atomic_file_replace(partial, out_path)
     return out_path
 
 
 def _converter_run(
-    script: str, args: list[str], partial: Path, *, label: str, log: Callable[[str], None], timeout_s: float,
+    script: str,
+    args: list[str],
+    partial: Path,
+    *,
+    label: str,
+    log: Callable[[str], None],
+    timeout_s: float,
     converter_root: Path | None,
 ) -> None:
     """Run one of the pinned converter scripts into `partial`; ExportError with its last lines on failure."""
@@ -166,8 +190,14 @@ def _converter_run(
     started = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     proc = subprocess.Popen(
-        cmd, cwd=tool, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace",
+        cmd,
+        cwd=tool,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
     )
     timer = threading.Timer(timeout_s, proc.kill)
     timer.start()
@@ -188,7 +218,8 @@ def _converter_run(
         partial.unlink(missing_ok=True)
         why = "timed out" if rc < 0 and seconds >= timeout_s else f"exit {rc}"
         raise ExportError(
-            f"GGUF conversion of {label} failed ({why}): {_headline(tail)}\n" + "\n".join(f"  {t}" for t in tail)
+            f"GGUF conversion of {label} failed ({why}): {_headline(tail)}\n"
+            + "\n".join(f"  {t}" for t in tail)
         )
 
 

@@ -20,13 +20,16 @@ logger = logging.getLogger(__name__)
 QUANTIZATIONS = ("q8_0", "q4_k_m")
 
 
-def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = logger.info,
-                         quantizations: tuple[str, ...] = QUANTIZATIONS) -> ModelVersion:
+def model_version_export(
+    *,
+    version: ModelVersion,
+    log: Callable[[str], None] = logger.info,
+    quantizations: tuple[str, ...] = QUANTIZATIONS,
+) -> ModelVersion:
     from trainer.datasets.builder import dataset_files_read
     from trainer.export.agreement import gguf_top1_agreement, reference_top1
     from trainer.export.gguf import (
         gguf_convert,
-        gguf_convert_adapter,
         gguf_quantize,
         gguf_set_fim_tokens,
         gguf_verify,
@@ -61,18 +64,15 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
     t = time.monotonic()
     heldout = [f["text"] for f in dataset_files_read(Path(run.dataset.path), "heldout")]
     probe_ids, reference = reference_top1(merged, heldout)
-    agreement = {name: round(gguf_top1_agreement(path, probe_ids, reference), 4) for name, path in files.items()}
+    agreement = {
+        name: round(gguf_top1_agreement(path, probe_ids, reference), 4) for name, path in files.items()
+    }
     timings["agreement_s"] = round(time.monotonic() - t, 2)
-    log("top-1 agreement with the merged model on held-out tokens: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()))
-    adapter_gguf: dict = {}
-    try:
-        path = gguf_convert_adapter(Path(run.adapter_path), Path(run.base.hf_path), out / "adapter-f16.gguf",
-                                    log=logger.debug)
-        adapter_gguf = {path.name: sha256_file(path)}
-    except ExportError as exc:  # e.g. adapters that also train new token embeddings
-        adapter_gguf = {"unsupported": str(exc).splitlines()[0]}
-        log(f"adapter-only GGUF not written: {adapter_gguf['unsupported']}")
+    log(
+        "top-1 agreement with the merged model on held-out tokens: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items())
+    )
+    adapter_gguf = _adapter_gguf(run, out, log)
     manifest = {
         "stage": "export",
         "base": {"slug": run.base.slug, "manifest_files": run.base.manifest.get("files", {})},
@@ -98,6 +98,21 @@ def model_version_export(*, version: ModelVersion, log: Callable[[str], None] = 
     if not served.exists():
         raise ExportError(f"{served} is missing after quantization.")
     return version
+
+
+def _adapter_gguf(run, out: Path, log) -> dict:
+    """The adapter alone as GGUF (llama.cpp can apply it to the base), or why it could not be written."""
+    from trainer.export.gguf import gguf_convert_adapter
+
+    try:
+        path = gguf_convert_adapter(
+            Path(run.adapter_path), Path(run.base.hf_path), out / "adapter-f16.gguf", log=logger.debug
+        )
+        return {path.name: sha256_file(path)}
+    except ExportError as exc:  # e.g. adapters that also train new token embeddings
+        reason = str(exc).splitlines()[0]
+        log(f"adapter-only GGUF not written: {reason}")
+        return {"unsupported": reason}
 
 
 def export_cleanup(version: ModelVersion) -> None:

@@ -6,166 +6,355 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='BaseModel',
+            name="BaseModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status_reason', models.TextField(blank=True, default='', help_text='Why the row is in its status.')),
-                ('log', models.TextField(blank=True, default='', help_text="The stage's own log lines.")),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('display_name', models.CharField(max_length=200)),
-                ('hf_path', models.CharField(help_text='Folder that transformers loads.', max_length=1000)),
-                ('train_gguf_file', models.CharField(blank=True, help_text='GGUF file inside hf_path that transformers dequantizes for training.', max_length=255)),
-                ('gguf_path', models.CharField(blank=True, help_text='GGUF served by llama.cpp.', max_length=1000)),
-                ('architecture', models.CharField(blank=True, max_length=100)),
-                ('fim_format', models.CharField(blank=True, help_text='FIM format name; empty if it cannot infill.', max_length=32)),
-                ('can_infill', models.BooleanField(default=False)),
-                ('license', models.CharField(blank=True, max_length=100)),
-                ('manifest', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('importing', 'Importing'), ('ready', 'Ready'), ('failed', 'Failed')], default='importing', max_length=16)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status_reason",
+                    models.TextField(blank=True, default="", help_text="Why the row is in its status."),
+                ),
+                ("log", models.TextField(blank=True, default="", help_text="The stage's own log lines.")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("display_name", models.CharField(max_length=200)),
+                ("hf_path", models.CharField(help_text="Folder that transformers loads.", max_length=1000)),
+                (
+                    "train_gguf_file",
+                    models.CharField(
+                        blank=True,
+                        help_text="GGUF file inside hf_path that transformers dequantizes for training.",
+                        max_length=255,
+                    ),
+                ),
+                (
+                    "gguf_path",
+                    models.CharField(blank=True, help_text="GGUF served by llama.cpp.", max_length=1000),
+                ),
+                ("architecture", models.CharField(blank=True, max_length=100)),
+                (
+                    "fim_format",
+                    models.CharField(
+                        blank=True, help_text="FIM format name; empty if it cannot infill.", max_length=32
+                    ),
+                ),
+                ("can_infill", models.BooleanField(default=False)),
+                ("license", models.CharField(blank=True, max_length=100)),
+                ("manifest", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("importing", "Importing"), ("ready", "Ready"), ("failed", "Failed")],
+                        default="importing",
+                        max_length=16,
+                    ),
+                ),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='Dataset',
+            name="Dataset",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status_reason', models.TextField(blank=True, default='', help_text='Why the row is in its status.')),
-                ('log', models.TextField(blank=True, default='', help_text="The stage's own log lines.")),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('path', models.CharField(blank=True, max_length=1000)),
-                ('commits', models.JSONField(blank=True, default=dict, help_text='Repository name → commit SHA read.')),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('manifest', models.JSONField(blank=True, default=dict)),
-                ('report', models.JSONField(blank=True, default=dict)),
-                ('train_files', models.PositiveIntegerField(default=0)),
-                ('heldout_files', models.PositiveIntegerField(default=0)),
-                ('train_bytes', models.PositiveBigIntegerField(default=0)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('building', 'Building'), ('ready', 'Ready'), ('failed', 'Failed')], default='pending', max_length=16)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status_reason",
+                    models.TextField(blank=True, default="", help_text="Why the row is in its status."),
+                ),
+                ("log", models.TextField(blank=True, default="", help_text="The stage's own log lines.")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("path", models.CharField(blank=True, max_length=1000)),
+                (
+                    "commits",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Repository name → commit SHA read."
+                    ),
+                ),
+                ("options", models.JSONField(blank=True, default=dict)),
+                ("manifest", models.JSONField(blank=True, default=dict)),
+                ("report", models.JSONField(blank=True, default=dict)),
+                ("train_files", models.PositiveIntegerField(default=0)),
+                ("heldout_files", models.PositiveIntegerField(default=0)),
+                ("train_bytes", models.PositiveBigIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("building", "Building"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='Repository',
+            name="Repository",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status_reason', models.TextField(blank=True, default='', help_text='Why the row is in its status.')),
-                ('log', models.TextField(blank=True, default='', help_text="The stage's own log lines.")),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('source', models.CharField(help_text='Local path or intranet URL it is mirrored from.', max_length=1000)),
-                ('mirror_path', models.CharField(blank=True, max_length=1000)),
-                ('default_branch', models.CharField(blank=True, max_length=255)),
-                ('head_sha', models.CharField(blank=True, max_length=64)),
-                ('last_synced_at', models.DateTimeField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('new', 'New'), ('syncing', 'Syncing'), ('ready', 'Ready'), ('failed', 'Failed')], default='new', max_length=16)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status_reason",
+                    models.TextField(blank=True, default="", help_text="Why the row is in its status."),
+                ),
+                ("log", models.TextField(blank=True, default="", help_text="The stage's own log lines.")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                (
+                    "source",
+                    models.CharField(
+                        help_text="Local path or intranet URL it is mirrored from.", max_length=1000
+                    ),
+                ),
+                ("mirror_path", models.CharField(blank=True, max_length=1000)),
+                ("default_branch", models.CharField(blank=True, max_length=255)),
+                ("head_sha", models.CharField(blank=True, max_length=64)),
+                ("last_synced_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("new", "New"),
+                            ("syncing", "Syncing"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="new",
+                        max_length=16,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'repositories',
-                'ordering': ['name'],
+                "verbose_name_plural": "repositories",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status_reason', models.TextField(blank=True, default='', help_text='Why the row is in its status.')),
-                ('log', models.TextField(blank=True, default='', help_text="The stage's own log lines.")),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('path', models.CharField(blank=True, max_length=1000)),
-                ('gguf_path', models.CharField(blank=True, max_length=1000)),
-                ('gguf_sha256', models.CharField(blank=True, max_length=64)),
-                ('fim_format', models.CharField(blank=True, max_length=32)),
-                ('manifest', models.JSONField(blank=True, default=dict)),
-                ('promoted_at', models.DateTimeField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('building', 'Building'), ('candidate', 'Candidate'), ('promoted', 'Promoted'), ('retired', 'Retired'), ('failed', 'Failed')], default='building', max_length=16)),
-                ('base', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='trainer.basemodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status_reason",
+                    models.TextField(blank=True, default="", help_text="Why the row is in its status."),
+                ),
+                ("log", models.TextField(blank=True, default="", help_text="The stage's own log lines.")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("path", models.CharField(blank=True, max_length=1000)),
+                ("gguf_path", models.CharField(blank=True, max_length=1000)),
+                ("gguf_sha256", models.CharField(blank=True, max_length=64)),
+                ("fim_format", models.CharField(blank=True, max_length=32)),
+                ("manifest", models.JSONField(blank=True, default=dict)),
+                ("promoted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("building", "Building"),
+                            ("candidate", "Candidate"),
+                            ("promoted", "Promoted"),
+                            ("retired", "Retired"),
+                            ("failed", "Failed"),
+                        ],
+                        default="building",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "base",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="trainer.basemodel",
+                    ),
+                ),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='EvaluationReport',
+            name="EvaluationReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('mode', models.CharField(help_text='fim or prefix: the mode the headline numbers used.', max_length=16)),
-                ('metrics', models.JSONField(default=dict, help_text='model label → metric → value, with the mode of each.')),
-                ('decision', models.TextField(blank=True, help_text='Promotion gate outcome and why.')),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='reports', to='trainer.dataset')),
-                ('version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='reports', to='trainer.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "mode",
+                    models.CharField(
+                        help_text="fim or prefix: the mode the headline numbers used.", max_length=16
+                    ),
+                ),
+                (
+                    "metrics",
+                    models.JSONField(
+                        default=dict, help_text="model label → metric → value, with the mode of each."
+                    ),
+                ),
+                ("decision", models.TextField(blank=True, help_text="Promotion gate outcome and why.")),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="reports",
+                        to="trainer.dataset",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="reports",
+                        to="trainer.modelversion",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='dataset',
-            name='repositories',
-            field=models.ManyToManyField(related_name='datasets', to='trainer.repository'),
+            model_name="dataset",
+            name="repositories",
+            field=models.ManyToManyField(related_name="datasets", to="trainer.repository"),
         ),
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status_reason', models.TextField(blank=True, default='', help_text='Why the row is in its status.')),
-                ('log', models.TextField(blank=True, default='', help_text="The stage's own log lines.")),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('settings', models.JSONField(blank=True, default=dict)),
-                ('method', models.CharField(blank=True, help_text='qlora-nf4, lora-bf16 or lora-fp32, and why.', max_length=32)),
-                ('device', models.CharField(blank=True, max_length=32)),
-                ('path', models.CharField(blank=True, max_length=1000)),
-                ('adapter_path', models.CharField(blank=True, max_length=1000)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('step', models.PositiveIntegerField(default=0)),
-                ('total_steps', models.PositiveIntegerField(default=0)),
-                ('summary', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16)),
-                ('base', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='trainer.basemodel')),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='trainer.dataset')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status_reason",
+                    models.TextField(blank=True, default="", help_text="Why the row is in its status."),
+                ),
+                ("log", models.TextField(blank=True, default="", help_text="The stage's own log lines.")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("settings", models.JSONField(blank=True, default=dict)),
+                (
+                    "method",
+                    models.CharField(
+                        blank=True, help_text="qlora-nf4, lora-bf16 or lora-fp32, and why.", max_length=32
+                    ),
+                ),
+                ("device", models.CharField(blank=True, max_length=32)),
+                ("path", models.CharField(blank=True, max_length=1000)),
+                ("adapter_path", models.CharField(blank=True, max_length=1000)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("step", models.PositiveIntegerField(default=0)),
+                ("total_steps", models.PositiveIntegerField(default=0)),
+                ("summary", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "base",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="trainer.basemodel",
+                    ),
+                ),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="runs", to="trainer.dataset"
+                    ),
+                ),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='ProgressPoint',
+            name="ProgressPoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('step', models.PositiveIntegerField()),
-                ('total_steps', models.PositiveIntegerField()),
-                ('loss', models.FloatField(null=True)),
-                ('eval_loss', models.FloatField(blank=True, null=True)),
-                ('tokens_per_s', models.FloatField(null=True)),
-                ('eta_s', models.FloatField(blank=True, null=True)),
-                ('peak_memory_mb', models.FloatField(blank=True, null=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='progress', to='trainer.trainingrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                ("step", models.PositiveIntegerField()),
+                ("total_steps", models.PositiveIntegerField()),
+                ("loss", models.FloatField(null=True)),
+                ("eval_loss", models.FloatField(blank=True, null=True)),
+                ("tokens_per_s", models.FloatField(null=True)),
+                ("eta_s", models.FloatField(blank=True, null=True)),
+                ("peak_memory_mb", models.FloatField(blank=True, null=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="progress",
+                        to="trainer.trainingrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run', 'step'],
+                "ordering": ["run", "step"],
             },
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='run',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='version', to='trainer.trainingrun'),
+            model_name="modelversion",
+            name="run",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.PROTECT, related_name="version", to="trainer.trainingrun"
+            ),
         ),
     ]

@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('trainer', '0001_initial'),
+        ("trainer", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='trainingrun',
-            name='worker_pid',
-            field=models.PositiveIntegerField(blank=True, help_text='Process training it right now.', null=True),
+            model_name="trainingrun",
+            name="worker_pid",
+            field=models.PositiveIntegerField(
+                blank=True, help_text="Process training it right now.", null=True
+            ),
         ),
     ]

@@ -5,59 +5,102 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('trainer', '0003_schedules'),
+        ("trainer", "0003_schedules"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='repository',
-            name='branch',
-            field=models.CharField(blank=True, help_text="Branch to read. Empty: the repository's default branch, detected at every sync.", max_length=255),
+            model_name="repository",
+            name="branch",
+            field=models.CharField(
+                blank=True,
+                help_text="Branch to read. Empty: the repository's default branch, detected at every sync.",
+                max_length=255,
+            ),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='credential',
-            field=models.TextField(blank=True, editable=False, help_text='Password, access token or SSH private key, encrypted at rest (Fernet).'),
+            model_name="repository",
+            name="credential",
+            field=models.TextField(
+                blank=True,
+                editable=False,
+                help_text="Password, access token or SSH private key, encrypted at rest (Fernet).",
+            ),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='exclude_globs',
-            field=models.TextField(blank=True, help_text='Files to leave out of datasets, one pattern a line (gitignore syntax).'),
+            model_name="repository",
+            name="exclude_globs",
+            field=models.TextField(
+                blank=True, help_text="Files to leave out of datasets, one pattern a line (gitignore syntax)."
+            ),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='username',
-            field=models.CharField(blank=True, help_text='User name for an https URL.', max_length=255),
+            model_name="repository",
+            name="username",
+            field=models.CharField(blank=True, help_text="User name for an https URL.", max_length=255),
         ),
         migrations.AlterField(
-            model_name='repository',
-            name='default_branch',
-            field=models.CharField(blank=True, help_text='Branch read at the last sync.', max_length=255),
+            model_name="repository",
+            name="default_branch",
+            field=models.CharField(blank=True, help_text="Branch read at the last sync.", max_length=255),
         ),
         migrations.AlterField(
-            model_name='repository',
-            name='source',
-            field=models.CharField(help_text='Local path or intranet URL it is mirrored from (never with a password in it).', max_length=1000),
+            model_name="repository",
+            name="source",
+            field=models.CharField(
+                help_text="Local path or intranet URL it is mirrored from (never with a password in it).",
+                max_length=1000,
+            ),
         ),
         migrations.CreateModel(
-            name='DatasetFile',
+            name="DatasetFile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('repo', models.CharField(max_length=100)),
-                ('path', models.CharField(max_length=2000)),
-                ('language', models.CharField(blank=True, max_length=40)),
-                ('size', models.PositiveBigIntegerField(default=0, help_text='Bytes in the repository.')),
-                ('split', models.CharField(choices=[('train', 'Train'), ('heldout', 'Heldout'), ('dropped', 'Dropped')], max_length=8)),
-                ('reason', models.CharField(blank=True, help_text='Why the file was left out.', max_length=40)),
-                ('detail', models.CharField(blank=True, help_text='The numbers behind the reason.', max_length=300)),
-                ('secrets', models.PositiveIntegerField(default=0, help_text='Secrets and PII scrubbed from the file.')),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='files', to='trainer.dataset')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("repo", models.CharField(max_length=100)),
+                ("path", models.CharField(max_length=2000)),
+                ("language", models.CharField(blank=True, max_length=40)),
+                ("size", models.PositiveBigIntegerField(default=0, help_text="Bytes in the repository.")),
+                (
+                    "split",
+                    models.CharField(
+                        choices=[("train", "Train"), ("heldout", "Heldout"), ("dropped", "Dropped")],
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "reason",
+                    models.CharField(blank=True, help_text="Why the file was left out.", max_length=40),
+                ),
+                (
+                    "detail",
+                    models.CharField(blank=True, help_text="The numbers behind the reason.", max_length=300),
+                ),
+                (
+                    "secrets",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Secrets and PII scrubbed from the file."
+                    ),
+                ),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="files",
+                        to="trainer.dataset",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['dataset', 'repo', 'path'],
-                'indexes': [models.Index(fields=['dataset', 'split', 'reason'], name='trainer_dat_dataset_184d55_idx')],
+                "ordering": ["dataset", "repo", "path"],
+                "indexes": [
+                    models.Index(fields=["dataset", "split", "reason"], name="trainer_dat_dataset_184d55_idx")
+                ],
             },
         ),
     ]

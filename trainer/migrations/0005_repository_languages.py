@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('trainer', '0004_mirror_credentials_dataset_files'),
+        ("trainer", "0004_mirror_credentials_dataset_files"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='repository',
-            name='languages',
-            field=models.CharField(blank=True, help_text='Languages to train on, comma-separated (e.g. python, typescript). Empty: every recognised language.', max_length=500),
+            model_name="repository",
+            name="languages",
+            field=models.CharField(
+                blank=True,
+                help_text="Languages to train on, comma-separated (e.g. python, typescript). Empty: every recognised language.",
+                max_length=500,
+            ),
         ),
     ]

@@ -6,8 +6,11 @@ from django.db import migrations, models
 import appliance.fields
 
 PATH_FIELDS = {
-    "BaseModel": ("hf_path", "gguf_path"), "Dataset": ("path",), "ModelVersion": ("path", "gguf_path"),
-    "Repository": ("mirror_path",), "TrainingRun": ("path", "adapter_path"),
+    "BaseModel": ("hf_path", "gguf_path"),
+    "Dataset": ("path",),
+    "ModelVersion": ("path", "gguf_path"),
+    "Repository": ("mirror_path",),
+    "TrainingRun": ("path", "adapter_path"),
 }
 
 
@@ -25,80 +28,89 @@ def forwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('trainer', '0005_repository_languages'),
+        ("trainer", "0005_repository_languages"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='evaluationreport',
-            name='log',
-            field=models.TextField(blank=True, default='', help_text="The stage's own log lines."),
+            model_name="evaluationreport",
+            name="log",
+            field=models.TextField(blank=True, default="", help_text="The stage's own log lines."),
         ),
         migrations.AddField(
-            model_name='evaluationreport',
-            name='status',
-            field=models.CharField(choices=[('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='running', max_length=16),
+            model_name="evaluationreport",
+            name="status",
+            field=models.CharField(
+                choices=[("running", "Running"), ("done", "Done"), ("failed", "Failed")],
+                default="running",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='evaluationreport',
-            name='status_reason',
-            field=models.TextField(blank=True, default='', help_text='Why the row is in its status.'),
+            model_name="evaluationreport",
+            name="status_reason",
+            field=models.TextField(blank=True, default="", help_text="Why the row is in its status."),
         ),
         migrations.AddField(
-            model_name='evaluationreport',
-            name='updated_at',
+            model_name="evaluationreport",
+            name="updated_at",
             field=models.DateTimeField(auto_now=True),
         ),
         migrations.AlterField(
-            model_name='basemodel',
-            name='gguf_path',
-            field=appliance.fields.InstancePathField(blank=True, help_text='GGUF served by llama.cpp.', max_length=1000),
+            model_name="basemodel",
+            name="gguf_path",
+            field=appliance.fields.InstancePathField(
+                blank=True, help_text="GGUF served by llama.cpp.", max_length=1000
+            ),
         ),
         migrations.AlterField(
-            model_name='basemodel',
-            name='hf_path',
-            field=appliance.fields.InstancePathField(blank=True, help_text='Folder that transformers loads.', max_length=1000),
+            model_name="basemodel",
+            name="hf_path",
+            field=appliance.fields.InstancePathField(
+                blank=True, help_text="Folder that transformers loads.", max_length=1000
+            ),
         ),
         migrations.AlterField(
-            model_name='dataset',
-            name='path',
+            model_name="dataset",
+            name="path",
             field=appliance.fields.InstancePathField(blank=True, max_length=1000),
         ),
         migrations.AlterField(
-            model_name='evaluationreport',
-            name='created_at',
+            model_name="evaluationreport",
+            name="created_at",
             field=models.DateTimeField(default=django.utils.timezone.now, editable=False),
         ),
         migrations.AlterField(
-            model_name='evaluationreport',
-            name='mode',
-            field=models.CharField(blank=True, help_text='fim or prefix: the mode the headline numbers used.', max_length=16),
+            model_name="evaluationreport",
+            name="mode",
+            field=models.CharField(
+                blank=True, help_text="fim or prefix: the mode the headline numbers used.", max_length=16
+            ),
         ),
         migrations.AlterField(
-            model_name='modelversion',
-            name='gguf_path',
+            model_name="modelversion",
+            name="gguf_path",
             field=appliance.fields.InstancePathField(blank=True, max_length=1000),
         ),
         migrations.AlterField(
-            model_name='modelversion',
-            name='path',
+            model_name="modelversion",
+            name="path",
             field=appliance.fields.InstancePathField(blank=True, max_length=1000),
         ),
         migrations.AlterField(
-            model_name='repository',
-            name='mirror_path',
+            model_name="repository",
+            name="mirror_path",
             field=appliance.fields.InstancePathField(blank=True, max_length=1000),
         ),
         migrations.AlterField(
-            model_name='trainingrun',
-            name='adapter_path',
+            model_name="trainingrun",
+            name="adapter_path",
             field=appliance.fields.InstancePathField(blank=True, max_length=1000),
         ),
         migrations.AlterField(
-            model_name='trainingrun',
-            name='path',
+            model_name="trainingrun",
+            name="path",
             field=appliance.fields.InstancePathField(blank=True, max_length=1000),
         ),
         migrations.RunPython(forwards, migrations.RunPython.noop),

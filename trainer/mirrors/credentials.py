@@ -34,7 +34,9 @@ def _fernet(*, storing: bool = False):
     try:
         return Fernet(key)
     except ValueError as exc:
-        raise MirrorError("HEARTH_CREDENTIAL_KEY is not a valid Fernet key (32 url-safe base64 bytes).") from exc
+        raise MirrorError(
+            "HEARTH_CREDENTIAL_KEY is not a valid Fernet key (32 url-safe base64 bytes)."
+        ) from exc
 
 
 def credential_encrypt(plain: str) -> str:
@@ -81,6 +83,13 @@ def url_split_credentials(url: str) -> tuple[str, str, str]:
     user, has_pw, password = userinfo.partition(":")
     if parts.scheme == "ssh" and not has_pw:
         return url, "", ""
-    clean = urlunsplit((parts.scheme, hostport if parts.scheme != "ssh" else f"{user}@{hostport}",
-                        parts.path, parts.query, parts.fragment))
+    clean = urlunsplit(
+        (
+            parts.scheme,
+            hostport if parts.scheme != "ssh" else f"{user}@{hostport}",
+            parts.path,
+            parts.query,
+            parts.fragment,
+        )
+    )
     return clean, unquote(user) if parts.scheme != "ssh" else "", unquote(password)

@@ -20,19 +20,32 @@ from trainer.mirrors.credentials import GitAuth
 
 # `-c` options override anything a hostile repository's own config could set.
 HARDENING = (
-    "-c", "core.hooksPath=/dev/null",
-    "-c", "core.fsmonitor=false",
-    "-c", "core.symlinks=false",
-    "-c", "core.untrackedCache=false",
-    "-c", "submodule.recurse=false",
-    "-c", "protocol.file.allow=user",
-    "-c", "protocol.ext.allow=never",
-    "-c", "transfer.fsckObjects=true",
-    "-c", "fetch.fsckObjects=true",
-    "-c", "receive.fsckObjects=true",
-    "-c", "uploadpack.allowAnySHA1InWant=false",
-    "-c", "safe.directory=*",
-    "-c", "credential.helper=",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.symlinks=false",
+    "-c",
+    "core.untrackedCache=false",
+    "-c",
+    "submodule.recurse=false",
+    "-c",
+    "protocol.file.allow=user",
+    "-c",
+    "protocol.ext.allow=never",
+    "-c",
+    "transfer.fsckObjects=true",
+    "-c",
+    "fetch.fsckObjects=true",
+    "-c",
+    "receive.fsckObjects=true",
+    "-c",
+    "uploadpack.allowAnySHA1InWant=false",
+    "-c",
+    "safe.directory=*",
+    "-c",
+    "credential.helper=",
 )
 
 
@@ -104,11 +117,19 @@ def git(
     with _auth_env(auth) as extra:
         try:
             proc = subprocess.run(
-                cmd, cwd=cwd, input=input, capture_output=True, env=git_env(extra), timeout=timeout, check=False
+                cmd,
+                cwd=cwd,
+                input=input,
+                capture_output=True,
+                env=git_env(extra),
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise MirrorError(f"git {args[0]} took longer than {timeout:.0f} s and was stopped "
-                              "(HEARTH_GIT_TIMEOUT_S sets the limit).") from exc
+            raise MirrorError(
+                f"git {args[0]} took longer than {timeout:.0f} s and was stopped "
+                "(HEARTH_GIT_TIMEOUT_S sets the limit)."
+            ) from exc
         except OSError as exc:  # the mirror folder is gone, or git is not installed
             raise MirrorError(f"git {args[0]} could not start: {exc.strerror} ({exc.filename}).") from exc
     if proc.returncode != 0:

@@ -47,13 +47,17 @@ def repository_source_parse(source: str) -> tuple[str, str, str]:
     if source.startswith("http://"):
         raise MirrorError("Plain http:// would send credentials and code unencrypted: use https://.")
     if source.startswith("git://") and not settings.HEARTH_GIT_ALLOW_INSECURE:
-        raise MirrorError("git:// sends code unencrypted and unauthenticated: use https:// or ssh://, or let an "
-                          "admin allow it with HEARTH_GIT_ALLOW_INSECURE=1.")
+        raise MirrorError(
+            "git:// sends code unencrypted and unauthenticated: use https:// or ssh://, or let an "
+            "admin allow it with HEARTH_GIT_ALLOW_INSECURE=1."
+        )
     if source.startswith(URL_SCHEMES):
         return url_split_credentials(source)
     transport = re.match(r"([a-zA-Z][\w+.-]*)(://|::)", source)
     if transport:  # ext::, fd::, ftp://, … : only the four schemes above are allowed
-        raise MirrorError(f"Unsupported URL scheme {transport.group(0)}: use https://, ssh:// or file:// (git:// if allowed).")
+        raise MirrorError(
+            f"Unsupported URL scheme {transport.group(0)}: use https://, ssh:// or file:// (git:// if allowed)."
+        )
     path = Path(source).expanduser()
     if not path.exists():
         raise MirrorError(f"{source} does not exist: give the path of a git repository or an intranet URL.")
@@ -82,24 +86,43 @@ def repository_create(
     if Repository.objects.filter(name=name).exists():
         raise MirrorError(f"A repository named {name!r} is already registered.")
     repo = Repository.objects.create(
-        name=name, source=source, branch=branch, username=username or url_user,
-        credential=credential_encrypt(credential or url_password), exclude_globs=exclude_globs,
+        name=name,
+        source=source,
+        branch=branch,
+        username=username or url_user,
+        credential=credential_encrypt(credential or url_password),
+        exclude_globs=exclude_globs,
         mirror_path=str(paths.mirror_path(name)),
     )
     mirror_schedule_ensure()
     return repo
 
 
-def repository_register(*, source: str, name: str = "", branch: str = "", username: str = "",
-                        credential: str = "", exclude_globs: str = "") -> Repository:
+def repository_register(
+    *,
+    source: str,
+    name: str = "",
+    branch: str = "",
+    username: str = "",
+    credential: str = "",
+    exclude_globs: str = "",
+) -> Repository:
     """Create the row and its bare mirror, then sync it once."""
-    repo = repository_create(source=source, name=name, branch=branch, username=username, credential=credential,
-                             exclude_globs=exclude_globs)
+    repo = repository_create(
+        source=source,
+        name=name,
+        branch=branch,
+        username=username,
+        credential=credential,
+        exclude_globs=exclude_globs,
+    )
     repository_sync(repo=repo)
     return repo
 
 
-def repository_credential_set(*, repo: Repository, username: str | None = None, credential: str) -> Repository:
+def repository_credential_set(
+    *, repo: Repository, username: str | None = None, credential: str
+) -> Repository:
     repo.credential = credential_encrypt(credential)
     fields = ["credential", "updated_at"]
     if username is not None:
@@ -174,14 +197,24 @@ def mirror_schedule_ensure() -> str:
     # The first scheduled run comes one interval from now: registering a repository syncs it already.
     schedule, created = Schedule.objects.get_or_create(
         name=SCHEDULE_NAME,
-        defaults={"func": SCHEDULE_FUNC, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1,
-                  "next_run": timezone.now() + timedelta(minutes=minutes)},
+        defaults={
+            "func": SCHEDULE_FUNC,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": minutes,
+            "repeats": -1,
+            "next_run": timezone.now() + timedelta(minutes=minutes),
+        },
     )
     if not created and (schedule.minutes, schedule.func, schedule.schedule_type) != (
-        minutes, SCHEDULE_FUNC, Schedule.MINUTES
+        minutes,
+        SCHEDULE_FUNC,
+        Schedule.MINUTES,
     ):
         schedule.minutes, schedule.func, schedule.schedule_type, schedule.repeats = (
-            minutes, SCHEDULE_FUNC, Schedule.MINUTES, -1
+            minutes,
+            SCHEDULE_FUNC,
+            Schedule.MINUTES,
+            -1,
         )
         schedule.next_run = timezone.now() + timedelta(minutes=minutes)
         schedule.save()

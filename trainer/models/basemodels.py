@@ -22,11 +22,15 @@ class BaseModel(StatusRow):
     display_name = models.CharField(max_length=200)
     hf_path = InstancePathField(help_text="Folder that transformers loads.")
     train_gguf_file = models.CharField(
-        max_length=255, blank=True, help_text="GGUF file inside hf_path that transformers dequantizes for training."
+        max_length=255,
+        blank=True,
+        help_text="GGUF file inside hf_path that transformers dequantizes for training.",
     )
     gguf_path = InstancePathField(help_text="GGUF served by llama.cpp.")
     architecture = models.CharField(max_length=100, blank=True)
-    fim_format = models.CharField(max_length=32, blank=True, help_text="FIM format name; empty if it cannot infill.")
+    fim_format = models.CharField(
+        max_length=32, blank=True, help_text="FIM format name; empty if it cannot infill."
+    )
     can_infill = models.BooleanField(default=False)
     license = models.CharField(max_length=100, blank=True)
     manifest = models.JSONField(default=dict, blank=True)

@@ -22,7 +22,9 @@ class EvaluationReport(StatusRow):
         "trainer.ModelVersion", on_delete=models.CASCADE, null=True, blank=True, related_name="reports"
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
-    mode = models.CharField(max_length=16, blank=True, help_text="fim or prefix: the mode the headline numbers used.")
+    mode = models.CharField(
+        max_length=16, blank=True, help_text="fim or prefix: the mode the headline numbers used."
+    )
     metrics = models.JSONField(default=dict, help_text="model label → metric → value, with the mode of each.")
     decision = models.TextField(blank=True, help_text="Promotion gate outcome and why.")
 

@@ -23,22 +23,26 @@ class Repository(StatusRow):
 
     name = models.SlugField(max_length=100, unique=True)
     source = models.CharField(
-        max_length=1000, help_text="Local path or intranet URL it is mirrored from (never with a password in it)."
+        max_length=1000,
+        help_text="Local path or intranet URL it is mirrored from (never with a password in it).",
     )
     username = models.CharField(max_length=255, blank=True, help_text="User name for an https URL.")
     credential = models.TextField(
-        blank=True, editable=False,
+        blank=True,
+        editable=False,
         help_text="Password, access token or SSH private key, encrypted at rest (Fernet).",
     )
     branch = models.CharField(
-        max_length=255, blank=True,
+        max_length=255,
+        blank=True,
         help_text="Branch to read. Empty: the repository's default branch, detected at every sync.",
     )
     exclude_globs = models.TextField(
         blank=True, help_text="Files to leave out of datasets, one pattern a line (gitignore syntax)."
     )
     languages = models.CharField(
-        max_length=500, blank=True,
+        max_length=500,
+        blank=True,
         help_text="Languages to train on, comma-separated (e.g. python, typescript). Empty: every recognised language.",
     )
     mirror_path = InstancePathField()
@@ -59,8 +63,9 @@ class Repository(StatusRow):
 
         unknown = sorted(set(self.language_choice) - set(ALL_LANGUAGES))
         if unknown:
-            raise ValidationError({"languages": f"Unknown languages: {', '.join(unknown)}. "
-                                                f"Known: {', '.join(ALL_LANGUAGES)}."})
+            raise ValidationError(
+                {"languages": f"Unknown languages: {', '.join(unknown)}. Known: {', '.join(ALL_LANGUAGES)}."}
+            )
 
     @property
     def language_choice(self) -> tuple[str, ...]:

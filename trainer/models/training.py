@@ -22,13 +22,17 @@ class TrainingRun(StatusRow):
     base = models.ForeignKey("trainer.BaseModel", on_delete=models.PROTECT, related_name="runs")
     dataset = models.ForeignKey("trainer.Dataset", on_delete=models.PROTECT, related_name="runs")
     settings = models.JSONField(default=dict, blank=True)
-    method = models.CharField(max_length=32, blank=True, help_text="qlora-nf4, lora-bf16 or lora-fp32, and why.")
+    method = models.CharField(
+        max_length=32, blank=True, help_text="qlora-nf4, lora-bf16 or lora-fp32, and why."
+    )
     device = models.CharField(max_length=32, blank=True)
     path = InstancePathField()
     adapter_path = InstancePathField()
     attempts = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker_pid = models.PositiveIntegerField(null=True, blank=True, help_text="Process training it right now.")
+    worker_pid = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Process training it right now."
+    )
     cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)

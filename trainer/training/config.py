@@ -20,15 +20,20 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class LoraSettings:
-    preset: str = _f("standard", "quick, standard or thorough: how many passes over the data.",
-                         choices=PRESETS)
+    preset: str = _f(
+        "standard", "quick, standard or thorough: how many passes over the data.", choices=PRESETS
+    )
     rank: int = _f(16, "LoRA rank r of every adapted projection.")
     alpha: int = _f(32, "LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = _f(0.05, "Dropout on the LoRA path.")
-    learning_rate: float = _f(0.0, "Peak learning rate of AdamW; 0 picks one by the base's size "
-                                   "(2e-3 under 0.5B parameters, 1e-3 under 3B, 2e-4 above).")
-    schedule: str = _f("cosine", "Learning-rate schedule after warm-up: cosine, linear or constant.",
-                         choices=SCHEDULES)
+    learning_rate: float = _f(
+        0.0,
+        "Peak learning rate of AdamW; 0 picks one by the base's size "
+        "(2e-3 under 0.5B parameters, 1e-3 under 3B, 2e-4 above).",
+    )
+    schedule: str = _f(
+        "cosine", "Learning-rate schedule after warm-up: cosine, linear or constant.", choices=SCHEDULES
+    )
     warmup_steps: int = _f(5, "Optimizer steps of linear warm-up.")
     weight_decay: float = _f(0.0, "AdamW weight decay on adapter weights.")
     seq_len: int = _f(512, "Tokens per packed training sequence.")
@@ -39,9 +44,14 @@ class LoraSettings:
     max_steps: int = _f(0, "Hard cap on optimizer steps; 0 means no cap.")
     batch_size: int = _f(1, "Sequences per forward pass.")
     grad_accum: int = _f(4, "Forward passes per optimizer step.")
-    gradient_checkpointing: bool = _f(False, "Trade compute for memory (slower; for large bases on small GPUs).")
-    quantization: str = _f("auto", "auto (NF4 4-bit on CUDA, bf16 LoRA on CPU), nf4 (force QLoRA) or none.",
-                           choices=QUANTIZATION_CHOICES)
+    gradient_checkpointing: bool = _f(
+        False, "Trade compute for memory (slower; for large bases on small GPUs)."
+    )
+    quantization: str = _f(
+        "auto",
+        "auto (NF4 4-bit on CUDA, bf16 LoRA on CPU), nf4 (force QLoRA) or none.",
+        choices=QUANTIZATION_CHOICES,
+    )
     eval_every_steps: int = _f(0, "Held-out loss every N steps; 0 picks about 8 evaluations per run.")
     eval_sequences: int = _f(16, "Held-out sequences used for the held-out loss.")
     early_stopping_patience: int = _f(3, "Stop after this many held-out evaluations without improvement.")

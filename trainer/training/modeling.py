@@ -38,7 +38,9 @@ def method_choose(quantization: str) -> TrainingMethod:
     if torch.cuda.is_available():
         if quantization == "none":
             return TrainingMethod("lora-bf16", "cuda", "4-bit quantization switched off in the settings")
-        return TrainingMethod("qlora-nf4", "cuda", "CUDA present: base in 4-bit NF4, double quantization, bf16 compute")
+        return TrainingMethod(
+            "qlora-nf4", "cuda", "CUDA present: base in 4-bit NF4, double quantization, bf16 compute"
+        )
     if quantization == "nf4":
         return TrainingMethod("qlora-nf4", "cpu", "NF4 4-bit requested on CPU (bitsandbytes CPU backend)")
     bf16 = torch.backends.mkldnn.is_available()
@@ -94,7 +96,9 @@ def base_load_for_training(hf_path: str, settings: LoraSettings, method: Trainin
     if added:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     if method.four_bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=settings.gradient_checkpointing
+        )
         _bnb_cpu_training_fix(model)
     elif settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -141,5 +145,7 @@ def adapter_merge(hf_path: str, adapter_dir: Path, out_dir: Path) -> FimFormat:
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     if fmt is None:
-        raise TrainingError("The merged model's tokenizer has no FIM tokens; the adapter folder is incomplete.")
+        raise TrainingError(
+            "The merged model's tokenizer has no FIM tokens; the adapter folder is incomplete."
+        )
     return fmt

@@ -39,7 +39,9 @@ def _windows(text: str, max_chars: int) -> list[str]:
 def _line_span(text: str, rng: random.Random, multiline: bool) -> tuple[int, int] | None:
     """Character span [start, end) covering one or several whole lines (without the final newline)."""
     starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n" and i + 1 < len(text)]
-    candidates = [s for s in starts if text[s:text.find("\n", s) if "\n" in text[s:] else len(text)].strip()]
+    candidates = [
+        s for s in starts if text[s : text.find("\n", s) if "\n" in text[s:] else len(text)].strip()
+    ]
     if not candidates:
         return None
     first = rng.choice(candidates)
@@ -51,7 +53,9 @@ def _line_span(text: str, rng: random.Random, multiline: bool) -> tuple[int, int
     return first, end
 
 
-def fim_pieces(text: str, fmt: FimFormat, rng: random.Random, *, spm: bool, multiline: bool) -> list[Piece] | None:
+def fim_pieces(
+    text: str, fmt: FimFormat, rng: random.Random, *, spm: bool, multiline: bool
+) -> list[Piece] | None:
     span = _line_span(text, rng, multiline)
     if span is None:
         return None
@@ -64,8 +68,14 @@ def fim_pieces(text: str, fmt: FimFormat, rng: random.Random, *, spm: bool, mult
 
 
 def samples_build(
-    files: Iterable[dict], fmt: FimFormat | None, *, fim_rate: float, spm_rate: float,
-    multiline_rate: float, window_chars: int, seed: int,
+    files: Iterable[dict],
+    fmt: FimFormat | None,
+    *,
+    fim_rate: float,
+    spm_rate: float,
+    multiline_rate: float,
+    window_chars: int,
+    seed: int,
 ) -> list[list[Piece]]:
     """One list of pieces per window of every file; FIM where a format exists and the dice say so."""
     rng = random.Random(seed)
@@ -97,7 +107,9 @@ class PieceEncoder:
     def encode_many(self, samples: list[list[Piece]]) -> list[list[int]]:
         texts = [p.text for s in samples for p in s if not p.special]
         encoded = iter(
-            self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+            self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            if texts
+            else []
         )
         out = []
         for sample in samples:
@@ -113,7 +125,7 @@ def pack(sequences: list[list[int]], seq_len: int) -> tuple[list[list[int]], dic
     """Concatenate and cut into `seq_len` rows; the ragged tail is dropped, nothing is padded."""
     stream = [t for s in sequences for t in s]
     n = len(stream) // seq_len
-    rows = [stream[i * seq_len:(i + 1) * seq_len] for i in range(n)]
+    rows = [stream[i * seq_len : (i + 1) * seq_len] for i in range(n)]
     if not rows and stream:  # less than one sequence of data: train on what there is
         rows, n = [stream], 1
     stats = {

@@ -23,6 +23,7 @@ from trainer.training.config import LoraSettings
 
 logger = logging.getLogger(__name__)
 
+
 def training_run_start(
     *, dataset: Dataset, base: BaseModel, settings: LoraSettings, force: bool = False
 ) -> TrainingRun:
@@ -53,9 +54,12 @@ def training_rate_limit(*, base: BaseModel) -> str:
 
 def _rate_limit_check(base: BaseModel) -> None:
     hours = django_settings.HEARTH_RETRAIN_MIN_INTERVAL_H
-    last = (TrainingRun.objects.filter(base=base).exclude(status__in=[TrainingRun.Status.FAILED,
-                                                                     TrainingRun.Status.CANCELLED])
-            .order_by("-created_at").first())
+    last = (
+        TrainingRun.objects.filter(base=base)
+        .exclude(status__in=[TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED])
+        .order_by("-created_at")
+        .first()
+    )
     if hours and last and timezone.now() - last.created_at < timedelta(hours=hours):
         wait = timedelta(hours=hours) - (timezone.now() - last.created_at)
         raise TrainingError(
@@ -96,9 +100,14 @@ class _Heartbeat(threading.Thread):
 
 def _claim(run: TrainingRun) -> bool:
     """Move a queued run to running in one conditional UPDATE: two workers can never both win."""
-    claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED, cancel_requested=False).update(
-        status=TrainingRun.Status.RUNNING, attempts=F("attempts") + 1, heartbeat_at=timezone.now(),
-        worker_pid=os.getpid(), updated_at=timezone.now(),
+    claimed = TrainingRun.objects.filter(
+        pk=run.pk, status=TrainingRun.Status.QUEUED, cancel_requested=False
+    ).update(
+        status=TrainingRun.Status.RUNNING,
+        attempts=F("attempts") + 1,
+        heartbeat_at=timezone.now(),
+        worker_pid=os.getpid(),
+        updated_at=timezone.now(),
     )
     run.refresh_from_db()
     return bool(claimed)
@@ -115,22 +124,34 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         return run
     max_attempts = django_settings.HEARTH_TRAINING_MAX_ATTEMPTS
     if run.attempts > max_attempts:
-        run.transition(TrainingRun.Status.FAILED,
-                       reason=f"Gave up after {max_attempts} attempts: the worker kept dying (out of memory?).")
+        run.transition(
+            TrainingRun.Status.FAILED,
+            reason=f"Gave up after {max_attempts} attempts: the worker kept dying (out of memory?).",
+        )
         return run
     settings = LoraSettings.from_dict(run.settings)
     method = method_choose(settings.quantization)
     run.method, run.device = method.name, method.device
     run.save(update_fields=["method", "device"])
-    run.log_line(f"attempt {run.attempts} (pid {os.getpid()}): {method.name} on {method.device} — {method.reason}")
+    run.log_line(
+        f"attempt {run.attempts} (pid {os.getpid()}): {method.name} on {method.device} — {method.reason}"
+    )
     dataset_dir = Path(run.dataset.path)
 
     def on_progress(p: Progress) -> None:
         ProgressPoint.objects.create(
-            run=run, step=p.step, total_steps=p.total_steps, loss=p.loss, eval_loss=p.eval_loss,
-            tokens_per_s=p.tokens_per_s, eta_s=p.eta_s, peak_memory_mb=p.peak_memory_mb,
+            run=run,
+            step=p.step,
+            total_steps=p.total_steps,
+            loss=p.loss,
+            eval_loss=p.eval_loss,
+            tokens_per_s=p.tokens_per_s,
+            eta_s=p.eta_s,
+            peak_memory_mb=p.peak_memory_mb,
         )
-        TrainingRun.objects.filter(pk=run.pk).update(step=p.step, total_steps=p.total_steps, heartbeat_at=timezone.now())
+        TrainingRun.objects.filter(pk=run.pk).update(
+            step=p.step, total_steps=p.total_steps, heartbeat_at=timezone.now()
+        )
 
     def should_stop() -> bool:
         return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
@@ -142,8 +163,12 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             hf_path=run.base.hf_path,
             train_files=dataset_files_read(dataset_dir, "train"),
             heldout_files=dataset_files_read(dataset_dir, "heldout"),
-            settings=settings, method=method, out_dir=Path(run.path), on_progress=on_progress,
-            should_stop=should_stop, log=run.log_line,
+            settings=settings,
+            method=method,
+            out_dir=Path(run.path),
+            on_progress=on_progress,
+            should_stop=should_stop,
+            log=run.log_line,
         )
     except TrainingCancelled:
         run.transition(TrainingRun.Status.CANCELLED, reason="Cancelled by an admin.")
@@ -159,12 +184,16 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     run.save(update_fields=["adapter_path", "summary"])
     _manifest_write(run, dataset_dir, settings, method, summary)
     run.transition(TrainingRun.Status.SUCCEEDED)
-    run.log_line(f"done: {summary['steps']} steps at {summary['tokens_per_s']} tok/s, "
-                 f"best held-out loss {summary['best_eval_loss']}")
+    run.log_line(
+        f"done: {summary['steps']} steps at {summary['tokens_per_s']} tok/s, "
+        f"best held-out loss {summary['best_eval_loss']}"
+    )
     return run
 
 
-def _manifest_write(run: TrainingRun, dataset_dir: Path, settings: LoraSettings, method, summary: dict) -> None:
+def _manifest_write(
+    run: TrainingRun, dataset_dir: Path, settings: LoraSettings, method, summary: dict
+) -> None:
     """The training stage's manifest: the dataset's manifest and the base's files as inputs, the
     settings and method, the adapter's files by sha256, the libraries and the timings."""
     from appliance.manifests import manifest_sha256, manifest_write
@@ -172,13 +201,25 @@ def _manifest_write(run: TrainingRun, dataset_dir: Path, settings: LoraSettings,
 
     adapter = Path(run.adapter_path)
     manifest_write(
-        Path(run.path), stage="training", run=run.pk,
-        inputs={"dataset": run.dataset_id, "dataset_manifest": manifest_sha256(dataset_dir),
-                "base": run.base.slug, "base_files": run.base.manifest.get("files", {})},
-        settings=settings.as_dict(), method={"name": method.name, "device": method.device},
-        adapter={p.name: sha256_file(p) for p in sorted(adapter.iterdir()) if p.is_file()} if adapter.is_dir() else {},
-        timings={"seconds": summary.get("seconds"), "steps": summary.get("steps"),
-                 "tokens_per_s": summary.get("tokens_per_s")},
+        Path(run.path),
+        stage="training",
+        run=run.pk,
+        inputs={
+            "dataset": run.dataset_id,
+            "dataset_manifest": manifest_sha256(dataset_dir),
+            "base": run.base.slug,
+            "base_files": run.base.manifest.get("files", {}),
+        },
+        settings=settings.as_dict(),
+        method={"name": method.name, "device": method.device},
+        adapter={p.name: sha256_file(p) for p in sorted(adapter.iterdir()) if p.is_file()}
+        if adapter.is_dir()
+        else {},
+        timings={
+            "seconds": summary.get("seconds"),
+            "steps": summary.get("steps"),
+            "tokens_per_s": summary.get("tokens_per_s"),
+        },
     )
 
 
@@ -190,13 +231,19 @@ def training_watchdog() -> list[int]:
     for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=stale_before):
         silent = (timezone.now() - run.heartbeat_at).total_seconds()
         if run.attempts >= django_settings.HEARTH_TRAINING_MAX_ATTEMPTS:
-            run.transition(TrainingRun.Status.FAILED, reason=(
-                f"The training worker died {run.attempts} times (no heartbeat for {silent:.0f} s); giving up. "
-                "Check the machine's memory and the worker log."))
+            run.transition(
+                TrainingRun.Status.FAILED,
+                reason=(
+                    f"The training worker died {run.attempts} times (no heartbeat for {silent:.0f} s); giving up. "
+                    "Check the machine's memory and the worker log."
+                ),
+            )
             notify(title=f"Training run {run.pk} failed", body=run.status_reason, level="error")
             continue
-        run.log_line(f"no heartbeat for {silent:.0f} s from pid {run.worker_pid}: worker presumed dead; "
-                     "requeued to resume from the last checkpoint")
+        run.log_line(
+            f"no heartbeat for {silent:.0f} s from pid {run.worker_pid}: worker presumed dead; "
+            "requeued to resume from the last checkpoint"
+        )
         with transaction.atomic():
             run.transition(TrainingRun.Status.QUEUED, reason="Requeued after the worker died.")
             job_enqueue("trainer.training.tasks.training_run_execute", run.pk, gpu=True)

@@ -8,13 +8,19 @@ from appliance.errors import HearthError
 
 
 class Command(BaseCommand):
-    help = ("Back up the database (SQLite online backup, or pg_dump on PostgreSQL) and the instance directory "
-            "(mirrors, datasets, runs, models, keys) into one tar archive with a manifest.json. Safe while "
-            "Hearth runs.")
+    help = (
+        "Back up the database (SQLite online backup, or pg_dump on PostgreSQL) and the instance directory "
+        "(mirrors, datasets, runs, models, keys) into one tar archive with a manifest.json. Safe while "
+        "Hearth runs."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--output", "-o", type=Path,
-                            help="Archive to write (default: HEARTH_HOME/backups/hearth-backup-<time>.tar).")
+        parser.add_argument(
+            "--output",
+            "-o",
+            type=Path,
+            help="Archive to write (default: HEARTH_HOME/backups/hearth-backup-<time>.tar).",
+        )
 
     def handle(self, *args, **opts):
         from appliance.backup import backup_create

@@ -8,14 +8,19 @@ from appliance.errors import HearthError
 
 
 class Command(BaseCommand):
-    help = ("Restore a `hearth backup` archive into this instance: its instance files (keys included), its "
-            "database, then migrations; stored paths move to this HEARTH_HOME. Stop the services first and "
-            "start them after.")
+    help = (
+        "Restore a `hearth backup` archive into this instance: its instance files (keys included), its "
+        "database, then migrations; stored paths move to this HEARTH_HOME. Stop the services first and "
+        "start them after."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("archive", type=Path, help="The archive `hearth backup` wrote.")
-        parser.add_argument("--force", action="store_true",
-                            help="Replace an instance that already has repositories, datasets, models or tokens.")
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Replace an instance that already has repositories, datasets, models or tokens.",
+        )
 
     def handle(self, *args, **opts):
         from appliance.backup import backup_restore
@@ -24,6 +29,9 @@ class Command(BaseCommand):
             manifest = backup_restore(opts["archive"], force=opts["force"], log=self.stdout.write)
         except HearthError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(
-            f"Restored the backup of {manifest['home']} made {manifest['created_at']} (Hearth "
-            f"{manifest['hearth_version']}). Restart Hearth's services."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Restored the backup of {manifest['home']} made {manifest['created_at']} (Hearth "
+                f"{manifest['hearth_version']}). Restart Hearth's services."
+            )
+        )

@@ -7,10 +7,17 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Run Hearth's services (qcluster job worker, llama.cpp engine, gunicorn web) until Ctrl-C or SIGTERM."
+    help = (
+        "Run Hearth's services (qcluster job worker, llama.cpp engine, gunicorn web) until Ctrl-C or SIGTERM."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port (on HEARTH_WEB_BIND, default loopback).")
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=settings.HEARTH_WEB_PORT,
+            help="Web port (on HEARTH_WEB_BIND, default loopback).",
+        )
         parser.add_argument("--no-worker", action="store_true", help="Do not start the job worker.")
 
     def handle(self, *args, **opts):

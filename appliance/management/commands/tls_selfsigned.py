@@ -11,16 +11,22 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = ("Write a self-signed TLS certificate and key (0600) for HEARTH_TLS_CERT/HEARTH_TLS_KEY. "
-            "Replace them with a certificate from your own CA when you have one.")
+    help = (
+        "Write a self-signed TLS certificate and key (0600) for HEARTH_TLS_CERT/HEARTH_TLS_KEY. "
+        "Replace them with a certificate from your own CA when you have one."
+    )
 
     def add_arguments(self, parser):
         home = Path(settings.HEARTH_HOME) / "tls"
         parser.add_argument("--cert", type=Path, default=home / "cert.pem", help="Certificate file to write.")
         parser.add_argument("--key", type=Path, default=home / "key.pem", help="Private key file to write.")
-        parser.add_argument("--host", action="append", default=[],
-                            help="Name or address the certificate is valid for (repeatable; default: this "
-                                 "host's names, localhost and 127.0.0.1).")
+        parser.add_argument(
+            "--host",
+            action="append",
+            default=[],
+            help="Name or address the certificate is valid for (repeatable; default: this "
+            "host's names, localhost and 127.0.0.1).",
+        )
         parser.add_argument("--days", type=int, default=825, help="Validity in days.")
         parser.add_argument("--force", action="store_true", help="Overwrite existing files.")
 
@@ -41,18 +47,34 @@ class Command(BaseCommand):
             except ValueError:
                 names.append(x509.DNSName(host))
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]),
-                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hearth (self-signed)")])
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hearth (self-signed)"),
+            ]
+        )
         now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=opts["days"]))
-                .add_extension(x509.SubjectAlternativeName(names), critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .sign(key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=opts["days"]))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
         for path, data in (
-            (key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption())),
+            (
+                key_path,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+            ),
             (cert_path, cert.public_bytes(serialization.Encoding.PEM)),
         ):
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

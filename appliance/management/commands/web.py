@@ -7,8 +7,10 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = ("Run the web tier (gunicorn: admin and completion API) on HEARTH_WEB_BIND, with TLS when "
-            "HEARTH_TLS_CERT/HEARTH_TLS_KEY are set. Replaces this process (for systemd).")
+    help = (
+        "Run the web tier (gunicorn: admin and completion API) on HEARTH_WEB_BIND, with TLS when "
+        "HEARTH_TLS_CERT/HEARTH_TLS_KEY are set. Replaces this process (for systemd)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port.")

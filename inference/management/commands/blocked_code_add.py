@@ -4,8 +4,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = ("Add files to the blocked-code corpus: suggestions sharing 150+ whitespace-stripped characters "
-            "with them are discarded.")
+    help = (
+        "Add files to the blocked-code corpus: suggestions sharing 150+ whitespace-stripped characters "
+        "with them are discarded."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", help="Text files (or folders, read recursively) to block.")
@@ -32,4 +34,6 @@ class Command(BaseCommand):
                 BlockedCode.objects.create(name=str(path)[:200], text=text)
             added += 1
         serving_rules_clear()
-        self.stdout.write(f"{'would add' if opts['dry_run'] else 'added'} {added} file(s) to the blocked-code corpus")
+        self.stdout.write(
+            f"{'would add' if opts['dry_run'] else 'added'} {added} file(s) to the blocked-code corpus"
+        )

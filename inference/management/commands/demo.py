@@ -17,11 +17,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--repo", default=str(settings.BASE_DIR), help="Git repository to learn from.")
-        parser.add_argument("--base", default=settings.HEARTH_BASE_MODEL,
-                            help="Base model slug (default: SmolLM2-135M-Instruct; hearth-micro trains in seconds).")
-        parser.add_argument("--max-steps", type=int, default=90, help="Cap on optimizer steps (fits ~30 min on 2 cores).")
-        parser.add_argument("--preset", default="thorough", help="quick, standard or thorough (passes over the data).")
-        parser.add_argument("--serve", action="store_true", help="Keep the engine and web server running at the end.")
+        parser.add_argument(
+            "--base",
+            default=settings.HEARTH_BASE_MODEL,
+            help="Base model slug (default: SmolLM2-135M-Instruct; hearth-micro trains in seconds).",
+        )
+        parser.add_argument(
+            "--max-steps", type=int, default=90, help="Cap on optimizer steps (fits ~30 min on 2 cores)."
+        )
+        parser.add_argument(
+            "--preset", default="thorough", help="quick, standard or thorough (passes over the data)."
+        )
+        parser.add_argument(
+            "--serve", action="store_true", help="Keep the engine and web server running at the end."
+        )
         parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port.")
 
     def handle(self, *args, **opts):
@@ -34,8 +43,14 @@ class Command(BaseCommand):
         say = lambda msg: self.stdout.write(f"[{time.monotonic() - t0:7.1f}s] {msg}")
         try:
             lora = LoraSettings(preset=opts["preset"], max_steps=opts["max_steps"])
-            result = demo_run(source=opts["repo"], base_slug=opts["base"], settings_=lora, port=opts["port"],
-                              services=services, log=say)
+            result = demo_run(
+                source=opts["repo"],
+                base_slug=opts["base"],
+                settings_=lora,
+                port=opts["port"],
+                services=services,
+                log=say,
+            )
             self.stdout.write(self.style.SUCCESS("\nHearth demo finished"))
             self.stdout.write("\n".join(demo_report_lines(result)))
             if opts["serve"]:

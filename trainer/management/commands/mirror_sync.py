@@ -21,9 +21,13 @@ class Command(BaseCommand):
 
         if opts["all"] == bool(opts["name"]):
             raise CommandError("Give a repository name or --all.")
-        repos = list(Repository.objects.all() if opts["all"] else Repository.objects.filter(name=opts["name"]))
+        repos = list(
+            Repository.objects.all() if opts["all"] else Repository.objects.filter(name=opts["name"])
+        )
         if not repos:
-            raise CommandError(f"No repository named {opts['name']!r}." if opts["name"] else "No repositories yet.")
+            raise CommandError(
+                f"No repository named {opts['name']!r}." if opts["name"] else "No repositories yet."
+            )
         failed = 0
         for repo in tqdm(repos, desc="mirrors", unit="repo", file=self.stderr, disable=None):
             old = repo.head_sha
@@ -34,6 +38,8 @@ class Command(BaseCommand):
             except HearthError as exc:
                 failed += 1
                 self.stderr.write(f"{repo.name}: {exc}")
-        self.stdout.write(f"{len(repos) - failed} synced, {failed} failed; scheduled sync: {mirror_schedule_ensure()}")
+        self.stdout.write(
+            f"{len(repos) - failed} synced, {failed} failed; scheduled sync: {mirror_schedule_ensure()}"
+        )
         if failed:
             raise CommandError(f"{failed} repositories failed to sync.")

@@ -4,7 +4,9 @@ from appliance.errors import HearthError
 
 
 class Command(BaseCommand):
-    help = "Cancel a queued or running training run (a running one stops at its next step, after a checkpoint)."
+    help = (
+        "Cancel a queued or running training run (a running one stops at its next step, after a checkpoint)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("run", type=int, help="Training run id.")
