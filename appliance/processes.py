@@ -181,7 +181,8 @@ def wait_http(
         if services is not None:
             services.check_alive()
         try:
-            with urllib.request.urlopen(url, timeout=5, context=context) as resp:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=5, context=context) as resp:
                 body = resp.read()
                 payload = json.loads(body) if body.strip().startswith(b"{") else {}
                 if accept(payload):

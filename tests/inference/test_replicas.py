@@ -13,6 +13,7 @@ import pytest
 import requests
 from django.conf import settings as django_settings
 
+from appliance.engine_secret import engine_auth_headers
 from appliance.processes import wait_http
 from tests.conftest import child_env
 from tests.inference.conftest import free_port
@@ -61,7 +62,12 @@ def _engine(port: int, settings, log) -> subprocess.Popen:
 
 
 def _served(port: int) -> dict:
-    return requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["batches"] or {}
+    return (
+        requests.get(f"http://127.0.0.1:{port}/health", headers=engine_auth_headers(), timeout=5).json()[
+            "batches"
+        ]
+        or {}
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -73,7 +79,7 @@ def test_killing_a_replica_fails_no_request(micro_base, live_server, settings, t
     procs = {p: _engine(p, settings, log) for p in ports}
     try:
         for port in ports:
-            wait_http(f"http://127.0.0.1:{port}/ready", timeout=120)
+            wait_http(f"http://127.0.0.1:{port}/ready", timeout=120, headers=engine_auth_headers())
         settings.HEARTH_ENGINE_URLS = [f"http://127.0.0.1:{p}" for p in ports]
         settings.HEARTH_ENGINE_RETRY_S = 0.5
         tokens = {name: token_create(username=name)[1] for name in ("ana", "bo", "cy", "dee", "eve", "fin")}
@@ -98,7 +104,7 @@ def test_killing_a_replica_fails_no_request(micro_base, live_server, settings, t
         assert failed == 0
 
         procs[dead] = _engine(dead, settings, log)  # back on the same address
-        wait_http(f"http://127.0.0.1:{dead}/ready", timeout=120)
+        wait_http(f"http://127.0.0.1:{dead}/ready", timeout=120, headers=engine_auth_headers())
 
         time.sleep(settings.HEARTH_ENGINE_RETRY_S)
         assert [ask(raw) for raw in tokens.values()] == [200] * len(tokens)
