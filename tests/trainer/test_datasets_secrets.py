@@ -438,7 +438,11 @@ def test_named_provider_tokens_never_reach_the_dataset(tmp_path):
     }
     assert set(leaky) <= kept  # scrubbed, not dropped
     leaked = [
-        (f.name, v[:12]) for f in sorted(out.iterdir()) if f.is_file() for v in values if v in f.read_text()
+        (f.name, v[:12])
+        for f in sorted(out.iterdir())
+        if f.is_file()
+        for v in values
+        if v in f.read_text(errors="replace")
     ]
     assert not leaked, leaked
     kinds = dataset.report["secrets"]["by_kind"]
