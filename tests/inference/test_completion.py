@@ -81,7 +81,7 @@ def test_users_sharing_one_slot_keep_their_prompt_cache(micro_base):
     for keystroke in range(3):
         for user, text in files.items():
             result = scheduler.wait(
-                scheduler.submit(Job(user=user, body={"prefix": text + "x" * keystroke, "max_tokens": 4}))
+                scheduler.submit(Job(user=user, body=_request(user, text + "x" * keystroke)))
             )
             choice = result["choices"][0]
             if keystroke:
@@ -90,9 +90,7 @@ def test_users_sharing_one_slot_keep_their_prompt_cache(micro_base):
     assert pool.kv.stats["restored"] >= 4
     # A restored cache gives the same answer as a fresh slot.
     fresh = pool_load(served, slots=1, n_ctx=1024, n_threads=1)
-    again = job_run(
-        fresh.completers[0], Job(user=None, body={"prefix": files["bob"] + "xx", "max_tokens": 4})
-    )
+    again = job_run(fresh.completers[0], Job(user=None, body=_request("bob", files["bob"] + "xx")))
     assert again["choices"][0]["text"] == texts[("bob", 2)]
     scheduler.close()
     fresh.close()
@@ -149,3 +147,10 @@ def test_sampling_draws_from_what_llama_cpps_sampler_chain_leaves(logits, temper
 
 def test_sampling_at_temperature_zero_is_greedy():
     assert _sampled([5.0, 4.9], temperature=0.0, top_p=1.0, draws=10)[0] == 1.0
+
+
+def _request(user: str, prefix: str):
+    from appliance.llm.sampling import SamplingOptions
+    from inference.engine.request import EngineRequest
+
+    return EngineRequest(user=user, prefix=prefix, sampling=SamplingOptions(max_tokens=4))
