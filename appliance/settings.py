@@ -92,6 +92,11 @@ HEARTH_DATASET_EXCLUDE = [g.strip() for g in _env("DATASET_EXCLUDE", "").split("
 HEARTH_TRAINING_HEARTBEAT_S = float(_env("TRAINING_HEARTBEAT_S", "10"))
 HEARTH_TRAINING_STALE_S = float(_env("TRAINING_STALE_S", "90"))
 HEARTH_TRAINING_MAX_ATTEMPTS = int(_env("TRAINING_MAX_ATTEMPTS", "3"))
+# The other working rows (a repository syncing, a dataset or a model version building, an
+# evaluation running) beat every HEARTBEAT_S while their worker lives; the stuck-row watchdog fails
+# one silent for STUCK_S, with the reason in its log, so the admin can retry it.
+HEARTH_WORK_HEARTBEAT_S = float(_env("WORK_HEARTBEAT_S", "30"))
+HEARTH_WORK_STUCK_S = float(_env("WORK_STUCK_S", "600"))
 HEARTH_RETRAIN_MIN_INTERVAL_H = float(_env("RETRAIN_MIN_INTERVAL_H", "168"))
 
 INSTALLED_APPS = [

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+from datetime import timedelta
+
 from django.db import models
 from django.db.models import Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from appliance.errors import InvalidTransition
+
+logger = logging.getLogger(__name__)
 
 
 class StatusRow(models.Model):
@@ -53,3 +59,93 @@ class StatusRow(models.Model):
         line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}\n"
         type(self).objects.filter(pk=self.pk).update(log=Concat("log", Value(line)))
         self.log += line
+
+
+class WorkedRow(StatusRow):
+    """A StatusRow whose `WORKING` states belong to one live worker process at a time.
+
+    The worker claims the row and keeps its heartbeat fresh with `heartbeat_keep(row)`, which stamps
+    `worker` (host and pid) and `heartbeat_at`; moving into a working state clears both. A row whose worker died keeps its working state
+    forever unless `stuck_rows_release` moves it to `STUCK_TO`, from which the admin retries it.
+    """
+
+    WORKING: frozenset[str] = frozenset()
+    STUCK_TO = "failed"
+
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Last sign of life from the worker on this row."
+    )
+    worker = models.CharField(
+        max_length=200, blank=True, default="", editable=False, help_text="Host and pid of the worker."
+    )
+
+    class Meta:
+        abstract = True
+
+    def transition(self, to: str, *, reason: str = "") -> None:
+        super().transition(to, reason=reason)
+        if to in self.WORKING:  # unclaimed until a worker's `heartbeat_keep` (a retry may wait queued)
+            self.heartbeat_at, self.worker = None, ""
+            type(self).objects.filter(pk=self.pk).update(heartbeat_at=None, worker="")
+
+
+def worker_name() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+@contextmanager
+def heartbeat_keep(row: WorkedRow, interval_s: float | None = None):
+    """Refresh `row.heartbeat_at` every `interval_s` (HEARTH_WORK_HEARTBEAT_S) while the block runs."""
+    import threading
+
+    from django.conf import settings
+    from django.db import DatabaseError, connection
+
+    interval = interval_s if interval_s is not None else settings.HEARTH_WORK_HEARTBEAT_S
+    model, pk, stop = type(row), row.pk, threading.Event()
+    row.heartbeat_at, row.worker = timezone.now(), worker_name()  # claimed: the watchdog may watch it
+    model.objects.filter(pk=pk).update(heartbeat_at=row.heartbeat_at, worker=row.worker)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                try:
+                    model.objects.filter(pk=pk).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:  # a busy database: the next beat tries again
+                    logger.warning("heartbeat of %s %s not written: %s", model.__name__, pk, exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{model.__name__}-{pk}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def stuck_rows_release(model: type[WorkedRow], *, stuck_s: float) -> list[WorkedRow]:
+    """Move every row of `model` silent in a working state for `stuck_s` to `model.STUCK_TO`, with
+    the reason in its status and its log. A row its worker finishes meanwhile is left alone (the
+    move is the same conditional UPDATE as any transition)."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=stuck_s)
+    released = []
+    # A row no worker has claimed yet (heartbeat_at empty) waits in the queue, which redelivers it.
+    for row in model.objects.filter(heartbeat_at__lt=cutoff, status__in=model.WORKING):
+        last = row.heartbeat_at
+        reason = (
+            f"Stuck in '{row.status}': no sign of life for {(now - last).total_seconds():.0f} s from "
+            f"{row.worker or 'its worker'}, which presumably died. Retry it from the admin."
+        )
+        try:
+            row.transition(model.STUCK_TO, reason=reason)
+        except InvalidTransition:
+            continue
+        row.log_line(f"watchdog: {reason}")
+        released.append(row)
+    return released

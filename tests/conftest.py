@@ -170,3 +170,17 @@ def micro_base(db, micro_dir):
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_outlives_its_test():
+    """An engine's model watcher left running polls a database the next test does not hold, and
+    logs a traceback every poll; stop every engine a test starts (`engine.stop()`)."""
+    import threading
+
+    yield
+    left = [t for t in threading.enumerate() if t.name == "model-watch"]
+    for thread in left:
+        thread.join(timeout=3)
+    alive = [t for t in left if t.is_alive()]
+    assert not alive, f"{len(alive)} engine watcher(s) still running after the test: call engine.stop()"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 import requests
@@ -82,7 +81,7 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
 
     # Serve whatever the gate decided (promoted version, or the base), over real HTTP.
     settings.HEARTH_ENGINE_PORT = _free_port()
-    server, _engine = engine_server_build(
+    server, engine = engine_server_build(
         host="127.0.0.1", port=settings.HEARTH_ENGINE_PORT, n_ctx=512, n_threads=2
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -115,7 +114,8 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
         _other_dialects(live_server.url, raw)
     finally:
         server.shutdown()
-        time.sleep(0.1)
+        server.server_close()
+        engine.stop()  # its watcher would poll a database this test no longer holds
 
 
 def _other_dialects(base: str, raw: str) -> None:

@@ -41,7 +41,15 @@ def after_training(run: TrainingRun) -> None:
 
 
 def model_version_build(version: ModelVersion) -> ModelVersion:
-    """Export the run's adapter to GGUF, evaluate it against the base/served model, gate it."""
+    """Export the run's adapter to GGUF, evaluate it against the base/served model, gate it. The
+    version's heartbeat stays fresh meanwhile, so the stuck-row watchdog can tell a dead worker."""
+    from appliance.status import heartbeat_keep
+
+    with heartbeat_keep(version):
+        return _model_version_build(version)
+
+
+def _model_version_build(version: ModelVersion) -> ModelVersion:
     from django.conf import settings
 
     from appliance.notifications import notify

@@ -16,3 +16,10 @@ def retrain_if_changed() -> str:
     from trainer import pipeline
 
     return pipeline.retrain_if_changed()
+
+
+def stuck_rows_watchdog() -> str:
+    from trainer.watchdog import stuck_rows_watchdog as watchdog
+
+    released = watchdog()
+    return f"released {', '.join(released)}" if released else "nothing stuck"

@@ -68,8 +68,27 @@ class RepositoryForm(forms.ModelForm):
         return source
 
 
+class RetryMixin:
+    """The "Retry" action: a failed row (one the stuck-row watchdog released, or any failure) is
+    queued again."""
+
+    @admin.action(description="Retry the selected failed rows")
+    def retry(self, request, queryset):
+        from appliance.errors import HearthError
+        from trainer.watchdog import row_label, row_retry
+
+        for row in queryset:
+            try:
+                done = row_retry(row)
+            except HearthError as exc:
+                self.message_user(request, str(exc), level="error")
+                continue
+            request_audit(request, action="retry", target=row_label(row), detail=done)
+            self.message_user(request, f"{row_label(row).capitalize()}: {done}.")
+
+
 @admin.register(Repository)
-class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
+class RepositoryAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     form = RepositoryForm
     list_display = ("name", "status", "default_branch", "head_sha", "last_synced_at", "has_credential")
     list_filter = ("status",)
@@ -80,7 +99,7 @@ class RepositoryAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         "head_sha",
         "last_synced_at",
     )
-    actions = ("sync_now", "build_dataset")
+    actions = ("sync_now", "build_dataset", "retry")
 
     @admin.display(boolean=True, description="credential")
     def has_credential(self, obj):
@@ -140,7 +159,7 @@ class BaseModelAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
+class DatasetAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "status",
@@ -153,6 +172,7 @@ class DatasetAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("status", "repositories")
+    actions = ("retry",)
     readonly_fields = ReadOnlyLogMixin.readonly_fields + (
         "commits",
         "options",
@@ -393,7 +413,7 @@ class ReportInline(ReportComparisonMixin, admin.StackedInline):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
+class ModelVersionAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = ("id", "base", "run", "status", "fim_format", "promoted_at")
     list_filter = ("status",)
     # A version changes only through its actions (promote, retire, delete): every field is read-only.
@@ -434,7 +454,7 @@ class ModelVersionAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         ),
     )
     inlines = [ReportInline]
-    actions = ["promote", "retire", "delete_versions"]
+    actions = ["promote", "retire", "delete_versions", "retry"]
 
     def has_add_permission(self, request):
         return False  # versions come from training runs

@@ -11,11 +11,10 @@ from django.utils import timezone
 from webui.charts import bar_chart
 
 DISK_ALERT_FRACTION = 0.9
-STUCK_AFTER = timedelta(hours=2)
 
 
 def _alerts() -> list[str]:
-    from trainer.models import Dataset, ModelVersion, Repository, TrainingRun
+    from trainer.models import Repository, TrainingRun
 
     now, alerts = timezone.now(), []
     for run in TrainingRun.objects.filter(
@@ -24,17 +23,25 @@ def _alerts() -> list[str]:
         alerts.append(f"Training run {run.pk} failed: {run.status_reason}")
     for repo in Repository.objects.filter(status=Repository.Status.FAILED):
         alerts.append(f"Repository {repo.name} failed to sync: {repo.status_reason}")
-    stuck = [
-        (Dataset, Dataset.Status.BUILDING),
-        (ModelVersion, ModelVersion.Status.BUILDING),
-        (Repository, Repository.Status.SYNCING),
-    ]
-    for model, status in stuck:
-        for row in model.objects.filter(status=status, updated_at__lt=now - STUCK_AFTER):
+    from trainer.watchdog import WATCHED, row_label
+
+    silent_since = now - timedelta(seconds=settings.HEARTH_WORK_HEARTBEAT_S * 3)
+    for model in WATCHED:
+        for row in model.objects.filter(status__in=model.WORKING, heartbeat_at__lt=silent_since):
             alerts.append(
-                f"{model._meta.verbose_name.capitalize()} {row} has been {status} since "
-                f"{row.updated_at:%Y-%m-%d %H:%M} UTC"
+                f"{row_label(row).capitalize()} is {row.status} but its worker ({row.worker}) has been "
+                f"silent since {row.heartbeat_at:%Y-%m-%d %H:%M} UTC; the watchdog fails it after "
+                f"{settings.HEARTH_WORK_STUCK_S:.0f} s"
             )
+        if model is Repository:
+            continue  # a failed sync is listed above
+        released = model.objects.filter(
+            status=model.STUCK_TO,
+            status_reason__startswith="Stuck in",
+            updated_at__gte=now - timedelta(days=7),
+        )
+        for row in released:
+            alerts.append(f"{row_label(row).capitalize()} failed: {row.status_reason}")
     disk = shutil.disk_usage(settings.HEARTH_HOME)
     if disk.used / disk.total > DISK_ALERT_FRACTION:
         alerts.append(f"Disk nearly full: {disk.used / disk.total:.0%} used, {disk.free / 1e9:.1f} GB free")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -274,14 +275,27 @@ def test_instance_paths_stay_inside(settings):
     assert paths.basemodel_dir("fine").parent == paths.basemodels_dir().resolve()
 
 
-def test_allowlist_matches_the_pinned_converter():
-    """SAFE_ARCHITECTURES is data; this re-derives it from the installed converter's sources."""
-    from trainer.basemodels.architectures import GATED_CALLS, SAFE_ARCHITECTURES
-    from trainer.basemodels.converter_audit import audit
+def _audit(*flags: str) -> dict:
+    """The audit in a fresh interpreter: CPython 3.11's `ast` shares one recursion counter across
+    threads, so a parse beside another thread's traceback formatting can fail spuriously."""
+    import sys
+
     from trainer.export.converter import converter_dir
 
-    gated = frozenset(GATED_CALLS)
-    found = audit(converter_dir(), gated)
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.basemodels.converter_audit", "--json", *flags, str(converter_dir())],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_allowlist_matches_the_pinned_converter():
+    """SAFE_ARCHITECTURES is data; this re-derives it from the installed converter's sources."""
+    from trainer.basemodels.architectures import SAFE_ARCHITECTURES
+
+    found = _audit("--gated")
     reaching = {arch: path for arch, path in found.items() if path}
     assert not SAFE_ARCHITECTURES & set(reaching), (
         "listed architectures now reach trust_remote_code: "
@@ -297,5 +311,5 @@ def test_allowlist_matches_the_pinned_converter():
         "Qwen3ForCausalLM",
         "Starcoder2ForCausalLM",
     } <= SAFE_ARCHITECTURES
-    ungated = audit(converter_dir())
+    ungated = _audit()
     assert ungated["LlamaForCausalLM"] and ungated["Qwen3ForCausalLM"]  # the gates are what admits them

@@ -10,9 +10,11 @@ an architecture it calls clean never trusts remote code; one it flags may only d
 condition on the folder's files (see `trainer.basemodels.architectures` for the two such
 conditions Hearth enforces itself).
 
-    python -m trainer.basemodels.converter_audit [CONVERTER_DIR]
+    python -m trainer.basemodels.converter_audit [--json] [--gated] [CONVERTER_DIR]
 
-prints the clean architectures, then every flagged one with the path that reaches the sink.
+prints the clean architectures, then every flagged one with the path that reaches the sink
+(`--json`: one object, architecture → path or null; `--gated`: not following the call sites
+`GATED_CALLS` guards).
 """
 
 from __future__ import annotations
@@ -216,7 +218,14 @@ def audit(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    gated: frozenset[tuple[str, str]] = frozenset()
+    if "--gated" in args:
+        from trainer.basemodels.architectures import GATED_CALLS
+
+        gated = frozenset(GATED_CALLS)
+    args = [a for a in args if a not in ("--json", "--gated")]
     if args:
         root = Path(args[0])
     else:
@@ -229,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.export.converter import converter_dir
 
         root = converter_dir()
-    result = audit(root)
+    result = audit(root, gated)
+    if as_json:
+        import json
+
+        print(json.dumps(result, sort_keys=True))
+        return 0
     print(f"# {root}\n# never trusts remote code:")
     for arch, path in result.items():
         if path is None:

@@ -19,6 +19,7 @@ from appliance import paths
 from appliance.errors import BaseModelError, HearthError
 from appliance.llm.fim import fim_format_detect
 from appliance.paths import sha256_file
+from appliance.status import heartbeat_keep
 from trainer.models import BaseModel
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ SMOLLM2 = {
 def _registration(row: BaseModel):
     """Save the row and mark it ready when the body succeeds; mark it failed with the reason if not."""
     try:
-        yield row
+        with heartbeat_keep(row):
+            yield row
     except HearthError as exc:
         row.transition(BaseModel.Status.FAILED, reason=str(exc))
         raise

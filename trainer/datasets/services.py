@@ -14,6 +14,7 @@ from django.db import transaction
 
 from appliance import paths
 from appliance.errors import DatasetError, HearthError
+from appliance.status import heartbeat_keep
 from trainer.context.services import context_index_build
 from trainer.datasets.builder import (
     BuildResult,
@@ -65,6 +66,16 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
         dataset.transition(Dataset.Status.FAILED, reason=reason)
         raise DatasetError(reason)
     dataset.transition(Dataset.Status.BUILDING)
+    with heartbeat_keep(dataset):
+        return _dataset_fill(dataset, repositories, options, progress)
+
+
+def _dataset_fill(
+    dataset: Dataset,
+    repositories: list[Repository],
+    options: DatasetOptions,
+    progress: Callable[[int, int], None] | None,
+) -> Dataset:
     out = paths.dataset_dir(dataset.pk)
     sources = repository_sources(repositories=repositories)
     try:

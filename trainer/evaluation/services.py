@@ -13,6 +13,7 @@ from appliance.errors import EvaluationError, HearthError
 from appliance.llm.fim import fim_format_get
 from appliance.manifests import manifest_sha256, manifest_write
 from appliance.paths import sha256_file
+from appliance.status import heartbeat_keep
 from trainer.datasets.builder import dataset_files_read
 from trainer.evaluation.harness import Candidate, models_compare
 from trainer.evaluation.metrics import mcnemar_exact_p, paired_difference_ci
@@ -59,13 +60,16 @@ def evaluation_run(
         log(line)
 
     try:
-        started = time.monotonic()
-        models = _candidates(base, version)
-        heldout = [f for split in splits for f in dataset_files_read(Path(dataset.path), split)]
-        tasks = line_tasks_build(heldout, max_tasks=max_tasks)
-        spans = span_tasks_build(heldout, max_tasks=max_span_tasks) if max_span_tasks else []
-        both(f"{len(tasks)} held-out line tasks and {len(spans)} multi-line spans from {len(heldout)} files")
-        metrics = models_compare(models, tasks, [f["text"] for f in heldout], log=both, span_tasks=spans)
+        with heartbeat_keep(report):
+            started = time.monotonic()
+            models = _candidates(base, version)
+            heldout = [f for split in splits for f in dataset_files_read(Path(dataset.path), split)]
+            tasks = line_tasks_build(heldout, max_tasks=max_tasks)
+            spans = span_tasks_build(heldout, max_tasks=max_span_tasks) if max_span_tasks else []
+            both(
+                f"{len(tasks)} held-out line tasks and {len(spans)} multi-line spans from {len(heldout)} files"
+            )
+            metrics = models_compare(models, tasks, [f["text"] for f in heldout], log=both, span_tasks=spans)
     except HearthError as exc:
         report.transition(EvaluationReport.Status.FAILED, reason=str(exc))
         raise

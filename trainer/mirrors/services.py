@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from appliance import paths
 from appliance.errors import MirrorError
+from appliance.status import heartbeat_keep
 from trainer.mirrors.credentials import (
     GitAuth,
     credential_decrypt,
@@ -142,6 +143,11 @@ def repository_sync(*, repo: Repository) -> Repository:
     """Fetch the mirror (cloning it the first time) and record the branch read and its SHA. The
     default branch is asked of the remote at every sync unless the row overrides it."""
     repo.transition(Repository.Status.SYNCING)
+    with heartbeat_keep(repo):
+        return _repository_fetch(repo)
+
+
+def _repository_fetch(repo: Repository) -> Repository:
     mirror = Path(repo.mirror_path)
     try:
         auth = repository_auth(repo)

@@ -1,10 +1,10 @@
 from django.db import models
 
 from appliance.fields import InstancePathField
-from appliance.status import StatusRow
+from appliance.status import WorkedRow
 
 
-class BaseModel(StatusRow):
+class BaseModel(WorkedRow):
     """A pretrained model Hearth fine-tunes and can serve as-is.
 
     `hf_path` is a folder transformers loads (optionally through `train_gguf_file` inside it);
@@ -17,6 +17,7 @@ class BaseModel(StatusRow):
         FAILED = "failed"
 
     TRANSITIONS = {Status.IMPORTING: {Status.READY, Status.FAILED}, Status.FAILED: {Status.IMPORTING}}
+    WORKING = frozenset({Status.IMPORTING})
 
     slug = models.SlugField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200)

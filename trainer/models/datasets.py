@@ -1,10 +1,10 @@
 from django.db import models
 
 from appliance.fields import InstancePathField
-from appliance.status import StatusRow
+from appliance.status import WorkedRow
 
 
-class Dataset(StatusRow):
+class Dataset(WorkedRow):
     """Training and held-out files read from repositories at recorded commit SHAs."""
 
     class Status(models.TextChoices):
@@ -16,7 +16,9 @@ class Dataset(StatusRow):
     TRANSITIONS = {
         Status.PENDING: {Status.BUILDING, Status.FAILED},
         Status.BUILDING: {Status.READY, Status.FAILED},
+        Status.FAILED: {Status.PENDING},  # retried
     }
+    WORKING = frozenset({Status.BUILDING})
 
     repositories = models.ManyToManyField("trainer.Repository", related_name="datasets")
     path = InstancePathField()

@@ -1,9 +1,9 @@
 from django.db import models
 
-from appliance.status import StatusRow
+from appliance.status import WorkedRow
 
 
-class EvaluationReport(StatusRow):
+class EvaluationReport(WorkedRow):
     """One evaluation: several models scored on the same held-out tasks, in the same mode.
 
     The row exists (running, with its log) before any model is scored, so a failure is recorded on
@@ -16,6 +16,7 @@ class EvaluationReport(StatusRow):
         FAILED = "failed"
 
     TRANSITIONS = {Status.RUNNING: {Status.DONE, Status.FAILED}}
+    WORKING = frozenset({Status.RUNNING})
 
     dataset = models.ForeignKey("trainer.Dataset", on_delete=models.PROTECT, related_name="reports")
     version = models.ForeignKey(

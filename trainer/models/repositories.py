@@ -2,10 +2,10 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from appliance.fields import InstancePathField
-from appliance.status import StatusRow
+from appliance.status import WorkedRow
 
 
-class Repository(StatusRow):
+class Repository(WorkedRow):
     """A git repository Hearth keeps as its own bare mirror under the instance dir."""
 
     class Status(models.TextChoices):
@@ -20,6 +20,7 @@ class Repository(StatusRow):
         Status.READY: {Status.SYNCING},
         Status.FAILED: {Status.SYNCING},
     }
+    WORKING = frozenset({Status.SYNCING})
 
     name = models.SlugField(max_length=100, unique=True)
     source = models.CharField(

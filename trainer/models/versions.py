@@ -1,10 +1,10 @@
 from django.db import models
 
 from appliance.fields import InstancePathField
-from appliance.status import StatusRow
+from appliance.status import WorkedRow
 
 
-class ModelVersion(StatusRow):
+class ModelVersion(WorkedRow):
     """A fine-tuned model: base + dataset + run + adapter + GGUF files + evaluation."""
 
     class Status(models.TextChoices):
@@ -19,7 +19,9 @@ class ModelVersion(StatusRow):
         Status.CANDIDATE: {Status.PROMOTED, Status.RETIRED, Status.FAILED},
         Status.PROMOTED: {Status.RETIRED},
         Status.RETIRED: {Status.PROMOTED},
+        Status.FAILED: {Status.BUILDING},  # retried
     }
+    WORKING = frozenset({Status.BUILDING})
 
     base = models.ForeignKey("trainer.BaseModel", on_delete=models.PROTECT, related_name="versions")
     run = models.OneToOneField("trainer.TrainingRun", on_delete=models.PROTECT, related_name="version")
