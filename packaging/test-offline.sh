@@ -47,8 +47,8 @@ BUNDLE=$(ls -d "$WORK"/hearth-*/)
 step "install (--no-services) into $WORK/prefix, instance $WORK/home"
 # Nothing from this checkout or its venv may leak into the install.
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$WORK" LANG=C.UTF-8 \
-    "$BUNDLE/install.sh" --prefix "$WORK/prefix" --home "$WORK/home" --no-services --hostname localhost \
-    --port 18443 > "$WORK/install.log" 2>&1
+    "$BUNDLE/install.sh" --prefix "$WORK/prefix" --home "$WORK/home" --no-services \
+    --hostname hearth.intranet.test --port 18443 > "$WORK/install.log" 2>&1
 rc=$?
 tail -n 25 "$WORK/install.log"
 [ "$rc" = 0 ] && ok "install.sh" || { bad "install.sh (exit $rc)"; echo "$PASSED passed, $FAILED failed"; exit 1; }
@@ -77,6 +77,37 @@ else
     bad "demo (exit $rc)"
     tail -n 30 "$WORK/home/logs/"*.log 2>/dev/null
 fi
+
+step "hearth serve: the admin over TLS, reached by another host name"
+TOKEN=$(run "$HEARTH" token_create offline-dev --name ide 2>/dev/null | grep -o 'hth_[A-Za-z0-9_-]*' | head -1)
+run setsid "$HEARTH" serve --port 18443 > "$WORK/serve.log" 2>&1 &
+SERVE=$!
+for _ in $(seq 1 180); do grep -q "Hearth is serving" "$WORK/serve.log" && break; kill -0 "$SERVE" 2>/dev/null || break; sleep 1; done
+grep -q "Hearth is serving" "$WORK/serve.log" && ok "hearth serve started" || { bad "hearth serve"; tail -n 30 "$WORK/serve.log"; }
+TLS=(--silent --show-error --max-time 60 --cacert "$WORK/home/tls/cert.pem" --resolve hearth.intranet.test:18443:127.0.0.1)
+code=$(curl "${TLS[@]}" -o /dev/null -w '%{http_code}' https://hearth.intranet.test:18443/admin/login/)
+[ "$code" = 200 ] && ok "https://hearth.intranet.test:18443/admin/login/ answers 200 with a verified certificate" || bad "admin over TLS: $code"
+curl "${TLS[@]}" -D - -o /dev/null https://hearth.intranet.test:18443/admin/login/ | grep -qi '^strict-transport-security:' \
+    && ok "HSTS header" || bad "no HSTS header"
+curl --silent --max-time 10 -o /dev/null http://127.0.0.1:18443/admin/login/ && bad "plain HTTP answered" || ok "plain HTTP refused"
+answer=$(curl "${TLS[@]}" https://hearth.intranet.test:18443/v1/completions -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"prompt": "def add(a, b):\n    ", "max_tokens": 8}')
+printf '%s' "$answer" | "$WORK/prefix/venv/bin/python" -c "import json, sys; assert json.load(sys.stdin)['choices'][0]['text'] is not None" \
+    && ok "a completion over TLS with a token" || bad "completion over TLS: $answer"
+kill -TERM "$SERVE"
+for _ in $(seq 1 30); do kill -0 "$SERVE" 2>/dev/null || break; sleep 1; done
+sleep 2
+LEFT=$(pgrep -f "$WORK/prefix/venv" | wc -l)
+[ "$LEFT" = 0 ] && ok "SIGTERM stops every service" || { bad "$LEFT processes left after SIGTERM"; pkill -KILL -f "$WORK/prefix/venv"; }
+
+step "install.sh --upgrade (backup, migrate; the data and the token kept)"
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$WORK" LANG=C.UTF-8 \
+    "$BUNDLE/install.sh" --prefix "$WORK/prefix" --home "$WORK/home" --no-services --upgrade > "$WORK/upgrade.log" 2>&1
+rc=$?
+tail -n 5 "$WORK/upgrade.log"
+[ "$rc" = 0 ] && ok "upgrade" || bad "upgrade (exit $rc)"
+run "$HEARTH" shell -c "from inference.auth import token_authenticate; token_authenticate('Bearer $TOKEN')" \
+    && ok "the token still authenticates after the upgrade" || bad "token lost in the upgrade"
 
 step "network guard log"
 GUARD="$WORK/home/logs/network-guard.log"
