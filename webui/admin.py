@@ -698,6 +698,17 @@ class ServingPolicyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return not ServingPolicy.objects.exists()
 
+    def get_urls(self):
+        from webui import views
+
+        return _admin_urls(self, [("policies/", views.policies_view, "policies")]) + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        """The one policy row is edited on the Policies page, with the dataset exclusion beside it."""
+        from django.shortcuts import redirect
+
+        return redirect(reverse("admin:inference_servingpolicy_policies"))
+
     def save_model(self, request, obj, form, change):
         from inference.policy import serving_rules_clear
 
