@@ -223,3 +223,36 @@ def policies_view(request, admin_site):
         "opts": ServingPolicy._meta,
     }
     return TemplateResponse(request, "admin/hearth/policies.html", context)
+
+
+def inbox_view(request, admin_site):
+    """The signed-in admin's notifications, newest first, with their own read state."""
+    from appliance.models import Notification
+    from appliance.notifications import notifications_inbox
+
+    notes = notifications_inbox(user=request.user)
+    context = {
+        **admin_site.each_context(request),
+        "title": "Inbox",
+        "notes": notes,
+        "opts": Notification._meta,
+    }
+    return TemplateResponse(request, "admin/hearth/inbox.html", context)
+
+
+@require_POST
+def inbox_read_view(request, admin_site, pk: int):
+    from appliance.models import Notification
+    from appliance.notifications import notification_mark_read
+
+    notification_mark_read(notification=get_object_or_404(Notification, pk=pk), user=request.user)
+    return redirect(reverse("admin:appliance_notification_inbox"))
+
+
+@require_POST
+def inbox_read_all_view(request, admin_site):
+    from appliance.notifications import notifications_mark_all_read
+
+    count = notifications_mark_all_read(user=request.user)
+    messages.info(request, f"{count} notification{'s' if count != 1 else ''} marked read.")
+    return redirect(reverse("admin:appliance_notification_inbox"))
