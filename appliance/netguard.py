@@ -8,7 +8,8 @@ connection) and written to HEARTH_HOME/logs/network-guard.log, one JSON line per
 
 Allowed: loopback; the configured SMTP, database, Redis, engine and LDAP hosts; HEARTH_NETWORK_ALLOW
 (host names, addresses or CIDR networks); the hosts of registered git mirrors (read from the
-Repository rows; git itself runs as a child process, which this hook cannot see).
+Repository rows; git itself runs as a child process, which this hook cannot see). The LDAP hosts of
+HEARTH_LDAP_URI are allowed too, though python-ldap connects from C (libldap), below this hook.
 
 Audit hooks cannot be removed, so `guard_install` adds one hook per process and `guard_configure`
 swaps the policy it consults.
