@@ -6,9 +6,10 @@ database client) and `socket.sendto` before the system call is made. A destinati
 loopback nor allowed is refused with `NetworkGuardError` (an OSError, so clients fail as on a refused
 connection) and written to HEARTH_HOME/logs/network-guard.log, one JSON line per attempt.
 
-Allowed: loopback; the configured SMTP, database, Redis and engine hosts; HEARTH_NETWORK_ALLOW
+Allowed: loopback; the configured SMTP, database, Redis, engine and LDAP hosts; HEARTH_NETWORK_ALLOW
 (host names, addresses or CIDR networks); the hosts of registered git mirrors (read from the
-Repository rows; git itself runs as a child process, which this hook cannot see).
+Repository rows; git itself runs as a child process, which this hook cannot see). The LDAP hosts of
+HEARTH_LDAP_URI are allowed too, though python-ldap connects from C (libldap), below this hook.
 
 Audit hooks cannot be removed, so `guard_install` adds one hook per process and `guard_configure`
 swaps the policy it consults.
@@ -204,7 +205,8 @@ def host_of(url_or_host: str) -> str:
 
 
 def policy_from_settings(settings) -> Policy:
-    """The hosts the configuration names: SMTP, database, Redis, engine, HEARTH_NETWORK_ALLOW, mirrors."""
+    """The hosts the configuration names: SMTP, database, Redis, engine, LDAP, HEARTH_NETWORK_ALLOW,
+    mirrors."""
     policy = Policy()
     for entry in settings.HEARTH_NETWORK_ALLOW:
         policy.add(entry)
@@ -219,6 +221,8 @@ def policy_from_settings(settings) -> Policy:
     elif isinstance(redis, str):
         policy.add(host_of(redis))
     policy.add(settings.HEARTH_ENGINE_HOST)
+    for uri in (getattr(settings, "HEARTH_LDAP_URI", "") or "").replace(",", " ").split():
+        policy.add(host_of(uri))  # the directory server(s) admins sign in through
     for host in getattr(settings, "HEARTH_ENGINE_HOSTS", []) or []:
         policy.add(host_of(host))
 

@@ -76,7 +76,7 @@ HEARTH_TLS_CERT = _env("TLS_CERT", "")
 HEARTH_TLS_KEY = _env("TLS_KEY", "")
 HEARTH_BEHIND_PROXY = _env_bool("BEHIND_PROXY", False)
 # Network guard (appliance/netguard.py): refuse and log every connection to a non-loopback address
-# that the configuration does not name (SMTP, database, engine, git mirrors) or HEARTH_NETWORK_ALLOW
+# that the configuration does not name (SMTP, database, engine, LDAP, git mirrors) or HEARTH_NETWORK_ALLOW
 # lists (host names, addresses, CIDR networks).
 HEARTH_NETWORK_GUARD = _env_bool("NETWORK_GUARD", True)
 HEARTH_NETWORK_ALLOW = _env_list("NETWORK_ALLOW")
@@ -189,6 +189,61 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in through the organization's directory (LDAP; needs the `ldap` extra, django-auth-ldap).
+# HEARTH_LDAP_URI (ldap://host:389 or ldaps://host:636; empty = off): directory users sign in to the
+# admin, local accounts still work. Users are found under LDAP_USER_BASE with LDAP_USER_FILTER (as the
+# LDAP_BIND_DN account, or anonymously), their groups under LDAP_GROUP_BASE; members of
+# LDAP_STAFF_GROUP get is_staff, members of LDAP_SUPERUSER_GROUP is_superuser (group DNs, checked at
+# every sign-in). LDAP_START_TLS=1 upgrades ldap:// with STARTTLS; LDAP_CA_FILE names the CA to trust.
+HEARTH_LDAP_URI = _env("LDAP_URI", "")
+
+_LDAP_GROUP_TYPES = {
+    "groupOfNames": "GroupOfNamesType",
+    "groupOfUniqueNames": "GroupOfUniqueNamesType",
+    "posixGroup": "PosixGroupType",
+}
+
+
+def _ldap_settings() -> dict:
+    """The django-auth-ldap settings (AUTH_LDAP_*) for the HEARTH_LDAP_* environment."""
+    try:
+        import ldap
+        from django_auth_ldap import config
+    except ImportError as exc:
+        raise RuntimeError(
+            "HEARTH_LDAP_URI is set but django-auth-ldap is not installed: pip install 'hearth[ldap]'"
+        ) from exc
+    group_type = _env("LDAP_GROUP_TYPE", "groupOfNames")
+    if group_type not in _LDAP_GROUP_TYPES:
+        raise RuntimeError(f"HEARTH_LDAP_GROUP_TYPE must be one of {', '.join(_LDAP_GROUP_TYPES)}")
+    flags = {"is_staff": _env("LDAP_STAFF_GROUP", ""), "is_superuser": _env("LDAP_SUPERUSER_GROUP", "")}
+    ca_file = _env("LDAP_CA_FILE", "")
+    return {
+        "AUTH_LDAP_SERVER_URI": _env("LDAP_URI", ""),
+        "AUTH_LDAP_BIND_DN": _env("LDAP_BIND_DN", ""),
+        "AUTH_LDAP_BIND_PASSWORD": _env("LDAP_BIND_PASSWORD", ""),
+        "AUTH_LDAP_START_TLS": _env_bool("LDAP_START_TLS", False),
+        "AUTH_LDAP_USER_SEARCH": config.LDAPSearch(
+            _env("LDAP_USER_BASE", ""), ldap.SCOPE_SUBTREE, _env("LDAP_USER_FILTER", "(uid=%(user)s)")
+        ),
+        "AUTH_LDAP_GROUP_SEARCH": config.LDAPSearch(
+            _env("LDAP_GROUP_BASE", ""), ldap.SCOPE_SUBTREE, f"(objectClass={group_type})"
+        ),
+        "AUTH_LDAP_GROUP_TYPE": getattr(config, _LDAP_GROUP_TYPES[group_type])(),
+        "AUTH_LDAP_USER_FLAGS_BY_GROUP": {flag: dn for flag, dn in flags.items() if dn},
+        "AUTH_LDAP_USER_ATTR_MAP": {"first_name": "givenName", "last_name": "sn", "email": "mail"},
+        "AUTH_LDAP_CONNECTION_OPTIONS": {ldap.OPT_NETWORK_TIMEOUT: 10, ldap.OPT_REFERRALS: 0},
+        "AUTH_LDAP_GLOBAL_OPTIONS": {ldap.OPT_X_TLS_CACERTFILE: ca_file} if ca_file else {},
+    }
+
+
+if HEARTH_LDAP_URI:
+    globals().update(_ldap_settings())
+    AUTHENTICATION_BACKENDS = [
+        "django_auth_ldap.backend.LDAPBackend",
+        "django.contrib.auth.backends.ModelBackend",
+    ]
+
 # Admin logins: after this many failures from one client address within the lockout window, that
 # address is refused until the window has passed (counted in the database, so every web worker agrees).
 HEARTH_LOGIN_MAX_FAILURES = int(_env("LOGIN_MAX_FAILURES", "5"))

@@ -91,10 +91,13 @@ def path_excluded(path: str | None, globs: list[str]) -> bool:
 # ---------------------------------------------------------------- response filters
 
 
-def response_filter(text: str) -> FilterOutcome:
-    """Truncate `text` before the first sensitive match; name every filter that matched there."""
+def response_filter(text: str, enabled: frozenset[str] | None = None) -> FilterOutcome:
+    """Truncate `text` before the first sensitive match; name every filter that matched there.
+    `enabled` names the filters the admin's policy keeps on (None: all of them)."""
     cut, acted = len(text), []
     for name, find in RESPONSE_FILTERS.items():
+        if enabled is not None and name not in enabled:
+            continue
         start = find(text)
         if start is not None:
             acted.append(name)
@@ -171,8 +174,10 @@ def verbatim_index() -> VerbatimIndex:
         return _index[1]
 
 
-def suggestion_filter(text: str, *, index: VerbatimIndex | None) -> FilterOutcome:
+def suggestion_filter(
+    text: str, *, index: VerbatimIndex | None, enabled: frozenset[str] | None = None
+) -> FilterOutcome:
     """Both filters in order: discard verbatim matches, then truncate sensitive strings."""
     if text and index is not None and index.matches(text):
         return FilterOutcome("", ["verbatim"], discarded=True)
-    return response_filter(text)
+    return response_filter(text, enabled)

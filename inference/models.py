@@ -40,6 +40,13 @@ class ApiToken(models.Model):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
+RESPONSE_FILTER_NAMES = ("email", "url", "ip", "credential")
+
+
+def response_filters_default() -> list[str]:
+    return list(RESPONSE_FILTER_NAMES)
+
+
 class ServingPolicy(models.Model):
     """The admin's switches for serving: one row (pk=1), edited in the admin."""
 
@@ -61,6 +68,12 @@ class ServingPolicy(models.Model):
         blank=True,
         help_text="One glob per line (e.g. **/secrets/** or *.pem). Matching files get no completion and are "
         "never used as context.",
+    )
+    response_filters = models.JSONField(
+        default=response_filters_default,
+        blank=True,
+        help_text="The response filters in force (email, url, ip, credential): a suggestion is cut before "
+        "the first match of any of them.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -21,6 +21,7 @@ class ServingRules:
     policy: ServingPolicy
     globs: list[str]
     index: VerbatimIndex
+    filters: frozenset[str]  # the response filters in force
 
 
 _lock = threading.Lock()
@@ -39,7 +40,12 @@ def serving_rules() -> ServingRules:
         if _cached is not None and now - _cached[0] < settings.HEARTH_POLICY_CACHE_S:
             return _cached[1]
     policy = policy_get()
-    rules = ServingRules(policy=policy, globs=policy.globs, index=verbatim_index())
+    rules = ServingRules(
+        policy=policy,
+        globs=policy.globs,
+        index=verbatim_index(),
+        filters=frozenset(policy.response_filters or ()),
+    )
     with _lock:
         _cached = (now, rules)
     return rules

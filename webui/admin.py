@@ -573,9 +573,46 @@ class EvaluationReportAdmin(ReportComparisonMixin, admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "level", "title", "read", "emailed")
-    list_filter = ("level", "read")
+    """The full list (filter, delete); each admin reads and marks notifications in their inbox."""
+
+    list_display = ("created_at", "level", "title", "emailed")
+    list_filter = ("level",)
     readonly_fields = ("created_at", "level", "title", "body", "emailed")
+
+    def has_add_permission(self, request):
+        return False  # notifications come from the jobs (appliance.notifications.notify)
+
+    def get_urls(self):
+        from webui import views
+
+        return (
+            _admin_urls(
+                self,
+                [
+                    ("inbox/", views.inbox_view, "inbox"),
+                    ("inbox/read-all/", views.inbox_read_all_view, "read_all"),
+                    ("<int:pk>/read/", views.inbox_read_view, "read"),
+                ],
+            )
+            + super().get_urls()
+        )
+
+
+_stock_each_context = admin.site.each_context
+
+
+def _each_context_with_inbox(request):
+    """Every admin page's context plus the signed-in admin's unread count (the header badge)."""
+    from appliance.notifications import notifications_unread_count
+
+    context = _stock_each_context(request)
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        context["hearth_unread"] = notifications_unread_count(user=user)
+    return context
+
+
+admin.site.each_context = _each_context_with_inbox
 
 
 @admin.register(ApiToken)
@@ -697,6 +734,17 @@ class ServingPolicyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return not ServingPolicy.objects.exists()
+
+    def get_urls(self):
+        from webui import views
+
+        return _admin_urls(self, [("policies/", views.policies_view, "policies")]) + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        """The one policy row is edited on the Policies page, with the dataset exclusion beside it."""
+        from django.shortcuts import redirect
+
+        return redirect(reverse("admin:inference_servingpolicy_policies"))
 
     def save_model(self, request, obj, form, change):
         from inference.policy import serving_rules_clear

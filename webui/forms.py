@@ -141,3 +141,99 @@ class TokenCreateForm(forms.Form):
             users if request_user.is_superuser else users.filter(pk=request_user.pk)
         )
         self.fields["user"].initial = request_user.pk
+
+
+BLOCKED_UPLOAD_MAX_BYTES = 10 * 1024 * 1024
+
+
+def _pattern_lines(text: str) -> list[tuple[int, str]]:
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+class PoliciesForm(forms.Form):
+    """Every admin policy on one page: telemetry and content collection, flow logs, retention, content
+    exclusion for serving, the global dataset exclusion, response filters, and a blocked-code upload.
+    The serving fields (and their help texts) come from ServingPolicy, the dataset one from DatasetPolicy."""
+
+    response_filters = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Ticked filters cut a suggestion just before the first email address, URL, IP address "
+        "or credential it contains. Unticked ones let such text through to the IDE.",
+    )
+    dataset_exclude_globs = forms.CharField(
+        label="Dataset exclusion",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+    )
+    blocked_code = forms.FileField(
+        label="Add to the blocked-code corpus",
+        required=False,
+        help_text="A UTF-8 text file (at most 10 MB) of code that suggestions must never reproduce: "
+        "a suggestion sharing 150 or more characters (whitespace ignored) with it is discarded.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        from django.forms.models import fields_for_model
+
+        from inference.models import RESPONSE_FILTER_NAMES, ServingPolicy
+        from trainer.models import DatasetPolicy
+        from webui.policies import SERVING_FIELDS
+
+        super().__init__(*args, **kwargs)
+        model_fields = fields_for_model(
+            ServingPolicy, fields=[f for f in SERVING_FIELDS if f != "response_filters"]
+        )
+        model_fields["retention_days"] = forms.IntegerField(
+            min_value=1, max_value=3650, help_text=model_fields["retention_days"].help_text
+        )
+        model_fields["exclusion_globs"].label = "Content exclusion (serving)"
+        model_fields["exclusion_globs"].widget.attrs.update(rows=4, cols=60)
+        self.fields = {**model_fields, **self.fields}
+        self.fields["response_filters"].choices = [(n, n) for n in RESPONSE_FILTER_NAMES]
+        self.fields["dataset_exclude_globs"].help_text = (
+            DatasetPolicy._meta.get_field("exclude_globs").help_text
+            + " Applies to datasets built from now on; until saved here, HEARTH_DATASET_EXCLUDE."
+        )
+
+    def clean_dataset_exclude_globs(self) -> str:
+        import pathspec
+
+        text = self.cleaned_data["dataset_exclude_globs"]
+        for n, line in _pattern_lines(text):
+            if line.startswith("#"):
+                continue
+            try:
+                pathspec.GitIgnoreSpec.from_lines([line])
+            except ValueError as exc:  # pathspec's GitIgnorePatternError
+                raise forms.ValidationError(f"Line {n}, {line!r}, is not a valid gitignore pattern ({exc}).")
+        return text
+
+    def clean_blocked_code(self) -> tuple[str, str] | None:
+        """(file name, text) of the upload, or None."""
+        from inference.filters import WINDOW, stripped
+
+        upload = self.cleaned_data.get("blocked_code")
+        if not upload:
+            return None
+        if upload.size > BLOCKED_UPLOAD_MAX_BYTES:
+            raise forms.ValidationError(f"{upload.name} is {upload.size:,} bytes; the limit is 10 MB a file.")
+        try:
+            text = upload.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise forms.ValidationError(f"{upload.name} is not UTF-8 text.") from exc
+        if len(stripped(text)) < WINDOW:
+            raise forms.ValidationError(
+                f"{upload.name} has fewer than {WINDOW} characters besides whitespace: "
+                "no suggestion could ever match it."
+            )
+        return upload.name, text
+
+    def clean(self):
+        data = super().clean()
+        if data.get("telemetry_content") and not data.get("telemetry_enabled"):
+            self.add_error(
+                "telemetry_content",
+                "Content collection needs telemetry: tick “Telemetry enabled” as well, or untick this.",
+            )
+        return data

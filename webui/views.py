@@ -188,3 +188,71 @@ def version_download_view(request, admin_site, pk: int, name: str):
         raise Http404(name)
     request_audit(request, action="model.download", target=f"version {pk}", detail=name)
     return FileResponse((Path(version.path) / name).open("rb"), as_attachment=True, filename=name)
+
+
+def policies_view(request, admin_site):
+    """Every admin policy in one form; a POST stores what changed (audited old → new) and adds an
+    uploaded file to the blocked-code corpus. Changing needs the change permission on the policy."""
+    from django.core.exceptions import PermissionDenied
+
+    from inference.models import BlockedCode, ServingPolicy
+    from webui.forms import PoliciesForm
+    from webui.policies import blocked_code_upload, policies_current, policies_update
+
+    can_change = request.user.has_perm("inference.change_servingpolicy")
+    if request.method == "POST" and not can_change:
+        raise PermissionDenied("Changing policies needs the “change serving policy” permission.")
+    form = PoliciesForm(request.POST or None, request.FILES or None, initial=policies_current())
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        actor, ip = request.user.get_username(), request_client_ip(request)
+        changes = policies_update(values=data, actor=actor, ip=ip)
+        if data["blocked_code"]:
+            name, text = data["blocked_code"]
+            blocked_code_upload(name=name, text=text, actor=actor, ip=ip)
+            changes.append(f"{name} added to the blocked-code corpus")
+        messages.success(request, "Saved: " + "; ".join(changes) if changes else "Nothing changed.")
+        return redirect(reverse("admin:inference_servingpolicy_policies"))
+    context = {
+        **admin_site.each_context(request),
+        "title": "Policies",
+        "form": form,
+        "can_change": can_change,
+        "blocked": BlockedCode.objects.order_by("-created_at")[:20],
+        "blocked_count": BlockedCode.objects.count(),
+        "opts": ServingPolicy._meta,
+    }
+    return TemplateResponse(request, "admin/hearth/policies.html", context)
+
+
+def inbox_view(request, admin_site):
+    """The signed-in admin's notifications, newest first, with their own read state."""
+    from appliance.models import Notification
+    from appliance.notifications import notifications_inbox
+
+    notes = notifications_inbox(user=request.user)
+    context = {
+        **admin_site.each_context(request),
+        "title": "Inbox",
+        "notes": notes,
+        "opts": Notification._meta,
+    }
+    return TemplateResponse(request, "admin/hearth/inbox.html", context)
+
+
+@require_POST
+def inbox_read_view(request, admin_site, pk: int):
+    from appliance.models import Notification
+    from appliance.notifications import notification_mark_read
+
+    notification_mark_read(notification=get_object_or_404(Notification, pk=pk), user=request.user)
+    return redirect(reverse("admin:appliance_notification_inbox"))
+
+
+@require_POST
+def inbox_read_all_view(request, admin_site):
+    from appliance.notifications import notifications_mark_all_read
+
+    count = notifications_mark_all_read(user=request.user)
+    messages.info(request, f"{count} notification{'s' if count != 1 else ''} marked read.")
+    return redirect(reverse("admin:appliance_notification_inbox"))

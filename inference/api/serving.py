@@ -148,7 +148,7 @@ def completion_serve(ctx: RequestContext, req: CompletionRequest) -> Served:
     )
     choices, acted = [], []
     for choice in result["choices"]:
-        outcome: FilterOutcome = suggestion_filter(choice["text"], index=rules.index)
+        outcome: FilterOutcome = suggestion_filter(choice["text"], index=rules.index, enabled=rules.filters)
         acted += outcome.acted
         finish = FILTERED if outcome.acted else choice["finish_reason"]
         choices.append(
@@ -192,7 +192,7 @@ class StreamGuard:
         if self.rules.index.matches(candidate):
             self.acted = ["verbatim"]
             return ""
-        outcome = response_filter(candidate)
+        outcome = response_filter(candidate, self.rules.filters)
         if outcome.acted:
             self.acted = outcome.acted
             out = outcome.text[len(self.sent) :] if outcome.text.startswith(self.sent) else ""

@@ -24,7 +24,7 @@ from trainer.datasets.builder import (
     dataset_build_files,
 )
 from trainer.models import Dataset, Repository
-from trainer.models.datasets import DatasetFile
+from trainer.models.datasets import DatasetFile, DatasetPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def dataset_build(
 
 def dataset_create(*, repositories: list[Repository], options: DatasetOptions | None = None) -> Dataset:
     """A pending Dataset row for `repositories` at their synced commits, created before any work so
-    that whatever happens next is recorded on it. Global exclusion patterns (HEARTH_DATASET_EXCLUDE)
+    that whatever happens next is recorded on it. Global exclusion patterns (`dataset_exclude_globs`)
     are added to the options' own."""
     options = dataset_options_effective(options=options)
     dataset = Dataset.objects.create(
@@ -111,10 +111,25 @@ def _dataset_fill(
     return dataset
 
 
+def dataset_exclude_globs() -> list[str]:
+    """The global exclusion patterns in force: the admin's (Policies page) once saved, else
+    HEARTH_DATASET_EXCLUDE."""
+    row = DatasetPolicy.objects.filter(pk=1).first()
+    if row is None or row.exclude_globs is None:
+        return list(settings.HEARTH_DATASET_EXCLUDE)
+    return row.globs
+
+
+def dataset_exclude_globs_set(*, text: str) -> DatasetPolicy:
+    """Store the admin's global exclusion patterns (one a line; empty: none, whatever the default)."""
+    row, _ = DatasetPolicy.objects.update_or_create(pk=1, defaults={"exclude_globs": text})
+    return row
+
+
 def dataset_options_effective(*, options: DatasetOptions | None) -> DatasetOptions:
-    """`options` plus the global exclusion patterns (HEARTH_DATASET_EXCLUDE)."""
+    """`options` plus the global exclusion patterns (`dataset_exclude_globs`)."""
     options = options or DatasetOptions()
-    extra = [g for g in settings.HEARTH_DATASET_EXCLUDE if g not in options.exclude_globs]
+    extra = [g for g in dataset_exclude_globs() if g not in options.exclude_globs]
     return replace(options, exclude_globs=(*options.exclude_globs, *extra)) if extra else options
 
 

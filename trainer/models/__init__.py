@@ -1,7 +1,7 @@
 """Pipeline rows, one file per stage."""
 
 from trainer.models.basemodels import BaseModel
-from trainer.models.datasets import Dataset
+from trainer.models.datasets import Dataset, DatasetPolicy
 from trainer.models.evaluation import EvaluationReport
 from trainer.models.repositories import Repository
 from trainer.models.training import ProgressPoint, TrainingRun
@@ -10,6 +10,7 @@ from trainer.models.versions import ModelVersion
 __all__ = [
     "BaseModel",
     "Dataset",
+    "DatasetPolicy",
     "EvaluationReport",
     "ModelVersion",
     "ProgressPoint",

@@ -59,3 +59,29 @@ class DatasetFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.repo}:{self.path}"
+
+
+class DatasetPolicy(models.Model):
+    """The admin's exclusion patterns for every dataset (one row, pk=1, edited on the Policies page).
+
+    No row, or a null value, means the appliance default HEARTH_DATASET_EXCLUDE; an empty text means
+    no global exclusion at all."""
+
+    exclude_globs = models.TextField(
+        null=True,
+        blank=True,
+        help_text="One pattern a line (gitignore syntax), left out of every dataset on top of each "
+        "repository's own patterns.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "dataset policy"
+
+    def __str__(self) -> str:
+        return "Dataset policy"
+
+    @property
+    def globs(self) -> list[str]:
+        lines = (line.strip() for line in (self.exclude_globs or "").splitlines())
+        return [line for line in lines if line and not line.startswith("#")]

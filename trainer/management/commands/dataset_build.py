@@ -35,7 +35,7 @@ class Command(BaseCommand):
             default=[],
             metavar="PATTERN",
             help="Leave matching files out (gitignore syntax); repeatable; adds to each "
-            "repository's own list and HEARTH_DATASET_EXCLUDE.",
+            "repository's own list and the global exclusion (Policies page; default HEARTH_DATASET_EXCLUDE).",
         )
         parser.add_argument(
             "--min-tokens",
