@@ -9,7 +9,7 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 # The CPU build of torch; a GPU host sets TORCH_SPEC (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-slow test-browser test-offline test-scaleout bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
+.PHONY: install ldap demo test test-slow test-browser test-offline test-scaleout bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
 
 install: $(STAMP)
 
@@ -27,7 +27,18 @@ demo: install
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py demo --repo "$(REPO)"
 
-test: install
+# The directory sign-in (the `ldap` extra): python-ldap compiles against libldap, and its test starts a
+# real slapd; both come from Debian's packages, installed when missing (needs root then).
+LDAP_STAMP := $(VENV)/.hearth-ldap
+ldap: $(LDAP_STAMP)
+
+$(LDAP_STAMP): $(STAMP)
+	[ -x /usr/sbin/slapd ] && [ -e /usr/include/ldap.h ] && [ -e /usr/include/sasl/sasl.h ] || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slapd ldap-utils libldap2-dev libsasl2-dev; }
+	$(BIN)/python -m pip install --quiet -e '.[dev,ldap]'
+	touch $(LDAP_STAMP)
+
+test: install ldap
 	$(BIN)/python -m pytest
 
 test-slow: install
@@ -56,7 +67,7 @@ BUNDLE   := dist/hearth-$(VERSION)-$(PLATFORM).tar.gz
 
 bundle: $(BUNDLE)
 
-$(BUNDLE): $(STAMP) $(wildcard $(shell git ls-files 2>/dev/null))
+$(BUNDLE): $(STAMP) $(LDAP_STAMP) $(wildcard $(shell git ls-files 2>/dev/null))
 	TORCH_SPEC="$(TORCH_SPEC)" PYTHON=$(BIN)/python bash packaging/build-bundle.sh
 
 # Install the bundle in a network namespace with only loopback and run the appliance there (root).

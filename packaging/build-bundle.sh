@@ -47,11 +47,14 @@ HEARTH_WHEEL=$(ls "$STAGE"/wheelhouse/hearth-"$VERSION"-*.whl)
 # pip resolves for this interpreter only; these are required by the locked set on other patch
 # releases of the same Python (Debian 12's 3.11.2: redis needs async-timeout below 3.11.3).
 MARKER_ONLY="async-timeout==5.0.1"
+# The directory sign-in (the `ldap` extra); python-ldap is compiled here (`make bundle` installs its
+# headers), and needs Debian's libldap-2.5-0 and libsasl2-2 on the target only when HEARTH_LDAP_URI is set.
+LDAP_EXTRA="django-auth-ldap>=4.8"
 say "dependencies: $TORCH_SPEC, llama-cpp-python $LLAMA_VERSION and the locked set (packaging/constraints.txt)"
 # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options (--index-url ...)
 "$PY" -m pip wheel --quiet -w "$STAGE/wheelhouse" --find-links "$CACHE/wheelhouse" \
     -c packaging/constraints.txt $TORCH_SPEC "llama-cpp-python==$LLAMA_VERSION" "$HEARTH_WHEEL" \
-    $MARKER_ONLY
+    $MARKER_ONLY "$LDAP_EXTRA"
 for whl in "$STAGE"/wheelhouse/*.whl; do
     case "$(basename "$whl")" in hearth-*) ;; *) [ -e "$CACHE/wheelhouse/$(basename "$whl")" ] || ln "$whl" "$CACHE/wheelhouse/" 2>/dev/null || cp "$whl" "$CACHE/wheelhouse/" ;; esac
 done

@@ -138,7 +138,7 @@ say "creating $PREFIX/venv with Python $PYVER (offline: pip --no-index)"
 mkdir -p "$PREFIX/bin" "$PREFIX/etc"
 "$PYTHON" -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/python" -m pip install --quiet --no-index --find-links "$BUNDLE/wheelhouse" \
-    --disable-pip-version-check "hearth==$VERSION"
+    --disable-pip-version-check "hearth$(ls "$BUNDLE"/wheelhouse/python_ldap-*.whl >/dev/null 2>&1 && echo '[ldap]')==$VERSION"
 cp -r "$BUNDLE/static" "$PREFIX/static"
 cp "$BUNDLE/README.md" "$BUNDLE/bundle.json" "$PREFIX/"
 cp "$BUNDLE/uninstall.sh" "$PREFIX/bin/hearth-uninstall"

@@ -62,12 +62,14 @@ run() { env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 run "$HEARTH" shell -c "from trainer.models import BaseModel; assert BaseModel.objects.filter(slug='smollm2-135m-instruct', status='ready').exists()" \
     && ok "default base model registered from the bundle" || bad "default base model"
 
+run "$HEARTH" shell -c "import ldap, django_auth_ldap" && ok "directory sign-in (the ldap extra) installed" || bad "ldap extra"
+
 step "hearth check --deploy --fail-level WARNING (installed production settings)"
 if run "$HEARTH" check --deploy --fail-level WARNING; then ok "check --deploy"; else bad "check --deploy"; fi
 
 step "hearth demo --base hearth-micro --repo $REPO"
 run "$HEARTH" demo --base hearth-micro --repo "$REPO" --port 18443 --max-steps 30 --preset quick \
-    --max-tasks 40 > "$WORK/demo.log" 2>&1
+    > "$WORK/demo.log" 2>&1
 rc=$?
 tail -n 20 "$WORK/demo.log"
 LAST=$(tail -n 1 "$WORK/demo.log")
@@ -80,7 +82,9 @@ fi
 
 step "hearth serve: the admin over TLS, reached by another host name"
 TOKEN=$(run "$HEARTH" token_create offline-dev --name ide 2>/dev/null | grep -o 'hth_[A-Za-z0-9_-]*' | head -1)
-run setsid "$HEARTH" serve --port 18443 > "$WORK/serve.log" 2>&1 &
+# Not through `run`: $! must be serve's own pid (a function in the background is a subshell).
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$WORK" LANG=C.UTF-8 \
+    HEARTH_ENGINE_PORT=18765 setsid "$HEARTH" serve --port 18443 > "$WORK/serve.log" 2>&1 &
 SERVE=$!
 for _ in $(seq 1 180); do grep -q "Hearth is serving" "$WORK/serve.log" && break; kill -0 "$SERVE" 2>/dev/null || break; sleep 1; done
 grep -q "Hearth is serving" "$WORK/serve.log" && ok "hearth serve started" || { bad "hearth serve"; tail -n 30 "$WORK/serve.log"; }
@@ -95,10 +99,11 @@ answer=$(curl "${TLS[@]}" https://hearth.intranet.test:18443/v1/completions -H "
 printf '%s' "$answer" | "$WORK/prefix/venv/bin/python" -c "import json, sys; assert json.load(sys.stdin)['choices'][0]['text'] is not None" \
     && ok "a completion over TLS with a token" || bad "completion over TLS: $answer"
 kill -TERM "$SERVE"
-for _ in $(seq 1 30); do kill -0 "$SERVE" 2>/dev/null || break; sleep 1; done
+for _ in $(seq 1 40); do kill -0 "$SERVE" 2>/dev/null || break; sleep 1; done
+STOPPED=$(( $(date +%s) - START ))
 sleep 2
 LEFT=$(pgrep -f "$WORK/prefix/venv" | wc -l)
-[ "$LEFT" = 0 ] && ok "SIGTERM stops every service" || { bad "$LEFT processes left after SIGTERM"; pkill -KILL -f "$WORK/prefix/venv"; }
+[ "$LEFT" = 0 ] && ok "SIGTERM stops every service (serve exited at ${STOPPED}s)" || { bad "$LEFT processes left after SIGTERM"; pkill -KILL -f "$WORK/prefix/venv"; }
 
 step "install.sh --upgrade (backup, migrate; the data and the token kept)"
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$WORK" LANG=C.UTF-8 \

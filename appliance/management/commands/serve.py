@@ -45,6 +45,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  OpenAI completions  {web}/v1  (token: manage.py token_create USER)")
             self.stdout.write(f"  admin               {web}/admin/")
             self.stdout.write(f"  logs                {log_path('engine').parent}")
+            self.stdout.flush()  # a log file or the journal sees it now, not at exit
             while True:
                 services.check_alive()
                 time.sleep(2)
