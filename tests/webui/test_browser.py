@@ -87,7 +87,11 @@ def page(live_server, monkeypatch):
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # Nothing of Chromium's own reaches for the network (the appliance has none to offer it).
+        quiet = ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--no-first-run", "--disable-quic", *quiet]
+        )
         tab = browser.new_page(viewport={"width": 1280, "height": 900})
         tab.set_default_timeout(30_000)
         yield tab
@@ -223,3 +227,10 @@ def test_admin_flow_in_a_browser(
     for action in ("repository.add", "training.start", "model.promote", "token.create"):
         assert action in log or (action == "model.promote" and "promoted" in decision), action
     _shot(page, "10-audit-log")
+
+    page.click("#hearth-inbox-link")  # the version's notification waits unread in the header's inbox
+    assert page.locator("#content").inner_text().count("Model version") >= 1
+    _shot(page, "11-inbox")
+    page.click("text=Policies")
+    page.wait_for_selector("form")
+    _shot(page, "12-policies")
