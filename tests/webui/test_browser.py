@@ -211,6 +211,14 @@ def test_admin_flow_in_a_browser(
     _shot(page, "08-token-created")
     assert raw.startswith("hth_")
 
+    # Usage is kept only once the admin turns telemetry on (off by default): on the Policies page.
+    page.click("text=Policies")
+    page.check("#id_telemetry_enabled")
+    page.click("input[type=submit][value='Save policies']")
+    page.wait_for_selector(".messagelist")
+    assert page.locator("#id_telemetry_enabled").is_checked()
+    _shot(page, "09-policies")
+
     answer = requests.post(
         f"{url}/v1/completions",
         headers={"Authorization": f"Bearer {raw}"},
@@ -220,17 +228,15 @@ def test_admin_flow_in_a_browser(
     assert answer.status_code == 200, answer.text
     page.goto(f"{url}/admin/inference/completionrecord/")
     assert "root" in page.locator("#result_list").inner_text()
-    _shot(page, "09-usage")
+    _shot(page, "10-usage")
 
     page.goto(f"{url}/admin/appliance/auditentry/")
     log = page.locator("#result_list").inner_text()
     for action in ("repository.add", "training.start", "model.promote", "token.create"):
         assert action in log or (action == "model.promote" and "promoted" in decision), action
-    _shot(page, "10-audit-log")
+    assert "policy.change" in log or "policies" in log, log[:500]
+    _shot(page, "11-audit-log")
 
     page.click("#hearth-inbox-link")  # the version's notification waits unread in the header's inbox
     assert page.locator("#content").inner_text().count("Model version") >= 1
-    _shot(page, "11-inbox")
-    page.click("text=Policies")
-    page.wait_for_selector("form")
-    _shot(page, "12-policies")
+    _shot(page, "12-inbox")
