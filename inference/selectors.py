@@ -29,6 +29,7 @@ def _figures(rows: list[tuple[str, float]], viewed: set[str], accepted: set[str]
         "acceptance_rate": round(len(ids & accepted) / len(shown), 4) if shown else None,
         "latency_ms_p50": _percentile(latencies, 0.50),
         "latency_ms_p90": _percentile(latencies, 0.90),
+        "latency_ms_p95": _percentile(latencies, 0.95),
         "latency_ms_p99": _percentile(latencies, 0.99),
     }
 
@@ -65,3 +66,26 @@ def usage_summary(*, since: datetime | None = None, until: datetime | None = Non
         "by_model": {k: _figures(v, viewed, accepted) for k, v in sorted(by_model.items())},
         "filters": filters,
     }
+
+
+def usage_daily(*, days: int = 28, until: datetime | None = None) -> list[dict]:
+    """One row per day (oldest first, the last one today so far): requests, acceptance rate and
+    latency p50/p95, for the dashboard's charts."""
+    until = until or timezone.now()
+    start = (until - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    records = CompletionRecord.objects.filter(created_at__gte=start, created_at__lt=until).values_list(
+        "completion_id", "latency_ms", "created_at"
+    )
+    events = CompletionEvent.objects.filter(created_at__gte=start)
+    accepted = set(events.filter(kind="select").values_list("completion_id", flat=True))
+    viewed = set(events.filter(kind="view").values_list("completion_id", flat=True)) | accepted
+    per_day: dict[int, list] = defaultdict(list)
+    for cid, latency, created in records:
+        per_day[(created - start).days].append((cid, latency))
+    rows = []
+    for offset in range(days):
+        figures = _figures(per_day.get(offset, []), viewed, accepted)
+        rows.append(
+            {"day": (start + timedelta(days=offset)).date(), "offset": offset - (days - 1), **figures}
+        )
+    return rows

@@ -37,13 +37,16 @@ def line_chart(
     y_label: str,
     width: int = 640,
     height: int = 220,
+    marks: Sequence[tuple[float, str]] = (),
+    x_range: tuple[float, float] | None = None,
 ) -> SafeString:
-    """Lines (with dots) on shared axes; `series` is (label, [(x, y), ...]) each."""
+    """Lines (with dots) on shared axes; `series` is (label, [(x, y), ...]) each; `marks` are
+    labelled vertical lines at x (a promotion, say)."""
     points = [p for _, pts in series for p in pts]
     if not points:
         return format_html("<p>{}</p>", "No points yet.")
     left, right, top, bottom = 52, 12, 12, 36
-    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    x0, x1 = x_range or (min(p[0] for p in points), max(p[0] for p in points))
     y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
     pad = (y1 - y0) * 0.08
@@ -87,6 +90,20 @@ def line_chart(
             )
         )
         legend.append(format_html('<tspan fill="{}">■ {}</tspan> ', c, label))
+    for x, label in marks:
+        if x0 <= x <= x1:
+            lines.append(
+                format_html(
+                    '<line class="hearth-mark" x1="{0}" x2="{0}" y1="{1}" y2="{2}" stroke="#b26b00" '
+                    'stroke-dasharray="4 3"/><text x="{3}" y="{4}" font-size="10" fill="#b26b00">{5}</text>',
+                    _n(sx(x)),
+                    top,
+                    height - bottom,
+                    _n(sx(x) + 3),
+                    top + 10,
+                    label,
+                )
+            )
     return format_html(
         '<svg class="hearth-chart" role="img" aria-label="{}" width="{}" height="{}" viewBox="0 0 {} {}" '
         'xmlns="http://www.w3.org/2000/svg" style="background:#fff;max-width:100%">{}{}{}'

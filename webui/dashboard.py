@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from webui.charts import bar_chart
+from webui.charts import line_chart
 
 DISK_ALERT_FRACTION = 0.9
 
@@ -48,25 +48,64 @@ def _alerts() -> list[str]:
     return alerts
 
 
-def _usage() -> dict:
-    from inference.selectors import usage_summary
+def _promotion_marks(days: int) -> list[tuple[float, str]]:
+    """Each promotion in the window, as (days from today, label), for the usage charts."""
+    from trainer.models import ModelVersion
 
     now = timezone.now()
-    periods = {
-        days: usage_summary(since=now - timedelta(days=days), until=now)["overall"] for days in (7, 28)
-    }
-    rows = [(f"{k} days · requests", float(v["requests"]), None) for k, v in periods.items()]
-    latency = [
-        (f"{k} days · p{q}", float(v[f"latency_ms_p{q}"] or 0), None)
-        for k, v in periods.items()
-        for q in (50, 90)
-    ]
-    acceptance = [(f"{k} days", float(v["acceptance_rate"] or 0), None) for k, v in periods.items()]
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    marks = []
+    for version in ModelVersion.objects.filter(promoted_at__gte=now - timedelta(days=days)):
+        marks.append(((version.promoted_at - today).total_seconds() / 86400, f"v{version.pk} promoted"))
+    return marks
+
+
+def _usage() -> dict:
+    from inference.selectors import usage_daily, usage_summary
+
+    now = timezone.now()
+    summaries = {days: usage_summary(since=now - timedelta(days=days), until=now) for days in (7, 28)}
+    daily = usage_daily(days=28, until=now)
+    marks = _promotion_marks(28)
+
+    def series(key: str, label: str) -> tuple[str, list[tuple[float, float]]]:
+        return label, [(row["offset"], float(row[key])) for row in daily if row[key] is not None]
+
+    breakdown = []
+    for kind, key in (("language", "by_language"), ("model", "by_model")):
+        names = sorted(set(summaries[7][key]) | set(summaries[28][key]))
+        for name in names:
+            breakdown.append(
+                {
+                    "kind": kind,
+                    "name": name or "unknown",
+                    **{f"d{d}": summaries[d][key].get(name) for d in (7, 28)},
+                }
+            )
     return {
-        "periods": periods,
-        "requests_chart": bar_chart(rows, fmt="{:.0f}", title="requests"),
-        "latency_chart": bar_chart(latency, fmt="{:.0f} ms", title="latency"),
-        "acceptance_chart": bar_chart(acceptance, scale_max=1.0, fmt="{:.2f}", title="acceptance rate"),
+        "periods": {days: summary["overall"] for days, summary in summaries.items()},
+        "breakdown": breakdown,
+        "requests_chart": line_chart(
+            [series("requests", "requests")],
+            x_label="days ago (0 = today)",
+            y_label="requests",
+            marks=marks,
+            x_range=(-27, 0),
+        ),
+        "acceptance_chart": line_chart(
+            [series("acceptance_rate", "acceptance rate")],
+            x_label="days ago",
+            y_label="accepted",
+            marks=marks,
+            x_range=(-27, 0),
+        ),
+        "latency_chart": line_chart(
+            [series("latency_ms_p50", "p50"), series("latency_ms_p95", "p95")],
+            x_label="days ago",
+            y_label="latency (ms)",
+            marks=marks,
+            x_range=(-27, 0),
+        ),
     }
 
 
