@@ -61,7 +61,12 @@ HEARTH_ENGINE_SECRET = _env("ENGINE_SECRET", "")
 # then health-checked before it takes its users back.
 HEARTH_ENGINE_URLS = [u.strip().rstrip("/") for u in _env("ENGINE_URLS", "").split(",") if u.strip()]
 HEARTH_ENGINE_RETRY_S = float(_env("ENGINE_RETRY_S", "5"))
-HEARTH_ENGINE_THREADS = int(_env("ENGINE_THREADS", str(os.cpu_count() or 2)))
+# One box, both jobs: the engine and the job worker run on disjoint cores (auto: the engine the first
+# half, the worker the rest; `all` turns pinning off; or a CPU list such as 0-3,8). See appliance/cpusets.py.
+HEARTH_ENGINE_CPUS = _env("ENGINE_CPUS", "auto")
+HEARTH_WORKER_CPUS = _env("WORKER_CPUS", "auto")
+# llama.cpp's threads: by default one per core of the engine's set.
+HEARTH_ENGINE_THREADS = int(_env("ENGINE_THREADS", "0"))
 HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))
 HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))
 # The promotion gate also needs a paired, significant win: an exact McNemar test at this level.

@@ -90,6 +90,8 @@ def setup(args) -> dict:
             "HEARTH_HOME": str(home),
             "HEARTH_ENGINE_PORT": str(free_port()),
             "HEARTH_ENGINE_THREADS": str(args.threads),
+            # Every core, like the llama.cpp baseline it is compared with (nothing trains meanwhile).
+            "HEARTH_ENGINE_CPUS": "all",
             "HEARTH_ENGINE_CTX": str(args.ctx),
             "HEARTH_ENGINE_POLL_S": "0.5",
             "HEARTH_RATE_LIMIT": "0",

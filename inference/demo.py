@@ -78,7 +78,7 @@ def demo_run(
     from inference.engine.selection import served_model_select
 
     started = time.monotonic()
-    services.start_qcluster()
+    services.start_qcluster(alone=True)  # the engine starts after the fine-tune: every core trains
     result = pipeline_run(
         source=source, base_slug=base_slug, settings=settings_, log=log, check_alive=services.check_alive
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import socket
 import threading
@@ -18,6 +17,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from appliance.cpusets import usable_cpu_count
 from appliance.engine_secret import engine_bind_check, engine_secret_check
 from appliance.errors import EngineError, HearthError
 from appliance.llm.fim import fim_format_get
@@ -352,7 +352,7 @@ def engine_server_build(
     engine_bind_check(host)
     engine = Engine(
         n_ctx=n_ctx,
-        n_threads=n_threads or os.cpu_count() or 1,
+        n_threads=n_threads or usable_cpu_count(),
         slots=slots,
         poll_s=poll_s,
         kv_cache_mb=kv_cache_mb,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import paths
+from appliance.cpusets import usable_cpu_count
 from appliance.errors import TrainingError
 from trainer.training.config import LoraSettings
 from trainer.training.modeling import TrainingMethod, base_load_for_training
@@ -137,7 +138,7 @@ def train(
 
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cpu_count())  # the worker's own CPU set, not the machine
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with ddp_session(method.device) as ddp:

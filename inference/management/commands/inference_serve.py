@@ -18,7 +18,10 @@ class Command(BaseCommand):
             "--ctx", type=int, default=settings.HEARTH_ENGINE_CTX, help="Context window in tokens."
         )
         parser.add_argument(
-            "--threads", type=int, default=settings.HEARTH_ENGINE_THREADS, help="CPU threads for llama.cpp."
+            "--threads",
+            type=int,
+            default=settings.HEARTH_ENGINE_THREADS,
+            help="CPU threads for llama.cpp (0: one per core of the engine's CPU set).",
         )
         parser.add_argument(
             "--slots",

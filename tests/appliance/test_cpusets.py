@@ -1,0 +1,69 @@
+"""Disjoint CPU sets: the engine and the job worker pin themselves to their own cores at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings as django_settings
+
+from appliance.cpusets import CpuSetError, cpu_list_parse, cpu_set_for
+
+PROBE = """
+import json, os, sys
+sys.argv = ["manage.py", sys.argv[1]]
+import django
+django.setup()
+from appliance.cpusets import usable_cpu_count
+print(json.dumps({"cpus": sorted(os.sched_getaffinity(0)), "threads": usable_cpu_count(),
+                  "omp": os.environ.get("OMP_NUM_THREADS")}))
+"""
+
+
+def test_auto_splits_the_cores_and_lists_are_read_as_written():
+    two, eight = frozenset({0, 1}), frozenset(range(8))
+    assert cpu_set_for("engine", engine="auto", worker="auto", cpus=two) == {0}
+    assert cpu_set_for("worker", engine="auto", worker="auto", cpus=two) == {1}
+    assert cpu_set_for("engine", engine="", worker="", cpus=eight) == {0, 1, 2, 3}
+    assert cpu_set_for("worker", engine="auto", worker="auto", cpus=eight) == {4, 5, 6, 7}
+    assert cpu_set_for("engine", engine="auto", worker="auto", cpus=frozenset({3})) is None  # one core
+    assert cpu_set_for("worker", engine="auto", worker="all", cpus=eight) is None
+    assert cpu_set_for("engine", engine="0-2,6", worker="auto", cpus=eight) == {0, 1, 2, 6}
+    assert cpu_list_parse("1, 3-4") == {1, 3, 4}
+    for bad in ("x", "3-1", "-2", ","):
+        with pytest.raises(CpuSetError):
+            cpu_list_parse(bad)
+    with pytest.raises(CpuSetError, match="names none of this machine's CPUs"):
+        cpu_set_for("engine", engine="64-65", worker="auto", cpus=two)
+
+
+def _probe(command: str, **env: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, command],
+        cwd=django_settings.BASE_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "appliance.settings", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to split")
+def test_the_engine_and_the_worker_start_on_disjoint_cores(tmp_path):
+    home = {"HEARTH_HOME": str(tmp_path / "instance")}
+    mine = sorted(os.sched_getaffinity(0))
+    engine = _probe("inference_serve", **home)
+    worker = _probe("qcluster", **home)
+    assert engine["cpus"] and worker["cpus"] and not set(engine["cpus"]) & set(worker["cpus"])
+    assert sorted(engine["cpus"] + worker["cpus"]) == mine
+    assert engine["threads"] == len(engine["cpus"]) and engine["omp"] == str(len(engine["cpus"]))
+    other = _probe("migrate", **home)  # neither role: left alone
+    assert other["cpus"] == mine
+    alone = _probe("qcluster", HEARTH_WORKER_CPUS="all", **home)  # the demo's worker, training alone
+    assert alone["cpus"] == mine
+    chosen = _probe("inference_serve", HEARTH_ENGINE_CPUS=str(mine[-1]), **home)
+    assert chosen["cpus"] == [mine[-1]] and chosen["threads"] == 1
