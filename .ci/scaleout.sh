@@ -53,7 +53,7 @@ export HEARTH_DATABASE="postgres://hearth@127.0.0.1:$PGPORT/hearth"
 export HEARTH_REDIS_URL="redis://127.0.0.1:$REDISPORT/0"
 # Options (-x, -q, -k ...) go to pytest; a test path among the arguments replaces the default selection.
 selection=(tests/test_scaleout.py tests/test_chain.py tests/trainer/test_crash.py tests/trainer/test_lifecycle.py
-    tests/inference/test_serving.py)
+    tests/inference/test_serving.py tests/trainer/test_watchdog.py tests/inference/test_replicas.py)
 for arg in "$@"; do case "$arg" in tests/*) selection=() ;; esac; done
 set -- "$@" "${selection[@]}"
 "$PY" -m pytest -p no:cacheprovider -m "not gpu and not browser" "$@"
