@@ -78,7 +78,7 @@ def test_a_killed_sync_worker_is_released_then_synced_again(code_repo, settings)
     assert repo.status == "failed"
     assert repo.status_reason.startswith("Stuck in 'syncing'") and f"pid {proc.pid}" in repo.status_reason
     assert "watchdog: Stuck in 'syncing'" in repo.log
-    assert Notification.objects.filter(title__contains=f"repository {repo.name} was stuck").exists()
+    assert Notification.objects.filter(title=f"Repository {repo.name} was stuck and is now failed").exists()
     assert stuck_rows_watchdog() == []  # released once
 
     synced, failed = repositories_sync_all()
