@@ -769,6 +769,11 @@ class BlockedCodeAdmin(admin.ModelAdmin):
         return len(obj.text)
 
 
+def _shown(figures: dict) -> dict:
+    """Usage figures as an admin reads them: no 'None' (no acceptance rate before a view is reported)."""
+    return {k: ("n/a" if v is None else v) for k, v in figures.items()}
+
+
 @admin.register(CompletionRecord)
 class CompletionRecordAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "user", "dialect", "model", "language", "latency_ms", "outcome", "filters")
@@ -780,7 +785,7 @@ class CompletionRecordAdmin(ReadOnlyAdmin):
         from inference.selectors import usage_summary
 
         summary = usage_summary()
-        overall = summary["overall"]
+        overall = _shown(summary["overall"])
         self.message_user(
             request,
             f"Last 7 days: {overall['requests']} completions, acceptance rate {overall['acceptance_rate']}, "
@@ -789,6 +794,7 @@ class CompletionRecordAdmin(ReadOnlyAdmin):
             "Per language and model: manage.py usage_report.",
         )
         for name, figures in list(summary["by_model"].items())[:5]:
+            figures = _shown(figures)
             self.message_user(
                 request,
                 f"Model {name}: {figures['requests']} completions, acceptance "
