@@ -408,8 +408,18 @@ class ReportInline(ReportComparisonMixin, admin.StackedInline):
     model = EvaluationReport
     extra = 0
     can_delete = False
-    fields = ("created_at", "comparison", "metrics")
-    readonly_fields = ("created_at", "comparison", "metrics")
+    # The charts and tables; the raw metrics stay on the evaluation report's own page.
+    fields = ("created_at", "comparison", "report_link")
+    readonly_fields = ("created_at", "comparison", "report_link")
+
+    @admin.display(description="report")
+    def report_link(self, obj):
+        from django.urls import reverse
+
+        if not obj or not obj.pk:
+            return "-"
+        url = reverse("admin:trainer_evaluationreport_change", args=[obj.pk])
+        return format_html('<a href="{}">Evaluation report {} (all metrics, log)</a>', url, obj.pk)
 
 
 @admin.register(ModelVersion)
