@@ -3,10 +3,13 @@
 OpenMP work collapses when two thread pools share the same cores (a LoRA run fell from ~250 to ~14
 tokens/s beside one compiler job), so by default the engine and the worker each get their own
 cores: the engine the first half of the cores this process may use, the worker the rest. Each
-process pins itself at start (`appliance.apps`), so `manage.py serve`, the systemd units and a
-hand-started `qcluster` all behave the same, and sizes its threads to its set.
+process pins itself at start (`appliance.apps`) and sizes its threads to its set.
 
     HEARTH_ENGINE_CPUS / HEARTH_WORKER_CPUS = auto | all | a list such as 0-3,8
+
+Unset means every core for a process started alone (a dedicated engine or worker host);
+`manage.py serve` (`cpu_env`) and the appliance's units (install.sh writes auto into hearth.env),
+which run both on one box, use auto.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def cpu_set_for(
 ) -> frozenset[int] | None:
     """The cores `role` runs on, or None for no pinning ('all', or fewer than two cores)."""
     cpus = available_cpus() if cpus is None else cpus
-    spec = {"engine": engine, "worker": worker}[role].strip().lower() or "auto"
+    spec = {"engine": engine, "worker": worker}[role].strip().lower() or "all"
     if spec == "all" or not cpus:
         return None
     if spec != "auto":
@@ -81,3 +84,13 @@ def cpu_affinity_apply(role: str) -> frozenset[int] | None:
 def usable_cpu_count() -> int:
     """The cores this process may run on (its affinity), not the machine's."""
     return len(available_cpus()) or os.cpu_count() or 1
+
+
+def cpu_env() -> dict[str, str]:
+    """The CPU-set settings for the engine and worker that one box starts together: auto unless set."""
+    from django.conf import settings
+
+    return {
+        "HEARTH_ENGINE_CPUS": settings.HEARTH_ENGINE_CPUS or "auto",
+        "HEARTH_WORKER_CPUS": settings.HEARTH_WORKER_CPUS or "auto",
+    }

@@ -98,13 +98,17 @@ class Services:
         """The job worker; with a GPU queue configured, a second one that takes only training jobs.
         `alone`: nothing else runs on this box meanwhile (the demo trains before it serves), so the
         worker takes every core instead of its own set."""
-        cpus = {"HEARTH_WORKER_CPUS": "all"} if alone else {}
+        from appliance.cpusets import cpu_env
+
+        cpus = {**cpu_env(), **({"HEARTH_WORKER_CPUS": "all"} if alone else {})}
         self.start("qcluster", manage_command("qcluster"), env={"HEARTH_WORKER_GPU": "0", **cpus})
         if settings.HEARTH_GPU_QUEUE:
             self.start("qcluster-gpu", manage_command("qcluster"), env={"HEARTH_WORKER_GPU": "1", **cpus})
 
     def start_engine(self) -> None:
-        self.start("engine", manage_command("inference_serve"))
+        from appliance.cpusets import cpu_env
+
+        self.start("engine", manage_command("inference_serve"), env=cpu_env())
 
     def start_web(self, port: int) -> None:
         self.start("web", gunicorn_command(port))

@@ -61,10 +61,12 @@ HEARTH_ENGINE_SECRET = _env("ENGINE_SECRET", "")
 # then health-checked before it takes its users back.
 HEARTH_ENGINE_URLS = [u.strip().rstrip("/") for u in _env("ENGINE_URLS", "").split(",") if u.strip()]
 HEARTH_ENGINE_RETRY_S = float(_env("ENGINE_RETRY_S", "5"))
-# One box, both jobs: the engine and the job worker run on disjoint cores (auto: the engine the first
-# half, the worker the rest; `all` turns pinning off; or a CPU list such as 0-3,8). See appliance/cpusets.py.
-HEARTH_ENGINE_CPUS = _env("ENGINE_CPUS", "auto")
-HEARTH_WORKER_CPUS = _env("WORKER_CPUS", "auto")
+# One box, both jobs: the engine and the job worker on disjoint cores (auto: the engine the first half,
+# the worker the rest; all: no pinning; or a CPU list such as 0-3,8). Unset, a process started alone
+# uses every core (a dedicated engine or worker host), while `manage.py serve` and the appliance's
+# units, which run both on one box, use auto. See appliance/cpusets.py.
+HEARTH_ENGINE_CPUS = _env("ENGINE_CPUS", "")
+HEARTH_WORKER_CPUS = _env("WORKER_CPUS", "")
 # llama.cpp's threads: by default one per core of the engine's set.
 HEARTH_ENGINE_THREADS = int(_env("ENGINE_THREADS", "0"))
 HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))

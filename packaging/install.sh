@@ -174,6 +174,9 @@ if [ ! -f "$ENV_FILE" ]; then
             echo "HEARTH_TLS_KEY=${TLS_KEY:-$HOME_DIR/tls/key.pem}"
         fi
         echo "HEARTH_NETWORK_ALLOW="
+        echo "# The engine and the worker share this box: disjoint cores (all = no pinning, or a list such as 0-3)."
+        echo "HEARTH_ENGINE_CPUS=auto"
+        echo "HEARTH_WORKER_CPUS=auto"
     } > "$ENV_FILE"
     chmod 0640 "$ENV_FILE"
     chgrp "$SVC_GROUP" "$ENV_FILE"

@@ -27,7 +27,8 @@ def test_auto_splits_the_cores_and_lists_are_read_as_written():
     two, eight = frozenset({0, 1}), frozenset(range(8))
     assert cpu_set_for("engine", engine="auto", worker="auto", cpus=two) == {0}
     assert cpu_set_for("worker", engine="auto", worker="auto", cpus=two) == {1}
-    assert cpu_set_for("engine", engine="", worker="", cpus=eight) == {0, 1, 2, 3}
+    assert cpu_set_for("engine", engine="auto", worker="auto", cpus=eight) == {0, 1, 2, 3}
+    assert cpu_set_for("engine", engine="", worker="", cpus=eight) is None  # unset: a process alone
     assert cpu_set_for("worker", engine="auto", worker="auto", cpus=eight) == {4, 5, 6, 7}
     assert cpu_set_for("engine", engine="auto", worker="auto", cpus=frozenset({3})) is None  # one core
     assert cpu_set_for("worker", engine="auto", worker="all", cpus=eight) is None
@@ -54,8 +55,12 @@ def _probe(command: str, **env: str) -> dict:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to split")
 def test_the_engine_and_the_worker_start_on_disjoint_cores(tmp_path):
-    home = {"HEARTH_HOME": str(tmp_path / "instance")}
+    from appliance.cpusets import cpu_env
+
     mine = sorted(os.sched_getaffinity(0))
+    alone = _probe("inference_serve", HEARTH_HOME=str(tmp_path / "instance"))  # a dedicated engine host
+    assert alone["cpus"] == mine and alone["threads"] == len(mine)
+    home = {"HEARTH_HOME": str(tmp_path / "instance"), **cpu_env()}  # as `serve` and the units start them
     engine = _probe("inference_serve", **home)
     worker = _probe("qcluster", **home)
     assert engine["cpus"] and worker["cpus"] and not set(engine["cpus"]) & set(worker["cpus"])
@@ -63,7 +68,7 @@ def test_the_engine_and_the_worker_start_on_disjoint_cores(tmp_path):
     assert engine["threads"] == len(engine["cpus"]) and engine["omp"] == str(len(engine["cpus"]))
     other = _probe("migrate", **home)  # neither role: left alone
     assert other["cpus"] == mine
-    alone = _probe("qcluster", HEARTH_WORKER_CPUS="all", **home)  # the demo's worker, training alone
-    assert alone["cpus"] == mine
-    chosen = _probe("inference_serve", HEARTH_ENGINE_CPUS=str(mine[-1]), **home)
+    trains_alone = _probe("qcluster", **{**home, "HEARTH_WORKER_CPUS": "all"})  # the demo's worker
+    assert trains_alone["cpus"] == mine
+    chosen = _probe("inference_serve", **{**home, "HEARTH_ENGINE_CPUS": str(mine[-1])})
     assert chosen["cpus"] == [mine[-1]] and chosen["threads"] == 1
