@@ -54,3 +54,9 @@ def path_relative(value: str | Path | None) -> str | None:
         return str(path.relative_to(_home()))
     except ValueError:
         return str(path)
+
+
+def glob_lines(text: str | None) -> list[str]:
+    """Patterns typed one a line in an admin text field: blank lines and `#` comments dropped."""
+    lines = (line.strip() for line in (text or "").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from appliance.fields import glob_lines
+
 
 class ApiToken(models.Model):
     """A developer's bearer token. Only a SHA-256 digest is stored; `prefix` finds the row fast."""
@@ -85,11 +87,7 @@ class ServingPolicy(models.Model):
 
     @property
     def globs(self) -> list[str]:
-        return [
-            line.strip()
-            for line in self.exclusion_globs.splitlines()
-            if line.strip() and not line.startswith("#")
-        ]
+        return glob_lines(self.exclusion_globs)
 
 
 class BlockedCode(models.Model):

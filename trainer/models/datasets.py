@@ -1,6 +1,6 @@
 from django.db import models
 
-from appliance.fields import InstancePathField
+from appliance.fields import InstancePathField, glob_lines
 from appliance.status import WorkedRow
 
 
@@ -83,5 +83,4 @@ class DatasetPolicy(models.Model):
 
     @property
     def globs(self) -> list[str]:
-        lines = (line.strip() for line in (self.exclude_globs or "").splitlines())
-        return [line for line in lines if line and not line.startswith("#")]
+        return glob_lines(self.exclude_globs)
