@@ -84,6 +84,11 @@ HEARTH = FimFormat(
     llama_cpp_detects=False,
 )
 
+# File-separator tokens of the repository-level formats code models are pretrained on (StarCoder and
+# SmolLM2, Qwen2.5-Coder, Hearth's micro model): a vocabulary holding one gets snippets of other files
+# after it, in its own format.
+FILE_SEP_TOKENS = ("<file_sep>", "<|file_sep|>", "<hearth_file_sep>")
+
 FORMATS: dict[str, FimFormat] = {f.name: f for f in (HEARTH, QWEN, STARCODER, DEEPSEEK, CODELLAMA)}
 
 # The format fine-tuning adds to a base that has none (SmolLM2's vocabulary is StarCoder-like,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from appliance.errors import EngineError
-from appliance.llm.fim import FimFormat
+from appliance.llm.fim import FILE_SEP_TOKENS, FimFormat
 from appliance.llm.sampling import MIN_P, CompletionResult, Generation, SamplingOptions, common_prefix
 
 
@@ -20,7 +20,7 @@ class Completer:
     """Wraps one `llama_cpp.Llama`. `complete` decodes on that Llama's context and is not thread-safe;
     `prepare` only tokenizes, so the batched engine's slots call it concurrently."""
 
-    def __init__(self, llm, fim: FimFormat | None):
+    def __init__(self, llm, fim: FimFormat | None, *, context_format: str = "auto"):
         self.llm = llm
         self.fim = fim
         self.fim_ids: dict[str, int] = {}
@@ -34,6 +34,14 @@ class Completer:
                 self.fim_ids[role] = ids[0]
         self.stop_ids = {llm.token_eos()} | ({self.fim_ids["eot"]} if fim else set())
         self._pieces: list[bytes] | None = None
+        # Other files' snippets go after the model's own file-separator token where its vocabulary
+        # has one (the repository format it was pretrained on), else as path-comment blocks.
+        self.file_sep_id: int | None = None
+        if context_format not in ("auto", "comments"):
+            raise EngineError(f"Unknown context format {context_format!r} (auto or comments).")
+        if context_format == "auto":
+            seps = ([fim.file_sep] if fim is not None and fim.file_sep else []) + list(FILE_SEP_TOKENS)
+            self.file_sep_id = next((i for i in map(self._special, seps) if i is not None), None)
 
     @property
     def can_infill(self) -> bool:
@@ -88,7 +96,7 @@ class Completer:
         """
         context_ids: list[int] = []
         if context:
-            context_budget = prefix_budget // 3
+            context_budget = int(prefix_budget * CONTEXT_SHARE)
             context_ids = self._context_ids(context, filepath, context_budget)
             prefix_budget -= len(context_ids)
         prefix_ids = self._prefix_ids(prefix, prefix_budget, trim_lines)
@@ -139,21 +147,17 @@ class Completer:
         return self._tok(kept[: kept.rfind("\n") + 1]) if "\n" in kept else ids[:budget]
 
     def _context_ids(self, context: list[tuple[str, str]], filepath: str, budget: int) -> list[int]:
-        sep = self._special(self.fim.file_sep) if self.fim is not None and self.fim.file_sep else None
+        sep = self.file_sep_id
         ids: list[int] = []
-        for path, text in context:
-            piece = (
-                self._tok(f"{path}\n{text.rstrip()}\n")
-                if sep is not None
-                else self._tok((f"# {path}\n" if path else "") + text.rstrip() + "\n\n")
-            )
-            piece = ([sep] if sep is not None else []) + piece
-            if len(ids) + len(piece) > budget:
+        tail = [sep, *self._tok(f"{filepath}\n" if filepath else "\n")] if sep is not None else []
+        # The last snippets are the best (nearest the cursor): keep them first when the budget is short.
+        for path, text in reversed(context):
+            piece = context_block(path, text, file_sep=sep is not None, comment=_comment_for(filepath or path))
+            piece_ids = ([sep] if sep is not None else []) + self._tok(piece)
+            if len(ids) + len(piece_ids) + len(tail) > budget:
                 break
-            ids += piece
-        if ids and sep is not None:
-            ids += [sep, *self._tok(f"{filepath}\n" if filepath else "\n")]
-        return ids
+            ids = piece_ids + ids
+        return ids + tail if ids else ids
 
     def _special(self, text: str) -> int | None:
         ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -238,6 +242,31 @@ class Completer:
             if gen.accept(token):
                 break
         return gen.result()
+
+
+# The share of the prompt's token budget other files' snippets may take; the rest is the file itself.
+CONTEXT_SHARE = 0.4
+
+
+def _comment_for(path: str) -> str:
+    """The line-comment mark of `path`'s language, for a snippet's path line."""
+    suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    return COMMENT_MARKS.get(suffix, "#")
+
+
+# File types whose line comments are not `#`; anything else gets `#`.
+COMMENT_MARKS = {
+    ext: "//"
+    for ext in "c h cc cpp cxx hpp hh cs java js jsx ts tsx mjs cjs go rs kt kts scala swift dart php groovy".split()
+} | {"sql": "--", "lua": "--", "hs": "--", "lisp": ";", "el": ";", "clj": ";", "erl": "%", "tex": "%", "vim": '"'}
+
+
+def context_block(path: str, text: str, *, file_sep: bool, comment: str = "#") -> str:
+    """One snippet of another file as the prompt writes it (after a file-separator token in a
+    repository-level format, else as a path comment and the code). Training writes the same."""
+    if file_sep:
+        return f"{path}\n{text.rstrip()}\n"
+    return (f"{comment} {path}\n" if path else "") + text.rstrip() + "\n\n"
 
 
 def _cut_front(ids: list[int], budget: int) -> list[int]:

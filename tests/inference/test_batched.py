@@ -43,6 +43,38 @@ def batched(micro_base):
     model.close()
 
 
+TIE_LOGITS = 0.05  # two best logits closer than this: kernel-order rounding may flip the greedy pick
+
+
+def _equal_but_for_a_tie(completer, prompt: str, max_tokens: int, batched_steps: list[str]) -> None:
+    """`batched_steps` (the text after each token of a batched greedy run) equals the sequential
+    greedy run step by step, or first parts from it where the sequential top two logits tie."""
+    import numpy as np
+
+    gen = completer.prepare(prompt, n_ctx=completer.llm.n_ctx(), options=SamplingOptions(max_tokens=max_tokens))
+    llm = completer.llm
+    llm.reset()
+    llm.eval(gen.ids)
+    steps, gaps = [], []
+    while True:
+        scores = gen.mask(np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32))
+        top = np.sort(scores)[-2:]
+        token = int(np.argmax(scores))
+        gaps.append(float(top[1] - top[0]))
+        before = gen.n_generated
+        done = gen.accept(token)
+        if gen.n_generated > before:
+            steps.append(bytes(gen.out[len(gen.heal) :]).decode("utf-8", errors="ignore"))
+        if done:
+            break
+        llm.eval([token])
+    for i, (want, have) in enumerate(zip(steps, batched_steps)):
+        if want != have:
+            assert gaps[i] < TIE_LOGITS, f"step {i}: {have!r} != {want!r} with a logit gap of {gaps[i]:.3f}"
+            return
+    assert len(batched_steps) == len(steps), (batched_steps[-1:], steps[-1:])
+
+
 def _all_at_once(lanes, jobs):
     """Run (lane, prefix, suffix, options) jobs concurrently; results in job order."""
     results = [None] * len(jobs)
@@ -123,13 +155,13 @@ def test_a_long_prompt_is_evaluated_in_slices_beside_a_generating_lane(batched, 
     long_prompt = "".join(f"value_{i} = compute({i})\n" for i in range(40))
     assert len(sequential._tok(long_prompt)) > 2 * batched_module.PROMPT_CHUNK
     generating = threading.Event()
-    results = {}
+    results, steps_seen = {}, {"loop": []}
 
     def loop():
         results["loop"] = batched.lanes[0].complete(
             "def loop():\n    while True:\n        ",
             options=SamplingOptions(max_tokens=60),
-            on_token=lambda text: generating.set(),
+            on_token=lambda text: (steps_seen["loop"].append(text), generating.set()),
         )
 
     thread = threading.Thread(target=loop)
@@ -141,11 +173,9 @@ def test_a_long_prompt_is_evaluated_in_slices_beside_a_generating_lane(batched, 
     assert (
         results["long"].text == sequential.complete(long_prompt, options=SamplingOptions(max_tokens=8)).text
     )
-    assert (
-        results["loop"].text
-        == sequential.complete(
-            "def loop():\n    while True:\n        ", options=SamplingOptions(max_tokens=60)
-        ).text
-    )
+    # The loop lane's steps shared a batch with 64-token prompt slices, which llama.cpp multiplies
+    # with other kernels than a lone token: its greedy answer may only part from the sequential one
+    # where the sequential model's two best tokens were all but tied.
+    _equal_but_for_a_tie(sequential, "def loop():\n    while True:\n        ", 60, steps_seen["loop"])
     if results["loop"].completion_tokens == 60:  # it kept generating while the long prompt went in
         assert batched.stats["steps"] - steps >= 3

@@ -318,3 +318,30 @@ def snippets_pick(chunks: list[Chunk], *, budget_chars: int) -> list[tuple[str, 
         picked.append((c.path, c.text))
         used += len(c.text) + len(c.path) + 8
     return picked[::-1]
+
+
+def cursor_query(prefix: str, lines: int = QUERY_LINES) -> str:
+    """The query of a cursor: the `lines` whole lines above the cursor's own line. Leaving out the
+    line being typed keeps the query, hence the snippets and the prompt's front, the same from one
+    keystroke to the next, so each keystroke still extends a cached prompt."""
+    cut = prefix.rfind("\n")
+    return query_text(prefix[: cut + 1] if cut >= 0 else "", lines)
+
+
+def context_snippets(
+    index: ContextIndex,
+    prefix: str,
+    *,
+    filepath: str = "",
+    language: str = "",
+    budget_chars: int = 2400,
+    k: int = 4,
+    keep: Callable[[str], bool] | None = None,
+) -> list[tuple[str, str]]:
+    """(path, text) snippets of the rest of the repository for a cursor at the end of `prefix` in
+    `filepath`: same language, never the file itself, only paths `keep` accepts, best one last."""
+    query = cursor_query(prefix)
+    if not query.strip():
+        return []
+    found = index.search(query, k=k, exclude_path=filepath, language=language, keep=keep)
+    return snippets_pick(found, budget_chars=budget_chars)

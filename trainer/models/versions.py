@@ -32,6 +32,16 @@ class ModelVersion(WorkedRow):
     manifest = models.JSONField(default=dict, blank=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
+    served_arm = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The evaluated arm this version serves as: 'tuned', or 'tuned+context' (prompts carry "
+        "snippets of the rest of its repositories from the dataset's code index).",
+    )
 
     def __str__(self) -> str:
         return f"v{self.pk} ({self.base.slug})"
+
+    @property
+    def serves_context(self) -> bool:
+        return self.served_arm.endswith("+context")
