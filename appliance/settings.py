@@ -73,6 +73,11 @@ HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))
 HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))
 # The promotion gate also needs a paired, significant win: an exact McNemar test at this level.
 HEARTH_PROMOTION_ALPHA = float(_env("PROMOTION_ALPHA", "0.05"))
+# Repository context: evaluation scores every model with and without snippets of the dataset's code
+# index as well (the "+context" arms); "auto" writes snippets in the model's own file-separator
+# format where its vocabulary has one, "comments" always as path-comment blocks.
+HEARTH_CONTEXT_EVAL = _env("CONTEXT_EVAL", "1") not in ("0", "false", "no", "")
+HEARTH_CONTEXT_FORMAT = _env("CONTEXT_FORMAT", "auto")
 HEARTH_BASE_MODEL = _env("BASE_MODEL", "smollm2-135m-instruct")
 HEARTH_WEB_PORT = int(_env("WEB_PORT", "8000"))
 # The address gunicorn binds (0.0.0.0 or a LAN address to serve other hosts; loopback by default).

@@ -13,6 +13,8 @@ from pathlib import Path
 from trainer.pipeline import PipelineResult, pipeline_run
 from trainer.training.config import LoraSettings
 
+DEMO_ARMS = ("base", "base+context", "tuned", "tuned+context")
+
 
 @dataclass(frozen=True)
 class LiveCompletion:
@@ -54,6 +56,8 @@ class DemoResult:
             "completion": self.live.completion,
             "completion_target": self.live.target,
             "training_tokens_per_s": run.summary.get("tokens_per_s"),
+            "arms": {arm: scores.arm_summary(arm) for arm in scores.arms if arm in DEMO_ARMS},
+            "served_arm": version.served_arm or "tuned",
             "seconds": self.seconds,
         }
 
@@ -116,6 +120,22 @@ def live_completion_ask(*, base_url: str, token: str, dataset_path: Path) -> Liv
     return LiveCompletion(task.path, task.line_no, prefix[-40:], response.choices[0].text, task.target)
 
 
+def _arm_lines(scores, served_arm: str) -> list[str]:
+    """The four paired arms, exact match with its interval, the served one marked."""
+    lines = []
+    for arm in DEMO_ARMS:
+        if not scores.has_arm(arm):
+            continue
+        a = scores.arm(arm)
+        lo, hi = a.exact_match_ci95
+        mark = "  ← served" if arm == served_arm else ""
+        lines.append(
+            f"    {arm:<14} exact match {a.exact_match:.3f} [{lo:.3f}, {hi:.3f}], edit similarity "
+            f"{a.edit_similarity:.3f}{mark}"
+        )
+    return lines
+
+
 def _admin_user_ensure() -> str:
     """A superuser for the demo's admin link: the new password, or "" when one exists already."""
     from django.contrib.auth import get_user_model
@@ -145,6 +165,7 @@ def demo_report_lines(result: DemoResult) -> list[str]:
         ),
         f"  held-out lines    {base.tasks} tasks, {mode} mode",
         f"  exact match       base {base.exact_match:.3f} → tuned {tuned.exact_match:.3f}",
+        *_arm_lines(scores, p.version.served_arm or "tuned"),
         f"  edit similarity   base {base.edit_similarity:.3f} → tuned {tuned.edit_similarity:.3f}",
         (
             f"  perplexity        base {scores.models['base'].perplexity:.2f} → tuned "

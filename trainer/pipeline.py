@@ -55,16 +55,24 @@ def _model_version_build(version: ModelVersion) -> ModelVersion:
     from appliance.notifications import notify
     from trainer.evaluation.services import evaluation_run, promotion_decide
     from trainer.export.services import export_cleanup, model_version_export
-    from trainer.versions import model_version_promote
+    from trainer.versions import model_version_promote, served_version
 
     log = version.log_line
     try:
         model_version_export(version=version, log=log)
         report = evaluation_run(dataset=version.run.dataset, version=version, log=log)
         _serving_mode_choose(version, report)
+        served = served_version()
         decision = promotion_decide(
-            report.scores, margin=settings.HEARTH_PROMOTION_MARGIN, alpha=settings.HEARTH_PROMOTION_ALPHA
+            report.scores,
+            margin=settings.HEARTH_PROMOTION_MARGIN,
+            alpha=settings.HEARTH_PROMOTION_ALPHA,
+            served_arm=("served+context" if served.serves_context else "served") if served else None,
         )
+        version.served_arm = decision.arm
+        version.save(update_fields=["served_arm"])
+        if decision.arm.endswith("+context"):
+            log(f"repository context scored better for this version: it serves as {decision.arm}")
         promote, reason = decision.promote, decision.reason
         report.decision = reason
         report.save(update_fields=["decision"])

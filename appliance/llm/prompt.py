@@ -152,7 +152,7 @@ class Completer:
         tail = [sep, *self._tok(f"{filepath}\n" if filepath else "\n")] if sep is not None else []
         # The last snippets are the best (nearest the cursor): keep them first when the budget is short.
         for path, text in reversed(context):
-            piece = context_block(path, text, file_sep=sep is not None, comment=_comment_for(filepath or path))
+            piece = context_block(path, text, file_sep=sep is not None, comment=comment_for(filepath or path))
             piece_ids = ([sep] if sep is not None else []) + self._tok(piece)
             if len(ids) + len(piece_ids) + len(tail) > budget:
                 break
@@ -248,7 +248,7 @@ class Completer:
 CONTEXT_SHARE = 0.4
 
 
-def _comment_for(path: str) -> str:
+def comment_for(path: str) -> str:
     """The line-comment mark of `path`'s language, for a snippet's path line."""
     suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
     return COMMENT_MARKS.get(suffix, "#")
@@ -257,8 +257,43 @@ def _comment_for(path: str) -> str:
 # File types whose line comments are not `#`; anything else gets `#`.
 COMMENT_MARKS = {
     ext: "//"
-    for ext in "c h cc cpp cxx hpp hh cs java js jsx ts tsx mjs cjs go rs kt kts scala swift dart php groovy".split()
-} | {"sql": "--", "lua": "--", "hs": "--", "lisp": ";", "el": ";", "clj": ";", "erl": "%", "tex": "%", "vim": '"'}
+    for ext in [
+        "c",
+        "h",
+        "cc",
+        "cpp",
+        "cxx",
+        "hpp",
+        "hh",
+        "cs",
+        "java",
+        "js",
+        "jsx",
+        "ts",
+        "tsx",
+        "mjs",
+        "cjs",
+        "go",
+        "rs",
+        "kt",
+        "kts",
+        "scala",
+        "swift",
+        "dart",
+        "php",
+        "groovy",
+    ]
+} | {
+    "sql": "--",
+    "lua": "--",
+    "hs": "--",
+    "lisp": ";",
+    "el": ";",
+    "clj": ";",
+    "erl": "%",
+    "tex": "%",
+    "vim": '"',
+}
 
 
 def context_block(path: str, text: str, *, file_sep: bool, comment: str = "#") -> str:

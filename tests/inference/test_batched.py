@@ -51,7 +51,9 @@ def _equal_but_for_a_tie(completer, prompt: str, max_tokens: int, batched_steps:
     greedy run step by step, or first parts from it where the sequential top two logits tie."""
     import numpy as np
 
-    gen = completer.prepare(prompt, n_ctx=completer.llm.n_ctx(), options=SamplingOptions(max_tokens=max_tokens))
+    gen = completer.prepare(
+        prompt, n_ctx=completer.llm.n_ctx(), options=SamplingOptions(max_tokens=max_tokens)
+    )
     llm = completer.llm
     llm.reset()
     llm.eval(gen.ids)

@@ -117,3 +117,109 @@ def test_dataset_stage_builds_the_index_from_training_rows_only(tmp_path):
     assert "gen/skip_me.py" not in indexed
     assert not any("Winter2024" in body for _, body in rows)
     assert context_index_open(dataset.pk).search("scanner = make_scanner(context)", k=1)
+
+
+LEDGER_FILES = [
+    {
+        "repo": "r",
+        "path": "pay/ledger.py",
+        "language": "python",
+        "text": "def ledger_balance(account_id):\n    return sum_entries(account_id, kind='credit')\n",
+    },
+    {
+        "repo": "r",
+        "path": "pay/report.py",
+        "language": "python",
+        "text": "def report(account_id):\n    total = ledger_balance(account_id)\n    return total\n",
+    },
+    {
+        "repo": "r",
+        "path": "web/ledger.js",
+        "language": "javascript",
+        "text": "function ledgerBalance(accountId) {\n  return ledger_balance(accountId);\n}\n",
+    },
+]
+
+
+def test_the_cursor_query_stays_put_while_a_line_is_typed(tmp_path):
+    from trainer.context.index import ContextIndex, context_snippets, cursor_query, index_build
+
+    above = "import pay\n\ndef statement(account_id):\n    b = ledger_balance(account_id)\n"
+    assert cursor_query(above + "    tot") == cursor_query(above + "    total = rep") == cursor_query(above)
+    index_build(tmp_path / "i.sqlite", LEDGER_FILES)
+    index = ContextIndex(tmp_path / "i.sqlite")
+    typed = [
+        context_snippets(index, above + word, filepath="pay/statement.py", language="python")
+        for word in ("", "    t", "    total = ")
+    ]
+    assert typed[0] == typed[1] == typed[2] and typed[0]  # the prompt's front is the same at each keystroke
+    paths = [p for p, _ in typed[0]]
+    assert "web/ledger.js" not in paths  # same language only
+    assert paths[-1] == "pay/ledger.py"  # the best snippet goes last, nearest the cursor
+    own = context_snippets(index, above, filepath="pay/ledger.py", language="python")
+    assert "pay/ledger.py" not in [p for p, _ in own]
+
+
+def test_training_samples_carry_context_as_the_prompt_builder_writes_it(micro_base, micro_dir, tmp_path):
+    """A context sample's text is exactly the served prompt's text for the same snippets and file, so
+    what the model learns to use is what serving will show it."""
+    from appliance.llm.fim import fim_format_get
+    from appliance.llm.prompt import Completer
+    from appliance.llm.runtime import llama_open
+    from trainer.training.loop import file_sep_token
+    from trainer.training.modeling import tokenizer_load
+    from trainer.training.samples import Piece, context_pieces
+
+    fmt = fim_format_get(micro_base.fim_format)
+    tokenizer = tokenizer_load(str(micro_dir))
+    sep = file_sep_token(tokenizer, fmt)
+    assert sep == fmt.file_sep
+    snippets = [("pay/ledger.py", LEDGER_FILES[0]["text"]), ("pay/report.py", LEDGER_FILES[1]["text"])]
+    prefix = "def statement(account_id):\n    b = "
+    llm = llama_open(micro_base.gguf_path, n_ctx=512, n_threads=1)
+    try:
+        completer = Completer(llm, None)
+        ids, heal = completer.prompt_build(
+            prefix, None, prefix_budget=400, context=snippets, filepath="pay/statement.py"
+        )
+        served = llm.detokenize(ids, special=True).decode() + heal.decode()
+    finally:
+        llm.close()
+    pieces = context_pieces(snippets, "pay/statement.py", sep) + [Piece(prefix)]
+    trained = "".join(p.text for p in pieces)
+    assert served.endswith(trained) and served.count(sep) == 3
+    comments = "".join(p.text for p in context_pieces(snippets, "pay/statement.py", None))
+    assert comments.startswith("# pay/ledger.py\n") and "# pay/report.py\n" in comments
+
+
+def test_a_share_of_training_samples_carry_other_files_never_their_own(micro_dir, tmp_path):
+    from appliance.llm.fim import fim_format_get
+    from trainer.training.config import LoraSettings
+    from trainer.training.loop import sequences_prepare, training_index_build
+    from trainer.training.modeling import tokenizer_load
+
+    files = [{"repo": "r", "language": "python", **f} for f in _stdlib_rows(12)]
+    tokenizer = tokenizer_load(str(micro_dir))
+    fmt = fim_format_get("hearth")
+    eot = tokenizer.convert_tokens_to_ids(fmt.eot)
+    sep_id = tokenizer.convert_tokens_to_ids(fmt.file_sep)
+    index = training_index_build(tmp_path, files, 0)
+    plain, _ = sequences_prepare(files, tokenizer, fmt, eot, LoraSettings(seq_len=256, context_rate=0.0), 0)
+    with_ctx, _ = sequences_prepare(
+        files, tokenizer, fmt, eot, LoraSettings(seq_len=256, context_rate=0.5), 0, index=index
+    )
+    assert not any(sep_id in row for row in plain)
+    stream = [t for row in with_ctx for t in row]
+    assert stream.count(sep_id) >= 4
+    # Every context block names another file than the one whose code follows it.
+    text = tokenizer.decode(stream, skip_special_tokens=False)
+    for sample in text.split(fmt.eot):
+        blocks = sample.split(fmt.file_sep)
+        if len(blocks) < 3:
+            continue
+        current = blocks[-1].split("\n", 1)[0]
+        assert current and all(b.split("\n", 1)[0] != current for b in blocks[1:-1]), sample[:300]
+
+
+def _stdlib_rows(n: int) -> list[dict]:
+    return [{"path": p, "text": t} for p, t in stdlib_files(CODE_FILES[:n]).items()]

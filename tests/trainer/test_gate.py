@@ -106,3 +106,53 @@ def test_line_metrics():
     lo, hi = wilson_interval(5, 100)
     assert lo < 0.05 < hi and 0 <= lo and hi <= 1
     assert wilson_interval(0, 0) == (0.0, 0.0)
+
+
+def _with_context(metrics: dict, **hits: list[int]) -> dict:
+    """Add "<mode>+context" arms (the same held-out lines scored with repository context)."""
+    for label, h in hits.items():
+        n = len(h)
+        metrics["models"][label]["line_completion"]["prefix+context"] = {
+            "tasks": n,
+            "exact_match": sum(h) / n,
+            "exact_match_ci95": list(wilson_interval(sum(h), n)),
+            "edit_similarity": 0.6,
+            "hits": h,
+        }
+    return metrics
+
+
+def test_the_candidate_competes_with_its_best_arm_against_the_base_as_served():
+    base, base_ctx = [1] * 12 + [0] * 288, [1] * 40 + [0] * 260
+    tuned, tuned_ctx = [1] * 20 + [0] * 280, [1] * 90 + [0] * 210
+    scores = Scores.from_metrics(
+        _with_context(_metrics(base=base, candidate=tuned), base=base_ctx, candidate=tuned_ctx)
+    )
+    assert list(scores.arms) == ["base", "base+context", "tuned", "tuned+context"]
+    decision = promotion_decide(scores, margin=0.0)
+    assert decision.promote and decision.arm == "tuned+context" and decision.reference == "base"
+    assert "(tuned+context)" in decision.reason and "(base, served now)" in decision.reason
+    summary = scores.arm_summary("tuned+context")
+    assert summary["exact_match"] == 0.3 and summary["perplexity"] is None
+    assert scores.arm_summary("tuned")["perplexity"] == 9.0
+
+
+def test_context_that_does_not_help_is_not_the_arm_served():
+    base = [1] * 12 + [0] * 288
+    tuned, tuned_ctx = [1] * 60 + [0] * 240, [1] * 60 + [0] * 240  # a tie: serve the cheaper prompt
+    scores = Scores.from_metrics(_with_context(_metrics(base=base, candidate=tuned), candidate=tuned_ctx))
+    assert scores.best_arm("tuned") == "tuned"
+    assert promotion_decide(scores, margin=0.0).arm == "tuned"
+
+
+def test_the_reference_is_the_arm_the_served_version_serves_as():
+    base = [0] * 300
+    served, served_ctx = [1] * 30 + [0] * 270, [1] * 80 + [0] * 220
+    cand = [1] * 70 + [0] * 230  # beats the served version without context, not as it is served
+    metrics = _with_context(
+        _metrics(base=base, served=served, candidate=cand), served=served_ctx, candidate=cand
+    )
+    scores = Scores.from_metrics(metrics)
+    assert promotion_decide(scores, margin=0.0).promote  # against the served version's plain arm
+    decision = promotion_decide(scores, margin=0.0, served_arm="served+context")
+    assert decision.reference == "served+context" and not decision.promote

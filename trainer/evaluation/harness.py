@@ -21,6 +21,7 @@ from appliance.llm.fim import FimFormat
 from appliance.llm.prompt import Completer
 from appliance.llm.runtime import llama_open
 from appliance.llm.sampling import SamplingOptions
+from trainer.context.index import ContextIndex, context_snippets
 from trainer.evaluation.metrics import edit_similarity, exact_match, wilson_interval
 from trainer.evaluation.tasks import LineTask
 
@@ -53,9 +54,13 @@ def line_tasks_score(
     context_tokens: int = 1024,
     suffix_tokens: int = 128,
     progress: Callable[[int, int], None] | None = None,
+    index: ContextIndex | None = None,
+    context_format: str = "auto",
 ) -> dict:
+    """`model` on `tasks` in `mode`; with `index`, each prompt also carries the index's best snippets of
+    other files (same language, never the task's own file), as served completions do."""
     llm = _llama(model.gguf, n_ctx=n_ctx)
-    completer = Completer(llm, model.fim)
+    completer = Completer(llm, model.fim, context_format=context_format)
     if mode == "fim" and not completer.can_infill:
         raise EvaluationError(f"{model.label} cannot infill; it cannot be scored in FIM mode.")
     hits, sims, per_task = 0, [], []
@@ -71,7 +76,14 @@ def line_tasks_score(
             max_prompt_tokens=context_tokens,
             max_suffix_tokens=suffix_tokens,
         )
-        result = completer.complete(task.prefix, task.suffix if mode == "fim" else None, options)
+        context = (
+            context_snippets(index, task.prefix, filepath=task.path, language=task.language)
+            if index is not None
+            else None
+        )
+        result = completer.complete(
+            task.prefix, task.suffix if mode == "fim" else None, options, context=context, filepath=task.path
+        )
         em, es = exact_match(result.text, task.target), edit_similarity(result.text, task.target)
         hits += em
         per_task.append(int(em))
@@ -87,7 +99,7 @@ def line_tasks_score(
     n = len(tasks)
     lo, hi = wilson_interval(hits, n)
     return {
-        "mode": mode,
+        "mode": mode + ("+context" if index is not None else ""),
         "tasks": n,
         "exact_match": hits / n if n else 0.0,
         "exact_match_ci95": [round(lo, 4), round(hi, 4)],
@@ -148,9 +160,13 @@ def models_compare(
     ppl_tokens: int = 4096,
     span_tasks: list[LineTask] | None = None,
     extra_fim_tasks: int = 120,
+    index: ContextIndex | None = None,
+    context_format: str = "auto",
 ) -> dict:
     """Score every model on the same tasks in the same mode; FIM extras (on the first
-    `extra_fim_tasks` tasks) for those that infill when the common mode is prefix-only."""
+    `extra_fim_tasks` tasks) for those that infill when the common mode is prefix-only. With `index`
+    (the dataset's code index: training files only), every model is also scored with repository
+    context on the same tasks (mode "<common>+context"), so each model has two paired arms."""
     if not tasks:
         raise EvaluationError("There are no held-out lines to score (held-out files too small?).")
     common = "fim" if all(m.fim is not None for m in models) else "prefix"
@@ -159,6 +175,11 @@ def models_compare(
         log(f"scoring {m.label} ({m.gguf.name}) on {len(tasks)} held-out lines, {common} mode")
         entry = {"gguf": str(m.gguf), "can_infill": m.fim is not None, "line_completion": {}}
         entry["line_completion"][common] = line_tasks_score(m, tasks, mode=common)
+        if index is not None:
+            log(f"scoring {m.label} with repository context ({index.chunks} indexed chunks)")
+            entry["line_completion"][f"{common}+context"] = line_tasks_score(
+                m, tasks, mode=common, index=index, context_format=context_format
+            )
         if common != "fim" and m.fim is not None:
             subset = tasks[:: max(1, len(tasks) // extra_fim_tasks)][:extra_fim_tasks]
             log(f"scoring {m.label} in FIM mode as well ({len(subset)} of the tasks)")
@@ -173,4 +194,6 @@ def models_compare(
             f"{headline['edit_similarity']:.3f}, perplexity {entry['perplexity']['perplexity']:.2f}"
         )
         report["models"][m.label] = entry
+    if index is not None:
+        report["context"] = {"chunks": index.chunks, "format": context_format}
     return report

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The paired arms of an evaluation: each model with and without repository context. "tuned" is the
+# candidate; "served" the version served while the candidate was scored, when there was one.
+ARMS = ("base", "base+context", "tuned", "tuned+context", "served", "served+context")
+_ARM_MODEL = {"base": "base", "tuned": "candidate", "served": "served"}
+
 
 @dataclass(frozen=True)
 class LineScore:
@@ -87,3 +92,39 @@ class Scores:
 
     def has(self, label: str, mode: str | None = None) -> bool:
         return label in self.models and (mode or self.mode) in self.models[label].lines
+
+    def arm(self, arm: str) -> LineScore:
+        """An arm's score: "tuned+context" is the candidate's in the common mode with context."""
+        name, _, context = arm.partition("+")
+        return self.headline(_ARM_MODEL[name], self.mode + ("+context" if context else ""))
+
+    def has_arm(self, arm: str) -> bool:
+        name, _, context = arm.partition("+")
+        return name in _ARM_MODEL and self.has(_ARM_MODEL[name], self.mode + ("+context" if context else ""))
+
+    @property
+    def arms(self) -> dict[str, LineScore]:
+        return {arm: self.arm(arm) for arm in ARMS if self.has_arm(arm)}
+
+    def best_arm(self, name: str) -> str:
+        """`name` ("tuned", "base") with context when that scored strictly better, else without."""
+        with_context = f"{name}+context"
+        if self.has_arm(with_context) and self.arm(with_context).exact_match > self.arm(name).exact_match:
+            return with_context
+        return name
+
+    def arm_summary(self, arm: str) -> dict:
+        """What the demo's JSON line and the report page show of one arm."""
+        score = self.arm(arm)
+        model = self.models[_ARM_MODEL[arm.partition("+")[0]]]
+        return {
+            "exact_match": round(score.exact_match, 4),
+            "exact_match_ci95": list(score.exact_match_ci95),
+            "edit_similarity": round(score.edit_similarity, 4),
+            # Perplexity is of the held-out files alone: it applies to the arms without context.
+            "perplexity": round(model.perplexity, 3)
+            if model.perplexity is not None and "+" not in arm
+            else None,
+            "tasks": score.tasks,
+            "by_language": score.by_language,
+        }

@@ -8,12 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
+
 from appliance import paths
 from appliance.errors import EvaluationError, HearthError
 from appliance.llm.fim import fim_format_get
 from appliance.manifests import manifest_sha256, manifest_write
 from appliance.paths import sha256_file
 from appliance.status import heartbeat_keep
+from trainer.context.services import context_index_open
 from trainer.datasets.builder import dataset_files_read
 from trainer.evaluation.harness import Candidate, models_compare
 from trainer.evaluation.metrics import mcnemar_exact_p, paired_difference_ci
@@ -69,7 +72,18 @@ def evaluation_run(
             both(
                 f"{len(tasks)} held-out line tasks and {len(spans)} multi-line spans from {len(heldout)} files"
             )
-            metrics = models_compare(models, tasks, [f["text"] for f in heldout], log=both, span_tasks=spans)
+            index = context_index_open(dataset.pk) if settings.HEARTH_CONTEXT_EVAL else None
+            if index is None and settings.HEARTH_CONTEXT_EVAL:
+                both("this dataset has no code index: the arms with repository context are left out")
+            metrics = models_compare(
+                models,
+                tasks,
+                [f["text"] for f in heldout],
+                log=both,
+                span_tasks=spans,
+                index=index,
+                context_format=settings.HEARTH_CONTEXT_FORMAT,
+            )
     except HearthError as exc:
         report.transition(EvaluationReport.Status.FAILED, reason=str(exc))
         raise
@@ -110,18 +124,28 @@ class PromotionDecision:
     candidate_exact_match: float
     reference_exact_match: float
     p_value: float
+    arm: str = "tuned"  # the candidate's arm the decision is about: the one it would be served as
 
 
-def promotion_decide(scores: Scores, *, margin: float, alpha: float = 0.05) -> PromotionDecision:
-    """Promote only on a paired, significant win on exact match over the served model (or the base).
+def promotion_decide(
+    scores: Scores, *, margin: float, alpha: float = 0.05, served_arm: str | None = None
+) -> PromotionDecision:
+    """Promote only on a paired, significant win on exact match over the arm served now.
 
-    Both models answered the same held-out tasks, so the comparison is paired: the candidate must
-    beat the reference by more than `margin`, and an exact McNemar test on the tasks where exactly one
-    of them is right must reject "no better" at `alpha` (two-sided). A few lines' lead is noise.
+    The candidate competes with its best arm (with or without repository context, the one it would
+    be served as). The reference is the served version's arm (`served_arm`: "served" or
+    "served+context"), or the base as it is served without a version: without context. All arms
+    answered the same held-out tasks, so the comparison is paired: the candidate must beat the
+    reference by more than `margin`, and an exact McNemar test on the tasks where exactly one of them
+    is right must reject "no better" at `alpha` (two-sided). A few lines' lead is noise.
     """
-    reference = "served" if "served" in scores.models else "base"
+    if scores.has_arm("served"):
+        reference = served_arm if served_arm and scores.has_arm(served_arm) else "served"
+    else:
+        reference = "base"
+    arm = scores.best_arm("tuned")
     mode = scores.mode
-    cand, ref = scores.headline("candidate"), scores.headline(reference)
+    cand, ref = scores.arm(arm), scores.arm(reference)
     wins = sum(1 for c, r in zip(cand.hits, ref.hits) if c and not r)
     losses = sum(1 for c, r in zip(cand.hits, ref.hits) if r and not c)
     paired = bool(cand.hits) and len(cand.hits) == len(ref.hits)
@@ -138,7 +162,7 @@ def promotion_decide(scores: Scores, *, margin: float, alpha: float = 0.05) -> P
     verdict = "promoted" if promote else "kept as a candidate"
     why = "beats" if promote else "does not significantly beat"
     reason = (
-        f"{verdict}: exact match {cand.exact_match:.3f} {why} the {reference} model's {ref.exact_match:.3f} "
-        f"({mode} mode; {evidence}; needs gain > {margin:.3f} and p < {alpha:g})"
+        f"{verdict}: exact match {cand.exact_match:.3f} ({arm}) {why} {ref.exact_match:.3f} ({reference}, "
+        f"served now) ({mode} mode; {evidence}; needs gain > {margin:.3f} and p < {alpha:g})"
     )
-    return PromotionDecision(promote, reason, reference, cand.exact_match, ref.exact_match, p)
+    return PromotionDecision(promote, reason, reference, cand.exact_match, ref.exact_match, p, arm)

@@ -40,6 +40,11 @@ class LoraSettings:
     fim_rate: float = _f(0.5, "Fraction of samples turned into fill-in-the-middle samples.")
     spm_rate: float = _f(0.5, "Fraction of FIM samples in suffix-prefix-middle order (the rest PSM).")
     multiline_rate: float = _f(0.5, "Fraction of FIM middles that span several lines (the rest one line).")
+    context_rate: float = _f(
+        0.3,
+        "Fraction of samples that carry snippets of other training files before them (repository "
+        "context, written as served prompts write it), so the model learns to use them.",
+    )
     epochs: float = _f(0.0, "Passes over the training tokens; 0 lets the preset decide.")
     max_steps: int = _f(0, "Hard cap on optimizer steps; 0 means no cap.")
     batch_size: int = _f(1, "Sequences per forward pass.")
@@ -74,7 +79,7 @@ class LoraSettings:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.seq_len < 32:
             problems.append("seq_len must be at least 32")
-        for name in ("fim_rate", "spm_rate", "multiline_rate"):
+        for name in ("fim_rate", "spm_rate", "multiline_rate", "context_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be in [0, 1]")
         if self.epochs < 0 or self.max_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:

@@ -28,8 +28,11 @@ from typing import Any
 from appliance import paths
 from appliance.cpusets import usable_cpu_count
 from appliance.errors import TrainingError
+from appliance.llm.fim import FILE_SEP_TOKENS
+from trainer.context.index import context_snippets
 from trainer.training.config import LoraSettings
 from trainer.training.modeling import TrainingMethod, base_load_for_training
+from trainer.training.samples import CONTEXT_SHARE as SAMPLE_CONTEXT_SHARE
 from trainer.training.samples import PieceEncoder, pack, samples_build
 
 logger = logging.getLogger(__name__)
@@ -145,7 +148,7 @@ def train(
         if not ddp.master:
             log = on_progress = _quiet
         job = job_load(hf_path, settings, method, ddp, log, t0)
-        data_prepare(job, train_files, heldout_files, settings, ddp, log)
+        data_prepare(job, out_dir, train_files, heldout_files, settings, ddp, log)
         optimizer_make(job, settings)
         state = checkpoint_load(out_dir, job, ddp, log) or TrainState()
         meter = Meter()
@@ -282,21 +285,58 @@ def job_load(
     )
 
 
-def sequences_prepare(files: list[dict], tokenizer, fmt, eot_id: int, settings: LoraSettings, seed: int):
+def sequences_prepare(
+    files: list[dict], tokenizer, fmt, eot_id: int, settings: LoraSettings, seed: int, index=None
+):
+    """Packed token rows of `files`; with `index` (a code index of the training files), a share of
+    the samples carry retrieved snippets of other files, never of their own."""
+    window_chars = int(settings.seq_len * CHARS_PER_TOKEN_GUESS)
+    context_of = None
+    if index is not None and settings.context_rate > 0:
+
+        def context_of(record: dict, text: str) -> list[tuple[str, str]]:
+            return context_snippets(
+                index,
+                text,
+                filepath=record["path"],
+                language=record.get("language", ""),
+                budget_chars=int(window_chars * SAMPLE_CONTEXT_SHARE),
+            )
+
     samples = samples_build(
         files,
         fmt,
         fim_rate=settings.fim_rate,
         spm_rate=settings.spm_rate,
         multiline_rate=settings.multiline_rate,
-        window_chars=int(settings.seq_len * CHARS_PER_TOKEN_GUESS),
+        window_chars=window_chars,
         seed=seed,
+        context_rate=settings.context_rate,
+        context_of=context_of,
+        file_sep=file_sep_token(tokenizer, fmt),
     )
     return pack(PieceEncoder(tokenizer, eot_id).encode_many(samples), settings.seq_len)
 
 
+def file_sep_token(tokenizer, fmt) -> str | None:
+    """The vocabulary's file-separator token, found as the serving prompt builder finds it."""
+    vocab = tokenizer.get_vocab()
+    seps = ([fmt.file_sep] if fmt is not None and fmt.file_sep else []) + list(FILE_SEP_TOKENS)
+    return next((t for t in seps if t in vocab), None)
+
+
+def training_index_build(out_dir: Path, files: list[dict], rank: int):
+    """A code index of the training files for context samples (each process its own copy)."""
+    from trainer.context.index import ContextIndex, index_build
+
+    path = out_dir / f"context-index.rank{rank}.sqlite"
+    index_build(path, files)
+    return ContextIndex(path)
+
+
 def data_prepare(
     job: Job,
+    out_dir: Path,
     train_files: list[dict],
     heldout_files: list[dict],
     settings: LoraSettings,
@@ -305,9 +345,12 @@ def data_prepare(
 ) -> None:
     """Packed training and held-out sequences, the step count and the learning rate."""
     eot_id = job.tokenizer.convert_tokens_to_ids(job.fmt.eot)
+    index = training_index_build(out_dir, train_files, ddp.rank) if settings.context_rate > 0 else None
     job.rows, job.pack_stats = sequences_prepare(
-        train_files, job.tokenizer, job.fmt, eot_id, settings, settings.seed
+        train_files, job.tokenizer, job.fmt, eot_id, settings, settings.seed, index=index
     )
+    if index is not None:
+        index.path.unlink(missing_ok=True)  # only sample construction reads it
     eval_rows, _ = sequences_prepare(
         heldout_files, job.tokenizer, job.fmt, eot_id, settings, settings.seed + 1
     )

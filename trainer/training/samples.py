@@ -7,10 +7,11 @@ end-of-text token and the stream is cut into `seq_len` pieces.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from appliance.llm.fim import FimFormat
+from appliance.llm.prompt import comment_for, context_block
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,25 @@ def fim_pieces(
     return [P, Piece(prefix), S, Piece(suffix), M, Piece(middle)]
 
 
+# Snippets take this share of a context sample's characters; its own code the rest.
+CONTEXT_SHARE = 0.4
+ContextOf = Callable[[dict, str], list[tuple[str, str]]]
+
+
+def context_pieces(snippets: list[tuple[str, str]], path: str, file_sep: str | None) -> list[Piece]:
+    """Snippets of other files before a sample, exactly as the serving prompt builder writes them:
+    each after the file-separator token then the current file's path, or as path-comment blocks."""
+    if not snippets:
+        return []
+    if file_sep is None:
+        comment = comment_for(path)
+        return [Piece("".join(context_block(p, t, file_sep=False, comment=comment) for p, t in snippets))]
+    pieces: list[Piece] = []
+    for p, t in snippets:
+        pieces += [Piece(file_sep, True), Piece(context_block(p, t, file_sep=True))]
+    return [*pieces, Piece(file_sep, True), Piece(f"{path}\n")]
+
+
 def samples_build(
     files: Iterable[dict],
     fmt: FimFormat | None,
@@ -76,18 +96,34 @@ def samples_build(
     multiline_rate: float,
     window_chars: int,
     seed: int,
+    context_rate: float = 0.0,
+    context_of: ContextOf | None = None,
+    file_sep: str | None = None,
 ) -> list[list[Piece]]:
-    """One list of pieces per window of every file; FIM where a format exists and the dice say so."""
+    """One list of pieces per window of every file; FIM where a format exists and the dice say so.
+    With `context_of(record, text_before_cursor)`, a `context_rate` share of the windows are cut
+    shorter and carry snippets of other files in front (the rest of the window is a sample of its own)."""
     rng = random.Random(seed)
     samples: list[list[Piece]] = []
+
+    def one(window: str, front: list[Piece]) -> None:
+        pieces = None
+        if fmt is not None and rng.random() < fim_rate:
+            pieces = fim_pieces(
+                window, fmt, rng, spm=rng.random() < spm_rate, multiline=rng.random() < multiline_rate
+            )
+        samples.append(front + (pieces or [Piece(window)]))
+
     for record in files:
         for window in _windows(record["text"], window_chars):
-            pieces = None
-            if fmt is not None and rng.random() < fim_rate:
-                pieces = fim_pieces(
-                    window, fmt, rng, spm=rng.random() < spm_rate, multiline=rng.random() < multiline_rate
-                )
-            samples.append(pieces or [Piece(window)])
+            if context_of is None or rng.random() >= context_rate:
+                one(window, [])
+                continue
+            head, *rest = _windows(window, int(window_chars * (1 - CONTEXT_SHARE)))
+            snippets = context_of(record, head)
+            one(head, context_pieces(snippets, record["path"], file_sep))
+            for piece in rest:
+                one(piece, [])
     return samples
 
 
