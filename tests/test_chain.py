@@ -73,6 +73,10 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
     report = version.reports.get()
     assert report.mode == "fim"  # both the micro base and the candidate can infill
     assert set(report.metrics["models"]) == {"base", "candidate"}
+    scores = report.scores
+    assert list(scores.arms) == ["base", "base+context", "tuned", "tuned+context"]  # paired, same lines
+    assert len({scores.arm(a).tasks for a in scores.arms}) == 1
+    assert version.served_arm == scores.best_arm("tuned") and f"({version.served_arm})" in report.decision
     assert version.manifest["gguf"]["model-q8_0.gguf"] == version.gguf_sha256
     fim_ids = version.manifest["fim_token_ids"]  # the ids written into the GGUF, one per FIM role
     assert {"prefix", "suffix", "middle"} <= set(fim_ids) and len(set(fim_ids.values())) == len(fim_ids)

@@ -401,7 +401,9 @@ class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
 class ReportComparisonMixin:
     @admin.display(description="Base against candidate")
     def comparison(self, obj):
-        return report_html(obj.metrics or {}, obj.decision) if obj and obj.pk else "-"
+        if not (obj and obj.pk):
+            return "-"
+        return report_html(obj.metrics or {}, obj.decision, obj.version.served_arm if obj.version else "")
 
 
 class ReportInline(ReportComparisonMixin, admin.StackedInline):

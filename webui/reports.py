@@ -11,7 +11,9 @@ from webui.charts import bar_chart
 
 MODES = (
     ("prefix", "single line, prefix only"),
+    ("prefix+context", "single line, prefix only, with repository context"),
     ("fim", "single line, fill-in-the-middle"),
+    ("fim+context", "single line, fill-in-the-middle, with repository context"),
     ("fim_multiline", "multi-line fill-in-the-middle"),
 )
 ORDER = ("base", "served", "candidate")
@@ -125,7 +127,27 @@ def html_table(headers, rows) -> SafeString:
     return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
 
 
-def report_html(metrics: dict, decision: str = "") -> SafeString:
+def _arm_rows(scores: Scores, served_arm: str) -> list[tuple]:
+    """The paired arms (each model with and without repository context) against the base alone."""
+    if not scores.has_arm("base"):
+        return []
+    base = scores.arm("base")
+    rows = []
+    for arm, score in scores.arms.items():
+        lo, hi = score.exact_match_ci95
+        rows.append(
+            (
+                format_html("<b>{}</b> (served)", arm) if arm == served_arm else arm,
+                _bar(score.exact_match),
+                f"{lo:.3f}–{hi:.3f}",
+                f"{score.exact_match - base.exact_match:+.3f}",
+                f"{score.edit_similarity:.3f}",
+            )
+        )
+    return rows
+
+
+def report_html(metrics: dict, decision: str = "", served_arm: str = "") -> SafeString:
     """The whole comparison; an empty report says so instead of showing an empty table."""
     scores = Scores.from_metrics(metrics)
     if not scores.models:
@@ -137,11 +159,23 @@ def report_html(metrics: dict, decision: str = "") -> SafeString:
         if scores.models[label].perplexity is not None
     ]
     example_labels, examples = _example_rows(scores)
+    arms = _arm_rows(scores, served_arm)
+    arms_html = (
+        format_html(
+            "<h4 style='margin-top:1em'>Arms ({} mode, the same {} held-out lines)</h4>{}",
+            scores.mode,
+            scores.tasks,
+            html_table(("arm", "exact match", "95% interval", "vs base", "edit similarity"), arms),
+        )
+        if len(arms) > 1
+        else ""
+    )
     return format_html(
-        "<p>{}</p>{}<h4 style='margin-top:1em'>Scores</h4>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
+        "<p>{}</p>{}{}<h4 style='margin-top:1em'>Scores</h4>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
         "<h4 style='margin-top:1em'>Exact match by language ({} mode)</h4>{}"
         "<h4 style='margin-top:1em'>Examples</h4>{}",
         decision or f"{scores.tasks} held-out line tasks; every model scored in the same mode.",
+        arms_html,
         report_charts(scores),
         html_table(
             ("task", "model", "tasks", "exact match", "95% interval", "edit similarity"), _mode_rows(scores)

@@ -26,18 +26,24 @@ def report():
     base = BaseModel.objects.create(slug="b", display_name="b")
     dataset = Dataset.objects.create(status=Dataset.Status.READY)
     run = TrainingRun.objects.create(base=base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
-    version = ModelVersion.objects.create(base=base, run=run, status=ModelVersion.Status.CANDIDATE)
+    version = ModelVersion.objects.create(
+        base=base, run=run, status=ModelVersion.Status.CANDIDATE, served_arm="tuned+context"
+    )
     metrics = {
         "mode": "prefix",
         "tasks": 300,
         "models": {
             "base": {
-                "line_completion": {"prefix": _score(0.037, prediction="pass")},
+                "line_completion": {
+                    "prefix": _score(0.037, prediction="pass"),
+                    "prefix+context": _score(0.05, prediction="return total"),
+                },
                 "perplexity": {"perplexity": 10.31, "tokens": 4096},
             },
             "candidate": {
                 "line_completion": {
                     "prefix": _score(0.083, prediction="return <total>"),
+                    "prefix+context": _score(0.21, prediction="return <total>"),
                     "fim": _score(0.0, 120),
                 },
                 "perplexity": {"perplexity": 6.38, "tokens": 4096},
@@ -66,6 +72,12 @@ def test_report_is_a_comparison_table(admin_client, report, page):
     assert "multi-line" not in html and "single line, fill-in-the-middle" in html  # only the modes scored
     assert "10.31" in html and "6.38" in html  # perplexity of both
     assert "app/x.py:7" in html and "return &lt;total&gt;</code>" in html and ">pass</code>" in html
+    # The four paired arms, the served one marked, each against the base alone.
+    arms = html[html.index("Arms (prefix mode") :]
+    for arm in ("<td>base</td>", "<td>base+context</td>", "<td>tuned</td>", "<b>tuned+context</b> (served)"):
+        assert arm in arms
+    assert "+0.173" in arms and "+0.013" in arms
+    assert "single line, prefix only, with repository context" in html
 
 
 def test_versions_and_reports_cannot_be_edited_or_added_by_hand(admin_client, report):
