@@ -12,7 +12,12 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
 - engine_concurrency_p95_ratio: the same typing clients on the engine's batched model in this
   process, no HTTP: what the CPU itself allows (each client decodes every step; a step of 8 lanes
   costs several times a step of one on a small CPU).
+- context_keystroke_vs_plain_p50: a typing client served by a version that serves with repository
+  context (snippets from a code index of this repository's own files) over the same client with the
+  policy's repository-context switch off; the two alternate in phases within one run.
 - hotswap_failed_requests: failed requests while a promotion hot-swaps under that load.
+
+`--series` runs only some of the series (a quick check: `--model micro --series context`).
 """
 
 from __future__ import annotations
@@ -144,14 +149,14 @@ class Bench:
     def base(self):
         return self.env["base"]
 
-    def call(self, session, raw: str, prompt: str, max_tokens: int | None = None) -> tuple[float, dict]:
+    def call(
+        self, session, raw: str, prompt: str, max_tokens: int | None = None, filepath: str = ""
+    ) -> tuple[float, dict]:
+        body = {"prompt": prompt, "max_tokens": max_tokens or self.args.max_tokens, "temperature": 0}
+        if filepath:
+            body["filepath"] = filepath
         started = time.perf_counter()
-        r = session.post(
-            self.url,
-            headers={"Authorization": f"Bearer {raw}"},
-            timeout=300,
-            json={"prompt": prompt, "max_tokens": max_tokens or self.args.max_tokens, "temperature": 0},
-        )
+        r = session.post(self.url, headers={"Authorization": f"Bearer {raw}"}, timeout=300, json=body)
         elapsed = time.perf_counter() - started
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -291,10 +296,86 @@ def concurrency_series(b: Bench) -> list[str]:
     return errors8
 
 
+def version_make(b: Bench, name: str, served_arm: str = ""):
+    """A candidate version serving a copy of the base GGUF (no training), on a dataset of its own."""
+    from trainer.models import Dataset, ModelVersion, TrainingRun
+
+    copy = b.env["home"] / name
+    shutil.copy(b.base.gguf_path, copy)
+    dataset = Dataset.objects.create(status=Dataset.Status.READY)
+    run = TrainingRun.objects.create(base=b.base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
+    return ModelVersion.objects.create(
+        base=b.base,
+        run=run,
+        gguf_path=str(copy),
+        fim_format=b.base.fim_format,
+        status=ModelVersion.Status.CANDIDATE,
+        served_arm=served_arm,
+    )
+
+
+def context_series(b: Bench) -> None:
+    """One typing client with repository context against the same client without, in alternating
+    phases (the policy switch flips between them; each waits out the web tier's policy cache)."""
+    import requests
+    from django.conf import settings
+
+    from appliance import paths
+    from inference.api.engine_client import engine_health
+    from inference.models import ServingPolicy
+    from trainer.context.index import index_build
+    from trainer.versions import model_version_promote
+
+    version = version_make(b, "context.gguf", served_arm="tuned+context")
+    files = [
+        {"repo": "hearth", "path": str(f.relative_to(ROOT)), "language": "python", "text": f.read_text()}
+        for layer in ("appliance", "trainer", "inference")
+        for f in sorted((ROOT / layer).rglob("*.py"))
+    ]
+    stats = index_build(paths.context_index_path(version.run.dataset_id), files)
+    model_version_promote(version=version)
+    deadline = time.monotonic() + 120
+    while engine_health().get("model") != f"hearth-v{version.pk}":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the version served with context was not served within 120 s")
+        time.sleep(0.1)
+
+    def switch(on: bool) -> None:
+        ServingPolicy.objects.update_or_create(pk=1, defaults={"repository_context": on})
+        time.sleep(settings.HEARTH_POLICY_CACHE_S + 0.5)
+
+    sess = requests.Session()
+    latencies: dict[bool, list[float]] = {True: [], False: []}
+    prompt_tokens: dict[bool, list[int]] = {True: [], False: []}
+    for phase in range(3):
+        for on in (True, False) if phase % 2 == 0 else (False, True):
+            switch(on)
+            prompts = keystrokes(100 + phase, b.args.prompt_chars)
+            b.call(sess, b.tokens[0], next(prompts), filepath="bench/typing.py")  # opening the file
+            for prompt in itertools.islice(prompts, b.args.requests):
+                elapsed, payload = b.call(sess, b.tokens[0], prompt, filepath="bench/typing.py")
+                latencies[on].append(elapsed)
+                prompt_tokens[on].append(payload["usage"]["prompt_tokens"])
+            time.sleep(PAUSE_S)
+    switch(True)
+    emit("context_index", {"files": stats["files"], "chunks": stats["chunks"]}, None)
+    emit(
+        "context_prompt_tokens_vs_plain",
+        [round(statistics.mean(prompt_tokens[True])), round(statistics.mean(prompt_tokens[False]))],
+        None,
+    )
+    emit("context_keystroke_p50_ms", round(statistics.median(latencies[True]) * 1000, 1), None)
+    emit("plain_keystroke_p50_ms", round(statistics.median(latencies[False]) * 1000, 1), None)
+    emit(
+        "context_keystroke_vs_plain_p50",
+        round(statistics.median(latencies[True]) / statistics.median(latencies[False]), 3),
+        "<= 1.25",
+    )
+
+
 def hotswap_series(b: Bench) -> list[str]:
     """Eight typing clients while a new version is promoted; returns the failed requests' errors."""
     from inference.api.engine_client import engine_health
-    from trainer.models import Dataset, ModelVersion, TrainingRun
     from trainer.versions import model_version_promote
 
     stop, swap_lat, swap_errors = threading.Event(), [], []
@@ -305,17 +386,7 @@ def hotswap_series(b: Bench) -> list[str]:
     for t in threads:
         t.start()
     time.sleep(2)
-    copy = b.env["home"] / "promoted.gguf"
-    shutil.copy(b.base.gguf_path, copy)
-    dataset = Dataset.objects.create(status=Dataset.Status.READY)
-    run = TrainingRun.objects.create(base=b.base, dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
-    version = ModelVersion.objects.create(
-        base=b.base,
-        run=run,
-        gguf_path=str(copy),
-        fim_format=b.base.fim_format,
-        status=ModelVersion.Status.CANDIDATE,
-    )
+    version = version_make(b, "promoted.gguf")
     promoted_at = time.monotonic()
     model_version_promote(version=version)
     while engine_health().get("model") != f"hearth-v{version.pk}":
@@ -332,6 +403,9 @@ def hotswap_series(b: Bench) -> list[str]:
     emit("hotswap_requests", len(swap_lat) + len(swap_errors), None)
     emit("hotswap_failed_requests", len(swap_errors), "0")
     return swap_errors
+
+
+SERIES = ("engine", "gateway", "cache", "concurrency", "context", "hotswap")
 
 
 def arguments() -> argparse.Namespace:
@@ -351,6 +425,13 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16, help="Tokens generated per request.")
     parser.add_argument("--prompt-chars", type=int, default=1200, help="Size of each prompt in characters.")
     parser.add_argument("--keep", action="store_true", help="Keep the instance directory.")
+    parser.add_argument(
+        "--series",
+        nargs="+",
+        choices=SERIES,
+        default=list(SERIES),
+        help="Which series to run (default: all of them, in this order).",
+    )
     return parser.parse_args()
 
 
@@ -386,12 +467,18 @@ def main() -> int:
             },
             None,
         )
-        engine_only_series(b)
+        run = set(args.series)
+        if "engine" in run:
+            engine_only_series(b)
         session = requests.Session()
-        gateway_vs_direct_series(b, session)
-        cache_series(b, session)
-        errors8 = concurrency_series(b)
-        swap_errors = hotswap_series(b)
+        if "gateway" in run:
+            gateway_vs_direct_series(b, session)
+        if "cache" in run:
+            cache_series(b, session)
+        errors8 = concurrency_series(b) if "concurrency" in run else []
+        if "context" in run:
+            context_series(b)
+        swap_errors = hotswap_series(b) if "hotswap" in run else []
         if swap_errors or errors8:
             print(json.dumps({"errors": (swap_errors + errors8)[:5]}), file=sys.stderr)
     finally:

@@ -77,6 +77,11 @@ class ServingPolicy(models.Model):
         help_text="The response filters in force (email, url, ip, credential): a suggestion is cut before "
         "the first match of any of them.",
     )
+    repository_context = models.BooleanField(
+        default=True,
+        help_text="Completions carry snippets of the served model's repositories (from its dataset's code "
+        "index, never the current file) when the served version was measured better with them.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

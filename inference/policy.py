@@ -1,4 +1,5 @@
-"""The serving rules in force (admin policy + blocked-code index), cached briefly per process.
+"""The serving rules in force (admin policy + blocked-code index + the served version's repository
+context), cached briefly per process.
 
 Every API request needs them; reading them at most every HEARTH_POLICY_CACHE_S seconds keeps the
 request path free of extra queries while an admin's change still applies within seconds.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from inference.context import NO_CONTEXT, ServedContext, served_context_lookup
 from inference.filters import VerbatimIndex, verbatim_index
 from inference.models import ServingPolicy
 
@@ -22,6 +24,7 @@ class ServingRules:
     globs: list[str]
     index: VerbatimIndex
     filters: frozenset[str]  # the response filters in force
+    served: ServedContext = NO_CONTEXT  # looked up only while the repository-context switch is on
 
 
 _lock = threading.Lock()
@@ -45,6 +48,7 @@ def serving_rules() -> ServingRules:
         globs=policy.globs,
         index=verbatim_index(),
         filters=frozenset(policy.response_filters or ()),
+        served=served_context_lookup() if policy.repository_context else NO_CONTEXT,
     )
     with _lock:
         _cached = (now, rules)

@@ -152,7 +152,8 @@ def _pattern_lines(text: str) -> list[tuple[int, str]]:
 
 class PoliciesForm(forms.Form):
     """Every admin policy on one page: telemetry and content collection, flow logs, retention, content
-    exclusion for serving, the global dataset exclusion, response filters, and a blocked-code upload.
+    exclusion for serving, the global dataset exclusion, response filters, repository context at
+    serving, and a blocked-code upload.
     The serving fields (and their help texts) come from ServingPolicy, the dataset one from DatasetPolicy."""
 
     response_filters = forms.MultipleChoiceField(

@@ -16,6 +16,7 @@ SERVING_FIELDS = (
     "retention_days",
     "exclusion_globs",
     "response_filters",
+    "repository_context",
 )
 DATASET_FIELD = "dataset_exclude_globs"
 

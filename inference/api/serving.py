@@ -1,4 +1,4 @@
-"""The one completion path behind every dialect: exclusion → engine → filters → telemetry.
+"""The one completion path behind every dialect: exclusion → context → engine → filters → telemetry.
 
 Each dialect (OpenAI, llama.cpp, Tabby) parses its body into a `CompletionRequest` and shapes the
 `Served` result; what happens in between is the same for all of them.
@@ -16,6 +16,7 @@ from appliance.llm.sampling import SamplingOptions
 from inference.api.common import RequestContext
 from inference.api.engine_client import engine_complete, engine_stream
 from inference.api.errors import RequestError
+from inference.context import context_merge, context_retrieve
 from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, prompt_chars
 from inference.filters import FilterOutcome, path_excluded, response_filter, suggestion_filter
 from inference.policy import ServingRules, serving_rules
@@ -88,6 +89,7 @@ def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules,
     dropped = len(req.context) - len(context)
     ctx.excluded = ctx.excluded or dropped > 0  # the body holds an excluded file's text
     ctx.step("exclusion", excluded=False, context_files=len(req.context), context_dropped=dropped)
+    context = _repository_context(ctx, req, rules, context)
     request = EngineRequest(
         user=ctx.user_key,
         prefix=req.prefix,
@@ -98,6 +100,28 @@ def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules,
         sampling=req.sampling,
     )
     return rules, request
+
+
+def _repository_context(
+    ctx: RequestContext, req: CompletionRequest, rules: ServingRules, client: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """What the client sent, with snippets of the served version's repositories before it when the
+    policy is on and the version was measured better with them."""
+    if not rules.policy.repository_context:
+        ctx.step("context", retrieved=0, sent=0, skipped="policy")
+        return client
+    if not rules.served.serves_context:
+        ctx.step("context", retrieved=0, sent=0, skipped="served model")
+        return client
+    started = time.monotonic()
+    retrieved = context_retrieve(
+        rules.served, prefix=req.prefix, filepath=req.filepath, language=req.language, globs=rules.globs
+    )
+    merged = context_merge(client, retrieved, prefix=req.prefix, suffix=req.suffix)
+    # The step's own "ms" is its time since the request began; the retrieval's cost goes beside it.
+    took = round((time.monotonic() - started) * 1000, 2)
+    ctx.step("context", retrieved=len(retrieved), sent=len(merged) - len(client), retrieval_ms=took)
+    return merged
 
 
 def _finish(

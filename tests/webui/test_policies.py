@@ -20,6 +20,7 @@ def _form(**changes) -> dict:
         "retention_days": "28",
         "exclusion_globs": "",
         "response_filters": ["email", "url", "ip", "credential"],
+        "repository_context": "on",
         "dataset_exclude_globs": "",
     }
     data.update(changes)
@@ -38,6 +39,8 @@ def test_the_page_shows_every_policy_with_help_and_is_linked(admin_client):
         "Content exclusion (serving)",
         "Dataset exclusion",
         "Response filters",
+        "Repository context",
+        "snippets of the served model&#x27;s repositories",  # the model's help text
         "blocked-code corpus",
     ):
         assert text in html, text
@@ -81,6 +84,21 @@ def test_saving_changes_the_policy_and_is_audited(admin_client):
         ),
     )
     assert AuditEntry.objects.filter(action="policy.change").count() == 1
+
+
+def test_repository_context_is_on_by_default_and_the_page_switches_it(admin_client):
+    from appliance.models import AuditEntry
+    from inference.policy import policy_get, serving_rules
+
+    assert policy_get().repository_context
+    assert 'id="id_repository_context" checked' in admin_client.get(URL).content.decode()
+    admin_client.post(URL, _form(repository_context=""))
+    assert not policy_get().repository_context and not serving_rules().policy.repository_context
+    entry = AuditEntry.objects.get(action="policy.change")
+    assert entry.detail == "repository_context: True → False"
+    assert 'id="id_repository_context" checked' not in admin_client.get(URL).content.decode()
+    admin_client.post(URL, _form())
+    assert policy_get().repository_context
 
 
 def test_dataset_exclusion_defaults_to_the_setting_and_the_page_overrides_it(

@@ -1,0 +1,126 @@
+"""Repository context at serving time: snippets of the served version's dataset, joined to what the
+client sent, when the policy allows it and evaluation measured the version better with them.
+
+Retrieval asks the dataset's code index with the lines above the cursor's line, so the snippets (and
+the front of the prompt) stay the same while a line is typed and each keystroke still extends the
+cached prompt. Nothing here may fail a completion: without a usable index the request goes as sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+
+from inference.engine.request import MAX_CONTEXT_ITEMS, MAX_PROMPT_CHARS, prompt_chars
+from inference.filters import path_excluded
+
+logger = logging.getLogger(__name__)
+
+# What one request may add: a few definition-sized chunks. The prompt builder still fits them into
+# its token budget (CONTEXT_SHARE of the prompt), dropping the farthest first.
+RETRIEVED_K = 4
+RETRIEVED_BUDGET_CHARS = 2400
+
+Snippet = tuple[str, str]  # (path, text)
+
+
+@dataclass(frozen=True)
+class ServedContext:
+    """What serving needs to know about the served version (cached with the serving rules)."""
+
+    version_pk: int | None = None
+    serves_context: bool = False
+    dataset_pk: int | None = None
+
+
+NO_CONTEXT = ServedContext()
+
+
+def served_context_lookup() -> ServedContext:
+    """The served version and, when it serves with context, its dataset (None version: the base)."""
+    from trainer.models import TrainingRun
+    from trainer.versions import served_version
+
+    version = served_version()
+    if version is None:
+        return NO_CONTEXT
+    if not version.serves_context:
+        return ServedContext(version.pk, False, None)
+    dataset_pk = TrainingRun.objects.filter(pk=version.run_id).values_list("dataset_id", flat=True).first()
+    return ServedContext(version.pk, True, dataset_pk)
+
+
+_warned: set[tuple[int, str]] = set()
+
+
+def _warn_once(dataset_pk: int, problem: str, detail: object = "") -> None:
+    if (dataset_pk, problem) in _warned:
+        return
+    _warned.add((dataset_pk, problem))
+    logger.warning(
+        "code index of dataset %s %s%s; completions are served without repository context",
+        dataset_pk,
+        problem,
+        f" ({detail})" if detail else "",
+    )
+
+
+def same_file(indexed: str, filepath: str) -> bool:
+    """True when the index's (repository-relative) path names the file an IDE sent, which may be
+    relative, absolute or a file:// URI."""
+    if not filepath:
+        return False
+    clean = filepath.removeprefix("file://").replace("\\", "/")
+    return clean == indexed or clean.endswith("/" + indexed)
+
+
+def context_retrieve(
+    served: ServedContext, *, prefix: str, filepath: str, language: str, globs: list[str]
+) -> list[Snippet]:
+    """Snippets of the served version's dataset for a cursor at the end of `prefix`, best one last:
+    never from the current file, never from a path the content-exclusion globs match. [] when the
+    dataset has no usable index (warned once)."""
+    from trainer.context.index import context_snippets
+    from trainer.context.services import context_index_open
+
+    if not served.serves_context or served.dataset_pk is None:
+        return []
+    try:
+        index = context_index_open(served.dataset_pk)
+        if index is None:
+            _warn_once(served.dataset_pk, "is missing")
+            return []
+        return context_snippets(
+            index,
+            prefix,
+            filepath=filepath,
+            language="" if language == "unknown" else language,
+            budget_chars=RETRIEVED_BUDGET_CHARS,
+            k=RETRIEVED_K,
+            keep=lambda p: not path_excluded(p, globs) and not same_file(p, filepath),
+        )
+    except (sqlite3.Error, OSError, ValueError) as exc:
+        _warn_once(served.dataset_pk, "cannot be read", exc)
+        return []
+
+
+def context_merge(
+    client: list[Snippet], retrieved: list[Snippet], *, prefix: str, suffix: str | None
+) -> list[Snippet]:
+    """The client's snippets last (nearest the cursor: the prompt builder drops the first ones when
+    short), retrieved ones before them, best retrieved ones kept first. A retrieved chunk the client
+    already sent (same path, text within the client's) is left out, and nothing is added beyond the
+    request's limits: added context never makes a valid request fail."""
+    room_items = MAX_CONTEXT_ITEMS - len(client)
+    room_chars = MAX_PROMPT_CHARS - prompt_chars(prefix, suffix, client)
+    added: list[Snippet] = []
+    for path, text in reversed(retrieved):
+        if len(added) >= room_items:
+            break
+        size = len(path) + len(text)
+        if size > room_chars or (path, text) in added or any(path == p and text in t for p, t in client):
+            continue
+        added.append((path, text))
+        room_chars -= size
+    return added[::-1] + client
