@@ -89,13 +89,15 @@ def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules,
     dropped = len(req.context) - len(context)
     ctx.excluded = ctx.excluded or dropped > 0  # the body holds an excluded file's text
     ctx.step("exclusion", excluded=False, context_files=len(req.context), context_dropped=dropped)
-    context = _repository_context(ctx, req, rules, context)
+    merged = _repository_context(ctx, req, rules, context)
     request = EngineRequest(
         user=ctx.user_key,
         prefix=req.prefix,
         suffix=req.suffix,
-        context=tuple(context),
+        context=tuple(merged),
         filepath=req.filepath,
+        retrieved=len(merged) - len(context),
+        retrieved_for=rules.served.version_pk if len(merged) > len(context) else None,
         n=req.n,
         sampling=req.sampling,
     )
@@ -169,6 +171,7 @@ def completion_serve(ctx: RequestContext, req: CompletionRequest) -> Served:
         model=result.get("model"),
         slot=result.get("slot"),
         cached_tokens=result["choices"][0].get("cached_tokens"),
+        context_dropped=result.get("context_dropped", 0),  # snippets chosen for a model not loaded
     )
     choices, acted = [], []
     for choice in result["choices"]:

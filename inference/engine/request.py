@@ -9,7 +9,7 @@ crash either). The sampling part is the same `SamplingOptions` that evaluation d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from appliance.errors import HearthError
 from appliance.llm.sampling import SamplingError, SamplingOptions
@@ -60,6 +60,11 @@ class EngineRequest:
     suffix: str | None = None
     context: tuple[tuple[str, str], ...] = ()
     filepath: str = ""
+    # The first `retrieved` context items are repository snippets the gateway chose for version
+    # `retrieved_for`; an engine serving anything else (a version that failed to load, so the base;
+    # another replica mid-roll) drops them and keeps only what the client sent.
+    retrieved: int = 0
+    retrieved_for: int | None = None
     n: int = 1
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     stream: bool = False
@@ -80,6 +85,12 @@ class EngineRequest:
             raise EngineRequestError(
                 f"'context' holds at most {MAX_CONTEXT_ITEMS} snippets.", field="context"
             )
+        if _not_int(self.retrieved) or not 0 <= self.retrieved <= len(self.context):
+            raise EngineRequestError(
+                "'retrieved' must be an integer from 0 to the number of context items.", field="retrieved"
+            )
+        if self.retrieved_for is not None and _not_int(self.retrieved_for):
+            raise EngineRequestError("'retrieved_for' must be an integer or null.", field="retrieved_for")
         if prompt_chars(self.prefix, self.suffix, self.context) > MAX_PROMPT_CHARS:
             raise EngineRequestError(
                 f"The prompt is longer than {MAX_PROMPT_CHARS} characters.", field="prefix", status=413
@@ -91,6 +102,14 @@ class EngineRequest:
         if len(self.sampling.stop) > MAX_STOPS:
             raise EngineRequestError(f"'stop' holds at most {MAX_STOPS} strings.", field="stop")
 
+    def served_by(self, version_pk: int | None) -> tuple[EngineRequest, int]:
+        """This request as the model `version_pk` (None: the base) should run it, and how many
+        retrieved snippets were dropped because they were chosen for another model."""
+        if not self.retrieved or self.retrieved_for == version_pk:
+            return self, 0
+        kept = replace(self, context=self.context[self.retrieved :], retrieved=0, retrieved_for=None)
+        return kept, self.retrieved
+
     def to_json(self) -> dict:
         sampling = {name: getattr(self.sampling, name) for name in _SAMPLING_WIRE}
         sampling["stop"] = list(self.sampling.stop)
@@ -100,6 +119,8 @@ class EngineRequest:
             "suffix": self.suffix,
             "context": [list(pair) for pair in self.context],
             "filepath": self.filepath,
+            "retrieved": self.retrieved,
+            "retrieved_for": self.retrieved_for,
             "n": self.n,
             "sampling": sampling,
             "stream": self.stream,
@@ -110,7 +131,8 @@ class EngineRequest:
         """Rebuild a request from its JSON form, checking every type (raises EngineRequestError)."""
         if not isinstance(body, dict):
             raise EngineRequestError("The request must be a JSON object.")
-        unknown = set(body) - {"user", "prefix", "suffix", "context", "filepath", "n", "sampling", "stream"}
+        known = {"user", "prefix", "suffix", "context", "filepath", "retrieved", "retrieved_for", "n"}
+        unknown = set(body) - known - {"sampling", "stream"}
         if unknown:
             raise EngineRequestError(f"Unknown field {min(unknown)!r}.", field=min(unknown))
         context = body.get("context") or []
@@ -126,6 +148,8 @@ class EngineRequest:
             suffix=body.get("suffix"),
             context=tuple((p, t) for p, t in context),
             filepath=body.get("filepath", ""),
+            retrieved=body.get("retrieved", 0),
+            retrieved_for=body.get("retrieved_for"),
             n=body.get("n", 1),
             sampling=sampling_from_json(body.get("sampling", {})),
             stream=body.get("stream", False),

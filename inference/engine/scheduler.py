@@ -221,7 +221,12 @@ class Scheduler:
                     if self._switch is not None:
                         self._switch(pool, i, pool.owners[i], job.user)
                     pool.owners[i] = job.user
+                dropped = 0
+                if hasattr(job.body, "served_by"):  # an EngineRequest: context chosen for this model?
+                    job.body, dropped = job.body.served_by(pool.served.version_pk)
                 job.result = self._run(pool.completers[i], job)
+                if dropped:
+                    job.result["context_dropped"] = dropped
                 job.result.update({"model": pool.served.id, "version": pool.served.version_pk, "slot": i})
             except Exception as exc:
                 logger.exception("completion failed on slot %d", i)

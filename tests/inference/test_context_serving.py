@@ -165,6 +165,54 @@ def test_a_version_served_without_context_gets_none(served, hearth, raw_token):
     assert step["sent"] == 1 and with_context > tuned
 
 
+def test_snippets_chosen_for_a_version_that_would_not_load_are_dropped_by_the_engine(
+    hearth, micro_base, engine_live, raw_token, tmp_path
+):
+    """The database says "tuned+context", but its GGUF is broken and the engine serves the base: the
+    base was never measured with those snippets, so the engine drops them (the client's stay)."""
+    from appliance import paths
+    from inference.models import FlowLog
+    from trainer.context.index import index_build
+    from trainer.versions import model_version_promote
+
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\0" * 64)
+    broken = model_version_make(base=micro_base, gguf_path=str(corrupt))
+    broken.served_arm = "tuned+context"
+    broken.save(update_fields=["served_arm"])
+    index_build(paths.context_index_path(broken.run.dataset_id), FILES)
+    model_version_promote(version=broken)
+    deadline = time.monotonic() + 20
+    while engine_live.failed_version != broken.pk and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine_live.health()["model"] == "hearth-micro-test"
+    _policy()
+
+    tokens, step = _complete(hearth, raw_token, LEDGER, "pay/statement.py")
+    assert step["sent"] == 1  # the gateway follows the database and retrieves for the version...
+    engine = next(s for s in FlowLog.objects.latest("created_at").steps if s["step"] == "engine")
+    assert engine["model"] == "hearth-micro-test" and engine["context_dropped"] == 1  # ...the engine not
+    _policy(repository_context=False)
+    plain, _ = _complete(hearth, raw_token, LEDGER, "pay/statement.py")
+    assert tokens == plain
+
+
+def test_an_engine_request_keeps_retrieved_snippets_only_for_the_version_they_were_chosen_for():
+    from inference.engine.request import EngineRequest, EngineRequestError
+
+    req = EngineRequest(
+        user="u", prefix="x", context=(("r.py", "r = 1"), ("c.py", "c = 2")), retrieved=1, retrieved_for=7
+    )
+    assert req.served_by(7) == (req, 0)
+    kept, dropped = req.served_by(None)
+    assert dropped == 1 and kept.context == (("c.py", "c = 2"),) and kept.retrieved == 0
+    assert EngineRequest.from_json(req.to_json()) == req
+    for bad in ({"retrieved": 3}, {"retrieved": -1}, {"retrieved": True}, {"retrieved_for": "7"}):
+        with pytest.raises(EngineRequestError) as err:
+            EngineRequest.from_json({**req.to_json(), **bad})
+        assert err.value.field == next(iter(bad))
+
+
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
 def test_a_missing_or_corrupt_index_still_serves_and_warns_once(
     served, hearth, raw_token, caplog, monkeypatch, damage
