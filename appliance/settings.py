@@ -104,6 +104,9 @@ HEARTH_DATASET_EXCLUDE = [g.strip() for g in _env("DATASET_EXCLUDE", "").split("
 HEARTH_TRAINING_HEARTBEAT_S = float(_env("TRAINING_HEARTBEAT_S", "10"))
 HEARTH_TRAINING_STALE_S = float(_env("TRAINING_STALE_S", "90"))
 HEARTH_TRAINING_MAX_ATTEMPTS = int(_env("TRAINING_MAX_ATTEMPTS", "3"))
+# Processes per training run on a worker host, one per GPU: above 1 the worker launches the run under
+# torchrun (trainer/training/distributed.py). On a host without CUDA they are CPU processes (gloo).
+HEARTH_TRAINING_GPUS = int(_env("TRAINING_GPUS", "1"))
 # The other working rows (a repository syncing, a dataset or a model version building, an
 # evaluation running) beat every HEARTBEAT_S while their worker lives; the stuck-row watchdog fails
 # one silent for STUCK_S, with the reason in its log, so the admin can retry it.

@@ -72,6 +72,8 @@ class Ddp:
 
     rank: int = 0
     world: int = 1
+    local_rank: int = 0  # this process's device on its host (torchrun's LOCAL_RANK)
+    device: str = "cpu"  # where collectives' tensors live: cpu (gloo) or cuda:<local_rank> (NCCL)
 
     @property
     def master(self) -> bool:
@@ -82,6 +84,30 @@ class Ddp:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when it is true on one (a cancel seen by one rank stops all)."""
+        if self.world <= 1:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1 if flag else 0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def shared(self, value: float | None) -> float | None:
+        """Rank 0's value on every process, so that decisions made from it (the best adapter, an
+        early stop) are the same everywhere: ranks that disagreed would wait on each other forever."""
+        if self.world <= 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([float("nan") if value is None else value], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        out = float(t.item())
+        return None if math.isnan(out) else out
 
 
 @dataclass
@@ -141,7 +167,8 @@ def train(
 
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
-    torch.set_num_threads(usable_cpu_count())  # the worker's own CPU set, not the machine
+    # The worker's own CPU set, not the machine's, shared among the processes torchrun started here.
+    torch.set_num_threads(max(1, usable_cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with ddp_session(method.device) as ddp:
@@ -191,7 +218,7 @@ def _loop(
 
         eval_loss = None
         if state.step % eval_every == 0 or last:
-            eval_loss = held_out_loss(job)
+            eval_loss = ddp.shared(held_out_loss(job))
             if eval_record(state, eval_loss, step_loss):
                 adapter_save(out_dir, job, state, settings, ddp)
             if state.bad_evals >= settings.early_stopping_patience:
@@ -208,7 +235,7 @@ def _loop(
             meter.last_checkpoint = now
         if stopped_early:
             break
-        if should_stop():
+        if ddp.any(should_stop()):
             checkpoint_save(out_dir, job, state, ddp)
             raise TrainingCancelled("The run was cancelled.")
     return stopped_early
@@ -228,11 +255,18 @@ def ddp_session(device: str) -> Iterator[Ddp]:
         return
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    where = "cpu"
+    if device == "cuda":
+        import torch
+
+        torch.cuda.set_device(local_rank)  # each process on its own GPU, NCCL's buffers there too
+        where = f"cuda:{local_rank}"
     owned = not dist.is_initialized()
     if owned:
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     try:
-        yield Ddp(rank=dist.get_rank(), world=dist.get_world_size())
+        yield Ddp(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, device=where)
     finally:
         if owned:
             dist.destroy_process_group()
@@ -258,12 +292,13 @@ def job_load(
 
     core, tokenizer, fmt, added = base_load_for_training(hf_path, settings, method)
     if method.device == "cuda" and not method.four_bit:
-        core.to(f"cuda:{ddp.rank % max(1, torch.cuda.device_count())}" if ddp.world > 1 else "cuda")
+        core.to(ddp.device if ddp.world > 1 else "cuda")
     model = core
     if ddp.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(core)
+        on_gpu = method.device == "cuda"
+        model = DistributedDataParallel(core, device_ids=[ddp.local_rank] if on_gpu else None)
     bf16 = method.autocast_bf16 or method.device == "cuda"
     autocast = (
         torch.autocast(device_type=method.device, dtype=torch.bfloat16)

@@ -4,6 +4,7 @@ wrap it with LoRA on every linear projection, and merge an adapter back for expo
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,10 @@ def method_choose(quantization: str) -> TrainingMethod:
 def tokenizer_load(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise TrainingError(f"The tokenizer of the base model at {path} could not be loaded: {exc}") from exc
 
 
 def fim_tokens_ensure(tokenizer) -> tuple[FimFormat, list[int]]:
@@ -88,7 +92,9 @@ def base_load_for_training(hf_path: str, settings: LoraSettings, method: Trainin
             bnb_4bit_compute_dtype=compute,
         )
         if method.device == "cuda":
-            kwargs["device_map"] = {"": 0}
+            # Under torchrun each process loads its quantized copy onto its own GPU: a 4-bit model
+            # cannot be moved after loading, so the device is chosen here, never GPU 0 for all.
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     try:
         model = AutoModelForCausalLM.from_pretrained(hf_path, **kwargs)
     except (OSError, ValueError) as exc:

@@ -116,6 +116,7 @@ def _claim(run: TrainingRun) -> bool:
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """Train in this process (a worker task). Resumes from the run's checkpoint if one exists;
     does nothing if another worker holds the run."""
+    from trainer.training.distributed import train_distributed
     from trainer.training.loop import Progress, TrainingCancelled, train
     from trainer.training.modeling import method_choose
 
@@ -133,8 +134,10 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     method = method_choose(settings.quantization)
     run.method, run.device = method.name, method.device
     run.save(update_fields=["method", "device"])
+    processes = django_settings.HEARTH_TRAINING_GPUS
     run.log_line(
-        f"attempt {run.attempts} (pid {os.getpid()}): {method.name} on {method.device} — {method.reason}"
+        f"attempt {run.attempts} (pid {os.getpid()}): {method.name} on {method.device}"
+        f"{f' in {processes} processes' if processes > 1 else ''} — {method.reason}"
     )
     dataset_dir = Path(run.dataset.path)
 
@@ -159,17 +162,30 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     heartbeat = _Heartbeat(run.pk)
     heartbeat.start()
     try:
-        summary = train(
-            hf_path=run.base.hf_path,
-            train_files=dataset_files_read(dataset_dir, "train"),
-            heldout_files=dataset_files_read(dataset_dir, "heldout"),
-            settings=settings,
-            method=method,
-            out_dir=Path(run.path),
-            on_progress=on_progress,
-            should_stop=should_stop,
-            log=run.log_line,
-        )
+        if processes > 1:
+            summary = train_distributed(
+                processes=processes,
+                hf_path=run.base.hf_path,
+                dataset_dir=dataset_dir,
+                settings=settings,
+                device=method.device,
+                out_dir=Path(run.path),
+                on_progress=on_progress,
+                should_stop=should_stop,
+                log=run.log_line,
+            )
+        else:
+            summary = train(
+                hf_path=run.base.hf_path,
+                train_files=dataset_files_read(dataset_dir, "train"),
+                heldout_files=dataset_files_read(dataset_dir, "heldout"),
+                settings=settings,
+                method=method,
+                out_dir=Path(run.path),
+                on_progress=on_progress,
+                should_stop=should_stop,
+                log=run.log_line,
+            )
     except TrainingCancelled:
         run.transition(TrainingRun.Status.CANCELLED, reason="Cancelled by an admin.")
         return run
