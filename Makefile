@@ -9,7 +9,7 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 # The CPU build of torch; a GPU host sets TORCH_SPEC (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install ldap demo test test-slow test-browser test-offline test-scaleout bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving lint clean
+.PHONY: install ldap demo test test-slow test-browser test-offline test-scaleout bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving bench-onebox lint clean
 
 install: $(STAMP)
 
@@ -96,5 +96,9 @@ bench-context: install
 bench-serving: install
 	$(BIN)/python benchmarks/bench_serving.py $(BENCH_ARGS)
 
+# The engine and a fine-tune on one box: disjoint CPU sets against shared cores.
+bench-onebox: install
+	$(BIN)/python benchmarks/bench_onebox.py
+
 # Every benchmark, one JSON object per line.
-bench: bench-dataset bench-context bench-training bench-export bench-serving
+bench: bench-dataset bench-context bench-training bench-export bench-serving bench-onebox

@@ -32,6 +32,7 @@ class ServedContext:
     version_pk: int | None = None
     serves_context: bool = False
     dataset_pk: int | None = None
+    repositories: tuple[tuple[str, str], ...] = ()  # (name, source) of the dataset's repositories
 
 
 NO_CONTEXT = ServedContext()
@@ -47,8 +48,41 @@ def served_context_lookup() -> ServedContext:
         return NO_CONTEXT
     if not version.serves_context:
         return ServedContext(version.pk, False, None)
+    from trainer.models import Repository
+
     dataset_pk = TrainingRun.objects.filter(pk=version.run_id).values_list("dataset_id", flat=True).first()
-    return ServedContext(version.pk, True, dataset_pk)
+    repos = tuple(
+        Repository.objects.filter(datasets=dataset_pk).order_by("name").values_list("name", "source")
+    )
+    return ServedContext(version.pk, True, dataset_pk, repos)
+
+
+def _stem(location: str) -> str:
+    """'https://git.example/team/Pay-Service.git' or '/srv/mirrors/pay-service/' → 'pay-service'."""
+    last = location.strip().replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return last.removesuffix(".git").lower()
+
+
+def request_repository(served: ServedContext, *, git_url: str = "", filepath: str = "") -> str:
+    """The one repository of the served dataset a request is in, or "" (retrieve from all of them).
+
+    Known from the client's git URL (Tabby sends it) or, failing that, from a folder of the file's
+    path named like a repository (an IDE sends the path inside the developer's checkout)."""
+    if len(served.repositories) < 2:
+        return ""
+    if git_url:
+        stem = _stem(git_url)
+        found = {n for n, src in served.repositories if stem and stem in (n.lower(), _stem(src))}
+        if len(found) == 1:
+            return found.pop()
+    if filepath:
+        folders = {
+            part.lower() for part in filepath.removeprefix("file://").replace("\\", "/").split("/")[:-1]
+        }
+        found = {n for n, src in served.repositories if folders & {n.lower(), _stem(src)}}
+        if len(found) == 1:
+            return found.pop()
+    return ""
 
 
 _warned: set[tuple[int, str]] = set()
@@ -76,7 +110,13 @@ def same_file(indexed: str, filepath: str) -> bool:
 
 
 def context_retrieve(
-    served: ServedContext, *, prefix: str, filepath: str, language: str, globs: list[str]
+    served: ServedContext,
+    *,
+    prefix: str,
+    filepath: str,
+    language: str,
+    globs: list[str],
+    repository: str = "",
 ) -> list[Snippet]:
     """Snippets of the served version's dataset for a cursor at the end of `prefix`, best one last:
     never from the current file, never from a path the content-exclusion globs match. [] when the
@@ -99,6 +139,7 @@ def context_retrieve(
             budget_chars=RETRIEVED_BUDGET_CHARS,
             k=RETRIEVED_K,
             keep=lambda p: not path_excluded(p, globs) and not same_file(p, filepath),
+            repo=repository,
         )
     except (sqlite3.Error, OSError, ValueError) as exc:
         _warn_once(served.dataset_pk, "cannot be read", exc)

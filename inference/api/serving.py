@@ -16,7 +16,7 @@ from appliance.llm.sampling import SamplingOptions
 from inference.api.common import RequestContext
 from inference.api.engine_client import engine_complete, engine_stream
 from inference.api.errors import RequestError
-from inference.context import context_merge, context_retrieve
+from inference.context import context_merge, context_retrieve, request_repository
 from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, prompt_chars
 from inference.filters import FilterOutcome, path_excluded, response_filter, suggestion_filter
 from inference.policy import ServingRules, serving_rules
@@ -36,6 +36,7 @@ class CompletionRequest:
     context: list[tuple[str, str]] = field(default_factory=list)
     filepath: str = ""
     language: str = ""
+    git_url: str = ""  # the client's repository (Tabby sends it): context comes from that one
     n: int = 1
     sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(trim_lines=True))
     prompt_field: str = "prompt"  # the dialect's name for the prompt, for errors
@@ -116,13 +117,25 @@ def _repository_context(
         ctx.step("context", retrieved=0, sent=0, skipped="served model")
         return client
     started = time.monotonic()
+    repository = request_repository(rules.served, git_url=req.git_url, filepath=req.filepath)
     retrieved = context_retrieve(
-        rules.served, prefix=req.prefix, filepath=req.filepath, language=req.language, globs=rules.globs
+        rules.served,
+        prefix=req.prefix,
+        filepath=req.filepath,
+        language=req.language,
+        globs=rules.globs,
+        repository=repository,
     )
     merged = context_merge(client, retrieved, prefix=req.prefix, suffix=req.suffix)
     # The step's own "ms" is its time since the request began; the retrieval's cost goes beside it.
     took = round((time.monotonic() - started) * 1000, 2)
-    ctx.step("context", retrieved=len(retrieved), sent=len(merged) - len(client), retrieval_ms=took)
+    ctx.step(
+        "context",
+        retrieved=len(retrieved),
+        sent=len(merged) - len(client),
+        retrieval_ms=took,
+        repository=repository or "all",
+    )
     return merged
 
 

@@ -35,8 +35,10 @@ def completion(body: dict, ctx: RequestContext) -> JsonResponse:
     context = []
     for key in SNIPPET_KEYS:
         context += snippets(segments.get(key) or [], path_key="filepath", text_key="body", limit=8)
+    git_url = segments.get("git_url")
     req = CompletionRequest(
         dialect="tabby",
+        git_url=git_url if isinstance(git_url, str) else "",
         prefix=segments.get("prefix", ""),
         suffix=suffix or "",
         context=context,

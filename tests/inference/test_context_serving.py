@@ -165,6 +165,89 @@ def test_a_version_served_without_context_gets_none(served, hearth, raw_token):
     assert step["sent"] == 1 and with_context > tuned
 
 
+TWO_REPOS = [
+    {
+        "repo": "pay-service",
+        "path": "money.py",
+        "language": "python",
+        "text": "def ledger_balance(account_id):\n    return pay_service_total(account_id)\n",
+    },
+    {
+        "repo": "ui-kit",
+        "path": "money.py",
+        "language": "python",
+        "text": "def ledger_balance(account_id):\n    return ui_kit_total(account_id)\n",
+    },
+]
+
+
+def test_snippets_come_from_the_requests_own_repository_when_the_client_names_it(served, hearth, raw_token):
+    """A model trained on two repositories: Tabby's git URL (or a checkout folder in the file's path)
+    picks the one the developer is in; without either, both are searched."""
+    from appliance import paths
+    from inference.context import context_retrieve, request_repository
+    from inference.models import FlowLog
+    from inference.policy import serving_rules, serving_rules_clear
+    from trainer.context.index import index_build
+    from trainer.models import Repository
+
+    index_file = paths.context_index_path(served.run.dataset_id)
+    index_file.unlink()
+    index_build(index_file, TWO_REPOS)
+    for name in ("pay-service", "ui-kit"):
+        Repository.objects.create(name=name, source=f"/srv/git/{name}.git").datasets.add(served.run.dataset)
+    serving_rules_clear()
+    rules = serving_rules()
+    assert [n for n, _ in rules.served.repositories] == ["pay-service", "ui-kit"]
+
+    prompt = "def statement(account_id):\n    b = ledger_balance(account_id)\n    "
+    for hint, expected in (
+        ({"git_url": "https://git.example.internal/team/ui-kit.git"}, "ui-kit"),
+        ({"git_url": "git@git.example.internal:team/pay-service.git"}, "pay-service"),
+        ({"filepath": "/home/dev/src/ui-kit/app/statement.py"}, "ui-kit"),
+        ({"filepath": "file:///home/dev/pay-service/statement.py"}, "pay-service"),
+        ({"git_url": "https://git.example.internal/team/other.git", "filepath": "app/statement.py"}, ""),
+    ):
+        repository = request_repository(rules.served, **hint)
+        assert repository == expected, hint
+        texts = [
+            t
+            for _, t in context_retrieve(
+                rules.served,
+                prefix=prompt,
+                filepath=hint.get("filepath", "app/statement.py"),
+                language="python",
+                globs=[],
+                repository=repository,
+            )
+        ]
+        wanted = {"ui-kit": ["ui_kit_total"], "pay-service": ["pay_service_total"], "": ["pay_", "ui_kit"]}
+        assert all(any(w in t for t in texts) for w in wanted[expected]), (hint, texts)
+        if expected:
+            other = "pay_service_total" if expected == "ui-kit" else "ui_kit_total"
+            assert not any(other in t for t in texts), (hint, texts)
+
+    r = requests.post(
+        f"{hearth}/v1/completions",
+        headers={"Authorization": f"Bearer {raw_token}"},
+        timeout=60,
+        json={
+            "language": "python",
+            "segments": {
+                "prefix": prompt,
+                "suffix": "\n",
+                "filepath": "app/statement.py",
+                "git_url": "https://git.example.internal/team/ui-kit.git",
+            },
+        },
+    )
+    assert r.status_code == 200, r.text
+    steps = FlowLog.objects.filter(path="/v1/completions").latest("created_at").steps
+    step = next(s for s in steps if s["step"] == "context")
+    assert step["repository"] == "ui-kit" and step["retrieved"] == 1
+    serving_rules_clear()
+
+
 def test_snippets_chosen_for_a_version_that_would_not_load_are_dropped_by_the_engine(
     hearth, micro_base, engine_live, raw_token, tmp_path
 ):

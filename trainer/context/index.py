@@ -269,31 +269,34 @@ class ContextIndex:
         exclude_path: str = "",
         language: str = "",
         keep: Callable[[str], bool] | None = None,
+        repo: str = "",
     ) -> list[Chunk]:
         """The `k` chunks that best match `text` (BM25), never from `exclude_path` (the current file),
-        only of `language` when given, only paths `keep` accepts."""
+        only of `language` when given, only of repository `repo` when given, only paths `keep`
+        accepts."""
         words = self.terms_pick(query_terms(text))
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in words)
+        where, params = ("AND repo = ? ", (match, repo)) if repo else ("", (match,))
         rows = (
             self._conn()
             .execute(
                 "SELECT repo, path, language, start_line, body FROM chunks WHERE chunks MATCH ? "
-                "ORDER BY bm25(chunks) LIMIT ?",
-                (match, k * 4 + 8),
+                f"{where}ORDER BY bm25(chunks) LIMIT ?",
+                (*params, k * 4 + 8),
             )
             .fetchall()
         )
         out = []
-        for repo, path, lang, start, body in rows:
+        for row_repo, path, lang, start, body in rows:
             if (
                 path == exclude_path
                 or (language and lang != language)
                 or (keep is not None and not keep(path))
             ):
                 continue
-            out.append(Chunk(repo, path, lang, int(start), body))
+            out.append(Chunk(row_repo, path, lang, int(start), body))
             if len(out) >= k:
                 break
         return out
@@ -337,11 +340,13 @@ def context_snippets(
     budget_chars: int = 2400,
     k: int = 4,
     keep: Callable[[str], bool] | None = None,
+    repo: str = "",
 ) -> list[tuple[str, str]]:
     """(path, text) snippets of the rest of the repository for a cursor at the end of `prefix` in
-    `filepath`: same language, never the file itself, only paths `keep` accepts, best one last."""
+    `filepath`: same language, never the file itself, only of `repo` when given (the request's
+    repository), only paths `keep` accepts, best one last."""
     query = cursor_query(prefix)
     if not query.strip():
         return []
-    found = index.search(query, k=k, exclude_path=filepath, language=language, keep=keep)
+    found = index.search(query, k=k, exclude_path=filepath, language=language, keep=keep, repo=repo)
     return snippets_pick(found, budget_chars=budget_chars)
