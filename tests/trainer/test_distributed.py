@@ -16,13 +16,7 @@ from django.conf import settings as django_settings
 
 
 def test_two_process_gloo_training(micro_dir, tmp_path):
-    from tests.conftest import CODE_FILES, stdlib_files
-
-    data = tmp_path / "dataset"
-    data.mkdir()
-    files = [{"path": p, "text": t} for p, t in stdlib_files(CODE_FILES[:6]).items()]
-    (data / "train.jsonl").write_text("".join(json.dumps(f) + "\n" for f in files[1:]))
-    (data / "heldout.jsonl").write_text(json.dumps(files[0]) + "\n")
+    data = _dataset(tmp_path)
     spec = tmp_path / "spec.json"
     spec.write_text(
         json.dumps(
