@@ -365,6 +365,8 @@ HEARTH_ENGINE_SLOTS = int(_env("ENGINE_SLOTS", "8"))
 HEARTH_ENGINE_POLL_S = float(_env("ENGINE_POLL_S", "2"))
 HEARTH_RATE_LIMIT = int(_env("RATE_LIMIT", "600"))
 HEARTH_POLICY_CACHE_S = float(_env("POLICY_CACHE_S", "5"))
+# Seconds a web process keeps a token that authenticated, and an address's failure count (0: none).
+HEARTH_AUTH_CACHE_S = float(_env("AUTH_CACHE_S", "2"))
 # Usage counts and telemetry rows are committed in batches by a background thread (one fsync for
 # many requests); off = written inline (unit tests).
 HEARTH_DEFERRED_WRITES = _env_bool("DEFERRED_WRITES", True)

@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -150,13 +151,19 @@ class Bench:
         return self.env["base"]
 
     def call(
-        self, session, raw: str, prompt: str, max_tokens: int | None = None, filepath: str = ""
+        self,
+        session,
+        raw: str,
+        prompt: str,
+        max_tokens: int | None = None,
+        filepath: str = "",
+        url: str | None = None,
     ) -> tuple[float, dict]:
         body = {"prompt": prompt, "max_tokens": max_tokens or self.args.max_tokens, "temperature": 0}
         if filepath:
             body["filepath"] = filepath
         started = time.perf_counter()
-        r = session.post(self.url, headers={"Authorization": f"Bearer {raw}"}, timeout=300, json=body)
+        r = session.post(url or self.url, headers={"Authorization": f"Bearer {raw}"}, timeout=300, json=body)
         elapsed = time.perf_counter() - started
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -171,14 +178,17 @@ class Bench:
         errors: list,
         stop=None,
         ready: threading.Barrier | None = None,
+        url: str | None = None,
+        tokens: list | None = None,
     ) -> None:
-        """A developer typing: after opening a file, each request extends the prompt by a character."""
+        """A developer typing: after opening a file, each request extends the prompt by a character.
+        `url`: another server's completions endpoint; `tokens` collects each answer's generated tokens."""
         import requests
 
         sess = requests.Session()
         prompts = keystrokes(n, self.args.prompt_chars)
         try:  # opening the file: a cold prompt, not counted (every client pays it once)
-            self.call(sess, raw, next(prompts))
+            self.call(sess, raw, next(prompts), url=url)
         except Exception as exc:  # noqa: BLE001 - every failure is counted
             errors.append(str(exc))
         if ready is not None:  # steady state: everyone has opened their file before anyone types
@@ -187,7 +197,10 @@ class Bench:
             if (stop is None and i >= rounds) or (stop is not None and stop.is_set()):
                 break
             try:
-                latencies.append(self.call(sess, raw, prompt)[0])
+                elapsed, payload = self.call(sess, raw, prompt, url=url)
+                latencies.append(elapsed)
+                if tokens is not None:
+                    tokens.append(payload["usage"]["completion_tokens"])
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 errors.append(str(exc))
 
@@ -405,7 +418,200 @@ def hotswap_series(b: Bench) -> list[str]:
     return swap_errors
 
 
-SERIES = ("engine", "gateway", "cache", "concurrency", "context", "hotswap")
+def llama_server_series(b: Bench) -> list[str]:
+    """The typing load on Hearth and on llama.cpp's own server, in alternating phases.
+
+    Both serve the same GGUF with the same threads, slots, context per slot, one unified KV cache
+    and flash attention; the clients send the same prompts to the same OpenAI completions body.
+    Returns the failed requests' errors."""
+    from django.conf import settings
+    from llama_server import BuildError, llama_server_binary
+
+    from appliance.processes import wait_http
+
+    args = b.args
+    try:
+        binary = args.llama_server or llama_server_binary(log=lambda m: print(m, file=sys.stderr))
+    except BuildError as exc:
+        emit("llama_server", f"not built: {exc}", None)
+        return []
+    slots = settings.HEARTH_ENGINE_SLOTS
+    port = free_port()
+    command = [
+        str(binary),
+        *("--model", b.base.gguf_path, "--host", "127.0.0.1", "--port", str(port)),
+        *("--ctx-size", str(args.ctx * slots), "--parallel", str(slots), "--kv-unified"),
+        *("--cont-batching", "--flash-attn", "on", "--no-webui"),
+        *("--threads", str(args.threads), "--threads-batch", str(args.threads)),
+    ]
+    log = (b.env["home"] / "llama-server.log").open("ab")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ours, theirs = b.url, f"http://127.0.0.1:{port}/v1/completions"
+    latencies = {(url, n): [] for url in (ours, theirs) for n in (1, 8)}
+    tokens = {url: [] for url in (ours, theirs)}
+    errors: list[str] = []
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        for phase in range(4):
+            for url in (ours, theirs) if phase % 2 == 0 else (theirs, ours):
+                # The same prompts on both sides; a new file each phase (its opening is not counted).
+                seed = 500 + 10 * phase
+                b.typing_client(
+                    seed, b.tokens[0], args.requests, latencies[url, 1], errors, url=url, tokens=tokens[url]
+                )
+                time.sleep(PAUSE_S)
+                ready = threading.Barrier(8)
+                run_together(
+                    b.typing_client,
+                    [
+                        (
+                            seed + 1 + n,
+                            b.tokens[1 + n],
+                            args.requests,
+                            latencies[url, 8],
+                            errors,
+                            None,
+                            ready,
+                            url,
+                            tokens[url],
+                        )
+                        for n in range(8)
+                    ],
+                )
+                time.sleep(PAUSE_S)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    emit("llama_server_command", " ".join(["llama-server", *command[1:]]), None)
+    emit(
+        "generated_tokens_per_request_hearth_vs_llama_server",
+        [round(statistics.mean(tokens[ours]), 2), round(statistics.mean(tokens[theirs]), 2)],
+        None,
+    )
+    for n in (1, 8):
+        for name, url in (("hearth", ours), ("llama_server", theirs)):
+            values = latencies[url, n]
+            emit(f"{name}_{n}_clients_p50_ms", round(statistics.median(values) * 1000, 1), None)
+            emit(f"{name}_{n}_clients_p95_ms", round(pct(values, 0.95) * 1000, 1), None)
+    emit(
+        "serving_vs_llama_server_single_p50",
+        round(statistics.median(latencies[ours, 1]) / statistics.median(latencies[theirs, 1]), 3),
+        "<= 1.05",
+    )
+    emit(
+        "serving_vs_llama_server_p50",
+        round(statistics.median(latencies[ours, 8]) / statistics.median(latencies[theirs, 8]), 3),
+        "<= 1.0",
+    )
+    emit(
+        "serving_vs_llama_server_p95",
+        round(pct(latencies[ours, 8], 0.95) / pct(latencies[theirs, 8], 0.95), 3),
+        "<= 1.0",
+    )
+    emit("llama_server_series_errors", len(errors), "0")
+    return errors
+
+
+def replicas_series(b: Bench) -> list[str]:
+    """Two engine replicas behind a web tier against one, then one replica SIGKILLed under load.
+
+    On this one box the two replicas split its cores (each pinned to its own half, threads sized to
+    it) where the one replica has them all: the ratio says what a second replica costs in latency
+    when it adds no hardware. The failover counts what the eight typing clients see when a replica
+    dies mid-load: its users move to the survivor (their next request is a cold prompt there)."""
+    from appliance.engine_secret import engine_auth_headers
+    from appliance.processes import gunicorn_command, manage_command, wait_http
+    from inference.api.engine_client import replica_order
+    from inference.models import ApiToken
+
+    args, services = b.args, b.env["services"]
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        emit("replicas", "skipped: one core", None)
+        return []
+    halves = [cores[: len(cores) // 2], cores[len(cores) // 2 :]]
+    ports = [free_port(), free_port()]
+    for i, (port, half) in enumerate(zip(ports, halves, strict=True)):
+        services.start(
+            f"engine-r{i}",
+            manage_command("inference_serve", "--port", str(port), "--threads", str(len(half))),
+            env={"HEARTH_ENGINE_CPUS": ",".join(map(str, half)), "HEARTH_ENGINE_PORT": str(port)},
+        )
+    urls = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+    web_port = free_port()
+    services.start("web-replicas", gunicorn_command(web_port), env={"HEARTH_ENGINE_URLS": urls})
+    for port in ports:
+        health = f"http://127.0.0.1:{port}/health"
+        ok = lambda h: h.get("status") == "ok"
+        wait_http(health, timeout=120, accept=ok, services=services, headers=engine_auth_headers())
+    wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
+    two = f"http://127.0.0.1:{web_port}/v1/completions"
+    pks = list(ApiToken.objects.order_by("pk").values_list("pk", flat=True))[1:9]
+    split = [replica_order(f"token-{pk}", [("127.0.0.1", p) for p in ports])[0][1] for pk in pks]
+    emit("replica_users", [split.count(p) for p in ports], None)
+
+    latencies = {url: [] for url in (b.url, two)}
+    errors: list[str] = []
+    for phase in range(2):
+        for url in (b.url, two) if phase == 0 else (two, b.url):
+            ready = threading.Barrier(8)
+            run_together(
+                b.typing_client,
+                [
+                    (
+                        700 + 10 * phase + n,
+                        b.tokens[1 + n],
+                        args.requests,
+                        latencies[url],
+                        errors,
+                        None,
+                        ready,
+                        url,
+                    )
+                    for n in range(8)
+                ],
+            )
+            time.sleep(PAUSE_S)
+    emit("one_replica_eight_clients_p95_ms", round(pct(latencies[b.url], 0.95) * 1000, 1), None)
+    emit("two_replicas_eight_clients_p95_ms", round(pct(latencies[two], 0.95) * 1000, 1), None)
+    emit("two_replicas_vs_one_p95", round(pct(latencies[two], 0.95) / pct(latencies[b.url], 0.95), 3), None)
+
+    # The failover: eight clients typing through the two replicas, one of them SIGKILLed.
+    stop, during, failed = threading.Event(), [], []
+    threads = [
+        threading.Thread(
+            target=b.typing_client, args=(800 + n, b.tokens[1 + n], 0, during, failed, stop, None, two)
+        )
+        for n in range(8)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    victim = services.procs.pop("engine-r1")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    before = len(during)
+    time.sleep(6)
+    stop.set()
+    for t in threads:
+        t.join()
+    after = during[before:]
+    for name in ("web-replicas", "engine-r0"):  # the cores go back to the next series
+        proc = services.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    emit("replica_failover_requests", len(during) + len(failed), None)
+    emit("replica_failover_moved_users", split.count(ports[1]), None)
+    emit("replica_failover_p95_after_kill_ms", round(pct(after, 0.95) * 1000, 1) if after else None, None)
+    emit("replica_failover_failed_requests", len(failed), "0")
+    return failed
+
+
+SERIES = ("engine", "gateway", "cache", "concurrency", "context", "hotswap", "replicas", "llama-server")
 
 
 def arguments() -> argparse.Namespace:
@@ -425,6 +631,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16, help="Tokens generated per request.")
     parser.add_argument("--prompt-chars", type=int, default=1200, help="Size of each prompt in characters.")
     parser.add_argument("--keep", action="store_true", help="Keep the instance directory.")
+    parser.add_argument(
+        "--llama-server",
+        type=Path,
+        help="A llama-server binary to compare with (default: built from llama-cpp-python's source, cached).",
+    )
     parser.add_argument(
         "--series",
         nargs="+",
@@ -454,6 +665,7 @@ def main() -> int:
         services.start_web(web_port)
         engine_wait(timeout=120, accept=lambda h: h.get("status") == "ok", services=services)
         wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
+        env["services"] = services
         b = Bench(args, env, tokens, f"http://127.0.0.1:{web_port}/v1/completions")
         emit("model", b.base.slug, None)
         emit(
@@ -479,8 +691,11 @@ def main() -> int:
         if "context" in run:
             context_series(b)
         swap_errors = hotswap_series(b) if "hotswap" in run else []
-        if swap_errors or errors8:
-            print(json.dumps({"errors": (swap_errors + errors8)[:5]}), file=sys.stderr)
+        replica_errors = replicas_series(b) if "replicas" in run else []
+        yardstick_errors = llama_server_series(b) if "llama-server" in run else []
+        errors = swap_errors + errors8 + replica_errors + yardstick_errors
+        if errors:
+            print(json.dumps({"errors": errors[:5]}), file=sys.stderr)
     finally:
         services.stop()
         if not args.keep:

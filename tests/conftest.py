@@ -101,6 +101,16 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 
 
 @pytest.fixture(autouse=True)
+def _auth_cache_empty():
+    """Tokens and failure counts a web process keeps belong to the test database they came from."""
+    from inference.auth import auth_cache_clear
+
+    auth_cache_clear()
+    yield
+    auth_cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _redis_queue_empty(settings):
     """On the Redis broker a queue outlives the test database: start every test with it empty."""
     if settings.HEARTH_REDIS_URL:

@@ -1,6 +1,7 @@
 """The admin pages: every pipeline row visible in a browser, read-mostly, with the stage logs."""
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -688,7 +689,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
             request_audit(
                 request, action="token.revoke", target=f"token {token.prefix}", detail=str(token.user)
             )
-        self.message_user(request, "Revoked; IDEs using them get 401 from now on.")
+        wait = settings.HEARTH_AUTH_CACHE_S
+        self.message_user(
+            request,
+            f"Revoked; IDEs using them get 401 from now on (within {wait:g} s on the other web processes)."
+            if wait
+            else "Revoked; IDEs using them get 401 from now on.",
+        )
 
 
 @admin.register(AuditEntry)

@@ -1,0 +1,98 @@
+"""The web process keeps a token that authenticated for HEARTH_AUTH_CACHE_S: a keystroke costs no
+token query, a revocation here is at once, one made elsewhere counts within the cache time, and the
+rate limit still counts every request."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.utils import timezone
+
+from inference.auth import AuthError, token_authenticate, token_create, token_revoke
+from inference.models import ApiToken
+
+
+@pytest.fixture
+def inline(settings):
+    settings.HEARTH_DEFERRED_WRITES = False  # the usage write is one query, made inline
+    settings.HEARTH_AUTH_CACHE_S = 60
+    settings.HEARTH_RATE_LIMIT = 0
+
+
+@pytest.mark.django_db
+def test_a_cached_token_costs_no_lookup(inline, django_assert_num_queries):
+    _, raw = token_create(username="ada")
+    with django_assert_num_queries(2):  # the token (with its user), the usage write
+        token_authenticate(f"Bearer {raw}")
+    with django_assert_num_queries(1):  # the usage write only
+        token_authenticate(f"Bearer {raw}")
+
+
+@pytest.mark.django_db
+def test_no_cache_when_the_setting_is_zero(inline, settings, django_assert_num_queries):
+    settings.HEARTH_AUTH_CACHE_S = 0
+    _, raw = token_create(username="ada")
+    token_authenticate(f"Bearer {raw}")
+    with django_assert_num_queries(2):
+        token_authenticate(f"Bearer {raw}")
+
+
+@pytest.mark.django_db
+def test_a_revocation_in_this_process_is_at_once(inline):
+    token, raw = token_create(username="ada")
+    token_authenticate(f"Bearer {raw}")
+    token_revoke(token=token)
+    with pytest.raises(AuthError, match="revoked"):
+        token_authenticate(f"Bearer {raw}")
+
+
+@pytest.mark.django_db
+def test_a_revocation_elsewhere_counts_once_the_cache_time_is_over(inline, settings):
+    token, raw = token_create(username="ada")
+    token_authenticate(f"Bearer {raw}")
+    # another web process revokes it: this one's cache does not hear of it
+    ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    token_authenticate(f"Bearer {raw}")  # still within the cache time
+    settings.HEARTH_AUTH_CACHE_S = 0.05
+    time.sleep(0.1)
+    with pytest.raises(AuthError, match="revoked"):
+        token_authenticate(f"Bearer {raw}")
+
+
+@pytest.mark.django_db
+def test_a_disabled_user_is_refused_once_the_cache_time_is_over(inline, settings):
+    token, raw = token_create(username="ada")
+    token_authenticate(f"Bearer {raw}")
+    type(token.user).objects.filter(pk=token.user_id).update(is_active=False)
+    settings.HEARTH_AUTH_CACHE_S = 0.05
+    time.sleep(0.1)
+    with pytest.raises(AuthError) as caught:
+        token_authenticate(f"Bearer {raw}")
+    assert caught.value.status == 403
+
+
+@pytest.mark.django_db
+def test_the_rate_limit_counts_every_request_served_from_the_cache(inline):
+    token, raw = token_create(username="ada")
+    ApiToken.objects.filter(pk=token.pk).update(rate_limit_per_minute=3)
+    for _ in range(3):
+        token_authenticate(f"Bearer {raw}")
+    with pytest.raises(AuthError) as caught:
+        token_authenticate(f"Bearer {raw}")
+    assert caught.value.status == 429
+    assert ApiToken.objects.get(pk=token.pk).rate_count == 4
+
+
+@pytest.mark.django_db
+def test_the_rate_limit_counts_when_the_row_is_read_again(inline, settings):
+    """A row loaded after some of this process's requests were written is not counted twice."""
+    token, raw = token_create(username="ada")
+    ApiToken.objects.filter(pk=token.pk).update(rate_limit_per_minute=4)
+    settings.HEARTH_AUTH_CACHE_S = 0.05
+    for _ in range(4):
+        token_authenticate(f"Bearer {raw}")
+        time.sleep(0.06)  # every request reads the row again
+    with pytest.raises(AuthError) as caught:
+        token_authenticate(f"Bearer {raw}")
+    assert caught.value.status == 429
