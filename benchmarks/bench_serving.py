@@ -16,6 +16,14 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
   context (snippets from a code index of this repository's own files) over the same client with the
   policy's repository-context switch off; the two alternate in phases within one run.
 - hotswap_failed_requests: failed requests while a promotion hot-swaps under that load.
+- replicas: two engine replicas (each pinned to half the cores, threads sized to it) behind a web
+  tier with HEARTH_ENGINE_URLS, against the one engine on all cores, under the 8-client load
+  (two_replicas_vs_one_p95); then one replica SIGKILLed while the clients type:
+  replica_failover_failed_requests (goal 0), and the p95 of the requests after the kill.
+- llama-server: llama.cpp's own server, built from the source llama-cpp-python compiled
+  (`benchmarks/llama_server.py`, cached), on the same GGUF, threads, slots, context and flash
+  attention, in phases alternating with Hearth: serving_vs_llama_server_single_p50 (one client,
+  goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0).
 
 `--series` runs only some of the series (a quick check: `--model micro --series context`).
 """
@@ -550,6 +558,11 @@ def replicas_series(b: Bench) -> list[str]:
         wait_http(health, timeout=120, accept=ok, services=services, headers=engine_auth_headers())
     wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
     two = f"http://127.0.0.1:{web_port}/v1/completions"
+    for name in ("engine", "engine-r0"):  # what a replica costs in memory: its own model and KV cache
+        status = Path(f"/proc/{services.procs[name].pid}/status")
+        if status.exists():
+            rss = next(line for line in status.read_text().splitlines() if line.startswith("VmRSS"))
+            emit(f"{name.replace('-', '_')}_rss_mb", round(int(rss.split()[1]) / 1024), None)
     pks = list(ApiToken.objects.order_by("pk").values_list("pk", flat=True))[1:9]
     split = [replica_order(f"token-{pk}", [("127.0.0.1", p) for p in ports])[0][1] for pk in pks]
     emit("replica_users", [split.count(p) for p in ports], None)
@@ -582,14 +595,16 @@ def replicas_series(b: Bench) -> list[str]:
 
     # The failover: eight clients typing through the two replicas, one of them SIGKILLed.
     stop, during, failed = threading.Event(), [], []
+    opened = threading.Barrier(9)  # the eight clients have opened their files: they are typing now
     threads = [
         threading.Thread(
-            target=b.typing_client, args=(800 + n, b.tokens[1 + n], 0, during, failed, stop, None, two)
+            target=b.typing_client, args=(800 + n, b.tokens[1 + n], 0, during, failed, stop, opened, two)
         )
         for n in range(8)
     ]
     for t in threads:
         t.start()
+    opened.wait(timeout=300)
     time.sleep(3)
     victim = services.procs.pop("engine-r1")
     os.killpg(victim.pid, signal.SIGKILL)
