@@ -267,6 +267,11 @@ def ddp_session(device: str) -> Iterator[Ddp]:
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     try:
         yield Ddp(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, device=where)
+        if owned:
+            # Every rank is done with the group before any tears it down: a gloo rank whose peer had
+            # already closed its connections died at exit now and then ("terminate called without an
+            # active exception", SIGABRT), failing a run that had finished.
+            dist.barrier()
     finally:
         if owned:
             dist.destroy_process_group()
