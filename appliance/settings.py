@@ -370,5 +370,6 @@ HEARTH_AUTH_CACHE_S = float(_env("AUTH_CACHE_S", "2"))
 # Usage counts and telemetry rows are committed in batches by a background thread (one fsync for
 # many requests); off = written inline (unit tests).
 HEARTH_DEFERRED_WRITES = _env_bool("DEFERRED_WRITES", True)
-# RAM for users' prompt caches parked while their slot serves someone else (0 = off).
+# RAM for prompt caches parked off llama.cpp's KV cache (0 = off): users' caches while their slot
+# serves someone else, and, as much again at most, the cells of slots idle for half a second.
 HEARTH_ENGINE_KV_CACHE_MB = int(_env("ENGINE_KV_CACHE_MB", "512"))

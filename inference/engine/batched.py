@@ -32,6 +32,12 @@ logger = logging.getLogger(__name__)
 # prompt is spread over several steps so that it delays their next tokens a bounded amount each time.
 PROMPT_CHUNK = 64
 N_BATCH = 512
+# A lane idle this long is parked: its KV cells are copied to RAM and freed, and copied back when its
+# user returns. In the unified cache every token attends over the span up to the highest occupied
+# cell, so other users' idle prompts made a lone typist's tokens dearer: SmolLM2 Q4_1, 2 cores, with 8
+# idle prompts of ~350 tokens beside it, the span was ~2,900 cells instead of ~350. A developer who is
+# typing comes back well within it and never pays the copy (~8 MB each way for such a prompt).
+PARK_IDLE_S = 0.5
 
 
 class _Task:
@@ -49,6 +55,9 @@ class Lane:
     def __init__(self, model: BatchedModel, seq: int):
         self.model, self.seq = model, seq
         self.tokens: list[int] = []  # what this sequence's KV cells hold, position by position
+        # While parked, its cells live here instead (a llama.cpp sequence state and its size).
+        self.parked: tuple[ctypes.Array, int] | None = None
+        self.idle_since = time.monotonic()
 
     @property
     def can_infill(self) -> bool:
@@ -95,6 +104,9 @@ class Lane:
         with self.model.lock:
             if not self.tokens:
                 return None
+            if self.parked is not None:
+                buf, written = self.parked
+                return bytes(memoryview(buf)[:written]), list(self.tokens)
             ctx = self.model.ctx
             size = llama_cpp.llama_state_seq_get_size(ctx, self.seq)
             buf = (ctypes.c_uint8 * size)()
@@ -106,6 +118,7 @@ class Lane:
         import llama_cpp
 
         with self.model.lock:
+            self.parked = None
             llama_cpp.llama_memory_seq_rm(self.model.mem, self.seq, -1, -1)
             src = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
             if not llama_cpp.llama_state_seq_set_data(self.model.ctx, src, len(data), self.seq):
@@ -118,7 +131,19 @@ class Lane:
 class BatchedModel:
     """The served GGUF in one llama.cpp context of `seqs` sequences, stepped by one thread."""
 
-    def __init__(self, gguf_path: str, fim, *, seqs: int, n_ctx: int, n_threads: int):
+    def __init__(
+        self,
+        gguf_path: str,
+        fim,
+        *,
+        seqs: int,
+        n_ctx: int,
+        n_threads: int,
+        park_idle_s: float | None = PARK_IDLE_S,
+        park_bytes: int = 512 << 20,
+    ):
+        """`park_idle_s`: park a lane idle this many seconds while others decode (None: never), as
+        long as all parked lanes take at most `park_bytes` of RAM."""
         import llama_cpp
 
         # The Llama object loads the weights and the tokenizer; decoding uses a context of our own
@@ -157,7 +182,8 @@ class BatchedModel:
         self.cond = threading.Condition()
         self.incoming: list[_Task] = []
         self.closing = False
-        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0}
+        self.park_idle_s, self.park_bytes = park_idle_s, park_bytes
+        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "parked": 0, "unparked": 0}
         self._thread = threading.Thread(target=self._loop, daemon=True, name="batch-decode")
         self._thread.start()
 
@@ -202,6 +228,7 @@ class BatchedModel:
                 return
             active += admitted
             try:
+                self._park_idle(active)
                 for task in admitted:
                     self._admit(task)
                 active = self._step(active)
@@ -218,6 +245,9 @@ class BatchedModel:
         import llama_cpp
 
         lane, ids = task.lane, task.gen.ids
+        with self.lock:
+            if lane.parked is not None:
+                self._unpark(lane)
         common = common_prefix(lane.tokens, ids)
         task.gen.cached = common
         keep = min(common, len(ids) - 1)  # the last prompt token is always evaluated: it gives the logits
@@ -303,10 +333,62 @@ class BatchedModel:
 
         with self.lock:
             llama_cpp.llama_memory_seq_rm(self.mem, lane.seq, -1, -1)
-        lane.tokens = []
+            lane.parked = None
+            lane.tokens = []
+
+    def _park_idle(self, active: list[_Task]) -> None:
+        """Park the lanes idle for `park_idle_s`; then move the busy lanes' cells down into the room.
+
+        llama.cpp places new cells from the lowest free one once the cache is mostly empty below its
+        head, so a busy lane that is parked and restored at once ends up in the cells just freed.
+        """
+        if self.park_idle_s is None or self.park_bytes <= 0:
+            return
+        busy = {task.lane.seq for task in active}
+        now = time.monotonic()
+        idle = [
+            lane
+            for lane in self.lanes
+            if lane.seq not in busy and now - lane.idle_since >= self.park_idle_s
+        ]
+        with self.lock:
+            freed = [lane for lane in idle if lane.parked is None and lane.tokens and self._park(lane)]
+            if not freed:
+                return
+            for task in active:
+                lane = task.lane
+                if lane.parked is None and lane.tokens and self._park(lane):
+                    self._unpark(lane)
+
+    def _park(self, lane: Lane) -> bool:
+        """Copy `lane`'s cells to RAM and free them (the lock held). False: left as it was."""
+        import llama_cpp
+
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, lane.seq)
+        if size + sum(other.parked[1] for other in self.lanes if other.parked) > self.park_bytes:
+            return False
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, buf, size, lane.seq)
+        if not written:
+            return False
+        lane.parked = buf, written
+        llama_cpp.llama_memory_seq_rm(self.mem, lane.seq, -1, -1)
+        self.stats["parked"] += 1
+        return True
+
+    def _unpark(self, lane: Lane) -> None:
+        """Copy a parked lane's cells back (the lock held); if they no longer fit it starts empty."""
+        import llama_cpp
+
+        (buf, written), lane.parked = lane.parked, None
+        if llama_cpp.llama_state_seq_set_data(self.ctx, buf, written, lane.seq):
+            self.stats["unparked"] += 1
+        else:
+            llama_cpp.llama_memory_seq_rm(self.mem, lane.seq, -1, -1)
+            lane.tokens = []
 
     @staticmethod
     def _finish(task: _Task, error: Exception | None = None) -> None:
-        task.gen.ended = time.monotonic()
+        task.gen.ended = task.lane.idle_since = time.monotonic()
         task.error = error
         task.done.set()

@@ -42,7 +42,12 @@ def pool_load(served: ServedModel, *, slots: int, n_ctx: int, n_threads: int, kv
     started = time.monotonic()
     try:
         model = BatchedModel(
-            served.gguf_path, fim_format_get(served.fim_format), seqs=slots, n_ctx=n_ctx, n_threads=n_threads
+            served.gguf_path,
+            fim_format_get(served.fim_format),
+            seqs=slots,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            park_bytes=kv_cache_mb << 20,
         )
     except (ValueError, RuntimeError) as exc:
         raise EngineError(f"llama.cpp could not load {served.gguf_path}: {exc}") from exc

@@ -181,3 +181,106 @@ def test_a_long_prompt_is_evaluated_in_slices_beside_a_generating_lane(batched, 
     _equal_but_for_a_tie(sequential, "def loop():\n    while True:\n        ", 60, steps_seen["loop"])
     if results["loop"].completion_tokens == 60:  # it kept generating while the long prompt went in
         assert batched.stats["steps"] - steps >= 3
+
+
+@pytest.fixture
+def parking(micro_base):
+    """A model that parks a lane as soon as it is idle while another decodes."""
+    from appliance.llm.fim import fim_format_get
+    from inference.engine.batched import BatchedModel
+
+    model = BatchedModel(
+        micro_base.gguf_path,
+        fim_format_get(micro_base.fim_format),
+        seqs=3,
+        n_ctx=512,
+        n_threads=1,
+        park_idle_s=0.0,
+    )
+    yield model
+    model.close()
+
+
+def _cells(model, lane) -> int:
+    """How many positions `lane`'s sequence holds in the KV cache (0 when parked or empty)."""
+    import llama_cpp
+
+    with model.lock:
+        top = llama_cpp.llama_memory_seq_pos_max(model.mem, lane.seq)
+    return top + 1
+
+
+def test_an_idle_lane_is_parked_off_the_kv_cache_and_comes_back_cached(parking, sequential):
+    text = "".join(f"alpha_{i} = {i}\n" for i in range(30))
+    first, other = parking.lanes[0], parking.lanes[1]
+    first.complete(text, options=SamplingOptions(max_tokens=4))
+    assert _cells(parking, first) == len(first.tokens) > 100
+    # Another lane decodes: the idle one's cells are copied to RAM and freed.
+    other.complete("def other():\n    ", options=SamplingOptions(max_tokens=8))
+    assert first.parked is not None and _cells(parking, first) == 0
+    assert parking.stats["parked"] >= 1
+    # Its user comes back: the prompt is cached as before, and the answer is the cold one.
+    again = first.complete(text + "beta", options=SamplingOptions(max_tokens=8))
+    assert again.cached_tokens >= again.prompt_tokens - 3
+    assert again.text == sequential.complete(text + "beta", options=SamplingOptions(max_tokens=8)).text
+    assert parking.stats["unparked"] >= 1 and first.parked is None
+
+
+def test_a_generating_lane_moved_into_freed_cells_answers_the_same(parking, sequential):
+    """Parking an idle lane moves the busy lanes' cells down: mid-answer, which changes no token."""
+    parking.park_idle_s = 1e9  # nothing is parked until the answer below is under way
+    filler = "".join(f"value_{i} = compute({i})\n" for i in range(40))
+    parking.lanes[0].complete(filler, options=SamplingOptions(max_tokens=2))
+    prompt = "def loop():\n    while True:\n        "
+    lane = parking.lanes[1]
+    lane.complete(prompt, options=SamplingOptions(max_tokens=1))  # cells above lane 0's
+    seen = []
+
+    def on_token(text):  # called on the decode thread, between two steps
+        seen.append(text)
+        if len(seen) == 5:
+            parking.park_idle_s = 0.0
+
+    result = lane.complete(prompt, options=SamplingOptions(max_tokens=40), on_token=on_token)
+    assert parking.stats["parked"] == 2 and parking.stats["unparked"] == 1  # lane 0 out, lane 1 moved
+    assert parking.lanes[0].parked is not None and lane.parked is None
+    assert len(seen) > 5, "the move happened mid-answer"
+    assert result.text == sequential.complete(prompt, options=SamplingOptions(max_tokens=40)).text
+
+
+def test_a_parked_lane_hands_its_cache_to_the_store_and_clears(parking):
+    text = "".join(f"beta_{i} = {i}\n" for i in range(20))
+    lane = parking.lanes[0]
+    lane.complete(text, options=SamplingOptions(max_tokens=2))
+    parking.lanes[1].complete("x = 1\n", options=SamplingOptions(max_tokens=2))
+    assert lane.parked is not None
+    state = lane.state_get()  # what the scheduler parks when the slot changes user
+    assert state is not None and state[1] == lane.tokens
+    target = parking.lanes[2]
+    assert target.state_set(*state)
+    assert _cells(parking, target) == len(lane.tokens)
+    lane.clear()
+    assert lane.parked is None and lane.tokens == [] and lane.state_get() is None
+
+
+def test_parking_stays_within_its_budget(micro_base):
+    from appliance.llm.fim import fim_format_get
+    from inference.engine.batched import BatchedModel
+
+    model = BatchedModel(
+        micro_base.gguf_path,
+        fim_format_get(micro_base.fim_format),
+        seqs=2,
+        n_ctx=512,
+        n_threads=1,
+        park_idle_s=0.0,
+        park_bytes=1,
+    )
+    try:
+        lane = model.lanes[0]
+        lane.complete("def f():\n    return 1\n", options=SamplingOptions(max_tokens=2))
+        model.lanes[1].complete("x = 1\n", options=SamplingOptions(max_tokens=2))
+        assert lane.parked is None and _cells(model, lane) == len(lane.tokens)
+        assert model.stats["parked"] == 0
+    finally:
+        model.close()
