@@ -33,9 +33,11 @@ def _cpu_set_apply() -> None:
     import logging
     import sys
 
-    from appliance.cpusets import cpu_affinity_apply
+    from appliance.cpusets import cpu_affinity_apply, engine_openmp_tune
 
     role = "engine" if "inference_serve" in sys.argv else "worker" if "qcluster" in sys.argv else ""
+    if role == "engine":
+        engine_openmp_tune()
     if role:
         cpus = cpu_affinity_apply(role)
         if cpus:

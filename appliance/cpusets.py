@@ -81,6 +81,15 @@ def cpu_affinity_apply(role: str) -> frozenset[int] | None:
     return cpus
 
 
+def engine_openmp_tune() -> None:
+    """Before llama.cpp loads in the engine process: how long its OpenMP workers spin when idle
+    (HEARTH_ENGINE_OMP_SPINCOUNT, libgomp's GOMP_SPINCOUNT; an explicit GOMP_SPINCOUNT wins)."""
+    from django.conf import settings
+
+    if settings.HEARTH_ENGINE_OMP_SPINCOUNT:
+        os.environ.setdefault("GOMP_SPINCOUNT", settings.HEARTH_ENGINE_OMP_SPINCOUNT)
+
+
 def usable_cpu_count() -> int:
     """The cores this process may run on (its affinity), not the machine's."""
     return len(available_cpus()) or os.cpu_count() or 1

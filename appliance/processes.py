@@ -50,6 +50,10 @@ def gunicorn_command(port: int) -> list[str]:
         "300",
         "--graceful-timeout",
         "5",
+        # An IDE's connection stays open between keystrokes: at gunicorn's default (2 s) an idle
+        # connection was closed as the client sent on it, and that completion failed.
+        "--keep-alive",
+        "75",
     ]
     if settings.HEARTH_TLS_CERT and settings.HEARTH_TLS_KEY:
         args += ["--certfile", settings.HEARTH_TLS_CERT, "--keyfile", settings.HEARTH_TLS_KEY]

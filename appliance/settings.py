@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from appliance import instance as _instance
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -362,6 +364,17 @@ LOGGING = {
 # Serving (stage 6): engine slots (sequences decoded together in one batch), per-token rate limit, how long the web tier caches
 # the admin's serving policy, and how often the engine polls for a promoted model.
 HEARTH_ENGINE_SLOTS = int(_env("ENGINE_SLOTS", "8"))
+# After each decode, llama.cpp's OpenMP workers spin this many rounds before they sleep (GOMP_SPINCOUNT;
+# empty: libgomp's default, 300,000). That default kept a core spinning for milliseconds after a
+# completion's last token while the engine's own threads (handing the answer back, the HTTP reply)
+# waited for it: 1.5-1.9 ms of a lone request's ~11 ms outside decoding, on 2 cores (30,000: 0.1 ms).
+# Fewer rounds cost the 8-client load, whose workers then sleep inside busy decodes (3,000 tripled a
+# decode). 100,000 is the compromise measured against llama-server (bench_serving --series llama-server).
+HEARTH_ENGINE_OMP_SPINCOUNT = _env("ENGINE_OMP_SPINCOUNT", "100000").strip()
+if HEARTH_ENGINE_OMP_SPINCOUNT and not HEARTH_ENGINE_OMP_SPINCOUNT.isdigit():
+    raise ImproperlyConfigured(
+        f"HEARTH_ENGINE_OMP_SPINCOUNT={HEARTH_ENGINE_OMP_SPINCOUNT!r}: write a number of spin rounds, or nothing."
+    )
 HEARTH_ENGINE_POLL_S = float(_env("ENGINE_POLL_S", "2"))
 HEARTH_RATE_LIMIT = int(_env("RATE_LIMIT", "600"))
 HEARTH_POLICY_CACHE_S = float(_env("POLICY_CACHE_S", "5"))
