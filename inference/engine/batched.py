@@ -347,9 +347,7 @@ class BatchedModel:
         busy = {task.lane.seq for task in active}
         now = time.monotonic()
         idle = [
-            lane
-            for lane in self.lanes
-            if lane.seq not in busy and now - lane.idle_since >= self.park_idle_s
+            lane for lane in self.lanes if lane.seq not in busy and now - lane.idle_since >= self.park_idle_s
         ]
         with self.lock:
             freed = [lane for lane in idle if lane.parked is None and lane.tokens and self._park(lane)]
