@@ -367,7 +367,7 @@ HEARTH_ENGINE_SLOTS = int(_env("ENGINE_SLOTS", "8"))
 # After each decode, llama.cpp's OpenMP workers spin this many rounds before they sleep (GOMP_SPINCOUNT;
 # empty: libgomp's default, 300,000). That default kept a core spinning for milliseconds after a
 # completion's last token while the engine's own threads (handing the answer back, the HTTP reply)
-# waited for it: 1.5-1.9 ms of a lone request's ~11 ms outside decoding, on 2 cores (30,000: 0.1 ms).
+# waited for it: 1.5-1.9 ms of a lone request's ~11 ms outside decoding, on 2 cores (30,000: 0.1-0.2 ms).
 # Fewer rounds cost the 8-client load, whose workers then sleep inside busy decodes (3,000 tripled a
 # decode). 100,000 is the compromise measured against llama-server (bench_serving --series llama-server).
 HEARTH_ENGINE_OMP_SPINCOUNT = _env("ENGINE_OMP_SPINCOUNT", "100000").strip()

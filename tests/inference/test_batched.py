@@ -183,20 +183,25 @@ def test_a_long_prompt_is_evaluated_in_slices_beside_a_generating_lane(batched, 
         assert batched.stats["steps"] - steps >= 3
 
 
-@pytest.fixture
-def parking(micro_base):
+def _parking_model(micro_base, seqs: int, **options):
     """A model that parks a lane as soon as it is idle while another decodes."""
     from appliance.llm.fim import fim_format_get
     from inference.engine.batched import BatchedModel
 
-    model = BatchedModel(
+    return BatchedModel(
         micro_base.gguf_path,
         fim_format_get(micro_base.fim_format),
-        seqs=3,
+        seqs=seqs,
         n_ctx=512,
         n_threads=1,
         park_idle_s=0.0,
+        **options,
     )
+
+
+@pytest.fixture
+def parking(micro_base):
+    model = _parking_model(micro_base, 3)
     yield model
     model.close()
 
@@ -264,18 +269,7 @@ def test_a_parked_lane_hands_its_cache_to_the_store_and_clears(parking):
 
 
 def test_parking_stays_within_its_budget(micro_base):
-    from appliance.llm.fim import fim_format_get
-    from inference.engine.batched import BatchedModel
-
-    model = BatchedModel(
-        micro_base.gguf_path,
-        fim_format_get(micro_base.fim_format),
-        seqs=2,
-        n_ctx=512,
-        n_threads=1,
-        park_idle_s=0.0,
-        park_bytes=1,
-    )
+    model = _parking_model(micro_base, 2, park_bytes=1)
     try:
         lane = model.lanes[0]
         lane.complete("def f():\n    return 1\n", options=SamplingOptions(max_tokens=2))
