@@ -60,9 +60,17 @@ class Workers:
         return proc
 
     def owner(self, pid: int) -> str:
-        """The worker (machine) whose process group holds `pid`."""
-        group = os.getpgid(pid)
-        return next(name for name, proc in self.procs.items() if proc.pid == group)
+        """The worker (machine) that started the job process `pid`. Read from the qcluster logs, which
+        name each process they start, because django-q2 recycles a process once its job is done: by
+        the time a test asks, `pid` may have exited."""
+        started = re.compile(rf"ready for work at {pid}\b")
+        owners = [
+            name
+            for name in self.procs
+            if started.search((self.tmp_path / f"{name}.log").read_text(errors="replace"))
+        ]
+        assert len(owners) == 1, f"process {pid} was started by {owners or 'no worker'}"
+        return owners[0]
 
     def stop(self) -> None:
         for name, proc in self.procs.items():
