@@ -117,6 +117,20 @@ class Services:
     def start_web(self, port: int) -> None:
         self.start("web", gunicorn_command(port))
 
+    def stop_one(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Stop one child (its whole process group) with `sig`, forget it and return its exit code;
+        one that outlives `timeout` is SIGKILLed."""
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait()
+
     def stop(self) -> None:
         # Stopping already: a SIGTERM now must not cut the shutdown short and orphan a child.
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if threading_is_main() else None

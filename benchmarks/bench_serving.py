@@ -88,9 +88,9 @@ def keystrokes(n: int, chars: int):
         yield prompt
 
 
-def run_together(target, args_list: list[tuple]) -> None:
-    """One thread per argument tuple, all started, all joined."""
-    threads = [threading.Thread(target=target, args=a) for a in args_list]
+def run_together(target, args_list: list[tuple], **kwargs) -> None:
+    """One thread per argument tuple (each also given `kwargs`), all started, all joined."""
+    threads = [threading.Thread(target=target, args=a, kwargs=kwargs) for a in args_list]
     for t in threads:
         t.start()
     for t in threads:
@@ -184,6 +184,7 @@ class Bench:
         rounds: int,
         latencies: list,
         errors: list,
+        *,
         stop=None,
         ready: threading.Barrier | None = None,
         url: str | None = None,
@@ -308,7 +309,7 @@ def concurrency_series(b: Bench) -> list[str]:
     many, errors8 = [], []
     ready = threading.Barrier(8)
     run_together(
-        b.typing_client, [(n, b.tokens[1 + n], b.args.requests, many, errors8, None, ready) for n in range(8)]
+        b.typing_client, [(n, b.tokens[1 + n], b.args.requests, many, errors8) for n in range(8)], ready=ready
     )
     emit("single_client_p95_ms", round(pct(single, 0.95) * 1000, 1), None)
     emit("eight_clients_p95_ms", round(pct(many, 0.95) * 1000, 1), None)
@@ -401,7 +402,9 @@ def hotswap_series(b: Bench) -> list[str]:
 
     stop, swap_lat, swap_errors = threading.Event(), [], []
     threads = [
-        threading.Thread(target=b.typing_client, args=(n, b.tokens[1 + n], 0, swap_lat, swap_errors, stop))
+        threading.Thread(
+            target=b.typing_client, args=(n, b.tokens[1 + n], 0, swap_lat, swap_errors), kwargs={"stop": stop}
+        )
         for n in range(8)
     ]
     for t in threads:
@@ -472,19 +475,12 @@ def llama_server_series(b: Bench) -> list[str]:
                 run_together(
                     b.typing_client,
                     [
-                        (
-                            seed + 1 + n,
-                            b.tokens[1 + n],
-                            args.requests,
-                            latencies[url, 8],
-                            errors,
-                            None,
-                            ready,
-                            url,
-                            tokens[url],
-                        )
+                        (seed + 1 + n, b.tokens[1 + n], args.requests, latencies[url, 8], errors)
                         for n in range(8)
                     ],
+                    ready=ready,
+                    url=url,
+                    tokens=tokens[url],
                 )
                 time.sleep(PAUSE_S)
     finally:
@@ -575,18 +571,11 @@ def replicas_series(b: Bench) -> list[str]:
             run_together(
                 b.typing_client,
                 [
-                    (
-                        700 + 10 * phase + n,
-                        b.tokens[1 + n],
-                        args.requests,
-                        latencies[url],
-                        errors,
-                        None,
-                        ready,
-                        url,
-                    )
+                    (700 + 10 * phase + n, b.tokens[1 + n], args.requests, latencies[url], errors)
                     for n in range(8)
                 ],
+                ready=ready,
+                url=url,
             )
             time.sleep(PAUSE_S)
     emit("one_replica_eight_clients_p95_ms", round(pct(latencies[b.url], 0.95) * 1000, 1), None)
@@ -598,7 +587,9 @@ def replicas_series(b: Bench) -> list[str]:
     opened = threading.Barrier(9)  # the eight clients have opened their files: they are typing now
     threads = [
         threading.Thread(
-            target=b.typing_client, args=(800 + n, b.tokens[1 + n], 0, during, failed, stop, opened, two)
+            target=b.typing_client,
+            args=(800 + n, b.tokens[1 + n], 0, during, failed),
+            kwargs={"stop": stop, "ready": opened, "url": two},
         )
         for n in range(8)
     ]
@@ -606,9 +597,7 @@ def replicas_series(b: Bench) -> list[str]:
         t.start()
     opened.wait(timeout=300)
     time.sleep(3)
-    victim = services.procs.pop("engine-r1")
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    services.stop_one("engine-r1", sig=signal.SIGKILL)
     before = len(during)
     time.sleep(6)
     stop.set()
@@ -616,9 +605,7 @@ def replicas_series(b: Bench) -> list[str]:
         t.join()
     after = during[before:]
     for name in ("web-replicas", "engine-r0"):  # the cores go back to the next series
-        proc = services.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        services.stop_one(name)
     emit("replica_failover_requests", len(during) + len(failed), None)
     emit("replica_failover_moved_users", split.count(ports[1]), None)
     emit("replica_failover_p95_after_kill_ms", round(pct(after, 0.95) * 1000, 1) if after else None, None)
