@@ -192,3 +192,14 @@ class FlowLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.path} {self.status_code}"
+
+
+class EngineSwapTurn(models.Model):
+    """Which engine replica is swapping models now (one row). A promotion rolls through the replicas
+    one at a time: each takes this turn before it loads the new model, and gives it back after."""
+
+    holder = models.CharField(max_length=200, blank=True)  # "" when no replica is swapping
+    expires_at = models.DateTimeField(default=timezone.now)  # a holder that died loses it then
+
+    def __str__(self) -> str:
+        return self.holder or "(free)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import socket
 import threading
@@ -24,6 +25,7 @@ from appliance.llm.fim import fim_format_get
 from inference.engine.batched import BatchedModel, Lane
 from inference.engine.kvstore import KvStore
 from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, EngineRequestError
+from inference.engine.rolling import swap_turn, swap_turn_holder
 from inference.engine.scheduler import Job, Pool, Scheduler
 from inference.engine.selection import ServedModel, served_model_select
 
@@ -112,9 +114,19 @@ class Engine:
     """The served model in N slots, kept in step with the database by `refresh`."""
 
     def __init__(
-        self, *, n_ctx: int, n_threads: int, slots: int = 1, poll_s: float = 2.0, kv_cache_mb: int = 512
+        self,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        slots: int = 1,
+        poll_s: float = 2.0,
+        kv_cache_mb: int = 512,
+        name: str = "",
     ):
         self.n_ctx, self.n_threads, self.slots, self.poll_s = n_ctx, n_threads, max(1, slots), poll_s
+        # This replica, to the others it takes turns with when a promotion rolls through them.
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.waiting_for = ""  # the replica whose swap this one waits for, if any
         self.kv_cache_mb = kv_cache_mb
         self.scheduler = Scheduler(slots=self.slots, run=job_run, switch=slot_switch)
         self.swap_lock = threading.Lock()
@@ -148,6 +160,20 @@ class Engine:
         current = self.pool
         if current is not None and current.served == wanted:
             return
+        if current is None:  # a first load takes nothing away from anyone: no turn needed
+            self._load(wanted)
+            return
+        with swap_turn(self.name) as mine:
+            if not mine:
+                holder = swap_turn_holder()
+                if holder != self.waiting_for:
+                    logger.info("waiting for %s to finish its swap before loading %s", holder, wanted.id)
+                self.waiting_for = holder or "another replica"
+                return
+            self.waiting_for = ""
+            self._load(wanted)
+
+    def _load(self, wanted: ServedModel) -> None:
         with self.swap_lock:
             try:
                 new = pool_load(
@@ -209,6 +235,7 @@ class Engine:
             "error": self.last_error,
             "failed_version": self.failed_version,  # a promoted version that would not load: base served
             "swaps": self.swaps,
+            "swap_waiting_for": self.waiting_for,  # a promotion rolls through replicas one at a time
             "kv_store": pool.kv.stats if pool and pool.kv else None,
             "batches": dict(pool.stats) if pool and pool.stats else None,  # decode steps and tokens in them
             **self.scheduler.snapshot(),
@@ -361,6 +388,7 @@ def engine_server_build(
         slots=slots,
         poll_s=poll_s,
         kv_cache_mb=kv_cache_mb,
+        name=f"{socket.gethostname()}:{port}",
     )
     engine.refresh()
     threading.Thread(target=engine.watch, daemon=True, name="model-watch").start()

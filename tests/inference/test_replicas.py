@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 import requests
 from django.conf import settings as django_settings
+from django.utils import timezone
 
 from appliance.engine_secret import engine_auth_headers
 from appliance.processes import wait_http
@@ -115,3 +117,78 @@ def test_killing_a_replica_fails_no_request(micro_base, live_server, settings, t
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=15)
         log.close()
+
+
+@pytest.mark.django_db
+def test_one_replica_at_a_time_holds_the_swap_turn():
+    from inference.engine.rolling import swap_turn, swap_turn_give, swap_turn_holder, swap_turn_take
+    from inference.models import EngineSwapTurn
+
+    assert swap_turn_holder() == ""
+    assert swap_turn_take("engine-a:8765")
+    assert not swap_turn_take("engine-b:8765")  # a's swap is not done
+    assert swap_turn_take("engine-a:8765")  # a renews its own turn
+    swap_turn_give("engine-b:8765")  # not b's to give
+    assert swap_turn_holder() == "engine-a:8765"
+    # a died mid-load: its turn runs out and b gets it
+    EngineSwapTurn.objects.filter(pk=1).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert swap_turn_holder() == ""
+    with swap_turn("engine-b:8765") as mine:
+        assert mine and swap_turn_holder() == "engine-b:8765"
+        with swap_turn("engine-a:8765") as theirs:
+            assert not theirs
+    assert swap_turn_holder() == ""  # given back on the way out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_promotion_rolls_through_the_replicas_one_at_a_time(micro_base, tmp_path, monkeypatch):
+    """Two engine replicas poll the same database; each loads the promoted model in its own turn, the
+    other serving the old model meanwhile."""
+    import shutil
+    import threading
+
+    from inference.engine import server
+    from inference.engine.server import Engine
+    from tests.inference.conftest import model_version_make
+    from trainer.versions import model_version_promote
+
+    loads: list[tuple[str, float, float]] = []
+    real_load = server.pool_load
+
+    def slow_load(served, **kwargs):  # a load that takes a while, as a real model's does
+        started = time.monotonic()
+        time.sleep(1.0)
+        pool = real_load(served, **kwargs)
+        loads.append((threading.current_thread().name, started, time.monotonic()))
+        return pool
+
+    engines = [Engine(n_ctx=256, n_threads=1, slots=1, poll_s=0.1, name=f"replica-{i}") for i in range(2)]
+    watchers = []
+    try:
+        for engine in engines:
+            engine.refresh()
+            assert engine.health()["model"] == "hearth-micro-test"
+        monkeypatch.setattr(server, "pool_load", slow_load)
+        for engine in engines:
+            watchers.append(threading.Thread(target=engine.watch, name=engine.name, daemon=True))
+            watchers[-1].start()
+        gguf = shutil.copy(micro_base.gguf_path, tmp_path / "custom.gguf")
+        version = model_version_promote(version=model_version_make(base=micro_base, gguf_path=str(gguf)))
+        waited = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            health = [engine.health() for engine in engines]
+            waited |= {h["swap_waiting_for"] for h in health if h["swap_waiting_for"]}
+            if all(h["model"] == f"hearth-v{version.pk}" for h in health):
+                break
+            time.sleep(0.05)
+        assert [h["model"] for h in health] == [f"hearth-v{version.pk}"] * 2
+        assert sorted(name for name, _, _ in loads) == ["replica-0", "replica-1"]
+        (_, _, first_done), (_, second_started, _) = sorted(loads, key=lambda load: load[1])
+        assert second_started >= first_done, f"the two replicas loaded at once: {loads}"
+        assert waited and waited <= {"replica-0", "replica-1"}  # the second one said whom it waited for
+    finally:
+        for engine in engines:
+            engine.stop()
+        for watcher in watchers:
+            watcher.join(timeout=10)
