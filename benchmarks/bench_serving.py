@@ -403,15 +403,21 @@ def hotswap_series(b: Bench) -> list[str]:
     from trainer.versions import model_version_promote
 
     stop, swap_lat, swap_errors = threading.Event(), [], []
+    # The promotion comes once every client has opened its file and is typing: before that, the swap
+    # fell among the eight cold openings (not counted), and no counted request saw it.
+    opened = threading.Barrier(9)
     threads = [
         threading.Thread(
-            target=b.typing_client, args=(n, b.tokens[1 + n], 0, swap_lat, swap_errors), kwargs={"stop": stop}
+            target=b.typing_client,
+            args=(n, b.tokens[1 + n], 0, swap_lat, swap_errors),
+            kwargs={"stop": stop, "ready": opened},
         )
         for n in range(8)
     ]
     for t in threads:
         t.start()
-    time.sleep(2)
+    opened.wait(timeout=300)
+    time.sleep(1)
     version = version_make(b, "promoted.gguf")
     promoted_at = time.monotonic()
     model_version_promote(version=version)
@@ -421,12 +427,14 @@ def hotswap_series(b: Bench) -> list[str]:
             break
         time.sleep(0.1)
     swapped_s = time.monotonic() - promoted_at
+    during = len(swap_lat) + len(swap_errors)
     time.sleep(2)
     stop.set()
     for t in threads:
         t.join()
     emit("hotswap_seconds", round(swapped_s, 2), None)
-    emit("hotswap_requests", len(swap_lat) + len(swap_errors), None)
+    emit("hotswap_requests", len(swap_lat) + len(swap_errors), None)  # from 1 s before the promotion
+    emit("hotswap_requests_until_served", during, None)
     emit("hotswap_failed_requests", len(swap_errors), "0")
     return swap_errors
 
