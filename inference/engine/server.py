@@ -165,10 +165,10 @@ class Engine:
             return
         with swap_turn(self.name) as mine:
             if not mine:
-                holder = swap_turn_holder()
+                holder = swap_turn_holder() or "another replica"  # or its turn ended a moment ago
                 if holder != self.waiting_for:
                     logger.info("waiting for %s to finish its swap before loading %s", holder, wanted.id)
-                self.waiting_for = holder or "another replica"
+                self.waiting_for = holder
                 return
             self.waiting_for = ""
             self._load(wanted)

@@ -22,7 +22,7 @@ time.sleep(60)
 """
 
 
-def _grandchild(services: Services, name: str) -> int:
+def _grandchild(name: str) -> int:
     from appliance import paths
 
     log = paths.logs_dir() / f"{name}.log"
@@ -59,7 +59,7 @@ def test_stop_one_stops_that_service_and_its_children_only(mode, sig, code):
         for name in ("victim", "bystander"):
             (paths.logs_dir() / f"{name}.log").unlink(missing_ok=True)  # logs are appended to
             services.start(name, [sys.executable, "-c", CHILD, mode])
-        grandchild = _grandchild(services, "victim")
+        grandchild = _grandchild("victim")
         assert services.stop_one("victim", sig=sig, timeout=1.0) == code
         assert list(services.procs) == ["bystander"]
         for _ in range(50):
