@@ -1,8 +1,12 @@
 """Parallel slots over one served model, with per-user cache affinity and supersession.
 
 A slot is one sequence of the served GGUF's batched llama.cpp context (`inference.engine.batched`:
-all slots' next tokens are decoded together, each sequence keeps its own KV cells). One worker
-thread per slot takes jobs from a single FIFO queue and waits while its sequence decodes:
+all slots' next tokens are decoded together, each sequence keeps its own KV cells). Jobs wait in a
+single FIFO queue; whenever a slot frees up or a job arrives, the scheduler hands queued jobs to free
+slots. A job sent with `run` is then run by the thread that sent it (the engine's HTTP thread, so an
+answer goes from the decode thread to the socket with one thread hand-off, and nothing else wakes);
+one sent with `submit` is run by that slot's own worker thread (a stream, whose sender writes the
+pieces meanwhile). Which job goes where:
 
 - **Supersede.** Each user (API token) has at most one live job. A newer job from the same user
   cancels the older one (between two tokens if it is running) and takes its place in the queue,
@@ -41,6 +45,10 @@ class Job:
     result: dict | None = None
     error: Exception | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
+    # Set once the job has a slot (`slot`) or is answered without running (superseded in the queue).
+    ready: threading.Event = field(default_factory=threading.Event)
+    slot: int | None = None
+    run_here: bool = False  # run by the thread that sent it (`Scheduler.run`), not by a slot worker
 
 
 class Pool:
@@ -82,7 +90,11 @@ class Scheduler:
         self.max_wait_s = max_wait_s
         self._run = run  # (completer, job) -> result dict, called outside the lock
         self._switch = switch  # (pool, slot, leaving user, arriving user): park / restore caches
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)  # a slot freed (what a draining swap waits for)
+        # Each slot worker sleeps on its own condition and wakes only for the job handed to it.
+        self._slot_conds = [threading.Condition(self.lock) for _ in range(slots)]
+        self._handoff: list[Job | None] = [None] * slots
         self.pool: Pool | None = None
         self.queue: deque[Job] = deque()
         self.latest: dict[str, Job] = {}
@@ -99,8 +111,10 @@ class Scheduler:
 
     # ------------------------------------------------------------ submitting
 
-    def submit(self, job: Job) -> Job:
-        with self.cond:
+    def submit(self, job: Job, *, run_here: bool = False) -> Job:
+        """Queue `job`; a slot worker runs it unless `run_here` (then `run` does, in this thread)."""
+        job.run_here = run_here
+        with self.lock:
             if self.pool is None:
                 raise EngineError("The engine has no model loaded yet.")
             self.stats["requests"] += 1
@@ -119,20 +133,49 @@ class Scheduler:
                 self.queue.append(job)
             if job.user:
                 self.latest[job.user] = job
-            self.cond.notify_all()
+            self._dispatch()
         return job
 
+    def run(self, job: Job, timeout: float | None = None) -> dict:
+        """Submit `job` and run it in this thread once it has a slot; its result (or its error).
+
+        `timeout` bounds the wait for a slot: a job still queued then is withdrawn and fails."""
+        self.submit(job, run_here=True)
+        if not job.ready.wait(timeout):
+            with self.lock:
+                if job.slot is None and not job.done.is_set():
+                    job.cancel.set()
+                    self.queue.remove(job)
+                    if self.latest.get(job.user) is job:
+                        del self.latest[job.user]
+                    self._finish_cancelled(job)
+                    raise EngineError("The engine did not answer in time.")
+        with self.lock:
+            held = self.running[job.slot] if job.slot is not None and not job.done.is_set() else None
+        if held is not None and held[1] is job:
+            self._execute(job.slot, held[0], job)
+        return self._answer(job)
+
     def wait(self, job: Job, timeout: float | None = None) -> dict:
+        """The result of a job sent with `submit` (a slot worker runs it)."""
         if not job.done.wait(timeout):
             job.cancel.set()
             raise EngineError("The engine did not answer in time.")
+        return self._answer(job)
+
+    @staticmethod
+    def _answer(job: Job) -> dict:
         if job.error is not None:
             raise job.error
         return job.result
 
     def _finish_cancelled(self, job: Job) -> None:
+        job.result = self._cancelled_result()
+        self._done(job)
+
+    def _cancelled_result(self) -> dict:
         pool = self.pool
-        job.result = {
+        return {
             "model": pool.served.id if pool else "",
             "version": pool.served.version_pk if pool else None,
             "superseded": True,
@@ -149,11 +192,11 @@ class Scheduler:
                 }
             ],
         }
-        self._done(job)
 
     @staticmethod
     def _done(job: Job) -> None:
         job.done.set()
+        job.ready.set()
         if job.on_done is not None:
             job.on_done()
 
@@ -161,10 +204,10 @@ class Scheduler:
 
     def swap(self, pool: Pool, *, drain_timeout: float = 300.0) -> None:
         """Serve `pool` from now on; close the previous pool once its running jobs are done."""
-        with self.cond:
+        with self.lock:
             old, self.pool = self.pool, pool
             self.affinity.clear()  # the new slots' caches are empty
-            self.cond.notify_all()
+            self._dispatch()
             deadline = time.monotonic() + drain_timeout
             while old is not None and any(r is not None and r[0] is old for r in self.running):
                 if not self.cond.wait(timeout=max(0.0, deadline - time.monotonic())):
@@ -200,23 +243,45 @@ class Scheduler:
         running = self.running[home]
         return running is not None and running[1].user != job.user
 
+    def _dispatch(self) -> None:
+        """Hand queued jobs to free slots, waking only the thread that will run each (lock held)."""
+        if self.pool is None or self.closed:
+            return
+        for i in range(self.n):
+            if not self.queue:
+                return
+            if self.running[i] is not None:
+                continue
+            job = self._pick(i)
+            if job is None:
+                continue
+            self.queue.remove(job)
+            self.running[i] = (self.pool, job)
+            job.slot = i
+            if job.run_here:
+                job.ready.set()
+            else:
+                self._handoff[i] = job
+                self._slot_conds[i].notify()
+
     def _work(self, i: int) -> None:
+        """Slot `i`'s worker: runs the jobs handed to it that no sender runs itself."""
         while True:
-            with self.cond:
-                job = None
-                while job is None:
+            with self.lock:
+                while self._handoff[i] is None:
                     if self.closed:
                         return
-                    job = self._pick(i) if self.pool is not None else None
-                    if job is None:
-                        self.cond.wait()
-                self.queue.remove(job)
-                pool = self.pool
-                self.running[i] = (pool, job)
-            try:
-                if job.cancel.is_set():
-                    self._finish_cancelled(job)
-                    continue
+                    self._slot_conds[i].wait()
+                job, self._handoff[i] = self._handoff[i], None
+                pool = self.running[i][0]
+            self._execute(i, pool, job)
+
+    def _execute(self, i: int, pool: Pool, job: Job) -> None:
+        """Run `job` on slot `i` of `pool` (reserved for it by `_dispatch`), then free the slot."""
+        try:
+            if job.cancel.is_set():  # superseded between its dispatch and now
+                job.result = self._cancelled_result()
+            else:
                 if job.user and pool.owners[i] != job.user:
                     if self._switch is not None:
                         self._switch(pool, i, pool.owners[i], job.user)
@@ -228,28 +293,29 @@ class Scheduler:
                 if dropped:
                     job.result["context_dropped"] = dropped
                 job.result.update({"model": pool.served.id, "version": pool.served.version_pk, "slot": i})
-            except Exception as exc:
-                logger.exception("completion failed on slot %d", i)
-                job.error = (
-                    exc if isinstance(exc, EngineError) else EngineError(f"The completion failed: {exc}")
-                )
-            finally:
-                with self.cond:
-                    self.running[i] = None
-                    if job.user:
-                        self.affinity[job.user] = i
-                        if self.latest.get(job.user) is job:
-                            del self.latest[job.user]
-                    self._done(job)
-                    self.cond.notify_all()
+        except Exception as exc:
+            logger.exception("completion failed on slot %d", i)
+            job.error = exc if isinstance(exc, EngineError) else EngineError(f"The completion failed: {exc}")
+        finally:
+            with self.lock:
+                self.running[i] = None
+                if job.user:
+                    self.affinity[job.user] = i
+                    if self.latest.get(job.user) is job:
+                        del self.latest[job.user]
+                self._done(job)
+                self.cond.notify_all()
+                self._dispatch()
 
     def close(self) -> None:
-        with self.cond:
+        with self.lock:
             self.closed = True
             self.cond.notify_all()
+            for cond in self._slot_conds:
+                cond.notify()
 
     def snapshot(self) -> dict:
-        with self.cond:
+        with self.lock:
             return {
                 "slots": self.n,
                 "busy": sum(r is not None for r in self.running),

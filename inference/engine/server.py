@@ -220,8 +220,11 @@ class Engine:
         return self.scheduler.submit(job)
 
     def complete(self, request: EngineRequest, on_token=None) -> dict:
-        job = self.submit(request, on_token)
-        return self.scheduler.wait(job, timeout=JOB_TIMEOUT_S)
+        """Run the request in this thread once it has a slot (no slot worker in between)."""
+        if self.pool is None:
+            raise EngineError(self.last_error or "The engine has no model loaded yet.")
+        job = Job(user=request.user, body=request, on_token=on_token)
+        return self.scheduler.run(job, timeout=JOB_TIMEOUT_S)
 
     def health(self) -> dict:
         pool = self.pool

@@ -110,3 +110,76 @@ def test_hot_swap_under_load_fails_nothing_and_closes_the_old_model():
     assert {"old", "new"} <= set(results)
     assert all(c.closed for c in old_slots) and old.completers == []
     s.close()
+
+
+def test_run_runs_the_job_in_the_thread_that_sent_it():
+    s = Scheduler(slots=2, run=lambda completer, job: {"thread": threading.get_ident(), "choices": []})
+    s.swap(_pool("m", 2))
+    assert s.run(Job(user="alice", body={}), timeout=5)["thread"] == threading.get_ident()
+    s.close()
+
+
+def test_run_waits_for_a_busy_slot_and_a_newer_keystroke_answers_the_queued_one_at_once():
+    s = Scheduler(slots=1, run=_run)
+    s.swap(_pool("m", 1))
+    blocker = s.submit(Job(user="carol", body={"steps": 20}))
+    answers = {}
+
+    def typist(name: str, body: dict) -> None:
+        answers[name] = s.run(Job(user="alice", body=body), timeout=5)
+
+    first = threading.Thread(target=typist, args=("first", {"steps": 1, "text": "a1"}))
+    first.start()
+    time.sleep(0.05)  # queued behind carol
+    second = threading.Thread(target=typist, args=("second", {"steps": 1, "text": "a2"}))
+    second.start()
+    first.join(timeout=5)
+    assert answers["first"]["superseded"] is True and not blocker.done.is_set()  # answered, never ran
+    second.join(timeout=5)
+    assert answers["second"]["choices"][0]["text"] == "a2"
+    assert s.wait(blocker)["choices"][0]["text"] == "ok"
+    s.close()
+
+
+def test_run_gives_up_on_a_slot_after_its_timeout_and_leaves_the_queue_working():
+    s = Scheduler(slots=1, run=_run)
+    s.swap(_pool("m", 1))
+    blocker = s.submit(Job(user="carol", body={"steps": 30}))
+    late = Job(user="alice", body={"steps": 1})
+    started = time.monotonic()
+    try:
+        s.run(late, timeout=0.05)
+    except Exception as exc:  # noqa: BLE001 - the assertion names it
+        assert "did not answer in time" in str(exc)
+    else:
+        raise AssertionError("a job that never got a slot did not time out")
+    assert time.monotonic() - started < 0.25 and list(s.queue) == [] and late.done.is_set()
+    s.wait(blocker, timeout=5)
+    assert (
+        s.run(Job(user="alice", body={"steps": 1, "text": "again"}), timeout=5)["choices"][0]["text"]
+        == "again"
+    )
+    s.close()
+
+
+def test_a_job_wakes_only_the_slot_worker_it_is_handed_to(monkeypatch):
+    """Eight idle workers, one job: the others sleep on (no thundering herd on a busy CPU)."""
+    import inference.engine.scheduler as scheduler_module
+
+    woken = []
+
+    class Counting(threading.Condition):
+        def wait(self, timeout=None):
+            result = super().wait(timeout)
+            if threading.current_thread().name.startswith("slot-"):
+                woken.append(threading.current_thread().name)
+            return result
+
+    monkeypatch.setattr(scheduler_module.threading, "Condition", Counting)
+    s = Scheduler(slots=8, run=_run)
+    s.swap(_pool("m", 8))
+    time.sleep(0.05)  # every worker is asleep on its own condition by now
+    woken.clear()
+    s.wait(s.submit(Job(user="alice", body={"steps": 1})), timeout=5)
+    assert len(woken) == 1, woken
+    s.close()
