@@ -196,6 +196,11 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL;",
             },
+            # Each thread keeps its connection. Opened per request (Django's default), a connection
+            # (the file, the WAL pragma, Django's functions) cost the web tier 1 ms of CPU per
+            # completion: 4.7 ms against 3.7 with the connection kept, one client, 300 keystrokes.
+            "CONN_MAX_AGE": int(_env("DATABASE_CONN_MAX_AGE", "60")),
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 

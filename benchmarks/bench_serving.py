@@ -57,6 +57,8 @@ CODE = (ROOT / "inference" / "filters.py").read_text() + (
 # llama.cpp's worker threads keep spinning for a moment after a call: back-to-back, the side
 # that just ran would steal the cores of the other. A pause between the two keeps them apart.
 PAUSE_S = 0.3
+# How long the llama-server series waits for one answer (a typing request takes about a second).
+YARDSTICK_TIMEOUT_S = 60.0
 
 
 def free_port() -> int:
@@ -168,12 +170,15 @@ class Bench:
         max_tokens: int | None = None,
         filepath: str = "",
         url: str | None = None,
+        timeout: float = 300.0,
     ) -> tuple[float, dict]:
         body = {"prompt": prompt, "max_tokens": max_tokens or self.args.max_tokens, "temperature": 0}
         if filepath:
             body["filepath"] = filepath
         started = time.perf_counter()
-        r = session.post(url or self.url, headers={"Authorization": f"Bearer {raw}"}, timeout=300, json=body)
+        r = session.post(
+            url or self.url, headers={"Authorization": f"Bearer {raw}"}, timeout=timeout, json=body
+        )
         elapsed = time.perf_counter() - started
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -191,29 +196,40 @@ class Bench:
         ready: threading.Barrier | None = None,
         url: str | None = None,
         tokens: list | None = None,
+        timeout: float = 300.0,
+        abort: threading.Event | None = None,
     ) -> None:
         """A developer typing: after opening a file, each request extends the prompt by a character.
-        `url`: another server's completions endpoint; `tokens` collects each answer's generated tokens."""
+        `url`: another server's completions endpoint; `tokens` collects each answer's generated tokens;
+        `abort`: set at the first failure, which ends every client sharing it (a hung server)."""
         import requests
 
         sess = requests.Session()
         prompts = keystrokes(n, self.args.prompt_chars)
-        try:  # opening the file: a cold prompt, not counted (every client pays it once)
-            self.call(sess, raw, next(prompts), url=url)
-        except Exception as exc:  # noqa: BLE001 - every failure is counted
+
+        def failed(exc: Exception) -> None:
             errors.append(str(exc))
+            if abort is not None:
+                abort.set()
+
+        try:  # opening the file: a cold prompt, not counted (every client pays it once)
+            self.call(sess, raw, next(prompts), url=url, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - every failure is counted
+            failed(exc)
         if ready is not None:  # steady state: everyone has opened their file before anyone types
             ready.wait()
         for i, prompt in enumerate(prompts):
             if (stop is None and i >= rounds) or (stop is not None and stop.is_set()):
                 break
+            if abort is not None and abort.is_set():
+                break
             try:
-                elapsed, payload = self.call(sess, raw, prompt, url=url)
+                elapsed, payload = self.call(sess, raw, prompt, url=url, timeout=timeout)
                 latencies.append(elapsed)
                 if tokens is not None:
                     tokens.append(payload["usage"]["completion_tokens"])
             except Exception as exc:  # noqa: BLE001 - every failure is counted
-                errors.append(str(exc))
+                failed(exc)
 
 
 def engine_only_series(b: Bench) -> None:
@@ -471,28 +487,36 @@ def llama_server_series(b: Bench) -> list[str]:
     latencies = {(url, n): [] for url in (ours, theirs) for n in (1, 8)}
     tokens = {url: [] for url in (ours, theirs)}
     errors: list[str] = []
+    # A failed request ends the series: llama-server has been seen to hang mid-run, spinning in the
+    # kernel with every request open, which at 300 s a request would stall the run for hours.
+    abort = threading.Event()
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         for phase in range(4):
             for url in (ours, theirs) if phase % 2 == 0 else (theirs, ours):
                 # The same prompts on both sides; a new file each phase (its opening is not counted).
                 seed = 500 + 10 * phase
-                b.typing_client(
-                    seed, b.tokens[0], args.requests, latencies[url, 1], errors, url=url, tokens=tokens[url]
-                )
+                common = {"url": url, "tokens": tokens[url], "timeout": YARDSTICK_TIMEOUT_S, "abort": abort}
+                b.typing_client(seed, b.tokens[0], args.requests, latencies[url, 1], errors, **common)
                 time.sleep(PAUSE_S)
-                ready = threading.Barrier(8)
                 run_together(
                     b.typing_client,
                     [
                         (seed + 1 + n, b.tokens[1 + n], args.requests, latencies[url, 8], errors)
                         for n in range(8)
                     ],
-                    ready=ready,
-                    url=url,
-                    tokens=tokens[url],
+                    ready=threading.Barrier(8),
+                    **common,
                 )
                 time.sleep(PAUSE_S)
+                if abort.is_set():
+                    side = "Hearth" if url == ours else "llama-server"
+                    emit(
+                        "llama_server_series", f"stopped in phase {phase}: {side} failed ({errors[-1]})", None
+                    )
+                    break
+            if abort.is_set():
+                break
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -506,6 +530,9 @@ def llama_server_series(b: Bench) -> list[str]:
         [round(statistics.mean(tokens[ours]), 2), round(statistics.mean(tokens[theirs]), 2)],
         None,
     )
+    if any(not values for values in latencies.values()):
+        emit("llama_server_series_errors", len(errors), "0")
+        return errors
     for n in (1, 8):
         for name, url in (("hearth", ours), ("llama_server", theirs)):
             values = latencies[url, n]
