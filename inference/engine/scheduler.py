@@ -139,7 +139,8 @@ class Scheduler:
     def run(self, job: Job, timeout: float | None = None) -> dict:
         """Submit `job` and run it in this thread once it has a slot; its result (or its error).
 
-        `timeout` bounds the wait for a slot: a job still queued then is withdrawn and fails."""
+        `timeout` bounds the wait for a slot: a job still queued then is withdrawn and fails. Once
+        running, a job is bounded by its own `max_tokens` and `deadline_s`, and by supersession."""
         self.submit(job, run_here=True)
         if not job.ready.wait(timeout):
             with self.lock:
@@ -150,10 +151,10 @@ class Scheduler:
                         del self.latest[job.user]
                     self._finish_cancelled(job)
                     raise EngineError("The engine did not answer in time.")
-        with self.lock:
-            held = self.running[job.slot] if job.slot is not None and not job.done.is_set() else None
-        if held is not None and held[1] is job:
-            self._execute(job.slot, held[0], job)
+        if not job.done.is_set():  # not answered in the queue: the slot `_dispatch` reserved is ours
+            with self.lock:
+                pool = self.running[job.slot][0]
+            self._execute(job.slot, pool, job)
         return self._answer(job)
 
     def wait(self, job: Job, timeout: float | None = None) -> dict:

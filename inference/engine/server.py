@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 # The largest body the gateway can send: MAX_PROMPT_CHARS characters, each at most 12 bytes as JSON
 # (an escaped surrogate pair), plus the rest of the request.
 MAX_BODY = MAX_PROMPT_CHARS * 12 + (64 << 10)
-JOB_TIMEOUT_S = 300.0
+JOB_TIMEOUT_S = 300.0  # the longest a completion waits for a slot; generation has its own bounds
 
 
 def pool_load(served: ServedModel, *, slots: int, n_ctx: int, n_threads: int, kv_cache_mb: int = 0) -> Pool:
@@ -213,18 +213,18 @@ class Engine:
         self.stopping.set()
         self.scheduler.close()
 
-    def submit(self, request: EngineRequest, on_token=None, on_done=None) -> Job:
+    def _job(self, request: EngineRequest, on_token=None, on_done=None) -> Job:
         if self.pool is None:
             raise EngineError(self.last_error or "The engine has no model loaded yet.")
-        job = Job(user=request.user, body=request, on_token=on_token, on_done=on_done)
-        return self.scheduler.submit(job)
+        return Job(user=request.user, body=request, on_token=on_token, on_done=on_done)
+
+    def submit(self, request: EngineRequest, on_token=None, on_done=None) -> Job:
+        """Queue the request for a slot worker to run (a stream: the caller writes the pieces)."""
+        return self.scheduler.submit(self._job(request, on_token, on_done))
 
     def complete(self, request: EngineRequest, on_token=None) -> dict:
         """Run the request in this thread once it has a slot (no slot worker in between)."""
-        if self.pool is None:
-            raise EngineError(self.last_error or "The engine has no model loaded yet.")
-        job = Job(user=request.user, body=request, on_token=on_token)
-        return self.scheduler.run(job, timeout=JOB_TIMEOUT_S)
+        return self.scheduler.run(self._job(request, on_token), timeout=JOB_TIMEOUT_S)
 
     def health(self) -> dict:
         pool = self.pool
