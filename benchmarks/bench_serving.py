@@ -25,7 +25,10 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
 - llama-server: llama.cpp's own server, built from the source llama-cpp-python compiled
   (`benchmarks/llama_server.py`, cached), on the same GGUF, threads, slots, context and flash
   attention, in phases alternating with Hearth: serving_vs_llama_server_single_p50 (one client,
-  goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0).
+  goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Nine clients a side
+  keep typing their own files through 12 short phases (`--yardstick-phases`, `--yardstick-rounds`),
+  so both sides see the same drift of the machine; each phase's pair of p50s is printed as a ratio,
+  and so are the engine's decode steps and the time it spent parking idle users' caches.
 
 `--series` runs only some of the series (a quick check: `--model micro --series context`).
 """
@@ -198,14 +201,15 @@ class Bench:
         tokens: list | None = None,
         timeout: float = 300.0,
         abort: threading.Event | None = None,
+        typist: tuple | None = None,
     ) -> None:
         """A developer typing: after opening a file, each request extends the prompt by a character.
         `url`: another server's completions endpoint; `tokens` collects each answer's generated tokens;
-        `abort`: set at the first failure, which ends every client sharing it (a hung server)."""
+        `abort`: set at the first failure, which ends every client sharing it (a hung server);
+        `typist`: (session, keystrokes) of a client that goes on typing the file it opened earlier."""
         import requests
 
-        sess = requests.Session()
-        prompts = keystrokes(n, self.args.prompt_chars)
+        sess, prompts = typist or (requests.Session(), keystrokes(n, self.args.prompt_chars))
 
         def failed(exc: Exception) -> None:
             errors.append(str(exc))
@@ -213,7 +217,8 @@ class Bench:
                 abort.set()
 
         try:  # opening the file: a cold prompt, not counted (every client pays it once)
-            self.call(sess, raw, next(prompts), url=url, timeout=timeout)
+            if typist is None:
+                self.call(sess, raw, next(prompts), url=url, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - every failure is counted
             failed(exc)
         if ready is not None:  # steady state: everyone has opened their file before anyone types
@@ -461,6 +466,7 @@ def llama_server_series(b: Bench) -> list[str]:
     Both serve the same GGUF with the same threads, slots, context per slot, one unified KV cache
     and flash attention; the clients send the same prompts to the same OpenAI completions body.
     Returns the failed requests' errors."""
+    import requests
     from django.conf import settings
     from llama_server import BuildError, llama_server_binary
 
@@ -486,29 +492,53 @@ def llama_server_series(b: Bench) -> list[str]:
     ours, theirs = b.url, f"http://127.0.0.1:{port}/v1/completions"
     latencies = {(url, n): [] for url in (ours, theirs) for n in (1, 8)}
     tokens = {url: [] for url in (ours, theirs)}
+    by_phase = {key: [] for key in latencies}  # each phase's p50, to show how much the machine drifts
     errors: list[str] = []
     # A failed request ends the series: llama-server has been seen to hang mid-run, spinning in the
     # kernel with every request open, which at 300 s a request would stall the run for hours.
     abort = threading.Event()
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
-        for phase in range(4):
+        # Nine clients a side, the same prompts on both: client 0 types alone, clients 1-8 together.
+        # Each opens its file once (a cold prompt, not counted) and goes on typing it phase after
+        # phase, so the phases can be short: the machine's speed drifts by several percent within a
+        # minute, and short phases alternating ABBA put both sides on the same drift.
+        typists = {
+            url: [(requests.Session(), keystrokes(600 + k, args.prompt_chars)) for k in range(9)]
+            for url in (ours, theirs)
+        }
+        for url in (ours, theirs):
+            for k, (sess, prompts) in enumerate(typists[url]):
+                b.call(sess, b.tokens[k], next(prompts), url=url, timeout=YARDSTICK_TIMEOUT_S)
+            time.sleep(PAUSE_S)
+
+        def type_on(k: int, url: str, ready: threading.Barrier | None = None) -> None:
+            """Client k types `--yardstick-rounds` more keystrokes into its file on `url`'s side."""
+            b.typing_client(
+                k,
+                b.tokens[k],
+                args.yardstick_rounds,
+                latencies[url, 1 if k == 0 else 8],
+                errors,
+                typist=typists[url][k],
+                ready=ready,
+                url=url,
+                tokens=tokens[url],
+                timeout=YARDSTICK_TIMEOUT_S,
+                abort=abort,
+            )
+
+        for phase in range(args.yardstick_phases):
             for url in (ours, theirs) if phase % 2 == 0 else (theirs, ours):
-                # The same prompts on both sides; a new file each phase (its opening is not counted).
-                seed = 500 + 10 * phase
-                common = {"url": url, "tokens": tokens[url], "timeout": YARDSTICK_TIMEOUT_S, "abort": abort}
-                b.typing_client(seed, b.tokens[0], args.requests, latencies[url, 1], errors, **common)
+                starts = {n: len(latencies[url, n]) for n in (1, 8)}
+                type_on(0, url)
                 time.sleep(PAUSE_S)
-                run_together(
-                    b.typing_client,
-                    [
-                        (seed + 1 + n, b.tokens[1 + n], args.requests, latencies[url, 8], errors)
-                        for n in range(8)
-                    ],
-                    ready=threading.Barrier(8),
-                    **common,
-                )
+                barrier = threading.Barrier(8)
+                run_together(type_on, [(k, url, barrier) for k in range(1, 9)])
                 time.sleep(PAUSE_S)
+                for n in (1, 8):
+                    if len(latencies[url, n]) > starts[n]:
+                        by_phase[url, n].append(statistics.median(latencies[url, n][starts[n] :]))
                 if abort.is_set():
                     side = "Hearth" if url == ours else "llama-server"
                     emit(
@@ -517,6 +547,9 @@ def llama_server_series(b: Bench) -> list[str]:
                     break
             if abort.is_set():
                 break
+    except (requests.RequestException, RuntimeError) as exc:  # a cold opening that failed
+        errors.append(str(exc))
+        emit("llama_server_series", f"stopped while the clients opened their files ({exc})", None)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -525,6 +558,9 @@ def llama_server_series(b: Bench) -> list[str]:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
     emit("llama_server_command", " ".join(["llama-server", *command[1:]]), None)
+    from inference.api.engine_client import engine_health
+
+    emit("hearth_engine_batches", engine_health().get("batches"), None)  # steps, tokens, parking and its cost
     emit(
         "generated_tokens_per_request_hearth_vs_llama_server",
         [round(statistics.mean(tokens[ours]), 2), round(statistics.mean(tokens[theirs]), 2)],
@@ -538,6 +574,9 @@ def llama_server_series(b: Bench) -> list[str]:
             values = latencies[url, n]
             emit(f"{name}_{n}_clients_p50_ms", round(statistics.median(values) * 1000, 1), None)
             emit(f"{name}_{n}_clients_p95_ms", round(pct(values, 0.95) * 1000, 1), None)
+    for n in (1, 8):  # the two sides' p50 in each phase, side by side: the drift the pooled ratio averages
+        pairs = zip(by_phase[ours, n], by_phase[theirs, n])
+        emit(f"llama_server_phase_p50_ratios_{n}_clients", [round(a / b, 3) for a, b in pairs], None)
     emit(
         "serving_vs_llama_server_single_p50",
         round(statistics.median(latencies[ours, 1]) / statistics.median(latencies[theirs, 1]), 3),
@@ -669,6 +708,18 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=12, help="Requests per measured series.")
     parser.add_argument("--max-tokens", type=int, default=16, help="Tokens generated per request.")
     parser.add_argument("--prompt-chars", type=int, default=1200, help="Size of each prompt in characters.")
+    parser.add_argument(
+        "--yardstick-phases",
+        type=int,
+        default=12,
+        help="Phases of the llama-server series, alternating which side goes first (more: steadier ratios).",
+    )
+    parser.add_argument(
+        "--yardstick-rounds",
+        type=int,
+        default=4,
+        help="Requests per client in each phase of the llama-server series.",
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the instance directory.")
     parser.add_argument(
         "--llama-server",

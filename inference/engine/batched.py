@@ -191,7 +191,8 @@ class BatchedModel:
         self.incoming: list[_Task] = []
         self.closing = False
         self.park_idle_s, self.park_bytes = park_idle_s, park_bytes
-        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "parked": 0, "unparked": 0}
+        # park_ms: time the decode thread spent copying cells out and back in (parking, moving, returning)
+        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "parked": 0, "unparked": 0, "park_ms": 0.0}
         self._thread = threading.Thread(target=self._loop, daemon=True, name="batch-decode")
         self._thread.start()
 
@@ -255,7 +256,9 @@ class BatchedModel:
         lane, ids = task.lane, task.gen.ids
         with self.lock:
             if lane.parked is not None:
+                started = time.monotonic()
                 self._unpark(lane)
+                self._park_time(started)
         common = common_prefix(lane.tokens, ids)
         task.gen.cached = common
         keep = min(common, len(ids) - 1)  # the last prompt token is always evaluated: it gives the logits
@@ -358,6 +361,7 @@ class BatchedModel:
             lane for lane in self.lanes if lane.seq not in busy and now - lane.idle_since >= self.park_idle_s
         ]
         with self.lock:
+            started = time.monotonic()
             freed = [lane for lane in idle if lane.parked is None and lane.tokens and self._park(lane)]
             if not freed:
                 return
@@ -365,6 +369,10 @@ class BatchedModel:
                 lane = task.lane
                 if lane.parked is None and lane.tokens and self._park(lane):
                     self._unpark(lane)
+            self._park_time(started)
+
+    def _park_time(self, started: float) -> None:
+        self.stats["park_ms"] = round(self.stats["park_ms"] + (time.monotonic() - started) * 1000, 1)
 
     def _park(self, lane: Lane) -> bool:
         """Copy `lane`'s cells to RAM and free them (the lock held). False: left as it was."""
