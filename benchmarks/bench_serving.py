@@ -25,8 +25,8 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
 - llama-server: llama.cpp's own server, built from the source llama-cpp-python compiled
   (`benchmarks/llama_server.py`, cached), on the same GGUF, threads, slots, context and flash
   attention, in phases alternating with Hearth: serving_vs_llama_server_single_p50 (one client,
-  goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Nine clients a side
-  keep typing their own files through 12 short phases (`--yardstick-phases`, `--yardstick-rounds`),
+  goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Eight developers a
+  side (one typing alone, then all eight) keep typing their own files through 12 short phases (`--yardstick-phases`, `--yardstick-rounds`),
   so both sides see the same drift of the machine; each phase's pair of p50s is printed as a ratio,
   and so are the engine's decode steps and the time it spent parking idle users' caches.
 
@@ -499,12 +499,12 @@ def llama_server_series(b: Bench) -> list[str]:
     abort = threading.Event()
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
-        # Nine clients a side, the same prompts on both: client 0 types alone, clients 1-8 together.
-        # Each opens its file once (a cold prompt, not counted) and goes on typing it phase after
-        # phase, so the phases can be short: the machine's speed drifts by several percent within a
-        # minute, and short phases alternating ABBA put both sides on the same drift.
+        # Eight developers a side (as many as the slots), the same prompts on both: one of them types
+        # alone, then all eight together. Each opens a file once (a cold prompt, not counted) and goes
+        # on typing it phase after phase, so the phases can be short: the machine's speed drifts by
+        # several percent within a minute, and short phases alternating ABBA put both sides on it.
         typists = {
-            url: [(requests.Session(), keystrokes(600 + k, args.prompt_chars)) for k in range(9)]
+            url: [(requests.Session(), keystrokes(600 + k, args.prompt_chars)) for k in range(8)]
             for url in (ours, theirs)
         }
         for url in (ours, theirs):
@@ -513,12 +513,13 @@ def llama_server_series(b: Bench) -> list[str]:
             time.sleep(PAUSE_S)
 
         def type_on(k: int, url: str, ready: threading.Barrier | None = None) -> None:
-            """Client k types `--yardstick-rounds` more keystrokes into its file on `url`'s side."""
+            """Developer k types `--yardstick-rounds` more keystrokes into its file on `url`'s side,
+            alone or (with `ready`) beside the seven others."""
             b.typing_client(
                 k,
                 b.tokens[k],
                 args.yardstick_rounds,
-                latencies[url, 1 if k == 0 else 8],
+                latencies[url, 1 if ready is None else 8],
                 errors,
                 typist=typists[url][k],
                 ready=ready,
@@ -534,7 +535,7 @@ def llama_server_series(b: Bench) -> list[str]:
                 type_on(0, url)
                 time.sleep(PAUSE_S)
                 barrier = threading.Barrier(8)
-                run_together(type_on, [(k, url, barrier) for k in range(1, 9)])
+                run_together(type_on, [(k, url, barrier) for k in range(8)])
                 time.sleep(PAUSE_S)
                 for n in (1, 8):
                     if len(latencies[url, n]) > starts[n]:
