@@ -25,10 +25,11 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
 - llama-server: llama.cpp's own server, built from the source llama-cpp-python compiled
   (`benchmarks/llama_server.py`, cached), on the same GGUF, threads, slots, context and flash
   attention, in phases alternating with Hearth: serving_vs_llama_server_single_p50 (one client,
-  goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Eight developers a
-  side (one typing alone, then all eight) keep typing their own files through 12 short phases (`--yardstick-phases`, `--yardstick-rounds`),
-  so both sides see the same drift of the machine; each phase's pair of p50s is printed as a ratio,
-  and so are the engine's decode steps and the time it spent parking idle users' caches.
+  goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Eight developers
+  a side (one typing alone, then all eight) keep typing their own files through 12 short phases
+  (`--yardstick-phases`, `--yardstick-rounds`), so both sides see the same drift of the machine;
+  each phase's pair of p50s is printed as a ratio, and so are the engine's decode steps in the
+  series and the time it spent parking idle users' caches (hearth_engine_batches).
 
 `--series` runs only some of the series (a quick check: `--model micro --series context`).
 """
@@ -460,6 +461,17 @@ def hotswap_series(b: Bench) -> list[str]:
     return swap_errors
 
 
+def engine_batches() -> dict:
+    """The engine's decode counters (/health `batches`), or {} when it does not answer."""
+    from appliance.errors import EngineError
+    from inference.api.engine_client import engine_health
+
+    try:
+        return engine_health().get("batches") or {}
+    except EngineError:
+        return {}
+
+
 def llama_server_series(b: Bench) -> list[str]:
     """The typing load on Hearth and on llama.cpp's own server, in alternating phases.
 
@@ -497,6 +509,7 @@ def llama_server_series(b: Bench) -> list[str]:
     # A failed request ends the series: llama-server has been seen to hang mid-run, spinning in the
     # kernel with every request open, which at 300 s a request would stall the run for hours.
     abort = threading.Event()
+    before = engine_batches()
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         # Eight developers a side (as many as the slots), the same prompts on both: one of them types
@@ -512,14 +525,16 @@ def llama_server_series(b: Bench) -> list[str]:
                 b.call(sess, b.tokens[k], next(prompts), url=url, timeout=YARDSTICK_TIMEOUT_S)
             time.sleep(PAUSE_S)
 
-        def type_on(k: int, url: str, ready: threading.Barrier | None = None) -> None:
+        def type_on(
+            k: int, url: str, ready: threading.Barrier | None = None, into: list | None = None
+        ) -> None:
             """Developer k types `--yardstick-rounds` more keystrokes into its file on `url`'s side,
-            alone or (with `ready`) beside the seven others."""
+            alone or (with `ready`) beside the seven others; `into` collects uncounted latencies."""
             b.typing_client(
                 k,
                 b.tokens[k],
                 args.yardstick_rounds,
-                latencies[url, 1 if ready is None else 8],
+                latencies[url, 1 if ready is None else 8] if into is None else into,
                 errors,
                 typist=typists[url][k],
                 ready=ready,
@@ -529,6 +544,12 @@ def llama_server_series(b: Bench) -> list[str]:
                 abort=abort,
             )
 
+        # A warm-up phase a side, not counted: the first keystrokes after start-up were the slowest of
+        # a run on both sides (the web tier's first requests in each worker, the servers' first batches).
+        for url in (ours, theirs):
+            barrier = threading.Barrier(8)
+            run_together(type_on, [(k, url, barrier, []) for k in range(8)])
+            time.sleep(PAUSE_S)
         for phase in range(args.yardstick_phases):
             for url in (ours, theirs) if phase % 2 == 0 else (theirs, ours):
                 starts = {n: len(latencies[url, n]) for n in (1, 8)}
@@ -559,9 +580,12 @@ def llama_server_series(b: Bench) -> list[str]:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
     emit("llama_server_command", " ".join(["llama-server", *command[1:]]), None)
-    from inference.api.engine_client import engine_health
-
-    emit("hearth_engine_batches", engine_health().get("batches"), None)  # steps, tokens, parking and its cost
+    after = engine_batches()
+    emit(  # the series' own decode steps, tokens, parks and parking time (not the earlier series')
+        "hearth_engine_batches",
+        {k: round(v - before.get(k, 0), 1) for k, v in after.items() if k != "max_batch"} if after else None,
+        None,
+    )
     emit(
         "generated_tokens_per_request_hearth_vs_llama_server",
         [round(statistics.mean(tokens[ours]), 2), round(statistics.mean(tokens[theirs]), 2)],
@@ -577,7 +601,11 @@ def llama_server_series(b: Bench) -> list[str]:
             emit(f"{name}_{n}_clients_p95_ms", round(pct(values, 0.95) * 1000, 1), None)
     for n in (1, 8):  # the two sides' p50 in each phase, side by side: the drift the pooled ratio averages
         pairs = zip(by_phase[ours, n], by_phase[theirs, n])
-        emit(f"llama_server_phase_p50_ratios_{n}_clients", [round(a / b, 3) for a, b in pairs], None)
+        emit(
+            f"llama_server_phase_p50_ratios_{n}_clients",
+            [round(mine / yard, 3) for mine, yard in pairs],
+            None,
+        )
     emit(
         "serving_vs_llama_server_single_p50",
         round(statistics.median(latencies[ours, 1]) / statistics.median(latencies[theirs, 1]), 3),
