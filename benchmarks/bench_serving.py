@@ -734,7 +734,12 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads.")
     parser.add_argument("--ctx", type=int, default=2048, help="Context window.")
-    parser.add_argument("--requests", type=int, default=12, help="Requests per measured series.")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=12,
+        help="Requests per measured series (the llama-server series: --yardstick-phases x --yardstick-rounds).",
+    )
     parser.add_argument("--max-tokens", type=int, default=16, help="Tokens generated per request.")
     parser.add_argument("--prompt-chars", type=int, default=1200, help="Size of each prompt in characters.")
     parser.add_argument(

@@ -256,9 +256,7 @@ class BatchedModel:
         lane, ids = task.lane, task.gen.ids
         with self.lock:
             if lane.parked is not None:
-                started = time.monotonic()
                 self._unpark(lane)
-                self._park_time(started)
         common = common_prefix(lane.tokens, ids)
         task.gen.cached = common
         keep = min(common, len(ids) - 1)  # the last prompt token is always evaluated: it gives the logits
@@ -361,7 +359,6 @@ class BatchedModel:
             lane for lane in self.lanes if lane.seq not in busy and now - lane.idle_since >= self.park_idle_s
         ]
         with self.lock:
-            started = time.monotonic()
             freed = [lane for lane in idle if lane.parked is None and lane.tokens and self._park(lane)]
             if not freed:
                 return
@@ -369,10 +366,6 @@ class BatchedModel:
                 lane = task.lane
                 if lane.parked is None and lane.tokens and self._park(lane):
                     self._unpark(lane)
-            self._park_time(started)
-
-    def _park_time(self, started: float) -> None:
-        self.stats["park_ms"] = round(self.stats["park_ms"] + (time.monotonic() - started) * 1000, 1)
 
     def _park(self, lane: Lane) -> bool:
         """Copy `lane`'s cells to RAM and free them (the lock held). False: left as it was."""
@@ -381,7 +374,9 @@ class BatchedModel:
         size = llama_cpp.llama_state_seq_get_size(self.ctx, lane.seq)
         if size + sum(other.parked[1] for other in self.lanes if other.parked) > self.park_bytes:
             return False
+        started = time.monotonic()
         lane.parked = lane._copy_out(size)
+        self._copy_time(started)
         if lane.parked is None:
             return False
         llama_cpp.llama_memory_seq_rm(self.mem, lane.seq, -1, -1)
@@ -391,8 +386,14 @@ class BatchedModel:
     def _unpark(self, lane: Lane) -> None:
         """Copy a parked lane's cells back (the lock held); if they no longer fit it starts empty."""
         (buf, written), lane.parked = lane.parked, None
+        started = time.monotonic()
         if lane._copy_in(buf, written):
             self.stats["unparked"] += 1
+        self._copy_time(started)
+
+    def _copy_time(self, started: float) -> None:
+        """Count a copy out or back in as the decode thread's time lost to parking (`park_ms`)."""
+        self.stats["park_ms"] += (time.monotonic() - started) * 1000
 
     @staticmethod
     def _finish(task: _Task, error: Exception | None = None) -> None:
