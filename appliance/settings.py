@@ -369,13 +369,15 @@ LOGGING = {
 # Serving (stage 6): engine slots (sequences decoded together in one batch), per-token rate limit, how long the web tier caches
 # the admin's serving policy, and how often the engine polls for a promoted model.
 HEARTH_ENGINE_SLOTS = int(_env("ENGINE_SLOTS", "8"))
-# After each decode, llama.cpp's OpenMP workers spin this many rounds before they sleep (GOMP_SPINCOUNT;
-# empty: libgomp's default, 300,000). That default kept a core spinning for milliseconds after a
-# completion's last token while the engine's own threads (handing the answer back, the HTTP reply)
-# waited for it: 1.5-1.9 ms of a lone request's ~11 ms outside decoding, on 2 cores (30,000: 0.1-0.2 ms).
-# Fewer rounds cost the 8-client load, whose workers then sleep inside busy decodes (3,000 tripled a
-# decode). 100,000 is the compromise measured against llama-server (bench_serving --series llama-server).
-HEARTH_ENGINE_OMP_SPINCOUNT = _env("ENGINE_OMP_SPINCOUNT", "100000").strip()
+# After each decode, llama.cpp's OpenMP workers spin this many rounds before they sleep (GOMP_SPINCOUNT).
+# Empty, the default: libgomp's own (300,000 rounds on a core per thread), which llama-server runs with too.
+# 100,000 was the default until the 8-client typing load was measured against llama-server at both (presumably
+# workers fell asleep between two decodes of a busy batch, and each step paid their wake-up). The series
+# (bench_serving --series llama-server, 12 phases a side) gave eight clients at 100,000 p50 0.98-1.03 and
+# p95 0.93-1.11 of llama-server's in five runs; at libgomp's default, 0.92-0.99 and 0.90-1.00 in four runs
+# (two of the series, two of a probe of the same shape). A lone request gained nothing from the shorter
+# spin: 0.96-1.03 of llama-server's p50 at the default.
+HEARTH_ENGINE_OMP_SPINCOUNT = _env("ENGINE_OMP_SPINCOUNT", "").strip()
 if HEARTH_ENGINE_OMP_SPINCOUNT and not HEARTH_ENGINE_OMP_SPINCOUNT.isdigit():
     raise ImproperlyConfigured(
         f"HEARTH_ENGINE_OMP_SPINCOUNT={HEARTH_ENGINE_OMP_SPINCOUNT!r}: write a number of spin rounds, or nothing."

@@ -19,7 +19,7 @@ import django
 django.setup()
 from appliance.cpusets import usable_cpu_count
 print(json.dumps({"cpus": sorted(os.sched_getaffinity(0)), "threads": usable_cpu_count(),
-                  "omp": os.environ.get("OMP_NUM_THREADS")}))
+                  "omp": os.environ.get("OMP_NUM_THREADS"), "spin": os.environ.get("GOMP_SPINCOUNT")}))
 """
 
 
@@ -42,10 +42,11 @@ def test_auto_splits_the_cores_and_lists_are_read_as_written():
 
 
 def _probe(command: str, **env: str) -> dict:
+    inherited = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "HEARTH_ENGINE_OMP_SPINCOUNT")}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, command],
         cwd=django_settings.BASE_DIR,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "appliance.settings", **env},
+        env={**inherited, "DJANGO_SETTINGS_MODULE": "appliance.settings", **env},
         capture_output=True,
         text=True,
         check=True,
@@ -72,3 +73,14 @@ def test_the_engine_and_the_worker_start_on_disjoint_cores(tmp_path):
     assert trains_alone["cpus"] == mine
     chosen = _probe("inference_serve", **{**home, "HEARTH_ENGINE_CPUS": str(mine[-1])})
     assert chosen["cpus"] == [mine[-1]] and chosen["threads"] == 1
+
+
+def test_the_engine_keeps_libgomps_spin_unless_told(tmp_path):
+    """Like llama-server, the engine leaves OpenMP's spin to libgomp; the setting shortens it, and an
+    explicit GOMP_SPINCOUNT still wins. The worker is never touched."""
+    home = {"HEARTH_HOME": str(tmp_path / "instance")}
+    assert _probe("inference_serve", **home)["spin"] is None
+    assert _probe("inference_serve", **home, HEARTH_ENGINE_OMP_SPINCOUNT="30000")["spin"] == "30000"
+    told = _probe("inference_serve", **home, HEARTH_ENGINE_OMP_SPINCOUNT="30000", GOMP_SPINCOUNT="7")
+    assert told["spin"] == "7"
+    assert _probe("qcluster", **home, HEARTH_ENGINE_OMP_SPINCOUNT="30000")["spin"] is None
