@@ -370,13 +370,10 @@ LOGGING = {
 # the admin's serving policy, and how often the engine polls for a promoted model.
 HEARTH_ENGINE_SLOTS = int(_env("ENGINE_SLOTS", "8"))
 # After each decode, llama.cpp's OpenMP workers spin this many rounds before they sleep (GOMP_SPINCOUNT).
-# Empty, the default: libgomp's own (300,000 rounds on a core per thread), which llama-server runs with too.
-# 100,000 was the default until the 8-client typing load was measured against llama-server at both (presumably
-# workers fell asleep between two decodes of a busy batch, and each step paid their wake-up). The series
-# (bench_serving --series llama-server, 12 phases a side) gave eight clients at 100,000 p50 0.98-1.03 and
-# p95 0.93-1.11 of llama-server's in five runs; at libgomp's default, 0.92-0.99 and 0.90-1.00 in four runs
-# (two of the series, two of a probe of the same shape). A lone request gained nothing from the shorter
-# spin: 0.96-1.03 of llama-server's p50 at the default.
+# Empty, the default: libgomp's own (300,000 rounds here), which llama-server runs with too. It was 100,000,
+# for a lone request's sake; against llama-server (bench_serving --series llama-server, five runs each way)
+# libgomp's default moved eight typing clients' p50 from 1.004 to 0.982 of llama-server's on average and their
+# p95 from 1.033 to 0.998, and one client's p50 from 0.977 to 1.011 (its goal is 1.05).
 HEARTH_ENGINE_OMP_SPINCOUNT = _env("ENGINE_OMP_SPINCOUNT", "").strip()
 if HEARTH_ENGINE_OMP_SPINCOUNT and not HEARTH_ENGINE_OMP_SPINCOUNT.isdigit():
     raise ImproperlyConfigured(

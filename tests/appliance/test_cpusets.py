@@ -42,7 +42,9 @@ def test_auto_splits_the_cores_and_lists_are_read_as_written():
 
 
 def _probe(command: str, **env: str) -> dict:
-    inherited = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "HEARTH_ENGINE_OMP_SPINCOUNT")}
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "HEARTH_ENGINE_OMP_SPINCOUNT")
+    }
     out = subprocess.run(
         [sys.executable, "-c", PROBE, command],
         cwd=django_settings.BASE_DIR,
