@@ -2,14 +2,16 @@
 
 Built once from the llama.cpp source that the installed llama-cpp-python vendors (its source
 distribution, fetched with pip from the package index the install used), so both sides run the
-same kernels. Benchmark-only: nothing in Hearth runs it. The binary is cached in
-`HEARTH_BENCH_CACHE` (default `~/.cache/hearth`), one per llama-cpp-python version; the build takes
-about 10 minutes on two cores. `CMAKE_ARGS` is passed through, as it is to llama-cpp-python's own
-build (a CUDA host builds both with `-DGGML_CUDA=on`).
+same kernels: it is configured with the CMake arguments of Hearth's own llama-cpp-python build
+(`packaging/llama-wheel.sh --cmake-args`: no AMX kernels, then `CMAKE_ARGS`, which a CUDA host sets to
+`-DGGML_CUDA=on`). Benchmark-only: nothing in Hearth runs it. The binary is cached in
+`HEARTH_BENCH_CACHE` (default `~/.cache/hearth`), one per llama-cpp-python version and set of
+arguments; the build takes about 10 minutes on two cores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import shlex
@@ -37,9 +39,17 @@ class BuildError(RuntimeError):
     """llama-server could not be built; the message says which step failed and where its log is."""
 
 
+def cmake_args() -> list[str]:
+    """The CMake arguments Hearth builds llama-cpp-python with (packaging/llama-wheel.sh)."""
+    script = Path(__file__).resolve().parent.parent / "packaging" / "llama-wheel.sh"
+    out = subprocess.run(["bash", str(script), "--cmake-args"], capture_output=True, text=True, check=True)
+    return shlex.split(out.stdout)
+
+
 def cache_dir() -> Path:
     root = os.environ.get("HEARTH_BENCH_CACHE") or Path.home() / ".cache" / "hearth"
-    return Path(root) / f"llama-server-{importlib.metadata.version('llama-cpp-python')}"
+    key = hashlib.sha256(shlex.join(cmake_args()).encode()).hexdigest()[:12]
+    return Path(root) / f"llama-server-{importlib.metadata.version('llama-cpp-python')}-{key}"
 
 
 def _run(step: str, args: list[str], log: Path, cwd: Path | None = None) -> None:
@@ -67,15 +77,16 @@ def _vendored_source(sdist: Path, dest: Path) -> Path:
 def llama_server_binary(log: Callable[[str], None] = print) -> Path:
     """The cached `llama-server` of the installed llama-cpp-python's version, built if missing."""
     version = importlib.metadata.version("llama-cpp-python")
-    binary = cache_dir() / "llama-server"
+    cache = cache_dir()
+    binary = cache / "llama-server"
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    build_log = cache_dir() / "build.log"
+    cache.mkdir(parents=True, exist_ok=True)
+    build_log = cache / "build.log"
     build_log.write_bytes(b"")
     # The source and build folders live in the cache until the build succeeds: a build that was
     # stopped resumes where it stopped (ninja and make redo only what is missing).
-    work = cache_dir() / "work"
+    work = cache / "work"
     work.mkdir(exist_ok=True)
     sdists = sorted(work.glob("llama_cpp_python-*.tar.gz"))
     if not sdists:
@@ -92,7 +103,7 @@ def llama_server_binary(log: Callable[[str], None] = print) -> Path:
     source = next((work / "src").glob("*/vendor/llama.cpp"))
     build = work / "build"
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    extra = shlex.split(os.environ.get("CMAKE_ARGS", ""))
+    extra = cmake_args()
     log(f"building llama-server in {build} (about 10 min on two cores; log: {build_log})")
     configure = ["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_OPTIONS, *extra]
     _run("cmake configure", configure, build_log)

@@ -12,8 +12,8 @@
 #
 # Environment: PYTHON (the project's venv python), TORCH_SPEC (default torch==2.13.0, the CPU build here),
 # CMAKE_ARGS (llama-cpp-python build flags, e.g. -DGGML_CUDA=on), GPG_KEY (sign SHA256SUMS), DIST.
-# Wheels are kept in $DIST/.cache between builds; pip's wheel cache supplies llama-cpp-python when it
-# was already built on this machine.
+# Wheels are kept in $DIST/.cache between builds; llama-cpp-python is the wheel packaging/llama-wheel.sh
+# builds (and caches) for this machine's CPU, the one `make install` installs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,12 +51,15 @@ MARKER_ONLY="async-timeout==5.0.1"
 # headers), and needs Debian's libldap-2.5-0 and libsasl2-2 on the target only when HEARTH_LDAP_URI is set.
 LDAP_EXTRA="django-auth-ldap>=4.8"
 say "dependencies: $TORCH_SPEC, llama-cpp-python $LLAMA_VERSION and the locked set (packaging/constraints.txt)"
+LLAMA_WHEEL=$(bash packaging/llama-wheel.sh "$PY" "$LLAMA_VERSION")
+rm -f "$CACHE"/wheelhouse/llama_cpp_python-*.whl  # never an earlier build with other flags
 # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options (--index-url ...)
-"$PY" -m pip wheel --quiet -w "$STAGE/wheelhouse" --find-links "$CACHE/wheelhouse" \
+"$PY" -m pip wheel --quiet -w "$STAGE/wheelhouse" --find-links "$(dirname "$LLAMA_WHEEL")" \
+    --find-links "$CACHE/wheelhouse" \
     -c packaging/constraints.txt $TORCH_SPEC "llama-cpp-python==$LLAMA_VERSION" "$HEARTH_WHEEL" \
     $MARKER_ONLY "$LDAP_EXTRA"
 for whl in "$STAGE"/wheelhouse/*.whl; do
-    case "$(basename "$whl")" in hearth-*) ;; *) [ -e "$CACHE/wheelhouse/$(basename "$whl")" ] || ln "$whl" "$CACHE/wheelhouse/" 2>/dev/null || cp "$whl" "$CACHE/wheelhouse/" ;; esac
+    case "$(basename "$whl")" in hearth-* | llama_cpp_python-*) ;; *) [ -e "$CACHE/wheelhouse/$(basename "$whl")" ] || ln "$whl" "$CACHE/wheelhouse/" 2>/dev/null || cp "$whl" "$CACHE/wheelhouse/" ;; esac
 done
 ls "$STAGE"/wheelhouse/llama_cpp_python-*.whl >/dev/null
 ls "$STAGE"/wheelhouse/torch-*.whl >/dev/null

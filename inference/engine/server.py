@@ -22,6 +22,7 @@ from appliance.cpusets import usable_cpu_count
 from appliance.engine_secret import engine_bind_check, engine_secret_check
 from appliance.errors import EngineError, HearthError
 from appliance.llm.fim import fim_format_get
+from appliance.llm.runtime import llama_amx_built
 from inference.engine.batched import BatchedModel, Lane
 from inference.engine.kvstore import KvStore
 from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, EngineRequestError
@@ -420,6 +421,11 @@ def serve(
         kv_cache_mb=kv_cache_mb,
     )
     logger.info("engine listening on http://%s:%d with %d slots", host, port, engine.slots)
+    if llama_amx_built():
+        logger.warning(
+            "this llama.cpp was built with its AMX kernels, which crash on the first completion on some "
+            "hosts; rebuild llama-cpp-python with packaging/llama-wheel.sh (without HEARTH_LLAMA_AMX=1)"
+        )
     try:
         server.serve_forever()
     finally:
