@@ -59,6 +59,7 @@ def auth_cache_clear() -> None:
         _failures.clear()
     with _pending_lock:  # what this process wrote is measured from the rows it loads next
         _written.clear()
+        _scheduled.clear()
 
 
 def _token_lookup(raw: str, digest: str) -> tuple[ApiToken, int] | None:
@@ -162,6 +163,7 @@ def token_forget(pk: int) -> None:
 
 _pending_lock = threading.Lock()
 _pending: dict[tuple[int, int], int] = {}  # (token pk, minute) → requests not yet written
+_scheduled: set[tuple[int, int]] = set()  # keys whose write is queued (it writes what is pending then)
 _written: dict[tuple[int, int], int] = {}  # (token pk, minute) → requests this process has written
 
 
@@ -178,18 +180,22 @@ def _rate_count(token: ApiToken, written_at_load: int = 0) -> None:
 
     The count is the row as loaded, plus this process's requests written since it was loaded (the
     row may come from the cache), plus those not yet written; the write (count + last_used_at) is
-    deferred off the request path. Concurrent processes may each undercount by the requests of the
-    last few tens of milliseconds, and by those another process made since the row was loaded.
+    deferred off the request path, and one write covers the token's requests of HEARTH_USAGE_FLUSH_S.
+    Concurrent processes may each undercount by the requests of those last seconds, and by those
+    another process made since the row was loaded.
     """
     window = int(time.time() // 60)
     key = (token.pk, window)
     with _pending_lock:
         _pending[key] = _pending.get(key, 0) + 1
         local = _pending[key] + _written.get(key, 0) - (written_at_load if token.rate_window == window else 0)
+        schedule = key not in _scheduled
+        _scheduled.add(key)
     count = (token.rate_count if token.rate_window == window else 0) + local
 
     def write() -> None:
         with _pending_lock:
+            _scheduled.discard(key)  # a request from now on schedules the next write
             k = _pending.pop(key, 0)
         if k:
             ApiToken.objects.filter(pk=token.pk).update(
@@ -200,7 +206,8 @@ def _rate_count(token: ApiToken, written_at_load: int = 0) -> None:
             with _pending_lock:
                 _written[key] = _written.get(key, 0) + k
 
-    deferred(write)
+    if schedule:
+        deferred(write, delay_s=settings.HEARTH_USAGE_FLUSH_S)
     if token.rate_limit_per_minute == 0:  # an admin's way to block a token without revoking it
         raise AuthError(
             "This token is blocked (its rate limit is 0 requests per minute).", status=429, retry_after=60

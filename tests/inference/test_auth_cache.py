@@ -93,3 +93,28 @@ def test_the_rate_limit_counts_when_the_row_is_read_again(inline, settings):
     with pytest.raises(AuthError) as caught:
         token_authenticate(f"Bearer {raw}")
     assert caught.value.status == 429
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_usage_write_covers_a_typists_keystrokes(settings):
+    """Deferred writes (the default): the token's usage is written once for the requests of
+    HEARTH_USAGE_FLUSH_S, not once a keystroke, and none of them goes uncounted."""
+    from inference.writer import deferred_flush, writer
+
+    settings.HEARTH_DEFERRED_WRITES = True
+    settings.HEARTH_USAGE_FLUSH_S = 30  # nothing is due until flushed
+    settings.HEARTH_RATE_LIMIT = 0
+    token, raw = token_create(username="ada")
+    assert deferred_flush()
+    before = writer.written
+    for _ in range(5):
+        token_authenticate(f"Bearer {raw}")
+    assert ApiToken.objects.get(pk=token.pk).rate_count == 0  # still waiting for its turn
+    assert deferred_flush()
+    assert writer.written == before + 1
+    row = ApiToken.objects.get(pk=token.pk)
+    assert row.rate_count == 5 and row.last_used_at is not None
+    settings.HEARTH_USAGE_FLUSH_S = 0  # the next keystroke is written on its own, and counted on
+    token_authenticate(f"Bearer {raw}")
+    assert deferred_flush()
+    assert writer.written == before + 2 and ApiToken.objects.get(pk=token.pk).rate_count == 6
