@@ -29,7 +29,9 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
   a side (one typing alone, then all eight) keep typing their own files through 12 short phases
   (`--yardstick-phases`, `--yardstick-rounds`), so both sides see the same drift of the machine;
   each phase's pair of p50s is printed as a ratio, and so are the engine's decode steps in the
-  series and the time it spent parking idle users' caches (hearth_engine_batches).
+  series and the time it spent parking idle users' caches (hearth_engine_batches), beside
+  llama-server's own decode calls and tokens over the same requests (llama_server_batches, from its
+  /metrics).
 
 `--series` runs only some of the series (a quick check: `--model micro --series context`).
 """
@@ -472,6 +474,28 @@ def engine_batches() -> dict:
         return {}
 
 
+def llama_server_batches(port: int) -> dict | None:
+    """llama-server's decode counters (its /metrics): decode calls, tokens evaluated and generated."""
+    import requests
+
+    names = {
+        "llamacpp:n_decode_total": "steps",
+        "llamacpp:prompt_tokens_total": "prompt_tokens",
+        "llamacpp:tokens_predicted_total": "generated_tokens",
+        "llamacpp:n_busy_slots_per_decode": "busy_slots_per_step",
+    }
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except requests.RequestException:
+        return None
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            found[names[name]] = round(float(value), 2)
+    return found or None
+
+
 def llama_server_series(b: Bench) -> list[str]:
     """The typing load on Hearth and on llama.cpp's own server, in alternating phases.
 
@@ -496,7 +520,7 @@ def llama_server_series(b: Bench) -> list[str]:
         str(binary),
         *("--model", b.base.gguf_path, "--host", "127.0.0.1", "--port", str(port)),
         *("--ctx-size", str(args.ctx * slots), "--parallel", str(slots), "--kv-unified"),
-        *("--cont-batching", "--flash-attn", "on", "--no-webui"),
+        *("--cont-batching", "--flash-attn", "on", "--no-webui", "--metrics"),
         *("--threads", str(args.threads), "--threads-batch", str(args.threads)),
     ]
     log = (b.env["home"] / "llama-server.log").open("ab")
@@ -573,6 +597,7 @@ def llama_server_series(b: Bench) -> list[str]:
         errors.append(str(exc))
         emit("llama_server_series", f"stopped while the clients opened their files ({exc})", None)
     finally:
+        theirs_batches = llama_server_batches(port)
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
@@ -586,6 +611,7 @@ def llama_server_series(b: Bench) -> list[str]:
         {k: round(v - before.get(k, 0), 1) for k, v in after.items() if k != "max_batch"} if after else None,
         None,
     )
+    emit("llama_server_batches", theirs_batches, None)  # its decode calls over the same requests
     emit(
         "generated_tokens_per_request_hearth_vs_llama_server",
         [round(statistics.mean(tokens[ours]), 2), round(statistics.mean(tokens[theirs]), 2)],
