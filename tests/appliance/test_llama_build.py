@@ -17,23 +17,16 @@ def test_llama_cpp_is_built_without_its_amx_kernels():
     assert not llama_amx_built()
 
 
+def _cmake_args(env: dict) -> str:
+    script = ROOT / "packaging" / "llama-wheel.sh"
+    return subprocess.run(
+        ["bash", str(script), "--cmake-args"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def test_build_arguments_leave_amx_out_and_keep_the_operators_own():
     env = {**os.environ, "CMAKE_ARGS": "-DGGML_CUDA=on"}
     env.pop("HEARTH_LLAMA_AMX", None)
-    out = subprocess.run(
-        ["bash", str(ROOT / "packaging" / "llama-wheel.sh"), "--cmake-args"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "-mno-amx-int8" in out and out.strip().endswith("-DGGML_CUDA=on")
-    env["HEARTH_LLAMA_AMX"] = "1"
-    out = subprocess.run(
-        ["bash", str(ROOT / "packaging" / "llama-wheel.sh"), "--cmake-args"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert out.strip() == "-DGGML_CUDA=on"
+    out = _cmake_args(env)
+    assert "-mno-amx-int8" in out and out.endswith("-DGGML_CUDA=on")
+    assert _cmake_args({**env, "HEARTH_LLAMA_AMX": "1"}) == "-DGGML_CUDA=on"
