@@ -10,6 +10,7 @@ tier's CPU a completion). With HEARTH_DEFERRED_WRITES off (unit tests) they run 
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import itertools
 import logging
@@ -23,6 +24,7 @@ from django.db import close_old_connections, transaction
 logger = logging.getLogger(__name__)
 
 BATCH_WAIT_S = 0.02
+EXIT_FLUSH_S = 5.0
 
 
 class DeferredWriter:
@@ -46,6 +48,8 @@ class DeferredWriter:
         with self._cond:
             heapq.heappush(self._queue, (due, next(self._order), write))
             if self._thread is None or not self._thread.is_alive():
+                if self._thread is None:  # a process that exits (a web worker stopped) writes what waits
+                    atexit.register(self.flush, EXIT_FLUSH_S)
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="deferred-writes")
                 self._thread.start()
             self._cond.notify_all()

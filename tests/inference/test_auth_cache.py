@@ -4,6 +4,7 @@ rate limit still counts every request."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -118,3 +119,27 @@ def test_one_usage_write_covers_a_typists_keystrokes(settings):
     token_authenticate(f"Bearer {raw}")
     assert deferred_flush()
     assert writer.written == before + 2 and ApiToken.objects.get(pk=token.pk).rate_count == 6
+
+
+def test_a_process_that_exits_writes_what_was_waiting(tmp_path):
+    """A web worker stopped (SIGTERM, a restart) still commits the usage it had not written yet."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mark = tmp_path / "written"
+    code = (
+        "import django; django.setup()\n"
+        "from pathlib import Path\n"
+        "from inference.writer import deferred\n"
+        f"deferred(lambda: Path({str(mark)!r}).write_text('ok'), delay_s=3600)\n"
+    )
+    env = {
+        **os.environ,
+        "HEARTH_HOME": str(tmp_path / "home"),
+        "DJANGO_SETTINGS_MODULE": "appliance.settings",
+        "HEARTH_DEFERRED_WRITES": "1",
+    }
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=root, check=True, timeout=60)
+    assert mark.read_text() == "ok"
