@@ -17,11 +17,14 @@ set -euo pipefail
 
 cmake_args() {
     local args=""
-    if [ "${HEARTH_LLAMA_AMX:-0}" != 1 ]; then
-        local no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    local no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    # Only where the compiler knows the flags: x86-64 with GCC 11+ or Clang 12+ (an ARM compiler
+    # refuses them, and has no AMX to leave out).
+    if [ "${HEARTH_LLAMA_AMX:-0}" != 1 ] &&
+        echo 'int x;' | "${CC:-cc}" $no_amx -x c -c -o /dev/null - 2>/dev/null; then
         args="'-DCMAKE_C_FLAGS=$no_amx' '-DCMAKE_CXX_FLAGS=$no_amx'"
     fi
-    printf '%s\n' "$args${CMAKE_ARGS:+ $CMAKE_ARGS}"
+    printf '%s\n' "$args${args:+${CMAKE_ARGS:+ }}${CMAKE_ARGS:-}"
 }
 
 if [ "${1:-}" = "--cmake-args" ]; then
