@@ -13,16 +13,14 @@ TORCH_SPEC ?= torch==2.13.0
 
 install: $(STAMP)
 
-# llama-cpp-python, pinned in pyproject.toml, compiled by packaging/llama-wheel.sh (without llama.cpp's
-# AMX kernels, which crashed on some hosts) into a cache of its own; CMAKE_ARGS is passed through.
-LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
-
+# llama-cpp-python (the version pyproject.toml pins) is compiled by packaging/llama-wheel.sh, without
+# llama.cpp's AMX kernels (they crashed on some hosts), into a cache of its own; CMAKE_ARGS is passed through.
 $(STAMP): pyproject.toml packaging/llama-wheel.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	@echo "Installing Hearth and its dependencies (llama-cpp-python compiles from source: ~8 min the first time)"
-	WHEEL=$$(CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) bash packaging/llama-wheel.sh $(BIN)/python $(LLAMA_VERSION)) && \
+	WHEEL=$$(CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) bash packaging/llama-wheel.sh $(BIN)/python) && \
 	  $(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$WHEEL"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m trainer.export.converter install

@@ -51,7 +51,7 @@ MARKER_ONLY="async-timeout==5.0.1"
 # headers), and needs Debian's libldap-2.5-0 and libsasl2-2 on the target only when HEARTH_LDAP_URI is set.
 LDAP_EXTRA="django-auth-ldap>=4.8"
 say "dependencies: $TORCH_SPEC, llama-cpp-python $LLAMA_VERSION and the locked set (packaging/constraints.txt)"
-LLAMA_WHEEL=$(bash packaging/llama-wheel.sh "$PY" "$LLAMA_VERSION")
+LLAMA_WHEEL=$(bash packaging/llama-wheel.sh "$PY")
 rm -f "$CACHE"/wheelhouse/llama_cpp_python-*.whl  # never an earlier build with other flags
 # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options (--index-url ...)
 "$PY" -m pip wheel --quiet -w "$STAGE/wheelhouse" --find-links "$(dirname "$LLAMA_WHEEL")" \

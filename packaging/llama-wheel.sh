@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build (once) and print the path of the llama-cpp-python wheel that Hearth installs and bundles.
 #
-#   packaging/llama-wheel.sh PYTHON VERSION     the wheel's path, built into the cache when missing
-#   packaging/llama-wheel.sh --cmake-args       the CMake arguments that build uses
+#   packaging/llama-wheel.sh PYTHON          the wheel's path (the version pyproject.toml pins), built
+#                                            into the cache when missing
+#   packaging/llama-wheel.sh --cmake-args    the CMake arguments that build uses
 #
 # llama.cpp is compiled for this machine's CPU (GGML_NATIVE), but without its AMX kernels: with them,
 # the llama.cpp that llama-cpp-python 0.3.36 vendors crashed (SIGSEGV in ggml_backend_amx_mul_mat) on
@@ -31,12 +32,13 @@ if [ "${1:-}" = "--cmake-args" ]; then
     cmake_args
     exit 0
 fi
-if [ $# -ne 2 ]; then
-    echo "usage: $0 PYTHON VERSION | --cmake-args" >&2
+if [ $# -ne 1 ]; then
+    echo "usage: $0 PYTHON | --cmake-args" >&2
     exit 2
 fi
 PY=$1
-VERSION=$2
+VERSION=$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' "$(dirname "$0")/../pyproject.toml")
+[ -n "$VERSION" ] || { echo "pyproject.toml pins no llama-cpp-python version" >&2; exit 1; }
 ARGS=$(cmake_args)
 KEY=$(printf '%s' "$ARGS" | sha256sum | cut -c1-12)
 DIR=${HEARTH_BUILD_CACHE:-$HOME/.cache/hearth/wheels}/llama-cpp-python-$VERSION-$KEY
