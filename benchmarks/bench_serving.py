@@ -23,13 +23,13 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
   (two_replicas_vs_one_p95); then one replica SIGKILLed while the clients type:
   replica_failover_failed_requests (goal 0), and the p95 of the requests after the kill.
 - llama-server: llama.cpp's own server, built from the source llama-cpp-python compiled
-  (`benchmarks/llama_server.py`, cached), on the same GGUF, threads, slots, context and flash
-  attention, in phases alternating with Hearth: serving_vs_llama_server_single_p50 (one client,
+  (`benchmarks/llama_server.py`, cached), on the same GGUF, threads, slots, context, KV layout (a
+  stream per slot, llama-server's default for --parallel) and flash attention, in phases alternating with Hearth: serving_vs_llama_server_single_p50 (one client,
   goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Eight developers
   a side (one typing alone, then all eight) keep typing their own files through 12 short phases
   (`--yardstick-phases`, `--yardstick-rounds`), so both sides see the same drift of the machine;
   each phase's pair of p50s is printed as a ratio, and so are the engine's decode steps in the
-  series and the time it spent parking idle users' caches (hearth_engine_batches), beside
+  series and the lanes it moved next to the busy ones (hearth_engine_batches), beside
   llama-server's own decode calls and tokens over the same requests (llama_server_batches, from its
   /metrics).
 
@@ -499,8 +499,8 @@ def llama_server_batches(port: int) -> dict | None:
 def llama_server_series(b: Bench) -> list[str]:
     """The typing load on Hearth and on llama.cpp's own server, in alternating phases.
 
-    Both serve the same GGUF with the same threads, slots, context per slot, one unified KV cache
-    and flash attention; the clients send the same prompts to the same OpenAI completions body.
+    Both serve the same GGUF with the same threads, slots, context per slot, a KV stream per slot
+    (llama-server's default with --parallel) and flash attention; the clients send the same prompts to the same OpenAI completions body.
     Returns the failed requests' errors."""
     import requests
     from django.conf import settings
@@ -519,7 +519,7 @@ def llama_server_series(b: Bench) -> list[str]:
     command = [
         str(binary),
         *("--model", b.base.gguf_path, "--host", "127.0.0.1", "--port", str(port)),
-        *("--ctx-size", str(args.ctx * slots), "--parallel", str(slots), "--kv-unified"),
+        *("--ctx-size", str(args.ctx * slots), "--parallel", str(slots)),
         *("--cont-batching", "--flash-attn", "on", "--no-webui", "--metrics"),
         *("--threads", str(args.threads), "--threads-batch", str(args.threads)),
     ]
@@ -606,7 +606,7 @@ def llama_server_series(b: Bench) -> list[str]:
         log.close()
     emit("llama_server_command", " ".join(["llama-server", *command[1:]]), None)
     after = engine_batches()
-    emit(  # the series' own decode steps, tokens, parks and parking time (not the earlier series')
+    emit(  # the series' own decode steps, tokens, moves and moving time (not the earlier series')
         "hearth_engine_batches",
         {k: round(v - before.get(k, 0), 1) for k, v in after.items() if k != "max_batch"} if after else None,
         None,

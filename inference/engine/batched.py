@@ -1,12 +1,16 @@
 """Continuous batching: every active request's next token in one llama.cpp decode call.
 
-The served GGUF gets one llama.cpp context holding N sequences in a unified KV cache. Each
-sequence is a slot (a `Lane`): the scheduler gives it one job at a time, and a user keeps coming
-back to the sequence holding their prompt, so a keystroke evaluates only the tokens after the
-longest common prefix. One thread steps all lanes together: each step puts the next token of every
+The served GGUF gets one llama.cpp context holding N sequences, each in a KV stream of its own.
+Each sequence is a slot (a `Lane`): the scheduler gives it one job at a time, and a user keeps coming
+back to the lane holding their prompt, so a keystroke evaluates only the tokens after the longest
+common prefix. One thread steps all lanes together: each step puts the next token of every
 generating lane, plus a slice of any newly admitted prompt, into one `llama_decode`. A new request
-starts at the next step instead of waiting for the others to finish, and on a small CPU model a
-batch of 8 tokens cost 3-5 times one token here (SmolLM2-135M, 2 cores), not 8 times.
+starts at the next step instead of waiting for the others to finish.
+
+llama.cpp evaluates one step in a single pass over the weights only when the step's sequences are
+consecutive streams, in increasing order; every gap (an idle stream between two busy ones) costs
+another pass. So a step's tokens go in stream order, and a gap between busy streams that lasts a few
+steps is closed: the highest busy lane and the idle lane in the gap change places (a few ms).
 
 Prompt building, token healing, stop handling and the rest of a completion's rules are the
 `Generation` of `appliance.llm.sampling`, shared with the sequential path.
@@ -31,13 +35,9 @@ logger = logging.getLogger(__name__)
 # Tokens of newly admitted prompts evaluated per step while other lanes are generating: a long cold
 # prompt is spread over several steps so that it delays their next tokens a bounded amount each time.
 PROMPT_CHUNK = 64
+# Steps a gap between busy streams may last before a lane is moved into it (see `_compact`).
+GAP_STEPS = 3
 N_BATCH = 512
-# A lane idle this long is parked: its KV cells are copied to RAM and freed, and copied back when its
-# user returns. In the unified cache every token attends over the span up to the highest occupied
-# cell, so other users' idle prompts made a lone typist's tokens dearer: SmolLM2 Q4_1, 2 cores, with 8
-# idle prompts of ~350 tokens beside it, the span was ~2,900 cells instead of ~350. A developer who is
-# typing comes back well within it and never pays the copy (332 tokens: 7.7 MB, 10 ms out, 3 ms back).
-PARK_IDLE_S = 0.5
 
 
 class _Task:
@@ -55,9 +55,6 @@ class Lane:
     def __init__(self, model: BatchedModel, seq: int):
         self.model, self.seq = model, seq
         self.tokens: list[int] = []  # what this sequence's KV cells hold, position by position
-        # While parked, its cells live here instead (a llama.cpp sequence state and its size).
-        self.parked: tuple[ctypes.Array, int] | None = None
-        self.idle_since = time.monotonic()
 
     @property
     def can_infill(self) -> bool:
@@ -102,13 +99,12 @@ class Lane:
         with self.model.lock:
             if not self.tokens:
                 return None
-            state = self.parked or self._copy_out()
+            state = self._copy_out()
             return (bytes(memoryview(state[0])[: state[1]]), list(self.tokens)) if state else None
 
     def state_set(self, data: bytes, tokens: list[int]) -> bool:
         """Replace this sequence's KV cells with parked ones; False (and empty) if they do not fit."""
         with self.model.lock:
-            self.parked = None
             if not self._copy_in((ctypes.c_uint8 * len(data)).from_buffer_copy(data), len(data)):
                 return False
             self.tokens = list(tokens)
@@ -147,11 +143,7 @@ class BatchedModel:
         seqs: int,
         n_ctx: int,
         n_threads: int,
-        park_idle_s: float | None = PARK_IDLE_S,
-        park_bytes: int = 512 << 20,
     ):
-        """`park_idle_s`: park a lane idle this many seconds while others decode (None: never), as
-        long as all parked lanes take at most `park_bytes` of RAM."""
         import llama_cpp
 
         # The Llama object loads the weights and the tokenizer; decoding uses a context of our own
@@ -164,15 +156,12 @@ class BatchedModel:
         params.n_batch = params.n_ubatch = N_BATCH
         params.n_seq_max = seqs
         params.n_threads = params.n_threads_batch = n_threads
-        # One KV cache for all sequences. A stream per sequence makes a lone request cheaper when others
-        # hold cached prompts (9 ms a token instead of 16 with 8 x 400 cells, SmolLM2 Q4_1), but llama.cpp
-        # then splits a step whose lanes bring unequal token counts into several: 8 typing clients
-        # measured p95 1.23-1.28 s that way against 0.78-1.10 s unified (make bench-serving).
-        params.kv_unified = True
-        # Flash attention skips the cells of other sequences that the unified cache masks out: without it
-        # every token attends over all 8 users' prompts. SmolLM2 Q8_0, 8 lanes x 370 cached tokens, one
-        # token each: 50 ms a step without, 32 ms with; a lone token among them 14 ms without, 8 ms with.
-        # The sequential path (`llama_open`) uses it too, so greedy answers match.
+        # A KV stream per sequence: a token attends over its own user's cells only. In one unified cache
+        # it also scanned every other user's (masked out). SmolLM2-135M Q4_1, 2 cores, 8 lanes holding
+        # 370 cached tokens each: a step of one token per lane took 69 ms with streams against 83 ms
+        # unified, a lone token 16 ms against 21 ms (llama-server's own default for --parallel, too).
+        params.kv_unified = False
+        # Flash attention, as in the sequential path (`llama_open`), so greedy answers match.
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
@@ -190,9 +179,10 @@ class BatchedModel:
         self.cond = threading.Condition()
         self.incoming: list[_Task] = []
         self.closing = False
-        self.park_idle_s, self.park_bytes = park_idle_s, park_bytes
-        # park_ms: time the decode thread spent copying cells out and back in (parking, moving, returning)
-        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "parked": 0, "unparked": 0, "park_ms": 0.0}
+        # moves: lanes moved down into a gap between busy streams; move_ms: the decode thread's time
+        # spent copying their cells
+        self._gapped = 0  # steps in a row whose busy streams were in more than one run
+        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "moves": 0, "move_ms": 0.0}
         self._thread = threading.Thread(target=self._loop, daemon=True, name="batch-decode")
         self._thread.start()
 
@@ -237,10 +227,10 @@ class BatchedModel:
                 return
             active += admitted
             try:
-                self._park_idle(active)
                 for task in admitted:
                     self._admit(task)
                 active = self._step(active)
+                self._compact(active)
             except Exception as exc:  # a failed decode fails its requests, not the engine
                 logger.exception("batched decode failed")
                 error = exc if isinstance(exc, EngineError) else EngineError(f"The completion failed: {exc}")
@@ -254,9 +244,6 @@ class BatchedModel:
         import llama_cpp
 
         lane, ids = task.lane, task.gen.ids
-        with self.lock:
-            if lane.parked is not None:
-                self._unpark(lane)
         common = common_prefix(lane.tokens, ids)
         task.gen.cached = common
         keep = min(common, len(ids) - 1)  # the last prompt token is always evaluated: it gives the logits
@@ -291,20 +278,21 @@ class BatchedModel:
             batch.n_tokens = i + 1
             lane.tokens.append(token)
 
-        for task in live:
+        # Slices are only worth their extra calls when other lanes wait for their next token.
+        generating = sum(task.next is not None for task in live)
+        budget = min(PROMPT_CHUNK, N_BATCH - generating) if generating else N_BATCH
+        slices: dict[_Task, list[int]] = {}
+        for task in live:  # the prompt budget goes in arrival order
+            if task.next is None and task.pending and budget > 0:
+                slices[task], task.pending = task.pending[:budget], task.pending[budget:]
+                budget -= len(slices[task])
+        for task in sorted(live, key=lambda t: t.lane.seq):  # in stream order: one pass over the weights
             if task.next is not None:
                 sampled.append((task, batch.n_tokens))
                 add(task.lane, task.next, True)
                 task.next = None
-        # Slices are only worth their extra calls when other lanes wait for their next token.
-        budget = min(PROMPT_CHUNK, N_BATCH - batch.n_tokens) if sampled else N_BATCH
-        for task in live:
-            if not task.pending or budget <= 0:
-                continue
-            take, task.pending = task.pending[:budget], task.pending[budget:]
-            budget -= len(take)
-            for k, token in enumerate(take):
-                last = k == len(take) - 1 and not task.pending
+            for k, token in enumerate(slices.get(task, ())):
+                last = k == len(slices[task]) - 1 and not task.pending
                 if last:
                     sampled.append((task, batch.n_tokens))
                 add(task.lane, token, last)
@@ -342,61 +330,41 @@ class BatchedModel:
 
         with self.lock:
             llama_cpp.llama_memory_seq_rm(self.mem, lane.seq, -1, -1)
-            lane.parked = None
             lane.tokens = []
 
-    def _park_idle(self, active: list[_Task]) -> None:
-        """Park the lanes idle for `park_idle_s`; then move the busy lanes' cells down into the room.
-
-        llama.cpp places new cells from the lowest free one once the cache is mostly empty below its
-        head, so a busy lane that is parked and restored at once ends up in the cells just freed.
-        """
-        if self.park_idle_s is None or self.park_bytes <= 0:
-            return
+    def _compact(self, active: list[_Task]) -> None:
+        """Close a gap between busy streams that has lasted `GAP_STEPS` steps: the lane on the highest
+        busy stream changes places with the idle lane on the lowest free one (mid-answer or not, each
+        keeping its own cells). A burst of requests fills its gaps by itself within a step or two, so
+        only a gap that stays (a few users on scattered slots) pays for the copy."""
         busy = {task.lane.seq for task in active}
-        now = time.monotonic()
-        idle = [
-            lane for lane in self.lanes if lane.seq not in busy and now - lane.idle_since >= self.park_idle_s
-        ]
-        with self.lock:
-            freed = [lane for lane in idle if lane.parked is None and lane.tokens and self._park(lane)]
-            if not freed:
-                return
-            for task in active:
-                lane = task.lane
-                if lane.parked is None and lane.tokens and self._park(lane):
-                    self._unpark(lane)
+        gapped = sum(seq - 1 not in busy for seq in busy) > 1
+        self._gapped = self._gapped + 1 if gapped else 0
+        if self._gapped < GAP_STEPS:
+            return
+        self._gapped = 0
+        free = min(seq for seq in range(len(self.lanes)) if seq not in busy)
+        top = max(active, key=lambda task: task.lane.seq).lane
+        self._swap(top, next(lane for lane in self.lanes if lane.seq == free))
 
-    def _park(self, lane: Lane) -> bool:
-        """Copy `lane`'s cells to RAM and free them (the lock held). False: left as it was."""
+    def _swap(self, lane: Lane, other: Lane) -> None:
+        """Exchange two lanes' streams, cells and all (a lane whose cells do not fit starts empty)."""
         import llama_cpp
 
-        size = llama_cpp.llama_state_seq_get_size(self.ctx, lane.seq)
-        if size + sum(other.parked[1] for other in self.lanes if other.parked) > self.park_bytes:
-            return False
         started = time.monotonic()
-        lane.parked = lane._copy_out(size)
-        self._copy_time(started)
-        if lane.parked is None:
-            return False
-        llama_cpp.llama_memory_seq_rm(self.mem, lane.seq, -1, -1)
-        self.stats["parked"] += 1
-        return True
-
-    def _unpark(self, lane: Lane) -> None:
-        """Copy a parked lane's cells back (the lock held); if they no longer fit it starts empty."""
-        (buf, written), lane.parked = lane.parked, None
-        started = time.monotonic()
-        if lane._copy_in(buf, written):
-            self.stats["unparked"] += 1
-        self._copy_time(started)
-
-    def _copy_time(self, started: float) -> None:
-        """Count a copy out or back in as the decode thread's time lost to parking (`park_ms`)."""
-        self.stats["park_ms"] += (time.monotonic() - started) * 1000
+        with self.lock:
+            states = [(each, each._copy_out() if each.tokens else None) for each in (lane, other)]
+            for each in (lane, other):
+                llama_cpp.llama_memory_seq_rm(self.mem, each.seq, -1, -1)
+            lane.seq, other.seq = other.seq, lane.seq
+            for each, state in states:
+                if state is None or not each._copy_in(*state):
+                    each.tokens = []
+        self.stats["moves"] += 1
+        self.stats["move_ms"] += (time.monotonic() - started) * 1000
 
     @staticmethod
     def _finish(task: _Task, error: Exception | None = None) -> None:
-        task.gen.ended = task.lane.idle_since = time.monotonic()
+        task.gen.ended = time.monotonic()
         task.error = error
         task.done.set()

@@ -50,7 +50,6 @@ def pool_load(served: ServedModel, *, slots: int, n_ctx: int, n_threads: int, kv
             seqs=slots,
             n_ctx=n_ctx,
             n_threads=n_threads,
-            park_bytes=kv_cache_mb << 20,
         )
     except (ValueError, RuntimeError) as exc:
         raise EngineError(f"llama.cpp could not load {served.gguf_path}: {exc}") from exc
