@@ -393,6 +393,6 @@ HEARTH_DEFERRED_WRITES = _env_bool("DEFERRED_WRITES", True)
 # write per request, 4.2 at 1 s and 3.0 at 5 s. Another web process sees these requests that much later:
 # across processes, the rate limit may let through what the others served in that time.
 HEARTH_USAGE_FLUSH_S = float(_env("USAGE_FLUSH_S", "5"))
-# RAM for prompt caches parked off llama.cpp's KV cache (0 = off): users' caches while their slot
-# serves someone else, and, as much again at most, the cells of slots idle for half a second.
+# RAM for prompt caches parked off llama.cpp's KV cache (0 = off): the caches of users whose slot
+# serves someone else, for when the users outnumber the slots.
 HEARTH_ENGINE_KV_CACHE_MB = int(_env("ENGINE_KV_CACHE_MB", "512"))

@@ -11,11 +11,13 @@ pieces meanwhile). Which job goes where:
 - **Supersede.** Each user (API token) has at most one live job. A newer job from the same user
   cancels the older one (between two tokens if it is running) and takes its place in the queue,
   so a fast typist neither jumps the queue nor loses their turn; other users are served in order.
-- **Cache affinity.** A worker prefers the job of a user whose previous request ran on its slot
-  (that slot's KV cache holds the user's prompt, so only the new keystrokes are evaluated). It
-  takes any other job only when that job's own slot is busy or unknown, and it always takes the
-  oldest job once that has waited `max_wait_s`, so affinity never starves anyone. When a slot
-  does change user, `switch` parks the leaving user's cache and restores the arriving one's.
+- **Cache affinity.** A worker prefers the job of a user whose cache its slot holds (the user's
+  previous request ran there and nobody's since, so only the new keystrokes are evaluated). It
+  takes any other job only when that job's own slot is busy or gone to someone else, and it always
+  takes the oldest job once that has waited `max_wait_s`, so affinity never starves anyone. A job
+  with no slot of its own goes first to a slot holding nobody's cache, then to the one used least
+  recently, so it does not evict a cache whose user is about to come back. When a slot does change
+  user, `switch` parks the leaving user's cache and restores the arriving one's.
 - **Hot swap.** `swap()` installs a freshly loaded model; jobs dispatched from then on run on it,
   jobs already running finish on the old one, which is then closed. No job fails.
 """
@@ -100,6 +102,7 @@ class Scheduler:
         self.latest: dict[str, Job] = {}
         self.affinity: dict[str, int] = {}
         self.running: list[tuple[Pool, Job] | None] = [None] * slots
+        self.used_at = [0.0] * slots  # when each slot last finished a job
         self.stats = {"requests": 0, "superseded": 0, "cache_affine": 0}
         self.closed = False
         self._workers = [
@@ -219,13 +222,20 @@ class Scheduler:
 
     # ------------------------------------------------------------ working
 
+    def _home(self, job: Job) -> int | None:
+        """The slot holding `job`'s user's cache, if any (the user's last slot, not taken since)."""
+        home = self.affinity.get(job.user) if job.user else None
+        if home is None or home >= self.n or self.pool is None or self.pool.owners[home] != job.user:
+            return None
+        return home
+
     def _pick(self, i: int) -> Job | None:
         # Cache affinity may reorder the queue, but never past a job that has waited too long.
         if self.queue and time.monotonic() - self.queue[0].enqueued_at > self.max_wait_s:
             return self.queue[0]
         fallback = None
         for job in self.queue:
-            home = self.affinity.get(job.user) if job.user else None
+            home = self._home(job)
             if home == i:
                 self.stats["cache_affine"] += 1
                 return job
@@ -248,7 +258,10 @@ class Scheduler:
         """Hand queued jobs to free slots, waking only the thread that will run each (lock held)."""
         if self.pool is None or self.closed:
             return
-        for i in range(self.n):
+        owners = self.pool.owners
+        # Slots holding nobody's cache first, then the least recently used: what a job with no slot
+        # of its own takes there evicts the cache least likely to be wanted back.
+        for i in sorted(range(self.n), key=lambda i: (owners[i] is not None, self.used_at[i])):
             if not self.queue:
                 return
             if self.running[i] is not None:
@@ -300,6 +313,7 @@ class Scheduler:
         finally:
             with self.lock:
                 self.running[i] = None
+                self.used_at[i] = time.monotonic()
                 if job.user:
                     self.affinity[job.user] = i
                     if self.latest.get(job.user) is job:

@@ -85,6 +85,20 @@ def test_a_user_goes_back_to_the_slot_holding_their_cache():
     s.close()
 
 
+def test_a_new_user_takes_a_slot_holding_no_cache_before_evicting_someone_elses():
+    s = Scheduler(slots=3, run=_run)
+    s.swap(_pool("m", 3))
+    alice = s.wait(s.submit(Job(user="alice", body={"steps": 1})))["slot"]
+    bob = s.wait(s.submit(Job(user="bob", body={"steps": 1})))["slot"]
+    carol = s.wait(s.submit(Job(user="carol", body={"steps": 1})))["slot"]
+    assert len({alice, bob, carol}) == 3  # each opened on a slot of their own
+    dave = s.wait(s.submit(Job(user="dave", body={"steps": 1})))["slot"]
+    assert dave == alice  # no empty slot left: the least recently used one
+    # Alice's slot is Dave's now: she has no slot of her own and does not take his back from him.
+    assert s.wait(s.submit(Job(user="alice", body={"steps": 1})))["slot"] == bob
+    s.close()
+
+
 def test_hot_swap_under_load_fails_nothing_and_closes_the_old_model():
     s = Scheduler(slots=2, run=_run)
     old = _pool("old", 2)
