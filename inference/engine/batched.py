@@ -344,24 +344,33 @@ class BatchedModel:
             return
         self._gapped = 0
         free = min(seq for seq in range(len(self.lanes)) if seq not in busy)
-        top = max(active, key=lambda task: task.lane.seq).lane
-        self._swap(top, next(lane for lane in self.lanes if lane.seq == free))
+        top = max(active, key=lambda task: task.lane.seq)
+        if not self._swap(top.lane, next(lane for lane in self.lanes if lane.seq == free)):
+            active.remove(top)
+            self._finish(top, EngineError("The completion lost its KV cache while it moved; send it again."))
 
-    def _swap(self, lane: Lane, other: Lane) -> None:
-        """Exchange two lanes' streams, cells and all (a lane whose cells do not fit starts empty)."""
+    def _swap(self, lane: Lane, other: Lane) -> bool:
+        """Exchange two lanes' streams, cells and all; False if `lane` came out without its cells.
+
+        Nothing changes when either copy cannot be taken; an idle lane whose cells do not go back in
+        starts empty (its user's next prompt is evaluated cold)."""
         import llama_cpp
 
         started = time.monotonic()
         with self.lock:
             states = [(each, each._copy_out() if each.tokens else None) for each in (lane, other)]
+            if any(each.tokens and state is None for each, state in states):
+                return True
             for each in (lane, other):
                 llama_cpp.llama_memory_seq_rm(self.mem, each.seq, -1, -1)
             lane.seq, other.seq = other.seq, lane.seq
             for each, state in states:
                 if state is None or not each._copy_in(*state):
                     each.tokens = []
+            kept = bool(lane.tokens) or states[0][1] is None
         self.stats["moves"] += 1
         self.stats["move_ms"] += (time.monotonic() - started) * 1000
+        return kept
 
     @staticmethod
     def _finish(task: _Task, error: Exception | None = None) -> None:

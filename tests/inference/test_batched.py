@@ -204,7 +204,9 @@ def _while_generating(model, lane_index: int, then):
 
     def run():
         out["result"] = model.lanes[lane_index].complete(
-            "def loop():\n    while True:\n        ", options=SamplingOptions(max_tokens=40), on_token=on_token
+            "def loop():\n    while True:\n        ",
+            options=SamplingOptions(max_tokens=40),
+            on_token=on_token,
         )
 
     thread = threading.Thread(target=run)
@@ -235,6 +237,30 @@ def test_a_gap_between_busy_streams_is_closed_mid_answer_and_both_caches_survive
     again = idle.complete(idle_text + "delta", options=options)
     assert again.cached_tokens >= again.prompt_tokens - 8
     assert again.text == sequential.complete(idle_text + "delta", options=options).text
+
+
+def test_a_lane_whose_cells_do_not_come_back_fails_its_answer_instead_of_garbling_it(
+    batched, sequential, monkeypatch
+):
+    from appliance.errors import EngineError
+    from inference.engine.batched import Lane
+
+    mover = batched.lanes[2]
+    mover.complete("x = 1\n", options=SamplingOptions(max_tokens=2))
+    monkeypatch.setattr(Lane, "_copy_in", lambda self, buf, length: False)
+
+    def start_mover():
+        with pytest.raises(EngineError, match="lost its KV cache"):
+            mover.complete("def g(y):\n    return y", options=SamplingOptions(max_tokens=16))
+        return True
+
+    other, raised = _while_generating(batched, 0, start_mover)
+    assert raised and batched.stats["moves"] == 1 and mover.tokens == []
+    # The lane that was not moved answered as if nothing had happened.
+    expected = sequential.complete(
+        "def loop():\n    while True:\n        ", options=SamplingOptions(max_tokens=40)
+    )
+    assert other.text == expected.text
 
 
 def test_a_step_puts_its_tokens_in_stream_order(batched, monkeypatch):
