@@ -24,8 +24,9 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
   replica_failover_failed_requests (goal 0), and the p95 of the requests after the kill.
 - llama-server: llama.cpp's own server, built from the source llama-cpp-python compiled
   (`benchmarks/llama_server.py`, cached), on the same GGUF, threads, slots, context, KV layout (a
-  stream per slot, llama-server's default for --parallel) and flash attention, in phases alternating with Hearth: serving_vs_llama_server_single_p50 (one client,
-  goal <= 1.05), serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Eight developers
+  stream per slot, llama-server's default for --parallel) and flash attention, in phases
+  alternating with Hearth: serving_vs_llama_server_single_p50 (one client, goal <= 1.05),
+  serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Eight developers
   a side (one typing alone, then all eight) keep typing their own files through 12 short phases
   (`--yardstick-phases`, `--yardstick-rounds`), so both sides see the same drift of the machine;
   each phase's pair of p50s is printed as a ratio, and so are the engine's decode steps in the
@@ -500,7 +501,8 @@ def llama_server_series(b: Bench) -> list[str]:
     """The typing load on Hearth and on llama.cpp's own server, in alternating phases.
 
     Both serve the same GGUF with the same threads, slots, context per slot, a KV stream per slot
-    (llama-server's default with --parallel) and flash attention; the clients send the same prompts to the same OpenAI completions body.
+    (llama-server's default with --parallel) and flash attention; the clients send the same prompts
+    to the same OpenAI completions body.
     Returns the failed requests' errors."""
     import requests
     from django.conf import settings

@@ -225,9 +225,7 @@ class Scheduler:
     def _home(self, job: Job) -> int | None:
         """The slot holding `job`'s user's cache, if any (the user's last slot, not taken since)."""
         home = self.affinity.get(job.user) if job.user else None
-        if home is None or home >= self.n or self.pool is None or self.pool.owners[home] != job.user:
-            return None
-        return home
+        return home if home is not None and self.pool.owners[home] == job.user else None
 
     def _pick(self, i: int) -> Job | None:
         # Cache affinity may reorder the queue, but never past a job that has waited too long.
@@ -249,7 +247,7 @@ class Scheduler:
         A home slot busy with the same user's superseded job frees within one token, so waiting
         for it beats evaluating the whole prompt cold elsewhere.
         """
-        if home is None or home >= self.n:
+        if home is None:
             return True
         running = self.running[home]
         return running is not None and running[1].user != job.user

@@ -117,7 +117,7 @@ def test_a_lane_reuses_its_cache_and_answers_as_if_cold(sequential, batched):
     text = "".join(f"alpha_{i} = {i}\n" for i in range(30))
     lane.complete(text, options=SamplingOptions(max_tokens=4))
     again = lane.complete(text + "beta", options=SamplingOptions(max_tokens=8))
-    assert again.cached_tokens >= again.prompt_tokens - 8
+    assert again.cached_tokens >= again.prompt_tokens - 3
     assert again.text == sequential.complete(text + "beta", options=SamplingOptions(max_tokens=8)).text
     # Another lane's work does not disturb this lane's cells.
     batched.lanes[2].complete("def other():\n    ", options=SamplingOptions(max_tokens=8))
