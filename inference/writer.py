@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_WAIT_S = 0.02
 EXIT_FLUSH_S = 5.0
+WAIT_MAX_S = 3600.0
 
 
 class DeferredWriter:
@@ -75,8 +76,12 @@ class DeferredWriter:
         while True:
             with self._cond:
                 while not self._due():
+                    # At most WAIT_MAX_S at a time: a huge HEARTH_USAGE_FLUSH_S is a long wait, not
+                    # an OverflowError that ends this thread and every write after it.
                     self._cond.wait(
-                        timeout=max(0.0, self._queue[0][0] - time.monotonic()) if self._queue else None
+                        timeout=min(WAIT_MAX_S, max(0.0, self._queue[0][0] - time.monotonic()))
+                        if self._queue
+                        else None
                     )
             time.sleep(BATCH_WAIT_S)  # let a burst of requests share one commit
             with self._cond:

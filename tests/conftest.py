@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -101,13 +102,24 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 
 
 @pytest.fixture(autouse=True)
-def _auth_cache_empty():
-    """Tokens and failure counts a web process keeps belong to the test database they came from."""
-    from inference.auth import auth_cache_clear
+def _auth_cache_empty(monkeypatch):
+    """Tokens, failure and usage counts a web process keeps belong to the test database they came
+    from. A test's requests fall in one rate window (a minute of the wall clock) whenever it runs: a
+    test that crossed a minute's end counted its requests in two windows."""
+    import types
 
-    auth_cache_clear()
+    from inference import auth
+
+    def clear():
+        auth.auth_cache_clear()
+        with auth._pending_lock:
+            auth._pending.clear()
+
+    clock = types.SimpleNamespace(time=lambda: 60 * 29_000_000 + 30.0, monotonic=time.monotonic)
+    monkeypatch.setattr(auth, "time", clock)
+    clear()
     yield
-    auth_cache_clear()
+    clear()
 
 
 @pytest.fixture(autouse=True)

@@ -103,7 +103,9 @@ def test_one_usage_write_covers_a_typists_keystrokes(settings):
     from inference.writer import deferred_flush, writer
 
     settings.HEARTH_DEFERRED_WRITES = True
-    settings.HEARTH_USAGE_FLUSH_S = 30  # nothing is due until flushed
+    # A delayed write is due at the next multiple of its delay on the monotonic clock; with a delay
+    # of 30 s a run that crossed such a boundary wrote early. Nothing is due here until flushed.
+    settings.HEARTH_USAGE_FLUSH_S = 1e12
     settings.HEARTH_RATE_LIMIT = 0
     token, raw = token_create(username="ada")
     assert deferred_flush()
@@ -143,3 +145,17 @@ def test_a_process_that_exits_writes_what_was_waiting(tmp_path):
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], env=env, cwd=root, check=True, timeout=60)
     assert mark.read_text() == "ok"
+
+
+@pytest.mark.django_db(transaction=True)  # the writer commits on its own connection
+def test_a_huge_flush_interval_is_a_long_wait_not_a_dead_writer(settings):
+    """HEARTH_USAGE_FLUSH_S past what a thread can wait for (an operator's 1e12) once raised
+    OverflowError in the writer thread, which died with every write queued behind it."""
+    from inference.writer import DeferredWriter
+
+    settings.HEARTH_DEFERRED_WRITES = True
+    writer, done = DeferredWriter(), []
+    writer.submit(lambda: done.append(1), delay_s=1e12)
+    time.sleep(0.2)  # the thread is waiting for the write's turn
+    assert writer._thread.is_alive()
+    assert writer.flush(timeout=5) and done == [1]
