@@ -49,6 +49,7 @@ TIE_LOGITS = 0.05  # two best logits closer than this: kernel-order rounding may
 def _equal_but_for_a_tie(completer, prompt: str, max_tokens: int, batched_steps: list[str]) -> None:
     """`batched_steps` (the text after each token of a batched greedy run) equals the sequential
     greedy run step by step, or first parts from it where the sequential top two logits tie."""
+    import llama_cpp
     import numpy as np
 
     gen = completer.prepare(
@@ -59,7 +60,12 @@ def _equal_but_for_a_tie(completer, prompt: str, max_tokens: int, batched_steps:
     llm.eval(gen.ids)
     steps, gaps = [], []
     while True:
-        scores = gen.mask(np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32))
+        # The last token's logits from llama.cpp itself: `Llama.scores` is only written with
+        # logits_all, and read without it held whatever that memory held before (zeros: every
+        # mismatch passed as a tie; freed memory: NaN).
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        scores = gen.mask(np.array(logits, dtype=np.float32))
+        assert np.isfinite(scores).any()
         top = np.sort(scores)[-2:]
         token = int(np.argmax(scores))
         gaps.append(float(top[1] - top[0]))
