@@ -380,6 +380,12 @@ if HEARTH_ENGINE_OMP_SPINCOUNT and not HEARTH_ENGINE_OMP_SPINCOUNT.isdigit():
         f"HEARTH_ENGINE_OMP_SPINCOUNT={HEARTH_ENGINE_OMP_SPINCOUNT!r}: write a number of spin rounds, or nothing."
     )
 HEARTH_ENGINE_POLL_S = float(_env("ENGINE_POLL_S", "2"))
+# llama.cpp's flash-attention kernels in every context Hearth opens (serving, evaluation, export checks:
+# one choice, so they decode alike). Off by default: with a KV stream per slot, a CPU decodes faster
+# without them. SmolLM2-135M Q4_1, 2 cores, 840 cached tokens a lane: a lone token 14.4 ms off against
+# 22.5 ms on, a step of 8 lanes 66 ms against 118 ms; a 500-token prompt slice is about 10% slower off.
+# They paid under the earlier unified KV cache, where they skip the other users' masked cells.
+HEARTH_FLASH_ATTENTION = _env_bool("FLASH_ATTENTION", False)
 HEARTH_RATE_LIMIT = int(_env("RATE_LIMIT", "600"))
 HEARTH_POLICY_CACHE_S = float(_env("POLICY_CACHE_S", "5"))
 # Seconds a web process keeps a token that authenticated, and an address's failure count (0: none).

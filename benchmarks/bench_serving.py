@@ -24,7 +24,7 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
   replica_failover_failed_requests (goal 0), and the p95 of the requests after the kill.
 - llama-server: llama.cpp's own server, built from the source llama-cpp-python compiled
   (`benchmarks/llama_server.py`, cached), on the same GGUF, threads, slots, context, KV layout (a
-  stream per slot, llama-server's default for --parallel) and flash attention, in phases
+  stream per slot, llama-server's default for --parallel) and attention kernels, in phases
   alternating with Hearth: serving_vs_llama_server_single_p50 (one client, goal <= 1.05),
   serving_vs_llama_server_p50 and _p95 (8 clients, goal <= 1.0). Eight developers
   a side (one typing alone, then all eight) keep typing their own files through 12 short phases
@@ -290,7 +290,7 @@ def gateway_vs_direct_series(b: Bench, session) -> None:
     from appliance.llm.runtime import llama_open
 
     args = b.args
-    # The same kernels as the engine (flash attention): the ratio is the gateway's cost alone.
+    # The same kernels as the engine (HEARTH_FLASH_ATTENTION): the ratio is the gateway's cost alone.
     llm = llama_open(b.base.gguf_path, n_ctx=args.ctx, n_threads=args.threads, seed=0)
     # Warm both paths: every gunicorn thread opens its own database and engine connections.
     for i in range(24):
@@ -501,13 +501,15 @@ def llama_server_series(b: Bench) -> list[str]:
     """The typing load on Hearth and on llama.cpp's own server, in alternating phases.
 
     Both serve the same GGUF with the same threads, slots, context per slot, a KV stream per slot
-    (llama-server's default with --parallel) and flash attention; the clients send the same prompts
+    (llama-server's default with --parallel) and attention kernels (flash attention on or off as
+    HEARTH_FLASH_ATTENTION says); the clients send the same prompts
     to the same OpenAI completions body.
     Returns the failed requests' errors."""
     import requests
     from django.conf import settings
     from llama_server import BuildError, llama_server_binary
 
+    from appliance.llm.runtime import flash_attention
     from appliance.processes import wait_http
 
     args = b.args
@@ -522,7 +524,7 @@ def llama_server_series(b: Bench) -> list[str]:
         str(binary),
         *("--model", b.base.gguf_path, "--host", "127.0.0.1", "--port", str(port)),
         *("--ctx-size", str(args.ctx * slots), "--parallel", str(slots)),
-        *("--cont-batching", "--flash-attn", "on", "--no-webui", "--metrics"),
+        *("--cont-batching", "--flash-attn", "on" if flash_attention() else "off", "--no-webui", "--metrics"),
         *("--threads", str(args.threads), "--threads-batch", str(args.threads)),
     ]
     log = (b.env["home"] / "llama-server.log").open("ab")
@@ -828,6 +830,7 @@ def main() -> int:
                 "max_tokens": args.max_tokens,
                 "prompt_chars": args.prompt_chars,
                 "cores": os.cpu_count(),
+                "flash_attention": settings.HEARTH_FLASH_ATTENTION,
             },
             None,
         )

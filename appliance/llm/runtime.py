@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 
+def flash_attention() -> bool:
+    """Whether Hearth's llama.cpp contexts use flash attention (HEARTH_FLASH_ATTENTION, off unless
+    set): one choice for every context, so that evaluation, export checks and serving decode alike."""
+    from django.conf import settings
+
+    return bool(settings.configured and getattr(settings, "HEARTH_FLASH_ATTENTION", False))
+
+
 def llama_open(path, **options):
-    """A `llama_cpp.Llama` on `path` with the attention kernels the engine serves with (flash
-    attention), so that evaluation, export checks and serving decode alike."""
+    """A `llama_cpp.Llama` on `path` with the attention kernels the engine serves with
+    (`flash_attention`), so that evaluation, export checks and serving decode alike."""
     from llama_cpp import Llama
 
-    return Llama(model_path=str(path), flash_attn=True, verbose=False, **options)
+    return Llama(model_path=str(path), flash_attn=flash_attention(), verbose=False, **options)
 
 
 def llama_amx_built() -> bool:

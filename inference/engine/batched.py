@@ -27,7 +27,7 @@ import numpy as np
 
 from appliance.errors import EngineError
 from appliance.llm.prompt import Completer
-from appliance.llm.runtime import llama_open
+from appliance.llm.runtime import flash_attention, llama_open
 from appliance.llm.sampling import CompletionResult, Generation, SamplingOptions, common_prefix
 
 logger = logging.getLogger(__name__)
@@ -161,8 +161,12 @@ class BatchedModel:
         # 370 cached tokens each: a step of one token per lane took 69 ms with streams against 83 ms
         # unified, a lone token 16 ms against 21 ms (llama-server's own default for --parallel, too).
         params.kv_unified = False
-        # Flash attention, as in the sequential path (`llama_open`), so greedy answers match.
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        # The attention kernels of the sequential path (`llama_open`), so greedy answers match.
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash_attention()
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         params.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
         if not self.ctx:

@@ -118,6 +118,43 @@ def test_greedy_batched_answers_equal_the_sequential_path(sequential, batched):
     assert batched.stats["steps"] < sum(r.completion_tokens for r in got)
 
 
+@pytest.mark.parametrize("on", [False, True], ids=["flash-off", "flash-on"])
+def test_the_flash_attention_setting_sets_both_paths_kernels(micro_base, settings, monkeypatch, on):
+    """HEARTH_FLASH_ATTENTION picks the attention kernels of every llama.cpp context Hearth opens
+    (the sequential path evaluation uses, the engine's batched context), and both answer alike."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    from appliance.llm.fim import fim_format_get
+    from appliance.llm.prompt import Completer
+    from appliance.llm.runtime import llama_open
+    from inference.engine.batched import BatchedModel
+
+    settings.HEARTH_FLASH_ATTENTION = on
+    kinds, init = [], low.llama_init_from_model
+
+    def spy(model, params):
+        kinds.append(params.flash_attn_type)
+        return init(model, params)
+
+    monkeypatch.setattr(low, "llama_init_from_model", spy)  # Llama's own contexts
+    monkeypatch.setattr(llama_cpp, "llama_init_from_model", spy)  # the engine's batched context
+    fim = fim_format_get(micro_base.fim_format)
+    llm = llama_open(micro_base.gguf_path, n_ctx=512, n_threads=1, seed=0)
+    model = BatchedModel(micro_base.gguf_path, fim, seqs=2, n_ctx=512, n_threads=1)
+    try:
+        want = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if on else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        assert len(kinds) == 3 and set(kinds) == {want}
+        sequential = Completer(llm, fim)
+        for prompt, suffix, options in PROMPTS[:3]:
+            options = SamplingOptions(**{"max_tokens": 12, **options})
+            have = model.lanes[0].complete(prompt, suffix, options=options)
+            assert have.text == sequential.complete(prompt, suffix, options=options).text
+    finally:
+        model.close()
+        llm.close()
+
+
 def test_a_lane_reuses_its_cache_and_answers_as_if_cold(sequential, batched):
     lane = batched.lanes[1]
     text = "".join(f"alpha_{i} = {i}\n" for i in range(30))
