@@ -64,8 +64,12 @@ class Completer:
         return cache[remaining]
 
     def piece(self, token: int) -> bytes:
-        """The text of one token (special tokens render as nothing)."""
-        return self.llm.detokenize([token], special=False)
+        """The text of one token (special tokens render as nothing), detokenized once per token."""
+        cache = self.__dict__.setdefault("_piece_cache", {})
+        text = cache.get(token)
+        if text is None:
+            text = cache[token] = self.llm.detokenize([token], special=False)
+        return text
 
     def _vocab_pieces(self) -> list[bytes]:
         if self._pieces is None:

@@ -122,7 +122,7 @@ class Generation:
         """
         scores = self.mask(logits)
         if self.temperature <= 0:
-            return int(np.argmax(scores))
+            return int(scores.argmax())
         scores = scores.astype(np.float64)
         order = np.argsort(-scores)
         ranked = scores[order]

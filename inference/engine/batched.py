@@ -177,6 +177,7 @@ class BatchedModel:
         self.mem = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
         self.n_vocab = self.llm.n_vocab()
+        self._logit_views: dict[int, np.ndarray] = {}  # output buffer address -> logits view
         self.lanes = [Lane(self, i) for i in range(seqs)]
         self.rng = np.random.default_rng()
         self.lock = threading.Lock()  # held while the context is in use (a decode, a state copy)
@@ -315,9 +316,7 @@ class BatchedModel:
             (time.monotonic() - started) * 1000,
         )
         for task, index in sampled:
-            logits = np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,)
-            )
+            logits = self._logits(index)
             try:
                 token = task.gen.sample(logits, self.rng)
                 if task.gen.accept(token):
@@ -328,6 +327,20 @@ class BatchedModel:
                 logger.exception("completion failed on slot %d", task.lane.seq)
                 self._finish(task, EngineError(f"The completion failed: {exc}"))
         return [task for task in live if not task.done.is_set()]
+
+    def _logits(self, index: int) -> np.ndarray:
+        """Batch token `index`'s logits, read in place: a view of llama.cpp's output buffer, made once
+        per address (a new view each step cost about as much as the sampling itself)."""
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self.ctx, index)
+        address = ctypes.cast(pointer, ctypes.c_void_p).value
+        view = self._logit_views.get(address)
+        if view is None:
+            if len(self._logit_views) >= 4 * N_BATCH:  # the buffer moved often: start again
+                self._logit_views.clear()
+            view = self._logit_views[address] = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        return view
 
     def _forget(self, lane: Lane) -> None:
         import llama_cpp
