@@ -382,8 +382,8 @@ if HEARTH_ENGINE_OMP_SPINCOUNT and not HEARTH_ENGINE_OMP_SPINCOUNT.isdigit():
 HEARTH_ENGINE_POLL_S = float(_env("ENGINE_POLL_S", "2"))
 # llama.cpp's flash-attention kernels in every context Hearth opens (serving, evaluation, export checks:
 # one choice, so they decode alike). Off by default: with a KV stream per slot, a CPU decodes faster
-# without them. SmolLM2-135M Q4_1, 2 cores, 840 cached tokens a lane: a lone token 14.4 ms off against
-# 22.5 ms on, a step of 8 lanes 66 ms against 118 ms; a 500-token prompt slice is about 10% slower off.
+# without them. SmolLM2-135M Q4_1, 2 cores, 840 cached tokens a lane: a lone token 14.4-14.5 ms off against
+# 22.2-22.9 ms on, a step of 8 lanes 66 ms against 116-120 ms; 500-token prompt slices are about 10% slower off.
 # They paid under the earlier unified KV cache, where they skip the other users' masked cells.
 HEARTH_FLASH_ATTENTION = _env_bool("FLASH_ATTENTION", False)
 HEARTH_RATE_LIMIT = int(_env("RATE_LIMIT", "600"))

@@ -808,6 +808,7 @@ def main() -> int:
     import requests
     from django.conf import settings
 
+    from appliance.llm.runtime import flash_attention
     from appliance.processes import Services, engine_wait, wait_http
     from inference.auth import token_create
 
@@ -830,7 +831,7 @@ def main() -> int:
                 "max_tokens": args.max_tokens,
                 "prompt_chars": args.prompt_chars,
                 "cores": os.cpu_count(),
-                "flash_attention": settings.HEARTH_FLASH_ATTENTION,
+                "flash_attention": flash_attention(),
             },
             None,
         )

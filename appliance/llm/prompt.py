@@ -64,12 +64,9 @@ class Completer:
         return cache[remaining]
 
     def piece(self, token: int) -> bytes:
-        """The text of one token (special tokens render as nothing), detokenized once per token."""
-        cache = self.__dict__.setdefault("_piece_cache", {})
-        text = cache.get(token)
-        if text is None:
-            text = cache[token] = self.llm.detokenize([token], special=False)
-        return text
+        """The text of one token (special tokens render as nothing), from the vocabulary's table that
+        token healing uses too (built once, about 0.1 s for 49,152 tokens)."""
+        return self._vocab_pieces()[token]
 
     def _vocab_pieces(self) -> list[bytes]:
         if self._pieces is None:

@@ -8,7 +8,7 @@ def flash_attention() -> bool:
     set): one choice for every context, so that evaluation, export checks and serving decode alike."""
     from django.conf import settings
 
-    return bool(settings.configured and getattr(settings, "HEARTH_FLASH_ATTENTION", False))
+    return settings.configured and settings.HEARTH_FLASH_ATTENTION
 
 
 def llama_open(path, **options):
