@@ -217,14 +217,24 @@ class DatasetPreview:
 
     report: dict  # the builder's report (kept and left-out files by reason, tokens, secrets scrubbed)
     rejected: str  # why the builder would refuse it ("" when usable)
-    steps: int
+    train_tokens: int  # counted with the base's own tokenizer on the samples the run will build
+    steps: int  # the optimizer steps the run will take (one process)
     tokens_per_step: int
     tokens_per_s: float | None  # measured on the last finished run of the same base, if any
     speed_from: str  # where tokens_per_s comes from, in words
+    after_s: float | None = None  # export and evaluation after training, from the last measured version
+    after_from: str = ""
 
     @property
     def estimate_s(self) -> float | None:
         return self.steps * self.tokens_per_step / self.tokens_per_s if self.tokens_per_s else None
+
+    @property
+    def total_s(self) -> float | None:
+        """Training plus export and evaluation, when both have been measured."""
+        if self.estimate_s is None or self.after_s is None:
+            return None
+        return self.estimate_s + self.after_s
 
 
 def dataset_preview(
@@ -238,13 +248,14 @@ def dataset_preview(
     from the speed of the last finished run of `base`."""
     import tempfile
 
-    from trainer.datasets.builder import DatasetRejected, dataset_build_files
+    from trainer.datasets.builder import DatasetRejected, dataset_build_files, dataset_files_read
     from trainer.datasets.services import dataset_options_effective, repository_sources
+    from trainer.training.plan import after_training_s, training_tokens
 
     not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
     if not repositories or not_ready:
         raise PipelineError(f"Repositories not synced yet: {', '.join(not_ready) or 'none chosen'}.")
-    rejected = ""
+    rejected, train_tokens = "", 0
     with tempfile.TemporaryDirectory(dir=paths.private_tmp_dir(), prefix="preview-") as tmp:
         try:
             result = dataset_build_files(
@@ -254,6 +265,10 @@ def dataset_preview(
             )
         except DatasetRejected as exc:
             result, rejected = exc.result, str(exc)
+        if not rejected:
+            train_tokens = training_tokens(
+                hf_path=base.hf_path, train_files=dataset_files_read(Path(tmp), "train"), settings=settings
+            )
     last = (
         TrainingRun.objects.filter(base=base, status=TrainingRun.Status.SUCCEEDED)
         .exclude(summary={})
@@ -261,13 +276,17 @@ def dataset_preview(
         .first()
     )
     speed = float(last.summary.get("tokens_per_s") or 0) if last else 0.0
+    after_s, after_from = after_training_s(base)
     return DatasetPreview(
         report=result.report(),
         rejected=rejected,
-        steps=settings.steps_for(max(1, result.train_tokens)),
+        train_tokens=train_tokens,
+        steps=settings.steps_for(max(1, train_tokens)),
         tokens_per_step=settings.tokens_per_step,
         tokens_per_s=speed or None,
         speed_from=f"run {last.pk} of {base.slug}" if speed else f"no finished run of {base.slug} yet",
+        after_s=after_s,
+        after_from=after_from,
     )
 
 

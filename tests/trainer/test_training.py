@@ -16,13 +16,13 @@ CODE = "import os\n\n\ndef main(argv):\n    path = os.path.join(argv[0], 'x')\n 
 
 
 def test_settings_validate_with_readable_message():
-    with pytest.raises(TrainingError, match="rank and alpha"):
+    with pytest.raises(TrainingError, match="Rank must be between 1 and 1024"):
         LoraSettings(rank=0)
     with pytest.raises(TrainingError, match="Unknown training settings: bogus"):
         LoraSettings.from_dict({"bogus": 1})
     assert LoraSettings(preset="quick").steps_for(10_000) < LoraSettings(preset="thorough").steps_for(10_000)
     assert LoraSettings(max_steps=3).steps_for(10**9) == 3
-    with pytest.raises(TrainingError, match="learning_rate"):
+    with pytest.raises(TrainingError, match="Learning rate must be between"):
         LoraSettings(learning_rate=-1e-3)
 
 

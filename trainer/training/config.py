@@ -14,8 +14,48 @@ SCHEDULES = ("cosine", "linear", "constant")
 PRESETS = ("quick", "standard", "thorough")
 
 
+def label(name: str) -> str:
+    """A setting's name as the admin's form shows it."""
+    return name.replace("_", " ").capitalize()
+
+
+class SettingsInvalid(TrainingError):
+    """Training settings out of range: `problems` maps each wrong field to a sentence about it."""
+
+    def __init__(self, problems: dict[str, str]):
+        self.problems = problems
+        super().__init__("Invalid training settings: " + " ".join(problems.values()))
+
+
 def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
+
+
+# Inclusive bounds of every numeric setting: beyond them a run is a typo, not a choice (100,000 epochs
+# of a repository memorises it and takes years; a rank above 1,024 exceeds the hidden size of any base
+# Hearth trains).
+LIMITS: dict[str, tuple[float, float]] = {
+    "rank": (1, 1024),
+    "alpha": (1, 4096),
+    "dropout": (0, 0.99),
+    "learning_rate": (0, 0.99),
+    "warmup_steps": (0, 100_000),
+    "weight_decay": (0, 1),
+    "seq_len": (32, 32_768),
+    "fim_rate": (0, 1),
+    "spm_rate": (0, 1),
+    "multiline_rate": (0, 1),
+    "context_rate": (0, 1),
+    "epochs": (0, 50),
+    "max_steps": (0, 1_000_000),
+    "batch_size": (1, 1024),
+    "grad_accum": (1, 4096),
+    "eval_every_steps": (0, 1_000_000),
+    "eval_sequences": (1, 10_000),
+    "early_stopping_patience": (0, 1_000_000),
+    "checkpoint_every_s": (0.1, 86_400),
+    "seed": (0, 2**31 - 1),
+}
 
 
 @dataclass
@@ -66,28 +106,27 @@ class LoraSettings:
     PRESET_EPOCHS = dict(zip(PRESETS, (1.0, 2.0, 4.0), strict=True))
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.preset not in self.PRESET_EPOCHS:
-            problems.append(f"preset must be one of {', '.join(self.PRESET_EPOCHS)}")
-        if self.rank < 1 or self.alpha < 1:
-            problems.append("rank and alpha must be at least 1")
-        if not 0 <= self.dropout < 1:
-            problems.append("dropout must be in [0, 1)")
-        if not 0 <= self.learning_rate < 1:
-            problems.append("learning_rate must be in [0, 1) (0 = chosen by model size)")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
-        if self.seq_len < 32:
-            problems.append("seq_len must be at least 32")
-        for name in ("fim_rate", "spm_rate", "multiline_rate", "context_rate"):
-            if not 0 <= getattr(self, name) <= 1:
-                problems.append(f"{name} must be in [0, 1]")
-        if self.epochs < 0 or self.max_steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
-            problems.append("epochs and max_steps must be >= 0; batch_size and grad_accum >= 1")
-        if self.quantization not in QUANTIZATION_CHOICES:
-            problems.append(f"quantization must be one of {', '.join(QUANTIZATION_CHOICES)}")
+        problems = self.problems()
         if problems:
-            raise TrainingError("Invalid training settings: " + "; ".join(problems) + ".")
+            raise SettingsInvalid(problems)
+
+    def problems(self) -> dict[str, str]:
+        """Field name → what is wrong with it, in words an admin reads beside the field."""
+        out: dict[str, str] = {}
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                out[name] = f"{label(name)} must be a number."
+            elif not low <= value <= high:
+                out[name] = f"{label(name)} must be between {low:g} and {high:g} (it is {value:g})."
+        for name, choices in (
+            ("preset", PRESETS),
+            ("schedule", SCHEDULES),
+            ("quantization", QUANTIZATION_CHOICES),
+        ):
+            if getattr(self, name) not in choices:
+                out[name] = f"{label(name)} must be one of {', '.join(choices)}."
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> LoraSettings:
