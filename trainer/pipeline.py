@@ -299,26 +299,88 @@ def training_start(
     override_reason: str = "",
     actor: str = "",
     ip: str | None = None,
+    submission: str = "",
 ) -> TrainingRun:
-    """Start a custom model for an admin: the retrain rate limit holds unless `override_reason`
-    says why not; the start (and any override, with its reason) goes to the audit log."""
-    from appliance.audit import audit_record
-    from trainer.training.services import training_rate_limit
+    """Start a custom model for an admin, in well under a second: a pending dataset and a queued run
+    are created and one job builds the dataset, then queues the fine-tune (`custom_model_prepare`).
+    The same `submission` (the form's one-time key) twice gives the run the first one started, so a
+    double-click starts one run. The retrain rate limit holds unless `override_reason` says why not;
+    the start (and any override, with its reason) goes to the audit log."""
+    from django.db import IntegrityError
 
-    limit = training_rate_limit(base=base)
-    if limit and not override_reason.strip():
-        raise PipelineError(f"{limit} To start anyway, give a reason for the override.")
-    run = custom_model_start(
-        repositories=repositories, base=base, settings=settings, options=options, force=bool(limit)
-    )
+    from appliance.audit import audit_record
+    from trainer.datasets.services import dataset_create
+    from trainer.training.services import RetrainLimited, rate_limit_check
+
+    if submission and (same := TrainingRun.objects.filter(submission=submission).first()):
+        return same
+    not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
+    if not repositories or not_ready:
+        raise PipelineError(f"Repositories not synced yet: {', '.join(not_ready) or 'none chosen'}.")
+    if base.status != BaseModel.Status.READY:
+        raise PipelineError(f"Base model {base.slug} is {base.status}, not ready.")
+    limited = None
+    try:
+        rate_limit_check(base)
+    except RetrainLimited as exc:
+        if not override_reason.strip():
+            raise RetrainLimited(
+                f"{exc} To start anyway, give a reason for the override.", run=exc.run
+            ) from exc
+        limited = exc
+    try:
+        with transaction.atomic():
+            dataset = dataset_create(repositories=list(repositories), options=options)
+            run = TrainingRun.objects.create(
+                dataset=dataset, base=base, settings=settings.as_dict(), submission=submission
+            )
+            run.path = str(paths.run_dir(run.pk))
+            run.save(update_fields=["path"])
+            run.log_line(f"queued: dataset {dataset.pk} is built first, then the fine-tune starts")
+            job_enqueue("trainer.tasks.custom_model_prepare", run.pk)
+    except IntegrityError:
+        same = TrainingRun.objects.filter(submission=submission).first() if submission else None
+        if same is None:
+            raise
+        return same  # the other click of a double-click committed first
     detail = (
-        f"{base.slug} on {', '.join(r.name for r in repositories)}; dataset {run.dataset_id}; "
+        f"{base.slug} on {', '.join(r.name for r in repositories)}; dataset {dataset.pk}; "
         f"preset {settings.preset}"
     )
-    if limit:
+    if limited is not None:
         detail += f"; rate limit overridden: {override_reason.strip()}"
     audit_record(action="training.start", actor=actor, target=f"run {run.pk}", detail=detail, ip=ip)
     return run
+
+
+def custom_model_prepare(run: TrainingRun) -> str:
+    """The job behind *Start training*: build the run's pending dataset, then queue its fine-tune. A
+    dataset the builder refuses fails the run with the same reason; a run cancelled meanwhile stays so."""
+    from trainer.datasets.services import dataset_execute
+
+    dataset = run.dataset
+    if dataset.status == Dataset.Status.PENDING:
+        try:
+            dataset_execute(dataset=dataset)
+        except HearthError as exc:
+            run.refresh_from_db()
+            if run.status == TrainingRun.Status.QUEUED:
+                run.log_line(f"failed: dataset {dataset.pk}: {exc}")
+                run.transition(TrainingRun.Status.FAILED, reason=f"Dataset {dataset.pk} failed: {exc}")
+                after_training(run)
+            return f"dataset {dataset.pk} failed"
+    dataset.refresh_from_db()
+    run.refresh_from_db()
+    if run.status != TrainingRun.Status.QUEUED:
+        return f"run {run.pk} is {run.status}"
+    if dataset.status != Dataset.Status.READY:
+        reason = f"Dataset {dataset.pk} is {dataset.status}, not ready."
+        run.transition(TrainingRun.Status.FAILED, reason=reason)
+        after_training(run)
+        return reason
+    run.log_line(f"dataset {dataset.pk} ready; fine-tune queued")
+    job_enqueue("trainer.training.tasks.training_run_execute", run.pk, gpu=True)
+    return f"run {run.pk} queued for training"
 
 
 def run_follow(

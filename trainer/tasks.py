@@ -12,6 +12,13 @@ def model_version_build(version_pk: int) -> str:
     return pipeline.model_version_build(version).status
 
 
+def custom_model_prepare(run_pk: int) -> str:
+    from trainer import pipeline
+    from trainer.models import TrainingRun
+
+    return pipeline.custom_model_prepare(TrainingRun.objects.select_related("dataset").get(pk=run_pk))
+
+
 def retrain_if_changed() -> str:
     from trainer import pipeline
 

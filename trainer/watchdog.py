@@ -39,7 +39,21 @@ def stuck_rows_watchdog() -> list[str]:
                 level="error",
             )
             released.append(label)
+            if isinstance(row, Dataset):
+                _waiting_runs_fail(row)
     return released
+
+
+def _waiting_runs_fail(dataset: Dataset) -> None:
+    """Runs queued behind a dataset whose build died cannot start: fail them with the reason."""
+    from trainer.models import TrainingRun
+    from trainer.pipeline import after_training
+
+    for run in TrainingRun.objects.filter(dataset=dataset, status=TrainingRun.Status.QUEUED):
+        run.transition(
+            TrainingRun.Status.FAILED, reason=f"Dataset {dataset.pk} failed: {dataset.status_reason}"
+        )
+        after_training(run)
 
 
 def row_retry(row: WorkedRow) -> str:

@@ -38,6 +38,16 @@ class TrainingRun(StatusRow):
     total_steps = models.PositiveIntegerField(default=0)
     summary = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    submission = models.CharField(
+        max_length=64, blank=True, default="", editable=False, help_text="The start form's one-time key."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submission"], condition=~models.Q(submission=""), name="run_submission_once"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"run-{self.pk}"

@@ -30,7 +30,7 @@ def training_run_start(
     """Queue a fine-tune. Retraining the same base is rate-limited (HEARTH_RETRAIN_MIN_INTERVAL_H)
     unless `force` is given."""
     if not force:
-        _rate_limit_check(base)
+        rate_limit_check(base)
     if dataset.status != Dataset.Status.READY:
         raise TrainingError(f"Dataset {dataset.pk} is {dataset.status}, not ready.")
     if base.status != BaseModel.Status.READY:
@@ -43,16 +43,25 @@ def training_run_start(
     return run
 
 
+class RetrainLimited(TrainingError):
+    """Retraining a base now is refused by the rate limit; `run` is the run that holds it."""
+
+    def __init__(self, message: str, *, run: TrainingRun | None = None):
+        super().__init__(message)
+        self.run = run
+
+
 def training_rate_limit(*, base: BaseModel) -> str:
     """Why retraining `base` now is refused by the rate limit, or "" when it is allowed."""
     try:
-        _rate_limit_check(base)
+        rate_limit_check(base)
     except TrainingError as exc:
         return str(exc)
     return ""
 
 
-def _rate_limit_check(base: BaseModel) -> None:
+def rate_limit_check(base: BaseModel) -> None:
+    """Raise RetrainLimited when `base` was trained within HEARTH_RETRAIN_MIN_INTERVAL_H."""
     hours = django_settings.HEARTH_RETRAIN_MIN_INTERVAL_H
     last = (
         TrainingRun.objects.filter(base=base)
@@ -62,10 +71,10 @@ def _rate_limit_check(base: BaseModel) -> None:
     )
     if hours and last and timezone.now() - last.created_at < timedelta(hours=hours):
         wait = timedelta(hours=hours) - (timezone.now() - last.created_at)
-        raise TrainingError(
+        raise RetrainLimited(
             f"Retraining {base.slug} is limited to once every {hours:g} h; run {last.pk} started "
-            f"{last.created_at:%Y-%m-%d %H:%M} UTC. Next allowed in {wait.total_seconds() / 3600:.1f} h "
-            "(or force it)."
+            f"{last.created_at:%Y-%m-%d %H:%M} UTC. Next allowed in {wait.total_seconds() / 3600:.1f} h.",
+            run=last,
         )
 
 
