@@ -70,7 +70,8 @@ def _model_version_build(version: ModelVersion) -> ModelVersion:
             served_arm=("served+context" if served.serves_context else "served") if served else None,
         )
         version.served_arm = decision.arm
-        version.save(update_fields=["served_arm"])
+        version.gate_passed = decision.promote
+        version.save(update_fields=["served_arm", "gate_passed"])
         if decision.arm.endswith("+context"):
             log(f"repository context scored better for this version: it serves as {decision.arm}")
         promote, reason = decision.promote, decision.reason

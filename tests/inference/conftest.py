@@ -77,4 +77,5 @@ def model_version_make(*, base, gguf_path: str):
         gguf_path=gguf_path,
         fim_format=base.fim_format,
         status=ModelVersion.Status.CANDIDATE,
+        gate_passed=True,
     )

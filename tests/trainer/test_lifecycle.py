@@ -28,6 +28,7 @@ def versions(micro_base, tmp_path):
                 gguf_path=str(gguf),
                 path=str(folder),
                 fim_format="hearth",
+                gate_passed=True,
             )
         )
     return rows
@@ -57,6 +58,32 @@ def test_promote_roll_back_retire_delete(versions, micro_base):
     import os
 
     assert not os.path.exists(folder)
+
+
+@pytest.mark.django_db
+def test_serving_a_version_the_gate_kept_needs_a_reason_and_stays_flagged(versions):
+    from appliance.models import AuditEntry, Notification
+    from trainer.models import ModelVersion
+    from trainer.versions import PromotionNeedsReason, model_version_promote
+
+    loser, winner, _ = versions
+    ModelVersion.objects.filter(pk=loser.pk).update(gate_passed=False)
+    loser.refresh_from_db()
+    with pytest.raises(PromotionNeedsReason, match="did not beat the model served now"):
+        model_version_promote(version=loser, reason="   ")
+    loser.refresh_from_db()
+    assert loser.status == "candidate" and not AuditEntry.objects.exists()
+
+    model_version_promote(version=loser, reason="the team lead asked for it", actor="ana", ip="10.0.0.7")
+    loser.refresh_from_db()
+    assert loser.served_against_gate and loser.override_reason == "the team lead asked for it"
+    entry = AuditEntry.objects.get(action="version.promote_override")
+    assert entry.actor == "ana" and "the team lead asked for it" in entry.detail
+    assert Notification.objects.filter(title__contains=f"Version {loser.pk} is served although").exists()
+
+    model_version_promote(version=winner)  # another promotion ends the flag
+    loser.refresh_from_db()
+    assert not loser.served_against_gate and not winner.served_against_gate
 
 
 @pytest.mark.django_db

@@ -10,6 +10,13 @@ class VersionCommand(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("version", type=int, help="Model version id (see model_list).")
+        if self.action == "promote":
+            parser.add_argument(
+                "--reason",
+                default="",
+                help="Why to serve a version the promotion gate kept (required then; audited and sent to "
+                "every admin).",
+            )
 
     def handle(self, *args, **opts):
         from trainer import versions
@@ -19,7 +26,8 @@ class VersionCommand(BaseCommand):
         if version is None:
             raise CommandError(f"No model version {opts['version']}.")
         try:
-            getattr(versions, f"model_version_{self.action}")(version=version)
+            kwargs = {"reason": opts["reason"], "actor": "manage.py"} if self.action == "promote" else {}
+            getattr(versions, f"model_version_{self.action}")(version=version, **kwargs)
         except HearthError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Version {opts['version']}: {self.action} done."))

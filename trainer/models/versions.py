@@ -39,8 +39,23 @@ class ModelVersion(WorkedRow):
         "snippets of the rest of its repositories from the dataset's code index).",
     )
 
+    gate_passed = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="The promotion gate's verdict on its evaluation: a paired, significant win (empty: not gated).",
+    )
+    override_reason = models.TextField(
+        blank=True,
+        help_text="Why an admin served it although the gate did not promote it (empty: the gate's choice).",
+    )
+
     def __str__(self) -> str:
         return f"v{self.pk} ({self.base.slug})"
+
+    @property
+    def served_against_gate(self) -> bool:
+        """Served now although its evaluation did not earn it: flagged until another promotion."""
+        return self.status == self.Status.PROMOTED and bool(self.override_reason)
 
     @property
     def serves_context(self) -> bool:
