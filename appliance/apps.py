@@ -20,6 +20,10 @@ class ApplianceConfig(AppConfig):
 
             guard_install(policy_from_settings(settings))
 
+        from appliance.jobs import job_guard_install
+
+        job_guard_install()  # the job queue runs Hearth's own functions and nothing else
+
         from django.contrib.auth.signals import user_login_failed
 
         from appliance.audit import login_failed_record
