@@ -2,14 +2,24 @@
 configuration names, and to nothing else.
 
 A `sys.addaudithook` hook sees every `socket.connect` (also `connect_ex`, and so every HTTP, SMTP or
-database client) and `socket.sendto` before the system call is made. A destination that is neither
-loopback nor allowed is refused with `NetworkGuardError` (an OSError, so clients fail as on a refused
-connection) and written to HEARTH_HOME/logs/network-guard.log, one JSON line per attempt.
+database client), `socket.sendto` and `socket.sendmsg` before the system call is made. A destination
+that is neither loopback nor allowed is refused with `NetworkGuardError` (an OSError, so clients fail
+as on a refused connection) and written to HEARTH_HOME/logs/network-guard.log, one JSON line per
+attempt.
 
-Allowed: loopback; the configured SMTP, database, Redis, engine and LDAP hosts; HEARTH_NETWORK_ALLOW
-(host names, addresses or CIDR networks); the hosts of registered git mirrors (read from the
-Repository rows; git itself runs as a child process, which this hook cannot see). The LDAP hosts of
-HEARTH_LDAP_URI are allowed too, though python-ldap connects from C (libldap), below this hook.
+DNS look-ups are outbound traffic too (a query names what it asks for): `getaddrinfo`,
+`gethostbyname(_ex)`, `gethostbyaddr` and `getnameinfo` are refused the same way unless the name is
+local (localhost, this machine's own name) or a host the policy allows. A forward look-up of an address
+literal asks nothing of DNS and passes (its connect is checked); a reverse look-up of an address
+passes only where a connection to it would. A name handed straight to `connect`/`sendto` is resolved
+by CPython before the audit event fires; the stock clients (`socket.create_connection`, http.client,
+smtplib, urllib) call `getaddrinfo` first, where the look-up is refused.
+
+Allowed: loopback; the configured SMTP, database, Redis, engine and LDAP hosts; the engine replicas of
+HEARTH_ENGINE_URLS; HEARTH_NETWORK_ALLOW (host names, addresses or CIDR networks); the hosts of
+registered git mirrors (read from the Repository rows; git itself runs as a child process, which this
+hook cannot see). The LDAP hosts of HEARTH_LDAP_URI are allowed too, though python-ldap connects from C
+(libldap), below this hook.
 
 Audit hooks cannot be removed, so `guard_install` adds one hook per process and `guard_configure`
 swaps the policy it consults.
@@ -35,6 +45,22 @@ logger = logging.getLogger(__name__)
 
 LOG_NAME = "network-guard.log"
 _NAME_TTL_S = 60.0
+# Events whose second argument is a destination (the socket is the first).
+_SEND_EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
+# Events that look a name or an address up; their first argument is the name, address or sockaddr.
+_FORWARD_LOOKUPS = frozenset({"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex"})
+_REVERSE_LOOKUPS = frozenset({"socket.gethostbyaddr", "socket.getnameinfo"})
+# Names the resolver answers from the machine itself (/etc/hosts, nss-myhostname), never from DNS.
+_LOCAL_NAMES = frozenset(
+    {
+        "localhost",
+        "localhost.localdomain",
+        "localhost6",
+        "localhost6.localdomain6",
+        "ip6-localhost",
+        "ip6-loopback",
+    }
+)
 
 
 class NetworkGuardError(PermissionError):
@@ -87,6 +113,26 @@ class Policy:
         self._dynamic = (now, names)
         return names
 
+    def allows_lookup(self, name, *, reverse: bool = False) -> bool:
+        """Whether a DNS look-up of `name` may be made: a local name, a host this policy allows, or
+        (forward only) an address literal, which the resolver answers without a query."""
+        if name is None:  # getaddrinfo(None, port): the wildcard address of a bind
+            return True
+        if isinstance(name, bytes):
+            name = name.decode("ascii", "replace")
+        name = str(name).strip().strip("[]").split("%")[0].lower().rstrip(".")
+        if not name or name in _LOCAL_NAMES or name.endswith(".localhost") or name == _own_name():
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            pass
+        else:
+            return True if not reverse else self.allows(name)
+        if _state.busy:  # the guard resolving the names it allows (`_addresses_of`)
+            return True
+        return self.allows(name)
+
     def allows(self, host: str) -> bool:
         host = str(host).strip("[]").split("%")[0]
         try:
@@ -122,6 +168,14 @@ _state = _State()
 _policy: Policy | None = None
 _installed = False
 _lock = threading.Lock()
+_own: list[str] = []
+
+
+def _own_name() -> str:
+    """This machine's host name (its resolver answers it locally); read once."""
+    if not _own:
+        _own.append(socket.gethostname().lower().rstrip("."))
+    return _own[0]
 
 
 def _destination(event: str, args: tuple) -> str | None:
@@ -160,17 +214,38 @@ def _log(event: str, host: str, address) -> None:
         _state.busy = False
 
 
+def _lookup_name(event: str, args: tuple):
+    """The name or address a look-up event asks about (getnameinfo passes a sockaddr tuple)."""
+    if not args:
+        return None
+    target = args[0]
+    if event == "socket.getnameinfo" and isinstance(target, tuple):
+        return target[0] if target else None
+    return target
+
+
 def _hook(event: str, args: tuple) -> None:
-    if event not in ("socket.connect", "socket.sendto") or _policy is None:
+    policy = _policy
+    if policy is None:
         return
-    host = _destination(event, args)
-    if host is None or _policy.allows(host):
-        return
-    _log(event, host, args[1])
-    raise NetworkGuardError(
-        f"Hearth's network guard refused a connection to {args[1]!r}: not loopback and not named by the "
-        "configuration (add it to HEARTH_NETWORK_ALLOW if it should be reached)."
-    )
+    if event in _SEND_EVENTS:
+        host = _destination(event, args)
+        if host is None or policy.allows(host):
+            return
+        _log(event, host, args[1])
+        raise NetworkGuardError(
+            f"Hearth's network guard refused a connection to {args[1]!r}: not loopback and not named by "
+            "the configuration (add it to HEARTH_NETWORK_ALLOW if it should be reached)."
+        )
+    if event in _FORWARD_LOOKUPS or event in _REVERSE_LOOKUPS:
+        name = _lookup_name(event, args)
+        if policy.allows_lookup(name, reverse=event in _REVERSE_LOOKUPS):
+            return
+        _log(event, str(name), name)
+        raise NetworkGuardError(
+            f"Hearth's network guard refused a DNS look-up of {name!r}: not local and not named by the "
+            "configuration (add it to HEARTH_NETWORK_ALLOW if it should be reached)."
+        )
 
 
 def guard_configure(policy: Policy | None) -> Policy | None:
@@ -223,8 +298,8 @@ def policy_from_settings(settings) -> Policy:
     policy.add(settings.HEARTH_ENGINE_HOST)
     for uri in (getattr(settings, "HEARTH_LDAP_URI", "") or "").replace(",", " ").split():
         policy.add(host_of(uri))  # the directory server(s) admins sign in through
-    for host in getattr(settings, "HEARTH_ENGINE_HOSTS", []) or []:
-        policy.add(host_of(host))
+    for url in getattr(settings, "HEARTH_ENGINE_URLS", []) or []:
+        policy.add(host_of(url))  # engine replicas
 
     def log_dir() -> Path:
         from appliance import paths

@@ -89,9 +89,9 @@ HEARTH_WEB_BIND = _env("WEB_BIND", "127.0.0.1")
 HEARTH_TLS_CERT = _env("TLS_CERT", "")
 HEARTH_TLS_KEY = _env("TLS_KEY", "")
 HEARTH_BEHIND_PROXY = _env_bool("BEHIND_PROXY", False)
-# Network guard (appliance/netguard.py): refuse and log every connection to a non-loopback address
-# that the configuration does not name (SMTP, database, engine, LDAP, git mirrors) or HEARTH_NETWORK_ALLOW
-# lists (host names, addresses, CIDR networks).
+# Network guard (appliance/netguard.py): refuse and log every connection to (and every DNS look-up of)
+# a non-loopback host that the configuration does not name (SMTP, database, engine and its replicas,
+# LDAP, git mirrors) or HEARTH_NETWORK_ALLOW lists (host names, addresses, CIDR networks).
 HEARTH_NETWORK_GUARD = _env_bool("NETWORK_GUARD", True)
 HEARTH_NETWORK_ALLOW = _env_list("NETWORK_ALLOW")
 

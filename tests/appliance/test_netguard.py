@@ -61,6 +61,118 @@ def test_udp_sendto_is_refused(guard):
     assert len(netguard.attempts_logged(guard)) == 1
 
 
+@pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+def test_sendmsg_to_an_outside_address_is_refused(guard, kind):
+    assert netguard.guard_active()
+    with socket.socket(socket.AF_INET, kind) as sock, pytest.raises(NetworkGuardError, match=UNROUTED):
+        sock.sendmsg([b"x"], [], 0, (UNROUTED, 53))
+    attempts = netguard.attempts_logged(guard)
+    assert [(a["event"], a["host"]) for a in attempts] == [("socket.sendmsg", UNROUTED)]
+
+
+def test_sendmsg_on_loopback_is_allowed(guard):
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        server.bind(("127.0.0.1", 0))
+        client.sendmsg([b"x"], [], 0, server.getsockname())
+        assert server.recv(10) == b"x"
+    assert netguard.attempts_logged(guard) == []
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        lambda name: socket.getaddrinfo(name, 443),
+        lambda name: socket.gethostbyname(name),
+        lambda name: socket.gethostbyname_ex(name),
+        lambda name: socket.gethostbyaddr(name),
+    ],
+    ids=["getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"],
+)
+def test_dns_lookups_of_outside_names_are_refused_before_any_query(guard, lookup):
+    assert netguard.guard_active()
+    with pytest.raises(NetworkGuardError, match="outside.invalid"):
+        lookup("outside.invalid")
+    attempts = netguard.attempts_logged(guard)
+    assert len(attempts) == 1 and attempts[0]["host"] == "outside.invalid"
+    assert attempts[0]["event"].startswith("socket.get")
+
+
+def test_reverse_lookups_of_outside_addresses_are_refused(guard):
+    with pytest.raises(NetworkGuardError):
+        socket.gethostbyaddr(UNROUTED)
+    with pytest.raises(NetworkGuardError):
+        socket.getnameinfo((UNROUTED, 80), 0)
+    assert [a["event"] for a in netguard.attempts_logged(guard)] == [
+        "socket.gethostbyaddr",
+        "socket.getnameinfo",
+    ]
+
+
+def test_local_lookups_still_work(guard):
+    assert {info[4][0] for info in socket.getaddrinfo("localhost", 80)} & {"127.0.0.1", "::1"}
+    assert socket.getaddrinfo("127.0.0.1", 80)[0][4][0] == "127.0.0.1"
+    assert socket.getaddrinfo(UNROUTED, 80)  # a literal: no query; its connect is what is checked
+    assert socket.getaddrinfo(None, 80)  # the wildcard address of a bind
+    socket.getfqdn()  # this machine's own name (smtplib and Django's e-mail ask for it)
+    assert netguard.attempts_logged(guard) == []
+
+
+def test_lookups_of_allowed_hosts_pass(tmp_path):
+    """The hosts the configuration names are looked up (checked through the audit event itself, so no
+    query leaves the machine): SMTP, database, directory, engine replicas, mirrors."""
+    import sys
+    from types import SimpleNamespace
+
+    conf = SimpleNamespace(
+        HEARTH_NETWORK_ALLOW=["allowed.corp.example"],
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="smtp.corp.example",
+        DATABASES={"default": {"HOST": "db.corp.example"}},
+        Q_CLUSTER={},
+        HEARTH_ENGINE_HOST="127.0.0.1",
+        HEARTH_ENGINE_URLS=["http://replica1.corp.example:8765", "http://192.0.2.80:8765"],
+        HEARTH_LDAP_URI="ldaps://ldap.corp.example:636",
+    )
+    policy = netguard.policy_from_settings(conf)
+    policy.log_dir = lambda: tmp_path
+    policy.dynamic_hosts = lambda: ["git.corp.example"]
+    previous = netguard.guard_configure(policy)
+    try:
+        for name in (
+            "allowed.corp.example",
+            "smtp.corp.example",
+            "DB.corp.example.",
+            "ldap.corp.example",
+            "replica1.corp.example",
+            "git.corp.example",
+        ):
+            sys.audit("socket.getaddrinfo", name, 443, 0, 0, 0)
+            sys.audit("socket.gethostbyname", name)
+        assert policy.allows("192.0.2.80")
+        with pytest.raises(NetworkGuardError):
+            sys.audit("socket.getaddrinfo", "git2.corp.example", 443, 0, 0, 0)
+    finally:
+        netguard.guard_configure(previous)
+    assert [a["host"] for a in netguard.attempts_logged(tmp_path)] == ["git2.corp.example"]
+
+
+def test_lookup_decisions():
+    policy = Policy()
+    policy.add("smtp.corp.example")
+    policy.add("192.0.2.10")
+    assert policy.allows_lookup("localhost") and policy.allows_lookup("web.localhost")
+    assert policy.allows_lookup(None) and policy.allows_lookup("") and policy.allows_lookup(b"localhost")
+    assert policy.allows_lookup(socket.gethostname())
+    assert policy.allows_lookup("SMTP.corp.example.")
+    assert policy.allows_lookup("203.0.113.9")  # forward look-up of a literal: no query
+    assert not policy.allows_lookup("203.0.113.9", reverse=True)
+    assert policy.allows_lookup("192.0.2.10", reverse=True)
+    assert not policy.allows_lookup("pypi.org") and not policy.allows_lookup(b"example.com")
+
+
 def test_http_clients_fail_like_a_refused_connection(guard):
     import urllib.error
     import urllib.request
