@@ -54,3 +54,41 @@ def check_tls(app_configs, **kwargs):
         if value and not Path(value).is_file():
             issues.append(Error(f"{name} names {value}, which is not a readable file.", id="hearth.E002"))
     return issues
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@register(Tags.security, deploy=True)
+def check_directory_tls(app_configs, **kwargs):
+    """hearth.E020: in production, admins' directory passwords never cross the network in clear, so an
+    ldap:// directory beyond loopback needs STARTTLS (on unless HEARTH_LDAP_START_TLS=0)."""
+    from urllib.parse import urlsplit
+
+    uris = (getattr(settings, "HEARTH_LDAP_URI", "") or "").replace(",", " ").split()
+    if not settings.HEARTH_PRODUCTION or getattr(settings, "AUTH_LDAP_START_TLS", False):
+        return []
+    plain = [
+        uri
+        for uri in uris
+        if uri.lower().startswith("ldap://") and not _loopback(urlsplit(uri).hostname or "")
+    ]
+    if not plain:
+        return []
+    return [
+        Error(
+            f"HEARTH_LDAP_URI names {', '.join(plain)} without STARTTLS: directory passwords would cross the "
+            "network in clear.",
+            hint="Remove HEARTH_LDAP_START_TLS=0 (STARTTLS is on by default, HEARTH_LDAP_CA_FILE names the "
+            "directory's CA), or use an ldaps:// URI.",
+            id="hearth.E020",
+        )
+    ]

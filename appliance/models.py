@@ -73,3 +73,28 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor or 'system'} {self.action} {self.target}"
+
+
+class DirectoryAccount(models.Model):
+    """A user made from the organization's directory (LDAP) at their first sign-in. Only these users
+    are ever signed in through the directory: a directory user whose name matches a local account is
+    refused, so nobody takes over a local account by creating a look-alike name in the directory."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="directory_account"
+    )
+    dn = models.CharField("DN", max_length=1024, help_text="The user's entry, as last found.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a sign-in or the periodic check last found the entry."
+    )
+    suspended_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When Hearth deactivated the user because the directory no longer lists them as staff "
+        "(or at all); cleared, and the user active again, once it does.",
+    )
+    suspended_reason = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ({self.dn})"

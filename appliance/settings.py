@@ -216,7 +216,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # admin, local accounts still work. Users are found under LDAP_USER_BASE with LDAP_USER_FILTER (as the
 # LDAP_BIND_DN account, or anonymously), their groups under LDAP_GROUP_BASE; members of
 # LDAP_STAFF_GROUP get is_staff, members of LDAP_SUPERUSER_GROUP is_superuser (group DNs, checked at
-# every sign-in). LDAP_START_TLS=1 upgrades ldap:// with STARTTLS; LDAP_CA_FILE names the CA to trust.
+# every sign-in and every 15 minutes). A directory user is never signed in as a local account of the
+# same name (appliance/directory.py). ldap:// is upgraded with STARTTLS unless LDAP_START_TLS=0 says
+# otherwise (ldaps:// is TLS already); LDAP_CA_FILE names the CA to trust.
 HEARTH_LDAP_URI = _env("LDAP_URI", "")
 
 _LDAP_GROUP_TYPES = {
@@ -239,12 +241,22 @@ def _ldap_settings() -> dict:
     if group_type not in _LDAP_GROUP_TYPES:
         raise RuntimeError(f"HEARTH_LDAP_GROUP_TYPE must be one of {', '.join(_LDAP_GROUP_TYPES)}")
     flags = {"is_staff": _env("LDAP_STAFF_GROUP", ""), "is_superuser": _env("LDAP_SUPERUSER_GROUP", "")}
-    ca_file = _env("LDAP_CA_FILE", "")
+    uri = _env("LDAP_URI", "")
+    # TLS options per connection (NEWCTX last: it builds the connection's TLS context from those above),
+    # so that the CA named here is the one trusted, whatever libldap's own configuration says.
+    tls = {ldap.OPT_X_TLS_REQUIRE_CERT: ldap.OPT_X_TLS_DEMAND}
+    if _env("LDAP_CA_FILE", ""):
+        tls[ldap.OPT_X_TLS_CACERTFILE] = _env("LDAP_CA_FILE", "")
+    tls[ldap.OPT_X_TLS_NEWCTX] = 0
     return {
-        "AUTH_LDAP_SERVER_URI": _env("LDAP_URI", ""),
+        "AUTHENTICATION_BACKENDS": [
+            "appliance.directory.DirectoryBackend",
+            "django.contrib.auth.backends.ModelBackend",
+        ],
+        "AUTH_LDAP_SERVER_URI": uri,
         "AUTH_LDAP_BIND_DN": _env("LDAP_BIND_DN", ""),
         "AUTH_LDAP_BIND_PASSWORD": _env("LDAP_BIND_PASSWORD", ""),
-        "AUTH_LDAP_START_TLS": _env_bool("LDAP_START_TLS", False),
+        "AUTH_LDAP_START_TLS": _ldap_start_tls(uri),
         "AUTH_LDAP_USER_SEARCH": config.LDAPSearch(
             _env("LDAP_USER_BASE", ""), ldap.SCOPE_SUBTREE, _env("LDAP_USER_FILTER", "(uid=%(user)s)")
         ),
@@ -254,17 +266,24 @@ def _ldap_settings() -> dict:
         "AUTH_LDAP_GROUP_TYPE": getattr(config, _LDAP_GROUP_TYPES[group_type])(),
         "AUTH_LDAP_USER_FLAGS_BY_GROUP": {flag: dn for flag, dn in flags.items() if dn},
         "AUTH_LDAP_USER_ATTR_MAP": {"first_name": "givenName", "last_name": "sn", "email": "mail"},
-        "AUTH_LDAP_CONNECTION_OPTIONS": {ldap.OPT_NETWORK_TIMEOUT: 10, ldap.OPT_REFERRALS: 0},
-        "AUTH_LDAP_GLOBAL_OPTIONS": {ldap.OPT_X_TLS_CACERTFILE: ca_file} if ca_file else {},
+        "AUTH_LDAP_CONNECTION_OPTIONS": {ldap.OPT_NETWORK_TIMEOUT: 10, ldap.OPT_REFERRALS: 0, **tls},
     }
+
+
+def _ldap_start_tls(uri: str) -> bool:
+    """STARTTLS: on by default when HEARTH_LDAP_URI (one or more URIs) names a plain ldap:// server, off
+    only when HEARTH_LDAP_START_TLS says so (0, false, no, off). An ldaps:// connection is TLS from its
+    first byte and is not upgraded again."""
+    value = _env("LDAP_START_TLS", "").strip().lower()
+    if not value:
+        return any(u.lower().startswith("ldap://") for u in uri.replace(",", " ").split())
+    if value not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise ImproperlyConfigured(f"HEARTH_LDAP_START_TLS={value!r}: write 1 or 0.")
+    return value in {"1", "true", "yes", "on"}
 
 
 if HEARTH_LDAP_URI:
     globals().update(_ldap_settings())
-    AUTHENTICATION_BACKENDS = [
-        "django_auth_ldap.backend.LDAPBackend",
-        "django.contrib.auth.backends.ModelBackend",
-    ]
 
 # Admin logins: after this many failures from one client address within the lockout window, that
 # address is refused until the window has passed (counted in the database, so every web worker agrees).
@@ -273,8 +292,13 @@ HEARTH_LOGIN_LOCKOUT_S = int(_env("LOGIN_LOCKOUT_S", "900"))
 # API requests with an invalid token: after this many from one client address within a minute, that
 # address gets 429 until the minute has passed (0: no limit).
 HEARTH_API_AUTH_MAX_FAILURES = int(_env("API_AUTH_MAX_FAILURES", "30"))
-# Tokens made by `token_create` expire after this many days unless --expires-in says otherwise (0: never).
-HEARTH_TOKEN_DEFAULT_DAYS = int(_env("TOKEN_DEFAULT_DAYS", "0"))
+# A new token expires after this many days unless its creator names another expiry (0: never). The
+# earlier name, HEARTH_TOKEN_DEFAULT_DAYS, is read when this one is not set.
+HEARTH_TOKEN_DAYS = int(_env("TOKEN_DAYS", _env("TOKEN_DEFAULT_DAYS", "90")))
+if HEARTH_TOKEN_DAYS < 0:
+    raise ImproperlyConfigured(
+        f"HEARTH_TOKEN_DAYS={HEARTH_TOKEN_DAYS}: write a number of days, or 0 for never."
+    )
 # git: seconds one git call may take (a first clone of a large repository needs more), and whether
 # unencrypted git:// URLs are allowed (like http://, they are refused unless an admin opts in).
 HEARTH_GIT_TIMEOUT_S = float(_env("GIT_TIMEOUT_S", "3600"))

@@ -1,9 +1,13 @@
 """Per-user bearer tokens: 256 random bits, shown once, SHA-256 at rest, found by a short prefix.
 
-A token that authenticated is kept in this process for HEARTH_AUTH_CACHE_S seconds (2), and so is an
-address's count of recent failures: a keystroke then costs no database query before its completion.
-A revocation, a disabled user or a new rate limit made in another process takes effect within that
-time; one made in this process (the admin's revoke action, token_revoke) at once.
+A token that authenticated is kept in this process for HEARTH_AUTH_CACHE_S seconds (2; never more than
+AUTH_CACHE_MAX_S, 60, whatever the setting says), and so is an address's count of recent failures: a
+keystroke then costs no database query before its completion. A revocation, an expiry, a disabled user
+(an admin's, or the directory check's: appliance/directory.py) or a new rate limit made in another
+process takes effect within that time; a revocation made in this process (the admin's revoke action,
+token_revoke) at once.
+
+A new token expires after HEARTH_TOKEN_DAYS days (90; 0: never) unless its creator names an expiry.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import hmac
 import secrets
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -25,6 +29,8 @@ from inference.writer import deferred
 
 TOKEN_PREFIX = "hth_"
 LOOKUP_CHARS = 12
+# The longest a web process trusts what it cached about a token (its user disabled, its revocation).
+AUTH_CACHE_MAX_S = 60.0
 
 
 class AuthError(HearthError):
@@ -35,9 +41,17 @@ class AuthError(HearthError):
 
 
 def token_create(
-    *, username: str, name: str = "", expires_at: datetime | None = None
+    *, username: str, name: str = "", expires_at: datetime | None = None, days: int | None = None
 ) -> tuple[ApiToken, str]:
-    """Create a token for `username` (the user is created if new); return the row and the raw token."""
+    """Create a token for `username` (the user is created if new); return the row and the raw token.
+
+    It expires at `expires_at` when given, else after `days` days when given, else after
+    HEARTH_TOKEN_DAYS days; 0 days means never."""
+    if expires_at is None:
+        days = settings.HEARTH_TOKEN_DAYS if days is None else days
+        if days < 0:
+            raise ValueError(f"days must be 0 (never) or more, not {days}")
+        expires_at = timezone.now() + timedelta(days=days) if days else None
     user, _ = get_user_model().objects.get_or_create(username=username)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
@@ -62,10 +76,15 @@ def auth_cache_clear() -> None:
         _scheduled.clear()
 
 
+def auth_cache_ttl() -> float:
+    """Seconds a cached token (or failure count) stays trusted: HEARTH_AUTH_CACHE_S, at most AUTH_CACHE_MAX_S."""
+    return min(settings.HEARTH_AUTH_CACHE_S, AUTH_CACHE_MAX_S)
+
+
 def _token_lookup(raw: str, digest: str) -> tuple[ApiToken, int] | None:
     """The token row for `raw` (from this process's cache while fresh) and how many of this process's
     requests in the row's rate window had been written when it was loaded."""
-    ttl = settings.HEARTH_AUTH_CACHE_S
+    ttl = auth_cache_ttl()
     now = time.monotonic()
     if ttl > 0:
         with _cache_lock:
@@ -115,7 +134,7 @@ def auth_failures_check(address: str) -> None:
     limit = settings.HEARTH_API_AUTH_MAX_FAILURES
     if not limit:
         return
-    now, ttl = time.monotonic(), settings.HEARTH_AUTH_CACHE_S
+    now, ttl = time.monotonic(), auth_cache_ttl()
     with _cache_lock:
         hit = _failures.get(address)
     if hit is not None and now - hit[0] < ttl:

@@ -21,16 +21,17 @@ class Command(BaseCommand):
     help = "Create an API token for USER (created if new) and print it once; only its hash is stored."
 
     def add_arguments(self, parser):
-        from django.conf import settings
-
-        days = settings.HEARTH_TOKEN_DEFAULT_DAYS
         parser.add_argument("user", help="Username the token belongs to.")
         parser.add_argument("--name", default="", help="A label, e.g. the machine or IDE.")
-        parser.add_argument(
+        expiry = parser.add_mutually_exclusive_group()
+        expiry.add_argument(
+            "--days",
+            type=int,
+            help="Days until the token stops working; 0: never (default: HEARTH_TOKEN_DAYS, 90 unless set).",
+        )
+        expiry.add_argument(
             "--expires-in",
-            default=f"{days}d" if days else "never",
-            help="When the token stops working: 30d, 12h, 90m or 'never' "
-            "(default from HEARTH_TOKEN_DEFAULT_DAYS: %(default)s).",
+            help="When the token stops working, as a duration: 30d, 12h, 90m or 'never'.",
         )
 
     def handle(self, *args, **opts):
@@ -40,11 +41,15 @@ class Command(BaseCommand):
 
         if not opts["user"].strip():
             raise CommandError("USER must not be empty.")
-        lifetime = duration_parse(opts["expires_in"])
-        expires_at = timezone.now() + lifetime if lifetime else None
-        token, raw = token_create(username=opts["user"], name=opts["name"], expires_at=expires_at)
+        if opts["days"] is not None and opts["days"] < 0:
+            raise CommandError(f"--days takes a number of days, or 0 for never; got {opts['days']}.")
+        expiry = {"days": opts["days"]}
+        if opts["expires_in"] is not None:
+            lifetime = duration_parse(opts["expires_in"])
+            expiry = {"expires_at": timezone.now() + lifetime} if lifetime else {"days": 0}
+        token, raw = token_create(username=opts["user"], name=opts["name"], **expiry)
         self.stderr.write(
             "Copy this token now; Hearth stores only its hash and cannot show it again"
-            + (f" (it expires {token.expires_at:%Y-%m-%d %H:%M} UTC):" if expires_at else ":")
+            + (f" (it expires {token.expires_at:%Y-%m-%d %H:%M} UTC):" if token.expires_at else ":")
         )
         self.stdout.write(raw)
