@@ -255,8 +255,9 @@ def test_token_create_expires_in(settings):
     assert timedelta(hours=11, minutes=59) < left <= timedelta(hours=12)
     with pytest.raises(CommandError, match="30d, 12h or 90m"):
         call_command("token_create", "ann", "--expires-in", "soon")
+    settings.HEARTH_TOKEN_DAYS = 0
     call_command("token_create", "bob", stdout=io.StringIO(), stderr=io.StringIO())
-    assert ApiToken.objects.get(user__username="bob").expires_at is None  # HEARTH_TOKEN_DEFAULT_DAYS=0
+    assert ApiToken.objects.get(user__username="bob").expires_at is None  # HEARTH_TOKEN_DAYS=0: never
 
 
 @pytest.mark.django_db
