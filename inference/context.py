@@ -12,8 +12,8 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
+from appliance.fields import path_excluded, path_normalize
 from inference.engine.request import MAX_CONTEXT_ITEMS, MAX_PROMPT_CHARS, prompt_chars
-from inference.filters import path_excluded
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +76,7 @@ def request_repository(served: ServedContext, *, git_url: str = "", filepath: st
         if len(found) == 1:
             return found.pop()
     if filepath:
-        folders = {
-            part.lower() for part in filepath.removeprefix("file://").replace("\\", "/").split("/")[:-1]
-        }
+        folders = {part.lower() for part in path_normalize(filepath).split("/")[:-1]}
         found = {n for n, src in served.repositories if folders & {n.lower(), _stem(src)}}
         if len(found) == 1:
             return found.pop()
@@ -102,10 +100,10 @@ def _warn_once(dataset_pk: int, problem: str, detail: object = "") -> None:
 
 def same_file(indexed: str, filepath: str) -> bool:
     """True when the index's (repository-relative) path names the file an IDE sent, which may be
-    relative, absolute or a file:// URI."""
+    relative, absolute, a Windows path or a file:// URI."""
     if not filepath:
         return False
-    clean = filepath.removeprefix("file://").replace("\\", "/")
+    clean = path_normalize(filepath)
     return clean == indexed or clean.endswith("/" + indexed)
 
 

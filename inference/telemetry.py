@@ -1,7 +1,8 @@
 """Telemetry, flow logs and usage figures, all governed by the admin's ServingPolicy.
 
 Nothing is stored while telemetry is off except filter counts (how often a filter acted, no
-content). Prompts, suggestions and code snapshots are stored only when content is allowed too.
+content). Prompts, suggestions and code snapshots are stored only when content is allowed too, and
+never for a file the content-exclusion globs match.
 Everything expires after `retention_days` (28 by default), purged by a daily django-q2 schedule.
 Rows are written off the request path (inference.writer).
 """
@@ -14,6 +15,7 @@ from datetime import timedelta
 from django.db.models import F
 from django.utils import timezone
 
+from appliance.fields import path_excluded
 from inference.models import (
     CodeSnapshot,
     CompletionEvent,
@@ -108,7 +110,7 @@ def snapshot_record(
     elapsed_s: int,
     text: str,
 ) -> bool:
-    if not (policy.telemetry_enabled and policy.telemetry_content):
+    if not (policy.telemetry_enabled and policy.telemetry_content) or path_excluded(filepath, policy.globs):
         return False
     deferred(
         lambda: CodeSnapshot.objects.create(

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from django.views.decorators.csrf import csrf_exempt
 
 from appliance.errors import EngineError
+from appliance.fields import path_excluded
 from appliance.llm.sampling import SamplingError, SamplingOptions
 from inference.api.errors import RequestError, error_response
 from inference.auth import AuthError, auth_failure_record, auth_failures_check, token_authenticate
@@ -182,17 +183,51 @@ def api_view(kind_401: str = "authentication_error") -> Callable:
     return decorator
 
 
+# The keys under which the dialects (and Hearth's own endpoints) name a file.
+PATH_KEYS = frozenset({"filepath", "filename", "file", "path", "uri"})
+
+
+def body_names_excluded_file(raw: bytes, globs: list[str]) -> bool:
+    """True when a JSON body names a file the exclusion globs match under a path key, at any depth,
+    or cannot be read to tell. The flow log asks this of every body it would keep, so that neither a
+    request refused before serving looked at its paths nor a stream served after the log was
+    written can leave an excluded file's text in it."""
+    if not globs:
+        return False
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):
+        return True
+    pending = [body]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, str):
+                    if key.lower() in PATH_KEYS and path_excluded(value, globs):
+                        return True
+                else:
+                    pending.append(value)
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def _flow_log(request: HttpRequest, ctx: RequestContext, response, started: float) -> None:
     """Steps and metadata always; request and response bodies only when the policy allows content
     (`telemetry_content`) and the request touched no excluded file."""
     from inference.policy import serving_rules
     from inference.telemetry import flow_log_record
 
-    policy = serving_rules().policy
+    rules = serving_rules()
+    policy = rules.policy
     if not policy.flow_logs_enabled:
         return
-    keep = policy.telemetry_content and not ctx.excluded
-    withheld = "excluded" if ctx.excluded else "content policy"
+    excluded = ctx.excluded or (
+        policy.telemetry_content and body_names_excluded_file(request.body, rules.globs)
+    )
+    keep = policy.telemetry_content and not excluded
+    withheld = "excluded" if excluded else "content policy"
     first = {"step": "request", "method": request.method, "bytes": len(request.body)}
     first |= (
         {"body": request.body[:20000].decode("utf-8", "replace")} if keep else {"body_withheld": withheld}

@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from appliance.errors import EngineError
+from appliance.fields import path_excluded
 from appliance.llm.sampling import SamplingOptions
 from inference.api.common import RequestContext
 from inference.api.engine_client import engine_complete, engine_stream
 from inference.api.errors import RequestError
 from inference.context import context_merge, context_retrieve, request_repository
 from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, prompt_chars
-from inference.filters import FilterOutcome, path_excluded, response_filter, suggestion_filter
+from inference.filters import FilterOutcome, response_filter, suggestion_filter
 from inference.policy import ServingRules, serving_rules
 from inference.telemetry import completion_record, filter_counts_add, language_guess
 

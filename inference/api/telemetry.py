@@ -8,6 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from appliance.errors import EngineError
+from appliance.fields import path_excluded
 from inference.api.common import RequestContext, api_view, json_body, number, text
 from inference.api.engine_client import engine_health
 from inference.api.errors import RequestError
@@ -20,7 +21,8 @@ logger = logging.getLogger(__name__)
 @require_POST
 @api_view()
 def snapshots(request: HttpRequest, ctx: RequestContext):
-    """The code around an accepted completion, `elapsed_s` after acceptance (stored only when allowed)."""
+    """The code around an accepted completion, `elapsed_s` after acceptance (stored only when allowed,
+    never for an excluded file: then the answer is the same `stored: false` as with content off)."""
     body = json_body(request)
     completion_id = text(body, "completion_id", required=True)
     if not completion_id:
@@ -29,8 +31,12 @@ def snapshots(request: HttpRequest, ctx: RequestContext):
     if len(code) > 100_000:
         raise RequestError("'text' is limited to 100000 characters.", param="text")
     filepath = text(body, "filepath") or ""
+    rules = serving_rules()
+    if path_excluded(filepath, rules.globs):
+        ctx.excluded = True  # the flow log keeps no body either
+        ctx.step("exclusion", excluded=True)
     stored = snapshot_record(
-        policy=serving_rules().policy,
+        policy=rules.policy,
         user_id=ctx.token.user_id,
         completion_id=completion_id,
         filepath=filepath,
