@@ -2,9 +2,22 @@
 directory (mirrors, datasets, runs, models, keys) in one tar archive with a manifest.json.
 
     <archive>.tar
-      manifest.json          format, Hearth version, source home, database engine, sha256 of the dump
+      manifest.json          format, Hearth version, source home, database engine, sha256 of the dump,
+                             whether the keys are in it
       database/hearth.sqlite3 | database/hearth.pgdump
-      home/...               HEARTH_HOME less its database files, backups/, tmp/ and static/
+      home/...               HEARTH_HOME less its database files, backups/, tmp/ and static/ (and,
+                             with `without_keys`, less secret_key, engine_secret and tls/)
+
+What an archive holds that an attacker would want: the database (users' password hashes, API token
+hashes, sessions, the audit log, telemetry, git credentials encrypted with the credential key), the
+users' code (mirrors, datasets, models), and the keys: `secret_key` (it signs sessions and, unless
+HEARTH_CREDENTIAL_KEY is set, the credential key is derived from it), `engine_secret` and the
+self-signed TLS key under tls/. A key set in the environment (HEARTH_SECRET_KEY, HEARTH_CREDENTIAL_KEY)
+is never in an archive. An archive made `without_keys` cannot decrypt the stored credentials alone:
+restored, they need the original key (or are entered again).
+
+A restore writes the database only where this instance's settings put it, and the instance files only
+below HEARTH_HOME; a manifest or member that names anything else is refused.
 
 Rows store absolute paths (GGUF files, datasets, mirrors): a restore into another HEARTH_HOME
 rewrites the backed-up home's prefix to the new one, so the restored instance serves the same model.
@@ -34,6 +47,9 @@ from appliance.errors import HearthError
 FORMAT = 1
 MANIFEST = "manifest.json"
 SKIP_TOP = {"backups", "tmp", "static"}
+# Key material in the instance directory, which an archive made `without_keys` leaves out.
+KEY_TOP = {"secret_key", "engine_secret", "tls"}
+DUMP_NAMES = {True: "hearth.sqlite3", False: "hearth.pgdump"}  # by "is the database SQLite?"
 APPS_WITH_PATHS = ("appliance", "trainer", "inference", "webui")
 
 
@@ -84,7 +100,7 @@ def _pg_env() -> dict[str, str]:
 
 def _dump_database(into: Path) -> Path:
     if _is_sqlite():
-        out = into / "hearth.sqlite3"
+        out = into / DUMP_NAMES[True]
         src = sqlite3.connect(_db()["NAME"], timeout=30)
         dst = sqlite3.connect(out)
         try:
@@ -94,7 +110,7 @@ def _dump_database(into: Path) -> Path:
             dst.close()
             src.close()
         return out
-    out = into / "hearth.pgdump"
+    out = into / DUMP_NAMES[False]
     proc = subprocess.run(
         ["pg_dump", "--format=custom", "--no-owner", "--file", str(out)],
         env=_pg_env(),
@@ -107,13 +123,29 @@ def _dump_database(into: Path) -> Path:
     return out
 
 
-def backup_create(output: Path | None = None, *, log: Callable[[str], None] = print) -> Path:
-    """Write one archive of the database and the instance directory; returns its path."""
+def _key_files(home: Path) -> set[Path]:
+    """Key files below `home` outside KEY_TOP: a TLS key the settings name elsewhere in the instance."""
+    found = set()
+    if settings.HEARTH_TLS_KEY:
+        key = Path(settings.HEARTH_TLS_KEY).resolve()
+        if key.is_relative_to(home):
+            found.add(key)
+    return found
+
+
+def backup_create(
+    output: Path | None = None, *, without_keys: bool = False, log: Callable[[str], None] = print
+) -> Path:
+    """Write one archive of the database and the instance directory; returns its path. `without_keys`
+    leaves the key material out (see the module's docstring)."""
     home = paths.home().resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     output = Path(output) if output else paths._dir("backups") / f"hearth-backup-{stamp}.tar"
     output.parent.mkdir(parents=True, exist_ok=True)
     skip_files = _sqlite_files() if _is_sqlite() else set()
+    skip_top = SKIP_TOP | (KEY_TOP if without_keys else set())
+    if without_keys:
+        skip_files |= _key_files(home)
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=output.parent) as tmp:
         tmp_path = Path(tmp)
         dump = _dump_database(tmp_path)
@@ -128,6 +160,7 @@ def backup_create(output: Path | None = None, *, log: Callable[[str], None] = pr
                 "file": f"database/{dump.name}",
                 "sha256": paths.sha256_file(dump),
             },
+            "keys": not without_keys,
             "files": 0,
             "bytes": 0,
         }
@@ -137,7 +170,8 @@ def backup_create(output: Path | None = None, *, log: Callable[[str], None] = pr
             for root, dirs, files in os.walk(home):
                 rel_root = Path(root).relative_to(home)
                 if rel_root == Path("."):
-                    dirs[:] = sorted(d for d in dirs if d not in SKIP_TOP)
+                    dirs[:] = sorted(d for d in dirs if d not in skip_top)
+                    files = [f for f in files if f not in skip_top]
                 else:
                     dirs.sort()
                 for name in sorted(files):
@@ -159,21 +193,61 @@ def backup_create(output: Path | None = None, *, log: Callable[[str], None] = pr
             tar.addfile(info, io.BytesIO(data))
         partial.rename(output)
     log(f"backup: {output} ({manifest['files']} files, {manifest['bytes']:,} bytes of instance data)")
+    if without_keys:
+        log(
+            "keys: left out (secret_key, engine_secret, tls/). Keep the key that encrypts the stored git "
+            "credentials (HEARTH_HOME/secret_key, or HEARTH_CREDENTIAL_KEY) apart from this archive: a "
+            "restore needs it to decrypt them."
+        )
     return output
 
 
 def backup_manifest(archive: Path) -> dict:
+    """The archive's manifest, checked: its format, and paths that stay inside what a restore writes."""
     try:
         with tarfile.open(archive) as tar:
             member = tar.getmember(MANIFEST)
             manifest = json.loads(tar.extractfile(member).read())
-    except (OSError, KeyError, tarfile.TarError, ValueError) as exc:
+    except (OSError, KeyError, tarfile.TarError, ValueError, AttributeError) as exc:
         raise BackupError(f"{archive} is not a Hearth backup: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise BackupError(f"{archive} is not a Hearth backup: its manifest is not an object.")
     if manifest.get("format") != FORMAT:
         raise BackupError(
             f"{archive} has backup format {manifest.get('format')!r}; this Hearth reads {FORMAT}."
         )
+    _manifest_paths_check(manifest, archive)
     return manifest
+
+
+def _manifest_paths_check(manifest: dict, archive: Path) -> None:
+    """Refuse a manifest whose paths point anywhere but where a Hearth backup puts them: the dump is
+    database/hearth.sqlite3 or database/hearth.pgdump, the backed-up home an absolute, normal path."""
+    database = manifest.get("database")
+    if not isinstance(database, dict) or not all(
+        isinstance(database.get(k), str) for k in ("engine", "file", "sha256")
+    ):
+        raise BackupError(f"{archive}: the manifest does not describe its database (engine, file, sha256).")
+    expected = f"database/{DUMP_NAMES[database['engine'].endswith('sqlite3')]}"
+    if database["file"] != expected:
+        raise BackupError(
+            f"{archive}: the manifest names the database file {database['file']!r}; a Hearth backup of a "
+            f"{database['engine']} database holds {expected!r}. Refusing it."
+        )
+    home = manifest.get("home")
+    if (
+        not isinstance(home, str)
+        or not PurePosixPath(home).is_absolute()
+        or str(PurePosixPath(home)) != home
+        or ".." in PurePosixPath(home).parts
+        or home == "/"
+    ):
+        raise BackupError(
+            f"{archive}: the manifest names the backed-up home {home!r}, not an absolute instance path. "
+            "Refusing it."
+        )
+    if not isinstance(manifest.get("keys", True), bool):
+        raise BackupError(f"{archive}: the manifest's 'keys' is not true or false.")
 
 
 def _instance_in_use() -> list[str]:
@@ -256,18 +330,33 @@ def paths_rebase(old: str, new: str) -> int:
     return changed
 
 
-def _safe_members(tar: tarfile.TarFile, prefix: str):
+def _safe_members(tar: tarfile.TarFile, prefix: str, *, refuse_top: frozenset[str] = frozenset()):
+    """The members under `prefix`/, refusing any that could land outside it (absolute, `..`, links,
+    devices) or on a top-level name of `refuse_top`."""
     for member in tar.getmembers():
         parts = PurePosixPath(member.name).parts
         if not parts or parts[0] != prefix:
             continue
         if member.name.startswith("/") or ".." in parts or member.issym() or member.islnk() or member.isdev():
             raise BackupError(f"refusing archive member {member.name!r}")
+        if len(parts) > 1 and parts[1] in refuse_top:
+            raise BackupError(f"refusing archive member {member.name!r}: a Hearth backup never holds it")
         yield member
 
 
+def _database_names(home: Path) -> frozenset[str]:
+    """Top-level names below `home` that are this instance's database files (SQLite in the home)."""
+    if not _is_sqlite():
+        return frozenset()
+    return frozenset(p.name for p in _sqlite_files() if p.parent == home)
+
+
 def backup_restore(archive: Path, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Restore `archive` into this instance (its HEARTH_HOME and database); returns the manifest."""
+    """Restore `archive` into this instance (its HEARTH_HOME and database); returns the manifest.
+
+    The database is written only where this instance's settings put it (the manifest names which member
+    holds the dump, and nothing else); instance files only below HEARTH_HOME, never over the database
+    files, backups/, tmp/ or static/."""
     from django.core.management import call_command
 
     archive = Path(archive).resolve()
@@ -279,17 +368,24 @@ def backup_restore(archive: Path, *, force: bool = False, log: Callable[[str], N
     engine = manifest["database"]["engine"]
     if engine.endswith("sqlite3") != _is_sqlite():
         raise BackupError(f"The backup holds a {engine} database; this instance uses {_db()['ENGINE']}.")
+    with_keys = manifest.get("keys", True)
     home = paths.home().resolve()
+    refuse_top = frozenset(SKIP_TOP) | _database_names(home) | (frozenset() if with_keys else KEY_TOP)
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=home) as tmp:
         tmp_path = Path(tmp)
         with tarfile.open(archive) as tar:
-            tar.extractall(tmp_path, members=list(_safe_members(tar, "database")), filter="data")
+            members = [m for m in _safe_members(tar, "database") if m.name == db_member and m.isfile()]
+            if len(members) != 1:
+                raise BackupError(f"{archive} does not hold its database dump {db_member!r} as one file.")
+            tar.extractall(tmp_path, members=members, filter="data")
             dump = tmp_path / db_member
             if paths.sha256_file(dump) != manifest["database"]["sha256"]:
                 raise BackupError(f"{db_member} in {archive} does not match its manifest checksum.")
             staged = tmp_path / "staged"
             staged.mkdir()
-            tar.extractall(staged, members=list(_safe_members(tar, "home")), filter="data")
+            tar.extractall(
+                staged, members=list(_safe_members(tar, "home", refuse_top=refuse_top)), filter="data"
+            )
         source = staged / "home"
         count = 0
         if source.is_dir():
@@ -313,4 +409,25 @@ def backup_restore(archive: Path, *, force: bool = False, log: Callable[[str], N
     rebased = paths_rebase(manifest["home"], str(home))
     if rebased:
         log(f"paths: {rebased} rows moved from {manifest['home']} to {home}")
+    if not with_keys:
+        log(_keyless_note())
     return manifest
+
+
+def _keyless_note() -> str:
+    """What an instance restored from an archive without keys needs, in a sentence or two."""
+    from django.apps import apps
+
+    stored = apps.get_model("trainer", "Repository").objects.exclude(credential="").count()
+    note = (
+        "keys: the backup carries none (made with --without-keys); this instance keeps its own secret_key "
+        "and engine_secret, and admins sign in again."
+    )
+    if stored:
+        note += (
+            f" {stored} repositories have stored git credentials, encrypted with the original instance's "
+            "credential key: before starting Hearth, put that instance's secret_key file into HEARTH_HOME "
+            "(or set HEARTH_CREDENTIAL_KEY, or HEARTH_SECRET_KEY, to the value it had), or enter those "
+            "credentials again."
+        )
+    return note

@@ -9,9 +9,11 @@ from appliance.errors import HearthError
 
 class Command(BaseCommand):
     help = (
-        "Restore a `hearth backup` archive into this instance: its instance files (keys included), its "
-        "database, then migrations; stored paths move to this HEARTH_HOME. Stop the services first and "
-        "start them after."
+        "Restore a `hearth backup` archive into this instance: its instance files (its keys too, unless it "
+        "was made --without-keys: then this instance keeps its own, and stored git credentials need the "
+        "original key), its database into this instance's own database, then migrations; stored paths move "
+        "to this HEARTH_HOME. An archive whose manifest or members point elsewhere is refused. Stop the "
+        "services first and start them after."
     )
 
     def add_arguments(self, parser):
