@@ -3,8 +3,12 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django_q import admin as q_admin  # its pages, registered before Hearth's, are replaced below
+from django_q.models import Failure, OrmQ, Schedule, Success
 
 from appliance.audit import request_audit
 from appliance.models import AuditEntry, Notification
@@ -18,6 +22,7 @@ from trainer.models import (
     TrainingRun,
 )
 from trainer.models.datasets import DatasetFile
+from webui.forms import ServingPolicyForm
 from webui.reports import html_table, report_html
 
 admin.site.site_header = "Hearth"
@@ -38,6 +43,29 @@ admin.site.index = _dashboard_index
 
 class ReadOnlyLogMixin:
     readonly_fields = ("status", "status_reason", "log", "created_at", "updated_at")
+
+
+def model_permitted(request, opts, action: str) -> bool:
+    """Whether the signed-in user holds Django's `action` permission ("view", "add", "change" or
+    "delete") on the model of `opts`; a superuser holds every one. "view" is also met by "change",
+    as in Django's own admin."""
+
+    def held(name: str) -> bool:
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(name, opts)}")
+
+    return held(action) or (action == "view" and held("change"))
+
+
+class ModelPermissionsMixin:
+    """The model's Django permissions by name, for the list actions (`permissions=["model_change"]`).
+    Several Hearth admins answer False to has_change_permission or has_delete_permission whatever the
+    user holds, to keep their stock pages read-only; their actions still need the permission itself."""
+
+    def has_model_change_permission(self, request) -> bool:
+        return model_permitted(request, self.opts, "change")
+
+    def has_model_delete_permission(self, request) -> bool:
+        return model_permitted(request, self.opts, "delete")
 
 
 class RepositoryForm(forms.ModelForm):
@@ -73,7 +101,7 @@ class RetryMixin:
     """The "Retry" action: a failed row (one the stuck-row watchdog released, or any failure) is
     queued again."""
 
-    @admin.action(description="Retry the selected failed rows")
+    @admin.action(description="Retry the selected failed rows", permissions=["model_change"])
     def retry(self, request, queryset):
         from appliance.errors import HearthError
         from trainer.watchdog import row_label, row_retry
@@ -89,7 +117,7 @@ class RetryMixin:
 
 
 @admin.register(Repository)
-class RepositoryAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
+class RepositoryAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     form = RepositoryForm
     list_display = ("name", "status", "default_branch", "head_sha", "last_synced_at", "has_credential")
     list_filter = ("status",)
@@ -133,7 +161,7 @@ class RepositoryAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
         request_audit(request, action="repository.add", target=f"repository {obj.name}", detail=obj.source)
         self.message_user(request, f"{obj.name} registered; its first sync runs in the background.")
 
-    @admin.action(description="Sync the selected repositories now")
+    @admin.action(description="Sync the selected repositories now", permissions=["model_change"])
     def sync_now(self, request, queryset):
         from appliance.jobs import job_enqueue
 
@@ -142,7 +170,7 @@ class RepositoryAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
             request_audit(request, action="repository.sync", target=f"repository {repo.name}")
         self.message_user(request, f"Sync queued for {queryset.count()} repositories.")
 
-    @admin.action(description="Build a dataset from the selected repositories")
+    @admin.action(description="Build a dataset from the selected repositories", permissions=["model_change"])
     def build_dataset(self, request, queryset):
         from appliance.jobs import job_enqueue
 
@@ -155,12 +183,27 @@ class RepositoryAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
 
 @admin.register(BaseModel)
 class BaseModelAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
+    """A base model comes from `manage.py basemodel_import`, which verifies its files and detects its
+    FIM format: here only its display name and licence are edited."""
+
     list_display = ("slug", "display_name", "status", "architecture", "fim_format", "can_infill")
-    readonly_fields = ReadOnlyLogMixin.readonly_fields + ("manifest",)
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + (
+        "slug",
+        "hf_path",
+        "train_gguf_file",
+        "gguf_path",
+        "architecture",
+        "fim_format",
+        "can_infill",
+        "manifest",
+    )
+
+    def has_add_permission(self, request):
+        return False  # imported from a folder (basemodel_import), never typed in
 
 
 @admin.register(Dataset)
-class DatasetAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
+class DatasetAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "status",
@@ -323,21 +366,30 @@ class DatasetFileAdmin(admin.ModelAdmin):
 
 
 def _admin_urls(model_admin, routes):
-    """Custom admin views (webui/views.py) under the model's admin URLs, staff-only through admin_view."""
+    """Custom admin views (webui/views.py) under the model's admin URLs. Each route is (route, view,
+    name, permission): admin_view lets in active staff only, then the user needs the model permission
+    the route names ("view", "add", "change", "delete"; or a function of the URL's arguments that
+    returns one), else 403."""
     site = model_admin.admin_site
-    info = model_admin.model._meta.app_label, model_admin.model._meta.model_name
+    opts = model_admin.model._meta
 
-    def wrap(view):
+    def wrap(view, permission):
         def wrapped(request, *args, **kwargs):
+            needed = permission(**kwargs) if callable(permission) else permission
+            if not model_permitted(request, opts, needed):
+                raise PermissionDenied(f"This page needs the “{needed} {opts.verbose_name}” permission.")
             return view(request, site, *args, **kwargs)
 
         return site.admin_view(wrapped)
 
-    return [path(route, wrap(view), name="{}_{}_".format(*info) + name) for route, view, name in routes]
+    return [
+        path(route, wrap(view, permission), name=f"{opts.app_label}_{opts.model_name}_{name}")
+        for route, view, name, permission in routes
+    ]
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
+class TrainingRunAdmin(ModelPermissionsMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     """Runs are started from "Start a custom model" and change only through their jobs and cancel:
     no add form, every field read-only, the page live while the run trains."""
 
@@ -371,9 +423,11 @@ class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
             _admin_urls(
                 self,
                 [
-                    ("start/", views.training_start_view, "start"),
-                    ("<int:pk>/live/", views.run_live_view, "live"),
-                    ("<int:pk>/cancel/", views.run_cancel_view, "cancel"),
+                    # The preview is the start form's first step: it reads the repositories the
+                    # run would train on and stores nothing, so it needs what starting needs.
+                    ("start/", views.training_start_view, "start", "add"),
+                    ("<int:pk>/live/", views.run_live_view, "live", "view"),
+                    ("<int:pk>/cancel/", views.run_cancel_view, "cancel", "change"),
                 ],
             )
             + super().get_urls()
@@ -386,7 +440,7 @@ class TrainingRunAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         extra = run_live_context(run) if run else {}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
-    @admin.action(description="Cancel the selected runs")
+    @admin.action(description="Cancel the selected runs", permissions=["model_change"])
     def cancel_runs(self, request, queryset):
         from appliance.errors import HearthError
         from trainer.training.services import training_run_cancel
@@ -426,7 +480,7 @@ class ReportInline(ReportComparisonMixin, admin.StackedInline):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
+class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     list_display = ("id", "base", "run", "status", "fim_format", "promoted_at")
     list_filter = ("status",)
     # A version changes only through its actions (promote, retire, delete): every field is read-only.
@@ -485,8 +539,13 @@ class ModelVersionAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
             _admin_urls(
                 self,
                 [
-                    ("<int:pk>/do/<str:action>/", views.version_action_view, "action"),
-                    ("<int:pk>/download/<str:name>", views.version_download_view, "download"),
+                    (
+                        "<int:pk>/do/<str:action>/",
+                        views.version_action_view,
+                        "action",
+                        views.version_action_permission,
+                    ),
+                    ("<int:pk>/download/<str:name>", views.version_download_view, "download", "view"),
                 ],
             )
             + super().get_urls()
@@ -554,22 +613,27 @@ class ModelVersionAdmin(RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
         from trainer import versions
 
         for version in queryset:
+            pk = version.pk  # a deleted row's pk is None afterwards
             try:
                 getattr(versions, f"model_version_{action}")(version=version)
-                request_audit(request, action=f"model.{action}", target=f"version {version.pk}")
-                self.message_user(request, f"Version {version.pk}: {action} done.")
+                request_audit(request, action=f"model.{action}", target=f"version {pk}")
+                self.message_user(request, f"Version {pk}: {action} done.")
             except HearthError as exc:
-                self.message_user(request, f"Version {version.pk}: {exc}", level="error")
+                self.message_user(request, f"Version {pk}: {exc}", level="error")
 
-    @admin.action(description="Promote (serve) / roll back to the selected version")
+    @admin.action(
+        description="Promote (serve) / roll back to the selected version", permissions=["model_change"]
+    )
     def promote(self, request, queryset):
         self._each(request, queryset.order_by("pk")[:1], "promote")
 
-    @admin.action(description="Retire the selected versions (the base model is served)")
+    @admin.action(
+        description="Retire the selected versions (the base model is served)", permissions=["model_change"]
+    )
     def retire(self, request, queryset):
         self._each(request, queryset, "retire")
 
-    @admin.action(description="Delete the selected versions and their files")
+    @admin.action(description="Delete the selected versions and their files", permissions=["model_delete"])
     def delete_versions(self, request, queryset):
         self._each(request, queryset, "delete")
 
@@ -586,7 +650,8 @@ class EvaluationReportAdmin(ReportComparisonMixin, admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    """The full list (filter, delete); each admin reads and marks notifications in their inbox."""
+    """The full list (filter, delete); each admin reads and marks notifications in their inbox. The
+    inbox needs the view permission: marking read changes only the reader's own read state."""
 
     list_display = ("created_at", "level", "title", "emailed")
     list_filter = ("level",)
@@ -602,9 +667,9 @@ class NotificationAdmin(admin.ModelAdmin):
             _admin_urls(
                 self,
                 [
-                    ("inbox/", views.inbox_view, "inbox"),
-                    ("inbox/read-all/", views.inbox_read_all_view, "read_all"),
-                    ("<int:pk>/read/", views.inbox_read_view, "read"),
+                    ("inbox/", views.inbox_view, "inbox", "view"),
+                    ("inbox/read-all/", views.inbox_read_all_view, "read_all", "view"),
+                    ("<int:pk>/read/", views.inbox_read_view, "read", "view"),
                 ],
             )
             + super().get_urls()
@@ -620,7 +685,12 @@ def _each_context_with_inbox(request):
 
     context = _stock_each_context(request)
     user = getattr(request, "user", None)
-    if user is not None and user.is_active and user.is_staff:
+    if (
+        user is not None
+        and user.is_active
+        and user.is_staff
+        and model_permitted(request, Notification._meta, "view")
+    ):
         context["hearth_unread"] = notifications_unread_count(user=user)
     return context
 
@@ -629,9 +699,9 @@ admin.site.each_context = _each_context_with_inbox
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    """Tokens are made by "Create a token" (shown once) and end by "Revoke"; a superuser sees every
-    user's, a staff user only their own."""
+class ApiTokenAdmin(ModelPermissionsMixin, admin.ModelAdmin):
+    """Tokens are made by "Create a token" (shown once, the add permission) and end by "Revoke" (the
+    change permission); a superuser sees every user's, a staff user only their own."""
 
     list_display = (
         "prefix",
@@ -652,14 +722,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         qs = super().get_queryset(request).select_related("user")
         return qs if request.user.is_superuser else qs.filter(user=request.user)
 
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_staff
-
     def has_view_permission(self, request, obj=None):
-        return (
-            request.user.is_active
-            and request.user.is_staff
-            and (obj is None or request.user.is_superuser or obj.user_id == request.user.pk)
+        return super().has_view_permission(request, obj) and (
+            obj is None or request.user.is_superuser or obj.user_id == request.user.pk
         )
 
     def has_add_permission(self, request):
@@ -671,16 +736,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def get_urls(self):
         from webui import views
 
-        return _admin_urls(self, [("new/", views.token_create_view, "new")]) + super().get_urls()
+        return _admin_urls(self, [("new/", views.token_create_view, "new", "add")]) + super().get_urls()
 
     def get_actions(self, request):
         actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        if request.user.is_staff and "revoke" not in actions:
-            actions["revoke"] = self.get_action("revoke")
+        actions.pop("delete_selected", None)  # a token ends by being revoked, which is audited
         return actions
 
-    @admin.action(description="Revoke the selected tokens")
+    @admin.action(description="Revoke the selected tokens", permissions=["model_change"])
     def revoke(self, request, queryset):
         from inference.auth import token_revoke
 
@@ -742,6 +805,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ServingPolicy)
 class ServingPolicyAdmin(admin.ModelAdmin):
+    form = ServingPolicyForm  # the Policies page's rules on the stock change page too
     list_display = (
         "__str__",
         "telemetry_enabled",
@@ -757,7 +821,10 @@ class ServingPolicyAdmin(admin.ModelAdmin):
     def get_urls(self):
         from webui import views
 
-        return _admin_urls(self, [("policies/", views.policies_view, "policies")]) + super().get_urls()
+        # Viewing needs "view"; the view itself also asks "change" of a POST.
+        return (
+            _admin_urls(self, [("policies/", views.policies_view, "policies", "view")]) + super().get_urls()
+        )
 
     def changelist_view(self, request, extra_context=None):
         """The one policy row is edited on the Policies page, with the dataset exclusion beside it."""
@@ -843,3 +910,49 @@ class FilterCountAdmin(ReadOnlyAdmin):
 class FlowLogAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "user", "path", "status_code", "latency_ms")
     list_filter = ("status_code", "path")
+
+
+# ---------------------------------------------------------------- django-q2's own pages, read-only
+
+
+class _QueueReadOnly:
+    """django-q2's pages as a record only: a schedule or a queued task names any importable function,
+    so adding, changing or resubmitting one from the browser would run code Hearth did not ship.
+    Hearth's schedules come from its migrations and services, its jobs from its own actions (Retry)."""
+
+    actions = ()  # no "Resubmit"; "Delete selected" stays where deleting is allowed
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class ScheduleAdmin(_QueueReadOnly, q_admin.ScheduleAdmin):
+    def has_delete_permission(self, request, obj=None):
+        return False  # Hearth's own schedules (mirror sync, watchdog) would stop without a word
+
+
+class QueueAdmin(_QueueReadOnly, q_admin.QueueAdmin):
+    def has_delete_permission(self, request, obj=None):
+        return False  # a dropped job leaves its row waiting; cancel it through its row
+
+
+class SuccessAdmin(_QueueReadOnly, q_admin.TaskAdmin):
+    """Finished jobs: read, or deleted as old history."""
+
+
+class FailureAdmin(_QueueReadOnly, q_admin.FailAdmin):
+    """Failed jobs: read, or deleted as old history; the row whose job failed is retried from its page."""
+
+
+for _model, _admin in (
+    (Schedule, ScheduleAdmin),
+    (OrmQ, QueueAdmin),
+    (Success, SuccessAdmin),
+    (Failure, FailureAdmin),
+):
+    if admin.site.is_registered(_model):  # OrmQ only with the ORM broker
+        admin.site.unregister(_model)
+        admin.site.register(_model, _admin)

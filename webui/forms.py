@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 
 from django import forms
+from django.conf import settings
 
+from inference.models import ServingPolicy
 from trainer.training.config import LoraSettings
 
 SETTINGS_PREFIX = "lora_"
@@ -135,12 +137,60 @@ class TokenCreateForm(forms.Form):
         from django.contrib.auth import get_user_model
 
         super().__init__(*args, **kwargs)
+        self.request_user = request_user
         users = get_user_model().objects.filter(is_active=True).order_by("username")
         # A superuser makes tokens for anyone; a staff user only for themself.
         self.fields["user"].queryset = (
             users if request_user.is_superuser else users.filter(pk=request_user.pk)
         )
         self.fields["user"].initial = request_user.pk
+        if token_rate_limit_cap(request_user) is not None:
+            self.fields[
+                "rate_limit_per_minute"
+            ].help_text += f" At most {settings.HEARTH_RATE_LIMIT}, the appliance default."
+
+    def clean_rate_limit_per_minute(self) -> int | None:
+        value = self.cleaned_data.get("rate_limit_per_minute")
+        cap = token_rate_limit_cap(self.request_user)
+        if value is not None and cap is not None and value > cap:
+            raise forms.ValidationError(
+                f"At most {cap} requests per minute, the appliance default (HEARTH_RATE_LIMIT): "
+                "only a superuser gives a token a higher limit."
+            )
+        return value
+
+
+def token_rate_limit_cap(user) -> int | None:
+    """The highest rate limit `user` may give a token: the appliance default for anyone but a
+    superuser; None when there is no cap (a superuser, or an appliance default of 0, which means no
+    limit at all). An empty limit means the default, so it is always allowed."""
+    if user.is_superuser or not settings.HEARTH_RATE_LIMIT:
+        return None
+    return settings.HEARTH_RATE_LIMIT
+
+
+TELEMETRY_CONTENT_NEEDS_TELEMETRY = (
+    "Content collection needs telemetry: tick “Telemetry enabled” as well, or untick this."
+)
+
+
+class TelemetryRuleMixin:
+    """Prompts, suggestions and snapshots are stored only while telemetry is on: the rule of the
+    Policies page and of the stock Serving policy page alike."""
+
+    def clean(self):
+        data = super().clean()
+        if data.get("telemetry_content") and not data.get("telemetry_enabled"):
+            self.add_error("telemetry_content", TELEMETRY_CONTENT_NEEDS_TELEMETRY)
+        return data
+
+
+class ServingPolicyForm(TelemetryRuleMixin, forms.ModelForm):
+    """The stock Serving policy page's form (the Policies page is the usual one)."""
+
+    class Meta:
+        model = ServingPolicy
+        fields = "__all__"
 
 
 BLOCKED_UPLOAD_MAX_BYTES = 10 * 1024 * 1024
@@ -150,7 +200,7 @@ def _pattern_lines(text: str) -> list[tuple[int, str]]:
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-class PoliciesForm(forms.Form):
+class PoliciesForm(TelemetryRuleMixin, forms.Form):
     """Every admin policy on one page: telemetry and content collection, flow logs, retention, content
     exclusion for serving, the global dataset exclusion, response filters, repository context at
     serving, and a blocked-code upload.
@@ -229,12 +279,3 @@ class PoliciesForm(forms.Form):
                 "no suggestion could ever match it."
             )
         return upload.name, text
-
-    def clean(self):
-        data = super().clean()
-        if data.get("telemetry_content") and not data.get("telemetry_enabled"):
-            self.add_error(
-                "telemetry_content",
-                "Content collection needs telemetry: tick “Telemetry enabled” as well, or untick this.",
-            )
-        return data

@@ -17,6 +17,7 @@ from appliance.audit import request_audit, request_client_ip
 from appliance.errors import HearthError
 from trainer.models import ModelVersion, TrainingRun
 
+# action → (title, consequence, the model permission it needs)
 VERSION_ACTIONS = {
     "promote": (
         "Promote (serve) this version",
@@ -24,16 +25,25 @@ VERSION_ACTIONS = {
             "IDEs get completions from it within seconds; the version "
             "served now is retired. Choosing a retired version rolls back to it."
         ),
+        "change",
     ),
     "retire": (
         "Retire this version",
         ("It stops being served; the base model is served unless another version is promoted."),
+        "change",
     ),
     "delete": (
         "Delete this version and its files",
         ("Its GGUF files and adapter are removed from disk. This cannot be undone."),
+        "delete",
     ),
 }
+
+
+def version_action_permission(*, action: str, **_) -> str:
+    """The model permission a version action's page needs: "delete" to delete, "change" otherwise
+    (an unknown action then answers 404)."""
+    return VERSION_ACTIONS[action][2] if action in VERSION_ACTIONS else "change"
 
 
 def training_start_view(request, admin_site):
@@ -138,7 +148,7 @@ def version_action_view(request, admin_site, pk: int, action: str):
     if action not in VERSION_ACTIONS:
         raise Http404(action)
     version = get_object_or_404(ModelVersion, pk=pk)
-    title, consequence = VERSION_ACTIONS[action]
+    title, consequence, _ = VERSION_ACTIONS[action]
     if request.method == "POST":
         try:
             getattr(versions, f"model_version_{action}")(version=version)
@@ -182,7 +192,7 @@ def version_files(version: ModelVersion) -> list[tuple[str, str, int]]:
 
 
 def version_download_view(request, admin_site, pk: int, name: str):
-    """Stream one GGUF file of a version (staff only: admin_view checks it)."""
+    """Stream one GGUF file of a version (the view permission: _admin_urls checks it)."""
     version = get_object_or_404(ModelVersion, pk=pk)
     if name not in {n for n, _, _ in version_files(version)}:
         raise Http404(name)

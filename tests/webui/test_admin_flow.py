@@ -77,6 +77,8 @@ def test_preview_then_start_records_and_limits(
 
 
 def test_token_created_once_scoped_and_revoked(admin_client, client, django_user_model):
+    from django.contrib.auth.models import Permission
+
     from appliance.models import AuditEntry
     from inference.auth import AuthError, token_authenticate
     from inference.models import ApiToken
@@ -90,8 +92,10 @@ def test_token_created_once_scoped_and_revoked(admin_client, client, django_user
     raw = page.split('id="raw-token" class="hearth-token" readonly value="')[1].split('"')[0]
     assert token_authenticate(f"Bearer {raw}").pk == token.pk and token.rate_limit_per_minute == 7
     staff = django_user_model.objects.create_user("sam", password="pw-sam-123", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_apitoken"))
     client.force_login(staff)
-    assert "laptop" not in client.get("/admin/inference/apitoken/").content.decode()  # not sam's
+    page = client.get("/admin/inference/apitoken/")
+    assert page.status_code == 200 and "laptop" not in page.content.decode()  # not sam's
     admin_client.post("/admin/inference/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
     with pytest.raises(AuthError):
         token_authenticate(f"Bearer {raw}")

@@ -21,10 +21,12 @@ def _badge(client, url: str = "/admin/") -> int | None:
 
 @pytest.fixture
 def admins(client, django_user_model):
+    from django.contrib.auth.models import Permission
     from django.test import Client
 
     alice = django_user_model.objects.create_superuser("alice", "alice@hearth.invalid", "pw-alice-12345")
     bob = django_user_model.objects.create_user("bob", password="pw-bob-123456", is_staff=True)
+    bob.user_permissions.add(Permission.objects.get(codename="view_notification"))  # the inbox needs it
     a, b = Client(), Client()
     a.force_login(alice)
     b.force_login(bob)
