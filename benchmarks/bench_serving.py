@@ -34,6 +34,12 @@ instance directory, on one GGUF (SmolLM2-135M-Instruct by default, or the micro 
   llama-server's own decode calls and tokens over the same requests (llama_server_batches, from its
   /metrics).
 
+- insecure filter (offline, no engine): the insecure-code response filter on
+  benchmarks/insecure_corpus.py, insecure_filter_recall (a vulnerable snippet counts when the cut
+  lands before its offending line) and insecure_filter_precision, and its cost per suggestion on
+  windows of Hearth's own source (a --prompt-chars prefix, the next six lines):
+  insecure_filter_p50_ms (goal <= 1.0) and _p95_ms. `--only-filters` runs this alone, in seconds.
+
 `--series` runs only some of the series (a quick check: `--model micro --series context`).
 """
 
@@ -749,6 +755,42 @@ def replicas_series(b: Bench) -> list[str]:
     return failed
 
 
+def insecure_filter_series(prompt_chars: int) -> None:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.insecure_corpus import SAFE, VULNERABLE
+    from inference.insecure import insecure_find
+
+    def cut_line(snippet) -> int | None:
+        found = insecure_find(snippet.suggestion, snippet.prefix)
+        return None if found is None else snippet.suggestion[: found.offset].count("\n")
+
+    caught = sum(cut_line(s) == s.line for s in VULNERABLE)
+    flagged = sum(cut_line(s) is not None for s in VULNERABLE)
+    false = sum(cut_line(s) is not None for s in SAFE)
+    emit("insecure_filter_corpus", {"vulnerable": len(VULNERABLE), "safe": len(SAFE), "false": false}, None)
+    emit("insecure_filter_recall", round(caught / len(VULNERABLE), 3), ">= 0.95")
+    emit("insecure_filter_precision", round(flagged / max(1, flagged + false), 3), ">= 0.95")
+    pairs = []
+    for package in ("appliance", "trainer", "inference", "webui"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "insecure" in path.parts:  # the rule table: vulnerable examples by design
+                continue
+            text = path.read_text()
+            starts = [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+            for k in range(40, len(starts) - 6, 12):
+                at = starts[k]
+                pairs.append((text[max(0, at - prompt_chars) : at], text[at : starts[k + 6]]))
+    costs, hits = [], 0
+    for prefix, suggestion in pairs[:4000]:
+        started = time.perf_counter()
+        hits += insecure_find(suggestion, prefix) is not None
+        costs.append((time.perf_counter() - started) * 1000)
+    emit("insecure_filter_suggestions", {"measured": len(costs), "cut": hits}, None)
+    emit("insecure_filter_p50_ms", round(pct(costs, 0.5), 4), "<= 1.0")
+    emit("insecure_filter_p95_ms", round(pct(costs, 0.95), 4), None)
+
+
 SERIES = ("engine", "gateway", "cache", "concurrency", "context", "hotswap", "replicas", "llama-server")
 
 
@@ -792,6 +834,11 @@ def arguments() -> argparse.Namespace:
         help="A llama-server binary to compare with (default: built from llama-cpp-python's source, cached).",
     )
     parser.add_argument(
+        "--only-filters",
+        action="store_true",
+        help="Measure only the insecure-code response filter, offline (no engine or web server).",
+    )
+    parser.add_argument(
         "--series",
         nargs="+",
         choices=SERIES,
@@ -803,6 +850,9 @@ def arguments() -> argparse.Namespace:
 
 def main() -> int:
     args = arguments()
+    if args.only_filters:
+        insecure_filter_series(args.prompt_chars)
+        return 0
     # Stopped from outside (timeout, Ctrl-C): still stop the engine and web server it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = setup(args)

@@ -6,6 +6,11 @@
   dataset scrubbing uses (appliance.secret_rules): a credential is any provider token the
   scrubber's rules know (several hundred formats), a private key, or a key or password assigned
   a literal.
+- Insecure code (inference.insecure): a suggestion is cut before the first line that introduces an
+  obvious vulnerability (SQL or a shell command built from strings, eval of input, unsafe
+  deserialisation, TLS verification off, HTML built from strings, a password under MD5/SHA-1).
+  Only this filter reads the prefix (when the caller passes it): a line the suggestion finishes is
+  then judged whole.
 - Verbatim filter: a suggestion sharing >= 150 whitespace-stripped characters with the admin's
   blocked-code corpus is discarded. The corpus is indexed once as a set of 64-bit polynomial hashes
   of every 150-character window (computed with numpy), so a check costs one hash per window of
@@ -24,6 +29,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from appliance.secret_rules import CREDENTIAL, IP, URL, emails, rule_set
+from inference.insecure import insecure_find
 
 WINDOW = 150
 _BASE = np.uint64(1_000_003)
@@ -50,12 +56,23 @@ def _first_credential(text: str) -> int | None:
     return min(starts, default=None)
 
 
-# Each finder names one filter; the suggestion is truncated at the earliest place any finds.
-RESPONSE_FILTERS: dict[str, Callable[[str], int | None]] = {
-    "email": _first_email,
-    "url": _first_match(URL),
-    "ip": _first_match(IP),
-    "credential": _first_credential,
+def _first_insecure(text: str, prefix: str) -> int | None:
+    found = insecure_find(text, prefix)
+    return found.offset if found else None
+
+
+def _text_only(find: Callable[[str], int | None]) -> Callable[[str, str], int | None]:
+    return lambda text, prefix: find(text)
+
+
+# Each finder names one filter and gets (suggestion, prefix); the suggestion is truncated at the
+# earliest place any finds.
+RESPONSE_FILTERS: dict[str, Callable[[str, str], int | None]] = {
+    "email": _text_only(_first_email),
+    "url": _text_only(_first_match(URL)),
+    "ip": _text_only(_first_match(IP)),
+    "credential": _text_only(_first_credential),
+    "insecure": _first_insecure,
 }
 
 
@@ -91,14 +108,16 @@ def path_excluded(path: str | None, globs: list[str]) -> bool:
 # ---------------------------------------------------------------- response filters
 
 
-def response_filter(text: str, enabled: frozenset[str] | None = None) -> FilterOutcome:
+def response_filter(text: str, enabled: frozenset[str] | None = None, *, prefix: str = "") -> FilterOutcome:
     """Truncate `text` before the first sensitive match; name every filter that matched there.
-    `enabled` names the filters the admin's policy keeps on (None: all of them)."""
+    `enabled` names the filters the admin's policy keeps on (None: all of them); `prefix` is the
+    code before the suggestion (the insecure-code filter judges a line the suggestion finishes
+    whole)."""
     cut, acted = len(text), []
     for name, find in RESPONSE_FILTERS.items():
         if enabled is not None and name not in enabled:
             continue
-        start = find(text)
+        start = find(text, prefix)
         if start is not None:
             acted.append(name)
             cut = min(cut, start)
@@ -175,9 +194,10 @@ def verbatim_index() -> VerbatimIndex:
 
 
 def suggestion_filter(
-    text: str, *, index: VerbatimIndex | None, enabled: frozenset[str] | None = None
+    text: str, *, index: VerbatimIndex | None, enabled: frozenset[str] | None = None, prefix: str = ""
 ) -> FilterOutcome:
-    """Both filters in order: discard verbatim matches, then truncate sensitive strings."""
+    """Both filters in order: discard verbatim matches, then truncate sensitive strings and
+    insecure code."""
     if text and index is not None and index.matches(text):
         return FilterOutcome("", ["verbatim"], discarded=True)
-    return response_filter(text, enabled)
+    return response_filter(text, enabled, prefix=prefix)

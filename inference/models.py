@@ -42,7 +42,7 @@ class ApiToken(models.Model):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
-RESPONSE_FILTER_NAMES = ("email", "url", "ip", "credential")
+RESPONSE_FILTER_NAMES = ("email", "url", "ip", "credential", "insecure")
 
 
 def response_filters_default() -> list[str]:
@@ -74,8 +74,10 @@ class ServingPolicy(models.Model):
     response_filters = models.JSONField(
         default=response_filters_default,
         blank=True,
-        help_text="The response filters in force (email, url, ip, credential): a suggestion is cut before "
-        "the first match of any of them.",
+        help_text="The response filters in force (email, url, ip, credential, insecure): a suggestion is cut "
+        "before the first match of any of them; insecure cuts before the first line that introduces an obvious "
+        "vulnerability (SQL or a shell command built from strings, eval of input, unsafe deserialisation, TLS "
+        "verification off, HTML built from strings, a password under MD5/SHA-1).",
     )
     repository_context = models.BooleanField(
         default=True,

@@ -19,7 +19,7 @@ def _form(**changes) -> dict:
         "flow_logs_enabled": "",
         "retention_days": "28",
         "exclusion_globs": "",
-        "response_filters": ["email", "url", "ip", "credential"],
+        "response_filters": ["email", "url", "ip", "credential", "insecure"],
         "repository_context": "on",
         "dataset_exclude_globs": "",
     }
@@ -71,7 +71,7 @@ def test_saving_changes_the_policy_and_is_audited(admin_client):
     entry = AuditEntry.objects.get(action="policy.change")
     assert entry.actor == "admin" and entry.ip == "10.1.2.3"
     assert "telemetry_enabled: False → True" in entry.detail and "retention_days: 28 → 7" in entry.detail
-    assert "response_filters: credential, email, ip, url → credential, email" in entry.detail
+    assert "response_filters: credential, email, insecure, ip, url → credential, email" in entry.detail
     # Saving again unchanged records nothing.
     admin_client.post(
         URL,
@@ -161,7 +161,7 @@ def test_response_filter_switched_off_lets_an_email_through(admin_client, client
 
     admin_client.get(URL)  # the policy row exists with every filter on
     assert complete() == ""  # cut before the email
-    admin_client.post(URL, _form(response_filters=["url", "ip", "credential"]))
+    admin_client.post(URL, _form(response_filters=["url", "ip", "credential", "insecure"]))
     assert complete() == suggestion
 
 
