@@ -553,8 +553,10 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
 
     @admin.display(description="promotion decision")
     def decision(self, obj):
+        from webui.reports import decision_html
+
         report = obj.reports.order_by("-created_at").first()
-        return report.decision if report and report.decision else "No evaluation yet."
+        return decision_html(report.decision) if report and report.decision else "No evaluation yet."
 
     @admin.display(description="actions")
     def lifecycle(self, obj):
@@ -855,38 +857,17 @@ class BlockedCodeAdmin(admin.ModelAdmin):
         return len(obj.text)
 
 
-def _shown(figures: dict) -> dict:
-    """Usage figures as an admin reads them: no 'None' (no acceptance rate before a view is reported)."""
-    return {k: ("n/a" if v is None else v) for k, v in figures.items()}
-
-
 @admin.register(CompletionRecord)
 class CompletionRecordAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "user", "dialect", "model", "language", "latency_ms", "outcome", "filters")
     list_filter = ("dialect", "model", "language", "outcome")
     search_fields = ("completion_id",)
 
-    def changelist_view(self, request, extra_context=None):
-        """Usage figures for the last 7 days, shown above the list."""
-        from inference.selectors import usage_summary
+    def get_urls(self):
+        """The usage page (figures per language, model and filter); the list links to it."""
+        from webui.usage import usage_view
 
-        summary = usage_summary()
-        overall = _shown(summary["overall"])
-        self.message_user(
-            request,
-            f"Last 7 days: {overall['requests']} completions, acceptance rate {overall['acceptance_rate']}, "
-            f"latency p50 {overall['latency_ms_p50']} ms / p90 {overall['latency_ms_p90']} ms "
-            f"/ p99 {overall['latency_ms_p99']} ms; filters acted: {summary['filters'] or 'none'}. "
-            "Per language and model: manage.py usage_report.",
-        )
-        for name, figures in list(summary["by_model"].items())[:5]:
-            figures = _shown(figures)
-            self.message_user(
-                request,
-                f"Model {name}: {figures['requests']} completions, acceptance "
-                f"{figures['acceptance_rate']}, p50 {figures['latency_ms_p50']} ms",
-            )
-        return super().changelist_view(request, extra_context)
+        return _admin_urls(self, [("usage/", usage_view, "usage", "view")]) + super().get_urls()
 
 
 @admin.register(CompletionEvent)

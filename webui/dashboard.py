@@ -1,4 +1,5 @@
-"""The admin index as a dashboard: what is served and since when, runs in progress, alerts, usage."""
+"""The admin index as a dashboard: the first steps until they are done, what is served and since when,
+runs in progress, alerts, usage (webui/usage.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
-
-from webui.charts import line_chart
 
 DISK_ALERT_FRACTION = 0.9
 
@@ -48,73 +47,38 @@ def _alerts() -> list[str]:
     return alerts
 
 
-def _promotion_marks(days: int) -> list[tuple[float, str]]:
-    """Each promotion in the window, as (days from today, label), for the usage charts."""
-    from trainer.models import ModelVersion
+def _first_steps() -> dict:
+    """The first-run checklist: which of the four steps to a completion in an IDE are done. A token
+    counts as used once it authenticated a request (with telemetry off no completion is recorded)."""
+    from django.urls import reverse
 
-    now = timezone.now()
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    marks = []
-    for version in ModelVersion.objects.filter(promoted_at__gte=now - timedelta(days=days)):
-        marks.append(((version.promoted_at - today).total_seconds() / 86400, f"v{version.pk} promoted"))
-    return marks
+    from inference.models import ApiToken, CompletionRecord
+    from trainer.models import Repository, TrainingRun
 
-
-def _usage() -> dict:
-    from inference.selectors import usage_daily, usage_summary
-
-    now = timezone.now()
-    summaries = {days: usage_summary(since=now - timedelta(days=days), until=now) for days in (7, 28)}
-    daily = usage_daily(days=28, until=now)
-    marks = _promotion_marks(28)
-
-    def series(key: str, label: str) -> tuple[str, list[tuple[float, float]]]:
-        return label, [(row["offset"], float(row[key])) for row in daily if row[key] is not None]
-
-    breakdown = []
-    for kind, key in (("language", "by_language"), ("model", "by_model")):
-        names = sorted(set(summaries[7][key]) | set(summaries[28][key]))
-        for name in names:
-            breakdown.append(
-                {
-                    "kind": kind,
-                    "name": name or "unknown",
-                    **{f"d{d}": summaries[d][key].get(name) for d in (7, 28)},
-                }
-            )
+    done = {
+        "repository": Repository.objects.exists(),
+        "run": TrainingRun.objects.exists(),
+        "token": ApiToken.objects.exists(),
+        "ide": ApiToken.objects.filter(last_used_at__isnull=False).exists()
+        or CompletionRecord.objects.exists(),
+    }
     return {
-        "periods": {days: summary["overall"] for days, summary in summaries.items()},
-        "breakdown": breakdown,
-        "requests_chart": line_chart(
-            [series("requests", "requests")],
-            x_label="days ago (0 = today)",
-            y_label="requests",
-            marks=marks,
-            x_range=(-27, 0),
-        ),
-        "acceptance_chart": line_chart(
-            [series("acceptance_rate", "acceptance rate")],
-            x_label="days ago",
-            y_label="accepted",
-            marks=marks,
-            x_range=(-27, 0),
-        ),
-        "latency_chart": line_chart(
-            [series("latency_ms_p50", "p50"), series("latency_ms_p95", "p95")],
-            x_label="days ago",
-            y_label="latency (ms)",
-            marks=marks,
-            x_range=(-27, 0),
-        ),
+        "steps_done": done,
+        "steps_left": not all(done.values()),
+        # The API's base path, for "point an IDE at" (the page adds the scheme and host it was asked on).
+        "api_base_path": reverse("openai-completions").removesuffix("/completions"),
     }
 
 
 def dashboard_context() -> dict:
     from trainer.models import BaseModel, TrainingRun
     from trainer.versions import served_version
+    from webui.usage import usage_charts, usage_overview
 
     served = served_version()
     base = BaseModel.objects.filter(slug=settings.HEARTH_BASE_MODEL).first() if not served else None
+    now = timezone.now()
+    usage = usage_overview(now)
     return {
         "served": served,
         "served_base": base,
@@ -122,5 +86,7 @@ def dashboard_context() -> dict:
             status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
         ).select_related("base"),
         "alerts": _alerts(),
-        **_usage(),
+        **_first_steps(),
+        **usage,
+        **(usage_charts(now) if usage["recorded"] else {}),
     }

@@ -1,5 +1,7 @@
 """Reports as an admin reads them: `html_table` (also the dataset report's), and an evaluation report
-as base against candidate (and the served model), per scoring mode and per language."""
+as base against the tuned candidate (and the served model), per scoring mode and per language. The
+models go by the README's arm names everywhere (`base`, `base+context`, `tuned`, `tuned+context`),
+the scoring modes by their titles."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from trainer.evaluation.report import Scores
+from trainer.evaluation.services import decision_split
 from webui.charts import bar_chart
 
 MODES = (
@@ -16,7 +19,10 @@ MODES = (
     ("fim+context", "single line, fill-in-the-middle, with repository context"),
     ("fim_multiline", "multi-line fill-in-the-middle"),
 )
+MODE_TITLES = dict(MODES)
 ORDER = ("base", "served", "candidate")
+# A report's model labels as the arms are named: the candidate is "tuned".
+ARM_NAMES = {"candidate": "tuned"}
 # Code cells wrap, so that a long line does not push the other models off the page.
 CODE = '<code style="white-space:pre-wrap;word-break:break-word">{}</code>'
 
@@ -29,6 +35,15 @@ def _bar(value: float) -> SafeString:
         f"{width:.0f}",
         f"{value:.3f}",
     )
+
+
+def arm_name(label: str, mode: str = "") -> str:
+    """A model of the report in a scoring mode, named as its arm: ("candidate", "fim+context") → "tuned+context"."""
+    return ARM_NAMES.get(label, label) + ("+context" if mode.endswith("+context") else "")
+
+
+def mode_title(mode: str) -> str:
+    return MODE_TITLES.get(mode, mode)
 
 
 def _labels(scores: Scores) -> list[str]:
@@ -46,7 +61,7 @@ def _mode_rows(scores: Scores) -> list[tuple]:
             rows.append(
                 (
                     title if mode != scores.mode else format_html("<b>{}</b> (headline)", title),
-                    label,
+                    arm_name(label, mode),
                     score.tasks,
                     _bar(score.exact_match),
                     f"{lo:.3f}–{hi:.3f}",
@@ -87,31 +102,36 @@ def _example_rows(scores: Scores) -> tuple[list[str], list[tuple]]:
 
 
 def report_charts(scores: Scores) -> SafeString:
-    """Exact match with its 95% interval per model and scoring mode, per language, edit similarity
-    and perplexity, as bar charts (the tables below give the same numbers)."""
+    """Exact match with its 95% interval per arm under each scoring mode's title, per language, edit
+    similarity and perplexity, as bar charts (the tables below give the same numbers)."""
     labels = _labels(scores)
     em, edit = [], []
     for mode, title in MODES:
-        for label in labels:
-            if scores.has(label, mode):
-                score = scores.headline(label, mode)
-                em.append((f"{mode} · {label}", score.exact_match, score.exact_match_ci95))
-                edit.append((f"{mode} · {label}", score.edit_similarity, None))
+        scored = [label for label in labels if scores.has(label, mode)]
+        if scored:
+            heading = f"{title} (headline)" if mode == scores.mode else title
+            em.append((heading, None, None))
+            edit.append((heading, None, None))
+        for label in scored:
+            score = scores.headline(label, mode)
+            em.append((arm_name(label, mode), score.exact_match, score.exact_match_ci95))
+            edit.append((arm_name(label, mode), score.edit_similarity, None))
     per_language = []
     for lang, _tasks, *cells in _language_rows(scores):
+        per_language.append((lang, None, None))
         for label, cell in zip([m for m in labels if scores.has(m)], cells, strict=True):
             if cell != "–":
-                per_language.append((f"{lang} · {label}", float(cell), None))
+                per_language.append((arm_name(label, scores.mode), float(cell), None))
     perplexity = [
-        (label, scores.models[label].perplexity, None)
+        (arm_name(label), scores.models[label].perplexity, None)
         for label in labels
         if scores.models[label].perplexity is not None
     ]
     return format_html(
-        "<div class='hearth-charts'><h4>Exact match (95% interval)</h4>{}<h4>Exact match by language ({} mode)</h4>{}"
+        "<div class='hearth-charts'><h4>Exact match (95% interval)</h4>{}<h4>Exact match by language ({})</h4>{}"
         "<h4>Edit similarity</h4>{}<h4>Held-out perplexity (lower is better)</h4>{}</div>",
         bar_chart(em, scale_max=1.0, title="exact match"),
-        scores.mode,
+        mode_title(scores.mode),
         bar_chart(per_language, scale_max=1.0, title="exact match by language"),
         bar_chart(edit, scale_max=1.0, title="edit similarity"),
         bar_chart(perplexity, fmt="{:.2f}", title="perplexity"),
@@ -128,7 +148,9 @@ def html_table(headers, rows) -> SafeString:
 
 
 def _arm_rows(scores: Scores, served_arm: str) -> list[tuple]:
-    """The paired arms (each model with and without repository context) against the base alone."""
+    """The paired arms (each model with and without repository context) against the base alone; the
+    version's own arm (`served_arm`, the one it serves as once promoted) in bold. Whether it is served
+    now is the version's status, not the report's: it is not claimed here."""
     if not scores.has_arm("base"):
         return []
     base = scores.arm("base")
@@ -137,7 +159,7 @@ def _arm_rows(scores: Scores, served_arm: str) -> list[tuple]:
         lo, hi = score.exact_match_ci95
         rows.append(
             (
-                format_html("<b>{}</b> (served)", arm) if arm == served_arm else arm,
+                format_html("<b>{}</b> (this version's arm)", arm) if arm == served_arm else arm,
                 _bar(score.exact_match),
                 f"{lo:.3f}–{hi:.3f}",
                 f"{score.exact_match - base.exact_match:+.3f}",
@@ -147,6 +169,19 @@ def _arm_rows(scores: Scores, served_arm: str) -> list[tuple]:
     return rows
 
 
+def decision_html(decision: str) -> SafeString:
+    """The gate's sentence, with its statistics one click away (a stored decision is both)."""
+    sentence, details = decision_split(decision)
+    if not details:
+        return format_html('<p class="hearth-decision">{}</p>', sentence)
+    return format_html(
+        '<p class="hearth-decision">{}</p><details class="hearth-stats"><summary>Statistics</summary>'
+        "<p>{}</p></details>",
+        sentence,
+        details,
+    )
+
+
 def report_html(metrics: dict, decision: str = "", served_arm: str = "") -> SafeString:
     """The whole comparison; an empty report says so instead of showing an empty table."""
     scores = Scores.from_metrics(metrics)
@@ -154,7 +189,7 @@ def report_html(metrics: dict, decision: str = "", served_arm: str = "") -> Safe
         return format_html("<p>{}</p>", "No scores in this report.")
     labels = _labels(scores)
     perplexity = [
-        (label, f"{scores.models[label].perplexity:.2f}")
+        (arm_name(label), f"{scores.models[label].perplexity:.2f}")
         for label in labels
         if scores.models[label].perplexity is not None
     ]
@@ -162,26 +197,40 @@ def report_html(metrics: dict, decision: str = "", served_arm: str = "") -> Safe
     arms = _arm_rows(scores, served_arm)
     arms_html = (
         format_html(
-            "<h4 style='margin-top:1em'>Arms ({} mode, the same {} held-out lines)</h4>{}",
-            scores.mode,
-            scores.tasks,
+            "<h4 style='margin-top:1em'>Arms ({}, the same {} held-out lines)</h4>{}{}",
+            mode_title(scores.mode),
+            f"{scores.tasks:,}",
             html_table(("arm", "exact match", "95% interval", "vs base", "edit similarity"), arms),
+            format_html(
+                "<p class='hearth-help'>{}</p>",
+                "In bold: the arm this version serves as when it is promoted (with repository context "
+                "only where that scored better).",
+            )
+            if served_arm in scores.arms
+            else "",
         )
         if len(arms) > 1
         else ""
     )
     return format_html(
-        "<p>{}</p>{}{}<h4 style='margin-top:1em'>Scores</h4>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
-        "<h4 style='margin-top:1em'>Exact match by language ({} mode)</h4>{}"
+        "{}{}{}<h4 style='margin-top:1em'>Scores</h4>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
+        "<h4 style='margin-top:1em'>Exact match by language ({})</h4>{}"
         "<h4 style='margin-top:1em'>Examples</h4>{}",
-        decision or f"{scores.tasks} held-out line tasks; every model scored in the same mode.",
+        decision_html(decision)
+        if decision
+        else format_html(
+            "<p>{}</p>", f"{scores.tasks:,} held-out line tasks; every model scored in the same mode."
+        ),
         arms_html,
         report_charts(scores),
         html_table(
             ("task", "model", "tasks", "exact match", "95% interval", "edit similarity"), _mode_rows(scores)
         ),
         html_table(("model", "perplexity"), perplexity),
-        scores.mode,
-        html_table(("language", "tasks", *[m for m in labels if scores.has(m)]), _language_rows(scores)),
-        html_table(("line", "held-out text", *example_labels), examples),
+        mode_title(scores.mode),
+        html_table(
+            ("language", "tasks", *[arm_name(m, scores.mode) for m in labels if scores.has(m)]),
+            _language_rows(scores),
+        ),
+        html_table(("line", "held-out text", *[arm_name(m, scores.mode) for m in example_labels]), examples),
     )

@@ -6,7 +6,7 @@ import pytest
 
 from trainer.evaluation.metrics import mcnemar_exact_p, paired_difference_ci, wilson_interval
 from trainer.evaluation.report import Scores
-from trainer.evaluation.services import promotion_decide
+from trainer.evaluation.services import decision_split, promotion_decide
 
 
 def _metrics(**hits: list[int]) -> dict:
@@ -47,8 +47,12 @@ def test_a_worse_candidate_is_not_promoted():
     base = [1] * 40 + [0] * 260
     cand = [1] * 20 + [0] * 280
     decision = promotion_decide(Scores.from_metrics(_metrics(base=base, candidate=cand)), margin=0.0)
-    assert not decision.promote
-    assert "kept as a candidate" in decision.reason and decision.reference == "base"
+    assert not decision.promote and decision.reference == "base"
+    assert decision.summary == (
+        "Not promoted: the custom model (tuned) completed 20 of 300 held-out lines exactly, the base model "
+        "(served now) 40; 0 lines got better and 20 worse — no better."
+    )
+    assert "McNemar" not in decision.summary and "McNemar exact p" in decision.details
 
 
 def test_a_lead_of_seven_lines_in_three_hundred_is_noise():
@@ -59,7 +63,14 @@ def test_a_lead_of_seven_lines_in_three_hundred_is_noise():
     decision = promotion_decide(scores, margin=0.0)
     assert scores.headline("candidate").exact_match > scores.headline("base").exact_match
     assert not decision.promote
-    assert "McNemar p" in decision.reason
+    assert decision.summary.startswith("Not promoted: the custom model (tuned) completed 19 of 300")
+    assert "the base model (served now) 12; 12 lines got better and 5 worse — too close to call." in (
+        decision.summary
+    )
+    # The statistics stay one click away: in the details, and after the sentence in what is stored.
+    assert "prefix mode" in decision.details and "p < 0.05" in decision.details
+    assert f"McNemar exact p = {mcnemar_exact_p(12, 5):.3g}" in decision.details
+    assert decision_split(decision.reason) == (decision.summary, decision.details)
 
 
 def test_a_clear_paired_win_is_promoted_and_says_why():
@@ -67,7 +78,11 @@ def test_a_clear_paired_win_is_promoted_and_says_why():
     cand = [1] * 12 + [1] * 45 + [0] * 243
     decision = promotion_decide(Scores.from_metrics(_metrics(base=base, candidate=cand)), margin=0.0)
     assert decision.promote
-    assert decision.reason.startswith("promoted:") and "45 held-out lines better, 0 worse" in decision.reason
+    assert decision.summary.startswith(
+        "Promoted: the custom model (tuned) completed 57 of 300 held-out lines exactly, the base model (served now) "
+        "12; 45 lines got better and 0 worse; gain +15 points (95% interval +"
+    )
+    assert "gain +0.150" in decision.details and "45 better, 0 worse" in decision.details
 
 
 def test_the_served_model_is_the_reference_when_there_is_one():
@@ -75,9 +90,25 @@ def test_the_served_model_is_the_reference_when_there_is_one():
     served = [1] * 60 + [0] * 240
     cand = [1] * 50 + [0] * 250  # far better than the base, worse than what is served
     decision = promotion_decide(
-        Scores.from_metrics(_metrics(base=base, served=served, candidate=cand)), margin=0.0
+        Scores.from_metrics(_metrics(base=base, served=served, candidate=cand)), margin=0.0, served_pk=4
     )
     assert decision.reference == "served" and not decision.promote
+    assert (
+        "the custom model (tuned) completed 50 of 300 held-out lines exactly, version 4 (served now) 60"
+        in (decision.summary)
+    )
+    assert "base model" not in decision.summary
+
+
+def test_the_base_is_not_called_served_when_a_version_is():
+    # A version is served, built on another base: it was not scored, the base is the reference.
+    base = [1] * 12 + [0] * 288
+    cand = [1] * 12 + [1] * 45 + [0] * 243
+    scores = Scores.from_metrics(_metrics(base=base, candidate=cand))
+    decision = promotion_decide(scores, margin=0.0, served_arm="served", served_pk=9)
+    assert decision.reference == "base" and "the base model 12;" in decision.summary
+    assert "served now" not in decision.summary
+    assert "Version 9 is served now but was not scored" in decision.details
 
 
 def test_the_margin_applies_on_top_of_significance():
@@ -85,13 +116,17 @@ def test_the_margin_applies_on_top_of_significance():
     cand = [1] * 12 + [1] * 45 + [0] * 243  # +0.15
     decision = promotion_decide(Scores.from_metrics(_metrics(base=base, candidate=cand)), margin=0.2)
     assert not decision.promote
+    assert "— better by 15 points, not by more than the 20 points required." in decision.summary
+    assert "Promotion needs a gain over 0.200 and p < 0.05." in decision.details
 
 
 def test_a_report_without_per_line_results_never_promotes():
     metrics = _metrics(base=[0] * 100, candidate=[1] * 100)
     for m in metrics["models"].values():
         del m["line_completion"]["prefix"]["hits"]
-    assert not promotion_decide(Scores.from_metrics(metrics), margin=0.0).promote
+    decision = promotion_decide(Scores.from_metrics(metrics), margin=0.0)
+    assert not decision.promote and "no line-by-line results" in decision.summary
+    assert "100 of 100" in decision.summary and "no per-line results to pair" in decision.details
 
 
 def test_line_metrics():
@@ -131,7 +166,11 @@ def test_the_candidate_competes_with_its_best_arm_against_the_base_as_served():
     assert list(scores.arms) == ["base", "base+context", "tuned", "tuned+context"]
     decision = promotion_decide(scores, margin=0.0)
     assert decision.promote and decision.arm == "tuned+context" and decision.reference == "base"
-    assert "(tuned+context)" in decision.reason and "(base, served now)" in decision.reason
+    assert decision.summary.startswith(
+        "Promoted: the custom model with repository context (tuned+context) completed 90 of 300"
+    )
+    assert "the base model (served now) 12;" in decision.summary
+    assert decision.details.startswith("tuned+context against base, prefix mode, 300 held-out lines")
     summary = scores.arm_summary("tuned+context")
     assert summary["exact_match"] == 0.3 and summary["perplexity"] is None
     assert scores.arm_summary("tuned")["perplexity"] == 9.0
@@ -154,5 +193,27 @@ def test_the_reference_is_the_arm_the_served_version_serves_as():
     )
     scores = Scores.from_metrics(metrics)
     assert promotion_decide(scores, margin=0.0).promote  # against the served version's plain arm
-    decision = promotion_decide(scores, margin=0.0, served_arm="served+context")
+    decision = promotion_decide(scores, margin=0.0, served_arm="served+context", served_pk=3)
     assert decision.reference == "served+context" and not decision.promote
+    assert "version 3 (served now, with repository context) 80" in decision.summary
+
+
+def test_a_decision_stored_before_the_split_is_all_sentence():
+    assert decision_split("kept as a candidate: exact match 0.1") == (
+        "kept as a candidate: exact match 0.1",
+        "",
+    )
+
+
+@pytest.mark.django_db
+def test_the_version_served_now_is_looked_up_when_the_pipeline_names_only_its_arm():
+    from trainer.models import BaseModel, Dataset, ModelVersion, TrainingRun
+
+    base = BaseModel.objects.create(slug="b", display_name="b")
+    run = TrainingRun.objects.create(base=base, dataset=Dataset.objects.create(status=Dataset.Status.READY))
+    served = ModelVersion.objects.create(base=base, run=run, status=ModelVersion.Status.PROMOTED)
+    scores = Scores.from_metrics(
+        _metrics(base=[0] * 300, served=[1] * 60 + [0] * 240, candidate=[1] * 50 + [0] * 250)
+    )
+    decision = promotion_decide(scores, margin=0.0, served_arm="served")
+    assert f"version {served.pk} (served now) 60" in decision.summary

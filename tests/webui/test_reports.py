@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.django_db
+
+DECISION = (
+    "Promoted: the custom model with repository context (tuned+context) completed 63 of 300 held-out lines exactly, "
+    "the base model (served now) 11; 52 lines got better and 0 worse; gain +17 points (95% interval +13 "
+    "to +22).\nStatistics: tuned+context against base, prefix mode, 300 held-out lines: McNemar exact p = 4.4e-16."
+)
 
 
 def _score(em: float, tasks: int = 300, prediction: str = "") -> dict:
@@ -55,7 +63,7 @@ def report():
         version=version,
         mode="prefix",
         metrics=metrics,
-        decision="promoted: exact match 0.083 beats the base model's 0.037",
+        decision=DECISION,
     )
 
 
@@ -67,15 +75,31 @@ def test_report_is_a_comparison_table(admin_client, report, page):
         else f"/admin/trainer/modelversion/{report.version.pk}/change/"
     )
     html = admin_client.get(url).content.decode()
-    assert "Base against candidate" in html and "promoted: exact match 0.083" in html
-    assert "<td>candidate</td>" in html and "0.083" in html and "0.037" in html
+    assert "Base against candidate" in html
+    # The sentence first; the statistics one click away.
+    assert (
+        '<p class="hearth-decision">Promoted: the custom model with repository context (tuned+context) completed 63'
+        in html
+    )
+    assert "<summary>Statistics</summary><p>tuned+context against base, prefix mode" in html
+    assert "\nStatistics:" not in html
+    assert (
+        "<td>tuned</td>" in html and "<td>candidate</td>" not in html and "0.083" in html and "0.037" in html
+    )
     assert "multi-line" not in html and "single line, fill-in-the-middle" in html  # only the modes scored
     assert "10.31" in html and "6.38" in html  # perplexity of both
     assert "app/x.py:7" in html and "return &lt;total&gt;</code>" in html and ">pass</code>" in html
-    # The four paired arms, the served one marked, each against the base alone.
-    arms = html[html.index("Arms (prefix mode") :]
-    for arm in ("<td>base</td>", "<td>base+context</td>", "<td>tuned</td>", "<b>tuned+context</b> (served)"):
+    # The four paired arms, each against the base alone; the version's own arm marked, not "(served)":
+    # this candidate is not served.
+    arms = html[html.index("Arms (single line, prefix only, the same 300 held-out lines") :]
+    for arm in (
+        "<td>base</td>",
+        "<td>base+context</td>",
+        "<td>tuned</td>",
+        "<b>tuned+context</b> (this version",
+    ):
         assert arm in arms
+    assert "(served)" not in html
     assert "+0.173" in arms and "+0.013" in arms
     assert "single line, prefix only, with repository context" in html
 
@@ -91,3 +115,41 @@ def test_empty_report_says_so():
     from webui.reports import report_html
 
     assert "No scores" in report_html({})
+
+
+def test_charts_name_the_arms_as_the_table_does(report):
+    from trainer.evaluation.report import Scores
+    from webui.reports import report_charts
+
+    charts = str(report_charts(Scores.from_metrics(report.metrics)))
+    labels = re.findall(r'text-anchor="end">([^<]+)</text>', charts)
+    assert set(labels) == {"base", "base+context", "tuned", "tuned+context"}  # the arms table's names
+    assert "candidate" not in charts and " · " not in charts and "fim_multiline" not in charts
+    headings = re.findall(r'font-weight="bold" fill="#333">([^<]+)</text>', charts)
+    assert "single line, prefix only (headline)" in headings and "python" in headings
+    assert "single line, fill-in-the-middle" in headings
+
+
+def test_no_chart_text_runs_off_its_svg():
+    from webui.charts import CHAR_W, bar_chart
+
+    svg = str(
+        bar_chart(
+            [
+                ("single line, fill-in-the-middle, with repository context (headline)", None, None),
+                ("tuned+context", 0.083, (0.063, 0.113)),
+                ("a-rather-long-language-name", 0.5, (0.41, 0.59)),
+            ],
+            scale_max=1.0,
+        )
+    )
+    width = float(re.search(r'viewBox="0 0 ([\d.]+)', svg).group(1))
+    for x, anchor, text in re.findall(
+        r'<text x="([\d.]+)" y="[\d.]+" font-size="11"( text-anchor="end")?[^>]*>([^<]+)<', svg
+    ):
+        extent = len(text) * CHAR_W
+        if anchor:
+            assert float(x) - extent >= 0, text
+        else:
+            assert float(x) + extent <= width, (text, x, width)
+    assert "0.083 (0.063–0.113)" in svg

@@ -114,21 +114,60 @@ def _candidates(base: BaseModel, version: ModelVersion | None) -> list[Candidate
     return models
 
 
+# A stored decision is the sentence an admin reads, then the statistics behind it: pages split it
+# (decision_split) and show the statistics one click away; a log line or a notification shows both.
+DETAILS_SEPARATOR = "\nStatistics: "
+
+
+def decision_split(text: str) -> tuple[str, str]:
+    """A stored decision as (sentence, statistics); one stored before they were separated is all sentence."""
+    sentence, _, details = text.partition(DETAILS_SEPARATOR)
+    return sentence, details
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
-    """The gate's verdict on a candidate, with the sentence the admin reads."""
+    """The gate's verdict on a candidate: a sentence a team lead reads, and the statistics behind it."""
 
     promote: bool
-    reason: str
+    summary: str  # the plain sentence: lines completed by each, lines better and worse, the verdict
     reference: str
     candidate_exact_match: float
     reference_exact_match: float
     p_value: float
     arm: str = "tuned"  # the candidate's arm the decision is about: the one it would be served as
+    details: str = ""  # the statistics: arms, mode, interval, McNemar p, margin and alpha
+
+    @property
+    def reason(self) -> str:
+        """What is stored on the report, logged and notified: the sentence, then the statistics."""
+        return f"{self.summary}{DETAILS_SEPARATOR}{self.details}" if self.details else self.summary
+
+
+def _points(fraction: float) -> str:
+    """A difference in exact match as signed percentage points: +15, -2.5, 0."""
+    value = round(fraction * 100, 1)
+    if value == 0:
+        return "0"
+    return f"{value:+.1f}".removesuffix(".0")
+
+
+def _reference_name(reference: str, served_pk: int | None, version_served: bool) -> str:
+    """The arm the candidate is compared with, named for a reader: which model, and whether it is
+    the one served now (the base is, only when no version is)."""
+    context = ", with repository context" if reference.endswith("+context") else ""
+    if reference.startswith("served"):
+        return f"{f'version {served_pk}' if served_pk else 'the version'} (served now{context})"
+    return "the base model" if version_served else "the base model (served now)"
 
 
 def promotion_decide(
-    scores: Scores, *, margin: float, alpha: float = 0.05, served_arm: str | None = None
+    scores: Scores,
+    *,
+    margin: float,
+    alpha: float = 0.05,
+    served_arm: str | None = None,
+    served_pk: int | None = None,
 ) -> PromotionDecision:
     """Promote only on a paired, significant win on exact match over the arm served now.
 
@@ -138,13 +177,18 @@ def promotion_decide(
     answered the same held-out tasks, so the comparison is paired: the candidate must beat the
     reference by more than `margin`, and an exact McNemar test on the tasks where exactly one of them
     is right must reject "no better" at `alpha` (two-sided). A few lines' lead is noise.
+    `served_pk` names the version served now in the sentence (looked up when a version is served
+    and it is not given).
     """
     if scores.has_arm("served"):
         reference = served_arm if served_arm and scores.has_arm(served_arm) else "served"
     else:
         reference = "base"
+    if served_pk is None and served_arm is not None:
+        served = served_version()
+        served_pk = served.pk if served else None
+    version_served = served_pk is not None or served_arm is not None or scores.has_arm("served")
     arm = scores.best_arm("tuned")
-    mode = scores.mode
     cand, ref = scores.arm(arm), scores.arm(reference)
     wins = sum(1 for c, r in zip(cand.hits, ref.hits) if c and not r)
     losses = sum(1 for c, r in zip(cand.hits, ref.hits) if r and not c)
@@ -152,17 +196,52 @@ def promotion_decide(
     p = mcnemar_exact_p(wins, losses) if paired else 1.0
     lo, hi = paired_difference_ci(list(cand.hits), list(ref.hits)) if paired else (0.0, 0.0)
     gain = cand.exact_match - ref.exact_match
+    promote = paired and gain > margin and p < alpha
+
+    ref_name = _reference_name(reference, served_pk, version_served)
+    # The candidate's arm in parentheses, as the arms table below the decision names it.
+    cand_name = f"the custom model{' with repository context' if arm.endswith('+context') else ''} ({arm})"
+    cand_lines = sum(cand.hits) if paired else round(cand.exact_match * cand.tasks)
+    ref_lines = sum(ref.hits) if paired else round(ref.exact_match * ref.tasks)
+    completed = (
+        f"{cand_name} completed {cand_lines:,} of {cand.tasks:,} held-out lines exactly, "
+        f"{ref_name} {ref_lines:,}"
+    )
+    changed = f"{wins:,} lines got better and {losses:,} worse"
+    if promote:
+        summary = (
+            f"Promoted: {completed}; {changed}; gain {_points(gain)} points "
+            f"(95% interval {_points(lo)} to {_points(hi)})."
+        )
+    elif not paired:
+        summary = (
+            f"Not promoted: {completed}, but the evaluation kept no line-by-line results to compare "
+            "them fairly."
+        )
+    elif gain <= 0:
+        summary = f"Not promoted: {completed}; {changed} — no better."
+    elif p >= alpha:
+        summary = f"Not promoted: {completed}; {changed} — too close to call."
+    else:
+        summary = (
+            f"Not promoted: {completed}; {changed} — better by {_points(gain).lstrip('+')} points, not by more than "
+            f"the {_points(margin).lstrip('+')} points required."
+        )
+
     evidence = (
-        f"{wins} held-out lines better, {losses} worse of {cand.tasks}; gain {gain:+.3f} "
-        f"(95% interval {lo:+.3f} to {hi:+.3f}), McNemar p = {p:.3g}"
+        f"{wins} better, {losses} worse; gain {gain:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}); "
+        f"McNemar exact p = {p:.3g}"
         if paired
         else "no per-line results to pair"
     )
-    promote = paired and gain > margin and p < alpha
-    verdict = "promoted" if promote else "kept as a candidate"
-    why = "beats" if promote else "does not significantly beat"
-    reason = (
-        f"{verdict}: exact match {cand.exact_match:.3f} ({arm}) {why} {ref.exact_match:.3f} ({reference}, "
-        f"served now) ({mode} mode; {evidence}; needs gain > {margin:.3f} and p < {alpha:g})"
+    details = (
+        f"{arm} against {reference}, {scores.mode} mode, {cand.tasks} held-out lines: exact match "
+        f"{cand.exact_match:.3f} against {ref.exact_match:.3f}; {evidence}. Promotion needs a gain over "
+        f"{margin:.3f} and p < {alpha:g}."
     )
-    return PromotionDecision(promote, reason, reference, cand.exact_match, ref.exact_match, p, arm)
+    if reference == "base" and version_served:
+        details += (
+            f" {f'Version {served_pk}' if served_pk else 'A version'} is served now but was not scored "
+            "(it is built on another base model): the base model is the reference."
+        )
+    return PromotionDecision(promote, summary, reference, cand.exact_match, ref.exact_match, p, arm, details)
