@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
+
+from django.conf import settings
 
 from appliance.models import AuditEntry
 
@@ -21,9 +25,50 @@ def audit_record(
 
 
 def request_client_ip(request) -> str | None:
-    """The client address of a Django request: REMOTE_ADDR (a reverse proxy in front sets it through
-    its own trusted configuration; X-Forwarded-For from the client is never believed)."""
-    return (getattr(request, "META", {}) or {}).get("REMOTE_ADDR") or None
+    """The client address of a Django request, the one the audit log, the admin login throttle and the
+    API's invalid-token limit all count: REMOTE_ADDR, the peer that connected. Behind a proxy
+    (HEARTH_BEHIND_PROXY) whose address is one of HEARTH_TRUSTED_PROXIES, the right-most
+    X-Forwarded-For entry that is not a trusted proxy: the address the nearest untrusted hop connected
+    from, as a trusted proxy recorded it. Entries left of it came from the client and are never believed,
+    nor is the header of a peer that is not a trusted proxy."""
+    meta = getattr(request, "META", None) or {}
+    remote = _address(meta.get("REMOTE_ADDR") or "")
+    if remote is None or not settings.HEARTH_BEHIND_PROXY or not _trusted_proxy(remote):
+        return remote
+    client = remote
+    for entry in reversed(meta.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+        address = _address(entry)
+        if address is None:  # not an address: nothing left of it can be believed
+            break
+        client = address
+        if not _trusted_proxy(address):
+            break
+    return client
+
+
+def _address(value: str) -> str | None:
+    """`value` as an IP address (`1.2.3.4`, `1.2.3.4:5678`, `[::1]:80`, `::1`), or None."""
+    value = value.strip()
+    if value.startswith("[") and "]" in value:
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(value.split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+def _trusted_proxy(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in _networks(tuple(settings.HEARTH_TRUSTED_PROXIES)))
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(entry.strip("[]"), strict=False) for entry in entries)
 
 
 def request_audit(request, *, action: str, target: str = "", detail: str = "") -> AuditEntry:

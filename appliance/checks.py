@@ -92,3 +92,116 @@ def check_directory_tls(app_configs, **kwargs):
             id="hearth.E020",
         )
     ]
+
+
+# --- who is believed, and what crosses the network in clear (deploy checks) ---------------------------
+
+
+def _host_loopback(host: str) -> bool:
+    """A bind address or host that stays on this machine: loopback, or a unix socket (no host, as libpq
+    reads it, or a directory)."""
+    host = (host or "").strip().strip("[]")
+    return not host or host.startswith("/") or _loopback(host)
+
+
+@register(Tags.security, deploy=True)
+def check_proxy_trust(app_configs, **kwargs):
+    """hearth.E030/W030: behind a proxy, X-Forwarded-For is believed only from HEARTH_TRUSTED_PROXIES.
+    Trusting every address lets any client pick the address the login throttle and the audit log see;
+    a web port open beyond loopback with only loopback trusted means the proxy is elsewhere (and its
+    clients all count as the proxy) or can be bypassed."""
+    import ipaddress
+
+    if not settings.HEARTH_BEHIND_PROXY:
+        return []
+    networks = [ipaddress.ip_network(p.strip("[]"), strict=False) for p in settings.HEARTH_TRUSTED_PROXIES]
+    if any(net.prefixlen == 0 for net in networks):
+        return [
+            Error(
+                "HEARTH_TRUSTED_PROXIES trusts every address: any client can choose the address that the "
+                "login throttle, the API's invalid-token limit and the audit log see.",
+                hint="Name only the reverse proxy's own addresses.",
+                id="hearth.E030",
+            )
+        ]
+    if _host_loopback(settings.HEARTH_WEB_BIND) or any(not net.is_loopback for net in networks):
+        return []
+    return [
+        Warning(
+            f"HEARTH_BEHIND_PROXY=1 with HEARTH_WEB_BIND={settings.HEARTH_WEB_BIND} and no trusted proxy "
+            "beyond loopback: clients can reach gunicorn around the proxy, and a proxy on another host is "
+            "not believed (every client it forwards counts as the proxy).",
+            hint="Bind 127.0.0.1 behind a proxy on this box, or set HEARTH_TRUSTED_PROXIES to the proxy's "
+            "addresses and let only the proxy reach the web port.",
+            id="hearth.W030",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_engine_transport(app_configs, **kwargs):
+    """hearth.W031: the web tier reaches its engines over plain HTTP (whatever a URL's scheme); beyond
+    loopback, prompts and completions (the users' code) and the engine secret cross the network in clear."""
+    from urllib.parse import urlsplit
+
+    urls = list(getattr(settings, "HEARTH_ENGINE_URLS", []) or [])
+    hosts = [(url, urlsplit(url).hostname or "") for url in urls] or [
+        (f"{settings.HEARTH_ENGINE_HOST}:{settings.HEARTH_ENGINE_PORT}", settings.HEARTH_ENGINE_HOST)
+    ]
+    plain = [url for url, host in hosts if not _host_loopback(host)]
+    if not plain:
+        return []
+    return [
+        Warning(
+            f"The engine is reached over plain HTTP beyond loopback ({', '.join(plain)}): prompts, "
+            "completions and the engine secret cross the network unencrypted.",
+            hint="Keep the engines on loopback, or carry the web-to-engine hop over an encrypted link "
+            "(a private network segment with IPsec or WireGuard, or a TLS tunnel).",
+            id="hearth.W031",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_database_tls(app_configs, **kwargs):
+    """hearth.W032: a PostgreSQL server beyond loopback without sslmode=require/verify-ca/verify-full
+    (libpq's default, prefer, falls back to clear text and checks no certificate)."""
+    issues = []
+    for alias, db in settings.DATABASES.items():
+        postgres = db.get("ENGINE", "").endswith(("postgresql", "postgis"))
+        if not postgres or _host_loopback(db.get("HOST", "")):
+            continue
+        mode = (db.get("OPTIONS") or {}).get("sslmode", "")
+        if mode in ("require", "verify-ca", "verify-full"):
+            continue
+        issues.append(
+            Warning(
+                f"The {alias} database ({db.get('HOST')}) is reached without TLS being required "
+                f"(sslmode={mode or 'unset'}): the users' code, credentials and token digests may cross the "
+                "network in clear.",
+                hint="Add ?sslmode=verify-full&sslrootcert=/path/to/ca.pem (or at least sslmode=require) to "
+                "HEARTH_DATABASE.",
+                id="hearth.W032",
+            )
+        )
+    return issues
+
+
+@register(Tags.security, deploy=True)
+def check_smtp_tls(app_configs, **kwargs):
+    """hearth.W033: notification mail (and the SMTP password) to a server beyond loopback without TLS."""
+    if not getattr(settings, "EMAIL_BACKEND", "").endswith("smtp.EmailBackend"):
+        return []
+    if _host_loopback(getattr(settings, "EMAIL_HOST", "")):
+        return []
+    if getattr(settings, "EMAIL_USE_TLS", False) or getattr(settings, "EMAIL_USE_SSL", False):
+        return []
+    return [
+        Warning(
+            f"Mail goes to {settings.EMAIL_HOST} without TLS: notifications"
+            + (" and the SMTP password" if getattr(settings, "EMAIL_HOST_PASSWORD", "") else "")
+            + " cross the network in clear.",
+            hint="Set HEARTH_SMTP_TLS=1 (STARTTLS).",
+            id="hearth.W033",
+        )
+    ]

@@ -15,15 +15,13 @@ logger = logging.getLogger(__name__)
 
 
 def client_address(request) -> str:
-    """The client's address: REMOTE_ADDR, or the proxy's X-Forwarded-For entry when behind one."""
+    """The client's address, as the audit log records it (`appliance.audit.request_client_ip`: behind a
+    proxy, X-Forwarded-For only from HEARTH_TRUSTED_PROXIES); 0.0.0.0 when there is none."""
+    from appliance.audit import request_client_ip
+
     if request is None:
         return "0.0.0.0"
-    if settings.HEARTH_BEHIND_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        # The proxy appends the address it saw; anything before it came from the client.
-        if forwarded:
-            return forwarded.split(",")[-1].strip()
-    return request.META.get("REMOTE_ADDR") or "0.0.0.0"
+    return request_client_ip(request) or "0.0.0.0"
 
 
 def _window_start():

@@ -89,6 +89,26 @@ HEARTH_WEB_BIND = _env("WEB_BIND", "127.0.0.1")
 HEARTH_TLS_CERT = _env("TLS_CERT", "")
 HEARTH_TLS_KEY = _env("TLS_KEY", "")
 HEARTH_BEHIND_PROXY = _env_bool("BEHIND_PROXY", False)
+# The proxies whose X-Forwarded-For is believed (addresses or CIDR networks, comma-separated; loopback by
+# default, the proxy on this box): a request from anywhere else is taken at its own address, and the
+# client is the right-most forwarded address that is not one of these. The admin login throttle, the API's
+# invalid-token limit and the audit log all use that address.
+HEARTH_TRUSTED_PROXIES = _env_list("TRUSTED_PROXIES", "127.0.0.1,::1")
+
+
+def _networks_check(name: str, entries: list[str]) -> None:
+    import ipaddress
+
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry.strip("[]"), strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"HEARTH_{name}: {entry!r} is not an address or a CIDR network."
+            ) from None
+
+
+_networks_check("TRUSTED_PROXIES", HEARTH_TRUSTED_PROXIES)
 # Network guard (appliance/netguard.py): refuse and log every connection to (and every DNS look-up of)
 # a non-loopback host that the configuration does not name (SMTP, database, engine and its replicas,
 # LDAP, git mirrors) or HEARTH_NETWORK_ALLOW lists (host names, addresses, CIDR networks).

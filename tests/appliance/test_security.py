@@ -330,3 +330,99 @@ def test_serve_stops_its_children_on_sigterm(tmp_path):
         for child in children:  # the ones this test started, if the fix regressed
             if child.is_running():
                 child.kill()
+
+
+# --- the client address behind a proxy -------------------------------------------------------------
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(rf, settings):
+    """gunicorn bound beyond loopback behind a proxy: a client that reaches it directly cannot choose its
+    address with X-Forwarded-For (the login throttle and the audit log would follow it)."""
+    from appliance.audit import request_client_ip
+    from appliance.login_throttle import client_address
+
+    settings.HEARTH_BEHIND_PROXY = True
+    settings.HEARTH_WEB_BIND = "0.0.0.0"
+    direct = rf.get("/", REMOTE_ADDR="203.0.113.5", HTTP_X_FORWARDED_FOR="10.9.9.9")
+    assert client_address(direct) == request_client_ip(direct) == "203.0.113.5"
+    proxied = rf.get("/", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="10.9.9.9, 203.0.113.5")
+    assert client_address(proxied) == request_client_ip(proxied) == "203.0.113.5"
+
+
+def test_the_client_is_the_right_most_untrusted_forwarded_address(rf, settings):
+    from appliance.audit import request_client_ip
+
+    settings.HEARTH_BEHIND_PROXY = True
+    settings.HEARTH_TRUSTED_PROXIES = ["10.0.0.0/24", "::1"]
+
+    def client(remote, forwarded):
+        return request_client_ip(rf.get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded))
+
+    # Two proxies of ours (10.0.0.3 saw the client, 10.0.0.2 connected to gunicorn); the client's own
+    # claim (1.1.1.1) is left of what our proxies recorded.
+    assert client("10.0.0.2", "1.1.1.1, 198.51.100.1, 10.0.0.3") == "198.51.100.1"
+    assert client("10.0.0.2", "198.51.100.1:5123") == "198.51.100.1"
+    assert client("::1", "[2001:db8::7]:443") == "2001:db8::7"
+    assert client("10.0.0.2", "not-an-address, 10.0.0.3") == "10.0.0.3"
+    assert client("10.0.0.2", "") == "10.0.0.2"
+    assert client("127.0.0.1", "198.51.100.1") == "127.0.0.1"  # loopback is no longer listed
+    assert client("198.51.100.9", "10.0.0.3") == "198.51.100.9"
+    settings.HEARTH_BEHIND_PROXY = False
+    assert client("10.0.0.2", "198.51.100.1") == "10.0.0.2"
+
+
+def test_rotating_forwarded_for_does_not_escape_the_login_throttle(admin_user, client, settings):
+    settings.HEARTH_BEHIND_PROXY = True
+    settings.HEARTH_WEB_BIND = "0.0.0.0"
+    settings.HEARTH_LOGIN_MAX_FAILURES = 3
+    for i in range(3):
+        client.post(
+            "/admin/login/?next=/admin/",
+            {"username": "root", "password": "wrong"},
+            REMOTE_ADDR="203.0.113.5",
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{i}",
+        )
+    refused = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "root", "password": "correct horse battery staple 42"},
+        REMOTE_ADDR="203.0.113.5",
+        HTTP_X_FORWARDED_FOR="10.0.0.99",
+    )
+    assert b"Too many failed logins" in refused.content
+
+
+def test_audit_entries_behind_the_proxy_carry_the_client_address(admin_user, client, settings):
+    from appliance.models import AuditEntry
+
+    settings.HEARTH_BEHIND_PROXY = True
+    client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "root", "password": "wrong"},
+        REMOTE_ADDR="127.0.0.1",
+        HTTP_X_FORWARDED_FOR="192.0.2.7",
+    )
+    entry = AuditEntry.objects.get(action="login.failed")
+    assert entry.ip == "192.0.2.7"
+    from appliance.models import LoginFailure
+
+    assert LoginFailure.objects.get().address == "192.0.2.7"  # the throttle counts the same address
+
+
+def test_trusted_proxies_setting_is_checked(tmp_path):
+    assert settings_value(tmp_path / "h", "settings.HEARTH_TRUSTED_PROXIES") == "['127.0.0.1', '::1']"
+    assert (
+        settings_value(
+            tmp_path / "h", "settings.HEARTH_TRUSTED_PROXIES", HEARTH_TRUSTED_PROXIES="10.0.0.0/24"
+        )
+        == "['10.0.0.0/24']"
+    )
+    bad = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=hearth_env(tmp_path / "h", HEARTH_TRUSTED_PROXIES="proxy.corp"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode != 0 and "HEARTH_TRUSTED_PROXIES" in bad.stderr
