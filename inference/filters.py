@@ -1,6 +1,5 @@
-"""What a suggestion must never contain, and which files must never be completed or read.
+"""What a suggestion must never contain (content exclusion lives in appliance.fields.path_excluded).
 
-- Content exclusion: admin globs; a matching file gets no completion and is never context.
 - Response filters: a suggestion is cut just before the first email address, URL, IP address or
   credential it contains (what is left before it is still useful code). The patterns are the ones
   dataset scrubbing uses (appliance.secret_rules): a credential is any provider token the
@@ -19,12 +18,10 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -81,28 +78,6 @@ class FilterOutcome:
     text: str
     acted: list[str] = field(default_factory=list)  # names of the filters that changed the text
     discarded: bool = False
-
-
-# ---------------------------------------------------------------- content exclusion
-
-
-def path_excluded(path: str | None, globs: list[str]) -> bool:
-    """True when `path` (as an IDE sends it: relative, absolute or a file:// URI) matches a glob.
-
-    A glob matches the whole path, any tail of it (so `secrets/*.py` matches `/repo/secrets/a.py`),
-    or the file name alone; `**/` also matches zero directories.
-    """
-    if not path or not globs:
-        return False
-    clean = path.removeprefix("file://").replace("\\", "/")
-    parts = PurePosixPath(clean).parts
-    tails = ["/".join(parts[i:]) for i in range(len(parts))] + [clean]
-    for glob in globs:
-        variants = {glob, glob.removeprefix("**/"), glob.removeprefix("/")}
-        for pattern in variants:
-            if any(fnmatch.fnmatchcase(t, pattern) for t in tails):
-                return True
-    return False
 
 
 # ---------------------------------------------------------------- response filters

@@ -68,8 +68,9 @@ class ServingPolicy(models.Model):
     )
     exclusion_globs = models.TextField(
         blank=True,
-        help_text="One glob per line (e.g. **/secrets/** or *.pem). Matching files get no completion and are "
-        "never used as context.",
+        help_text="One glob per line (e.g. **/secrets/** or *.pem), matched ignoring case against the path the "
+        "IDE sends (file:// URIs and Windows paths understood). Matching files get no completion, are never "
+        "used as context, and nothing of them is stored.",
     )
     response_filters = models.JSONField(
         default=response_filters_default,

@@ -189,7 +189,9 @@ def completion_serve(ctx: RequestContext, req: CompletionRequest) -> Served:
     )
     choices, acted = [], []
     for choice in result["choices"]:
-        outcome: FilterOutcome = suggestion_filter(choice["text"], index=rules.index, enabled=rules.filters)
+        outcome: FilterOutcome = suggestion_filter(
+            choice["text"], index=rules.index, enabled=rules.filters, prefix=req.prefix
+        )
         acted += outcome.acted
         finish = FILTERED if outcome.acted else choice["finish_reason"]
         choices.append(
@@ -209,8 +211,8 @@ class StreamGuard:
     filter, at most 149 matching characters were sent before the match became certain.
     """
 
-    def __init__(self, rules: ServingRules):
-        self.rules, self.sent, self.pending, self.acted = rules, "", "", []
+    def __init__(self, rules: ServingRules, prefix: str = ""):
+        self.rules, self.prefix, self.sent, self.pending, self.acted = rules, prefix, "", "", []
 
     def feed(self, delta: str) -> str:
         if self.acted:
@@ -233,7 +235,7 @@ class StreamGuard:
         if self.rules.index.matches(candidate):
             self.acted = ["verbatim"]
             return ""
-        outcome = response_filter(candidate, self.rules.filters)
+        outcome = response_filter(candidate, self.rules.filters, prefix=self.prefix)
         if outcome.acted:
             self.acted = outcome.acted
             out = outcome.text[len(self.sent) :] if outcome.text.startswith(self.sent) else ""
@@ -251,7 +253,7 @@ def completion_stream(ctx: RequestContext, req: CompletionRequest) -> Iterator[t
         yield "done", _finish(ctx, req, rules, Served(cid, "", [_empty_choice()], "excluded"), {})
         return
     params = replace(params, n=1)
-    guard = StreamGuard(rules)
+    guard = StreamGuard(rules, prefix=req.prefix)
     for item in engine_stream(params):
         if "error" in item:
             raise EngineError(item["error"])

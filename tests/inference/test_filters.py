@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from inference.filters import VerbatimIndex, path_excluded, response_filter, suggestion_filter
+from appliance.fields import path_excluded
+from inference.filters import VerbatimIndex, response_filter, suggestion_filter
 
 
 @pytest.mark.parametrize(
@@ -18,6 +19,9 @@ from inference.filters import VerbatimIndex, path_excluded, response_filter, sug
         ("/home/dev/repo/secrets/keys.py", ["secrets/*.py"], True),
         ("file:///repo/config/prod.pem", ["*.pem"], True),
         ("C:\\repo\\.env", [".env"], True),
+        ("C:\\Repo\\Secrets\\x.py", ["**/secrets/**"], True),
+        ("certs/KEY.PEM", ["*.pem"], True),
+        ("file:///home/a/my%20keys/id.py", ["my keys/"], True),
         ("src/app.py", ["**/secrets/**", "*.pem"], False),
         ("", ["*"], False),
         ("src/app.py", [], False),

@@ -277,10 +277,10 @@ def _engine_answering(monkeypatch, text: str) -> None:
     monkeypatch.setattr(serving, "engine_complete", fake_complete)
 
 
-def _complete(client, token: str) -> dict:
+def _complete(client, token: str, prompt: str = "def load(blob):\n") -> dict:
     r = client.post(
         "/v1/completions",
-        {"prompt": "def load(blob):\n"},
+        {"prompt": prompt},
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
@@ -302,6 +302,19 @@ def test_the_api_cuts_an_insecure_suggestion_and_counts_it(client, monkeypatch, 
     assert choice["text"] == "    data = base64.b64decode(blob)\n"
     assert choice["finish_reason"] == "content_filter"
     assert FilterCount.objects.get(name="insecure").count == 1
+
+
+@pytest.mark.django_db
+def test_the_api_judges_the_line_the_suggestion_finishes_with_the_prompt(client, monkeypatch, settings):
+    from inference.auth import token_create
+    from inference.policy import serving_rules_clear
+
+    settings.HEARTH_DEFERRED_WRITES = False
+    serving_rules_clear()
+    token = token_create(username="dev")[1]
+    _engine_answering(monkeypatch, '"SELECT * FROM users WHERE name = \'" + name + "\'")\n')
+    choice = _complete(client, token, prompt="def find(name):\n    return db.execute(")
+    assert choice["text"] == "" and choice["finish_reason"] == "content_filter"
 
 
 @pytest.mark.django_db
