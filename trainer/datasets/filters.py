@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from appliance.secret_rules import rule_set
 from trainer.datasets.languages import language_from_shebang, language_of, needs_shebang
 from trainer.mirrors.git import TreeEntry
 
@@ -293,6 +294,9 @@ def path_verdict(
     suffix = PurePosixPath(lower).suffix
     if lower in SECRET_NAMES or suffix in SECRET_EXTENSIONS or lower.startswith(SECRET_PREFIXES):
         return Verdict("secret-file", "a file that holds secrets by nature; dropped whole")
+    rule = rule_set().secret_file(path)  # the provider rule file's own list of such files
+    if rule is not None:
+        return Verdict("secret-file", f"a file that holds secrets by nature ({rule}); dropped whole")
     if excluded is not None and excluded.match_file(path):
         return Verdict("excluded", "matches an exclusion pattern")
     vendored = next((p for p in parts[:-1] if p in VENDORED_DIRS), None)

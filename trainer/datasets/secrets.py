@@ -76,6 +76,8 @@ _GATES = {
 # ("django-insecure-"), not a password.
 _FIELD_NAME = re.compile(r"(?=[a-z])[a-z0-9_]*(?:pass|secret|key|token|pwd)[a-z0-9_]*|[\w.-]+[-_]")
 _VERSION_CONTEXT = re.compile(r"version|\bv\d", re.IGNORECASE)
+# What an earlier layer wrote: a later one must not take part of it for a value.
+_PLACEHOLDER_TEXT = re.compile(r"<SECRET:[\w.-]+>|<(?:PASSWORD|PRIVATE_KEY|EMAIL|IP|SECRET)>")
 
 
 @dataclass(frozen=True)
@@ -219,9 +221,11 @@ class SecretScrubber:
             # token's prefix ("ghp"); scrub the whole token instead.
             values = [_token_of(m, line) for pattern in plugin.denylist for m in pattern.finditer(line)]
         indirect = name == "KeywordDetector" and heuristic.is_indirect_reference(line)
+        unmarked = _PLACEHOLDER_TEXT.sub("\0", line) if "<" in line else line
         for value in values:
             if (
                 len(value) < 4
+                or value not in unmarked  # a piece of a placeholder the provider rules wrote
                 or indirect
                 or heuristic.is_sequential_string(value)
                 or heuristic.is_potential_uuid(value)
