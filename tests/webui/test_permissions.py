@@ -34,6 +34,7 @@ ROUTES = {
     "trainer_modelversion_download": [("get", {"pk": "version", "name": "model.gguf"}, "view", 200)],
     "inference_apitoken_new": [("get", {}, "add", 200)],
     "inference_servingpolicy_policies": [("get", {}, "view", 200)],
+    "inference_completionrecord_usage": [("get", {}, "view", 200)],
     "appliance_notification_inbox": [("get", {}, "view", 200)],
     "appliance_notification_read_all": [("post", {}, "view", 302)],
     "appliance_notification_read": [("post", {"pk": "note"}, "view", 302)],
