@@ -216,7 +216,12 @@ def test_non_staff_users_get_no_access(client, django_user_model):
     assert r.status_code == 302 and "/admin/login/" in r.url
     assert not policy_get().telemetry_enabled
 
+    from django.contrib.auth.models import Permission
+
     staff = django_user_model.objects.create_user("viewer", password="a-long-password-2", is_staff=True)
+    client.force_login(staff)
+    assert client.get(URL).status_code == 403  # staff alone is a sign-in, not a permission
+    staff.user_permissions.add(Permission.objects.get(codename="view_servingpolicy"))
     client.force_login(staff)
     assert client.get(URL).status_code == 200  # may read, with a note
     assert client.post(URL, _form(telemetry_enabled="on")).status_code == 403
