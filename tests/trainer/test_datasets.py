@@ -176,9 +176,9 @@ def test_report_exclusions_secrets_and_admin_pages(tmp_path, client, django_user
     dataset = dataset_build(repositories=[repo], options=DatasetOptions(heldout_percent=20))
     r = dataset.report
     assert r["skipped"]["excluded"] == 2 and r["by_repo"]["rep"]["kept_files"] == r["kept_files"]
-    assert r["secrets"]["by_kind"]["generic-password"] == 1 and r["secrets"]["by_kind"]["Email Address"] >= 1
+    assert r["secrets"]["by_kind"]["password-assignment"] == 1 and r["secrets"]["by_kind"]["Email Address"] >= 1
     conf = [(h["line"], h["kind"]) for h in r["secrets"]["hits"] if h["path"] == "src/conf.py"]
-    assert conf == [(1, "generic-password"), (2, "Email Address")]
+    assert conf == [(1, "password-assignment"), (2, "Email Address")]
     assert "Winter2024" not in json.dumps(r) and "ops.lead" not in json.dumps(r)
     assert r["by_language"]["python"]["files"] == r["kept_files"]  # bin/tool found by its #! line
     assert r["tokens"]["total"] > 2000 and "estimate" in r["tokens"]["method"]
@@ -191,7 +191,7 @@ def test_report_exclusions_secrets_and_admin_pages(tmp_path, client, django_user
     page = client.get(f"/admin/trainer/dataset/{dataset.pk}/change/")
     assert page.status_code == 200
     html = page.content.decode()
-    for text in ("Left out", "excluded", "generic-password", "held-out files", "Languages kept"):
+    for text in ("Left out", "excluded", "password-assignment", "held-out files", "Languages kept"):
         assert text in html, text
     listing = client.get(
         f"/admin/trainer/datasetfile/?dataset__id__exact={dataset.pk}&split__exact=dropped&q=gen"
