@@ -551,12 +551,34 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
             + super().get_urls()
         )
 
-    @admin.display(description="promotion decision")
+    @admin.display(description="promotion gate")
     def decision(self, obj):
+        """The gate's verdict when the version was evaluated, labelled as such, then what the version
+        is now; while it is served against that verdict, a warning with the admin's reason first."""
+        from webui.dashboard import override_flag
         from webui.reports import decision_html
 
         report = obj.reports.order_by("-created_at").first()
-        return decision_html(report.decision) if report and report.decision else "No evaluation yet."
+        verdict = (
+            format_html(
+                '<p class="hearth-verdict-label"><b>Gate verdict at evaluation:</b></p>{}',
+                decision_html(report.decision),
+            )
+            if report and report.decision
+            else "No evaluation yet."
+        )
+        now = {
+            ModelVersion.Status.PROMOTED: "served to every developer"
+            + (f" since {obj.promoted_at:%Y-%m-%d %H:%M} UTC" if obj.promoted_at else ""),
+            ModelVersion.Status.CANDIDATE: "a candidate, not served",
+            ModelVersion.Status.RETIRED: "retired, not served",
+        }.get(obj.status)
+        return format_html(
+            "{}{}{}",
+            override_flag(obj) or "",
+            verdict,
+            format_html('<p class="hearth-now"><b>Now:</b> {}.</p>', now) if now else "",
+        )
 
     @admin.display(description="actions")
     def lifecycle(self, obj):
@@ -567,10 +589,14 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
                 {"promote": ModelVersion.Status.PROMOTED, "retire": ModelVersion.Status.RETIRED}[a]
             )
         ]
+        against = "" if obj.gate_passed is True else " against the gate (needs a reason)"
         labels = {
-            "promote": "Roll back to this version"
-            if obj.status == ModelVersion.Status.RETIRED
-            else "Promote (serve)",
+            "promote": (
+                "Roll back to this version"
+                if obj.status == ModelVersion.Status.RETIRED
+                else "Promote (serve)"
+            )
+            + against,
             "retire": "Retire",
             "delete": "Delete",
         }
@@ -627,7 +653,25 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
         description="Promote (serve) / roll back to the selected version", permissions=["model_change"]
     )
     def promote(self, request, queryset):
-        self._each(request, queryset.order_by("pk")[:1], "promote")
+        """Serve the first selected version the gate passed (one is served at a time). A version the gate
+        kept is refused here: it is served only from its promote page, with a reason."""
+        kept = [
+            v
+            for v in queryset.order_by("pk")
+            if v.gate_passed is not True and v.status != ModelVersion.Status.PROMOTED
+        ]
+        for version in kept:
+            self.message_user(
+                request,
+                format_html(
+                    "Version {}: not promoted — the promotion gate kept it. To serve it anyway, give a reason on "
+                    '<a href="{}">its promote page</a>.',
+                    version.pk,
+                    reverse("admin:trainer_modelversion_action", args=[version.pk, "promote"]),
+                ),
+                level="warning",
+            )
+        self._each(request, queryset.exclude(pk__in=[v.pk for v in kept]).order_by("pk")[:1], "promote")
 
     @admin.action(
         description="Retire the selected versions (the base model is served)", permissions=["model_change"]

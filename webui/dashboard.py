@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 DISK_ALERT_FRACTION = 0.9
 
@@ -70,6 +72,27 @@ def _first_steps() -> dict:
     }
 
 
+def override_flag(version) -> SafeString | None:
+    """The warning shown wherever `version` appears as served while it is served against the promotion
+    gate (until another promotion): the admin's reason, who gave it and when, from the audit log."""
+    from appliance.models import AuditEntry
+
+    if version is None or not version.served_against_gate:
+        return None
+    entry = AuditEntry.objects.filter(
+        action="version.promote_override", target=f"version {version.pk}"
+    ).first()
+    actor = entry.actor if entry and entry.actor else "an admin"
+    at = entry.at if entry else version.promoted_at
+    return format_html(
+        '<ul class="messagelist hearth-override" style="margin:0 0 .8em;padding:0"><li class="warning">'
+        "<b>Served against the promotion gate:</b> {} — by {} {}</li></ul>",
+        version.override_reason,
+        actor,
+        f"at {at:%Y-%m-%d %H:%M} UTC" if at else "",
+    )
+
+
 def dashboard_context() -> dict:
     from trainer.models import BaseModel, TrainingRun
     from trainer.versions import served_version
@@ -81,6 +104,7 @@ def dashboard_context() -> dict:
     usage = usage_overview(now)
     return {
         "served": served,
+        "served_flag": override_flag(served),
         "served_base": base,
         "runs_active": TrainingRun.objects.filter(
             status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django import forms
 from django.contrib import messages
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect
@@ -141,6 +142,132 @@ def token_create_view(request, admin_site):
     return TemplateResponse(request, "admin/hearth/token_create.html", context)
 
 
+class PromotionReasonForm(forms.Form):
+    """Why an admin serves a version the promotion gate kept: required, kept on the version."""
+
+    reason = forms.CharField(
+        label="Why serve it anyway?",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        error_messages={
+            "required": "Give a reason: serving a version the gate kept changes every developer's completions."
+        },
+        help_text="Kept on the version, written to the audit log and sent to every admin; the version is "
+        "flagged on the dashboard until another one is promoted.",
+    )
+
+
+def _reference_text(figures, served: ModelVersion | None) -> str:
+    """What the evaluation compared the version with, and whether that is what is served now."""
+    now = f"version {served.pk}" if served else "the base model"
+    same = figures.reference_pk == served.pk if served else figures.reference == "base"
+    if same:
+        return f"{figures.reference_name}, served now"
+    if figures.reference == "base":
+        return f"the base model ({now}, served now, was not part of this evaluation)"
+    if served:
+        return (
+            f"{figures.reference_name}, served when this version was evaluated ({now}, served now, was not)"
+        )
+    return f"{figures.reference_name}, served when this version was evaluated (the base model is served now)"
+
+
+def promotion_context(version: ModelVersion) -> dict:
+    """What the promote page restates before an admin serves `version`: the gate's verdict, the figures
+    behind it as (label, sentence) rows, what is served now and what promoting does to it."""
+    from trainer.evaluation.services import decision_figures
+    from trainer.models import EvaluationReport
+    from trainer.versions import served_version
+
+    served = served_version(exclude_pk=version.pk)
+    report = version.reports.filter(status=EvaluationReport.Status.DONE).order_by("-created_at").first()
+    figures = decision_figures(report) if report else None
+    if version.gate_passed is True:
+        verdict = "The promotion gate passed this version: a paired, significant win in exact match."
+    elif version.gate_passed is False:
+        verdict = "The promotion gate kept this version: it did not beat the model served now."
+    else:
+        verdict = "The promotion gate kept this version: it was never evaluated."
+    facts = []
+    if figures is not None:
+        facts = [
+            (
+                "Held-out lines of your code",
+                f"{figures.wins:,} got better, {figures.losses:,} got worse, of {figures.tasks:,}",
+            ),
+            ("Gain in exact match", figures.gain_points),
+            ("Compared with", _reference_text(figures, served)),
+            # The general-code (forgetting) arm joins these rows once the evaluation scores it.
+        ]
+    now = f"version {served.pk}, served now, is retired" if served else "the base model stops being served"
+    return {
+        "verdict": verdict,
+        "gate_passed": version.gate_passed is True,
+        "facts": facts,
+        "report": report,
+        "consequence": f"Every developer's IDE gets its completions from this version within seconds; {now}.",
+    }
+
+
+def _version_promote(request, admin_site, version: ModelVersion):
+    """The promote page and its POST. A version the gate kept is served only with a typed reason; a
+    second submit of the same form (the version is served already) only says so."""
+    from trainer.versions import PromotionNeedsReason, model_version_promote
+
+    page = reverse("admin:trainer_modelversion_change", args=[version.pk])
+    served_already = version.status == ModelVersion.Status.PROMOTED
+    needs_reason = version.gate_passed is not True and not served_already
+    form = PromotionReasonForm(request.POST if request.method == "POST" else None) if needs_reason else None
+    if request.method == "POST":
+        if served_already:
+            messages.info(request, f"Version {version.pk} is served already.")
+            return redirect(page)
+        if form is None or form.is_valid():
+            try:
+                model_version_promote(
+                    version=version,
+                    reason=form.cleaned_data["reason"] if form else "",
+                    actor=request.user.get_username(),
+                    ip=request_client_ip(request),
+                )
+            except PromotionNeedsReason as exc:
+                if form is None:
+                    messages.error(request, f"Version {version.pk}: {exc}")
+                    return redirect(page)
+                form.add_error("reason", str(exc))
+            except HearthError as exc:
+                version.refresh_from_db(fields=["status"])
+                if version.status == ModelVersion.Status.PROMOTED:  # a second submit raced the first
+                    messages.info(request, f"Version {version.pk} is served already.")
+                else:
+                    messages.error(request, f"Version {version.pk}: {exc}")
+                return redirect(page)
+            else:
+                request_audit(request, action="model.promote", target=f"version {version.pk}")
+                messages.success(
+                    request,
+                    f"Version {version.pk} is served now"
+                    + (" against the promotion gate; every admin has been told." if needs_reason else "."),
+                )
+                return redirect(page)
+    if served_already:
+        title = "This version is served now"
+    elif needs_reason:
+        title = "Serve this version against the promotion gate?"
+    else:
+        title = f"{VERSION_ACTIONS['promote'][0]}?"
+    context = {
+        **admin_site.each_context(request),
+        **promotion_context(version),
+        "title": title,
+        "version": version,
+        "action": "promote",
+        "served_already": served_already,
+        "form": form,
+        "opts": ModelVersion._meta,
+    }
+    return TemplateResponse(request, "admin/hearth/confirm.html", context)
+
+
 def version_action_view(request, admin_site, pk: int, action: str):
     """A confirmation page for promote / retire / delete; the POST performs it."""
     from trainer import versions
@@ -148,6 +275,8 @@ def version_action_view(request, admin_site, pk: int, action: str):
     if action not in VERSION_ACTIONS:
         raise Http404(action)
     version = get_object_or_404(ModelVersion, pk=pk)
+    if action == "promote":
+        return _version_promote(request, admin_site, version)
     title, consequence, _ = VERSION_ACTIONS[action]
     if request.method == "POST":
         try:

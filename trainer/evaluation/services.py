@@ -245,3 +245,65 @@ def promotion_decide(
             "(it is built on another base model): the base model is the reference."
         )
     return PromotionDecision(promote, summary, reference, cand.exact_match, ref.exact_match, p, arm, details)
+
+
+@dataclass(frozen=True)
+class DecisionFigures:
+    """A finished evaluation restated as figures, for a page that asks an admin to act on it: how many
+    held-out lines the candidate's arm completed that the reference did not (and the reverse), and
+    the difference in exact match with its paired 95% interval."""
+
+    arm: str  # the candidate's arm: the one it is served as
+    reference: str  # the arm it was compared with: "base", "served" or "served+context"
+    reference_pk: int | None  # the version served (and scored) then; None for the base or one since deleted
+    tasks: int
+    wins: int  # lines only the candidate completed exactly
+    losses: int  # lines only the reference completed exactly
+    gain: float  # exact match, candidate minus reference (a fraction)
+    interval: tuple[float, float]
+
+    @property
+    def reference_name(self) -> str:
+        if self.reference == "base":
+            return "the base model"
+        return f"version {self.reference_pk}" if self.reference_pk else "the version served then"
+
+    @property
+    def gain_points(self) -> str:
+        """The gain as a reader sees it: +3.5 points (95% interval -1 to +8)."""
+        lo, hi = self.interval
+        return f"{_points(self.gain)} points (95% interval {_points(lo)} to {_points(hi)})"
+
+
+def decision_figures(report: EvaluationReport) -> DecisionFigures | None:
+    """The figures behind the gate's verdict on `report`, recomputed from its per-line results with the
+    arms the gate compared: the candidate's best arm against the served version's arm when one was
+    scored (with context if that version serves with it), else the base. None when the report kept no
+    line-by-line results for both."""
+    scores = report.scores
+    if not scores.has_arm("tuned"):
+        return None
+    reference_pk, reference = None, "base"
+    if scores.has_arm("served"):
+        reference = "served"
+        gguf = (report.metrics.get("models") or {}).get("served", {}).get("gguf")
+        served = ModelVersion.objects.filter(gguf_path=gguf).first() if gguf else None
+        reference_pk = served.pk if served else None
+        if served and served.serves_context and scores.has_arm("served+context"):
+            reference = "served+context"
+    if not scores.has_arm(reference):
+        return None
+    arm = scores.best_arm("tuned")
+    cand, ref = scores.arm(arm), scores.arm(reference)
+    if not cand.hits or len(cand.hits) != len(ref.hits):
+        return None
+    return DecisionFigures(
+        arm=arm,
+        reference=reference,
+        reference_pk=reference_pk,
+        tasks=len(cand.hits),
+        wins=sum(1 for c, r in zip(cand.hits, ref.hits) if c and not r),
+        losses=sum(1 for c, r in zip(cand.hits, ref.hits) if r and not c),
+        gain=cand.exact_match - ref.exact_match,
+        interval=paired_difference_ci(list(cand.hits), list(ref.hits)),
+    )
