@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,17 +33,23 @@ def manage_command(*args: str) -> list[str]:
     ]
 
 
-def gunicorn_command(port: int) -> list[str]:
-    """The web tier: gunicorn on HEARTH_WEB_BIND, serving HTTPS itself when a certificate is set."""
-    bind = settings.HEARTH_WEB_BIND
-    host = f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
+def gunicorn_command(port: int | None = None, *, unix_socket: str | None = None) -> list[str]:
+    """gunicorn serving the web tier: on `unix_socket` behind Hearth's front (`web_serve`, the way
+    `serve` and the hearth-web unit run it), or alone on HEARTH_WEB_BIND:`port`, then serving HTTPS
+    itself when a certificate is set (a second web tier in a benchmark; slow clients stall it)."""
+    if unix_socket:
+        app, bind = "appliance.wsgi:front_application", f"unix:{unix_socket}"
+    else:
+        host = settings.HEARTH_WEB_BIND
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        app, bind = "appliance.wsgi:application", f"{host}:{port}"
     args = [
         sys.executable,
         "-m",
         "gunicorn",
-        "appliance.wsgi:application",
+        app,
         "--bind",
-        f"{host}:{port}",
+        bind,
         "--workers",
         "2",
         "--threads",
@@ -50,16 +58,57 @@ def gunicorn_command(port: int) -> list[str]:
         "300",
         "--graceful-timeout",
         "5",
-        # An IDE's connection stays open between keystrokes: at gunicorn's default (2 s) an idle
-        # connection was closed as the client sent on it, and that completion failed.
+        # A kept connection is reused between requests (the front's, or an IDE's between keystrokes):
+        # at gunicorn's default (2 s) one was closed as the client sent on it, and that request failed.
         "--keep-alive",
         "75",
+        # No gunicornc control socket (one path per user, so a second web tier took the first's).
+        "--no-control-socket",
     ]
+    if unix_socket:
+        return args
     if settings.HEARTH_TLS_CERT and settings.HEARTH_TLS_KEY:
         args += ["--certfile", settings.HEARTH_TLS_CERT, "--keyfile", settings.HEARTH_TLS_KEY]
     if settings.HEARTH_BEHIND_PROXY:
         args += ["--forwarded-allow-ips", "*"]
     return args
+
+
+def web_serve(port: int) -> None:
+    """The web tier until SIGTERM or SIGINT: Hearth's front (appliance.proxy) on HEARTH_WEB_BIND:`port`,
+    TLS there when a certificate is set, relaying whole requests to gunicorn on a unix socket in a
+    private directory. gunicorn runs in this process group, so stopping the group stops both."""
+    from appliance.proxy import front_run, listen, tls_context
+
+    sock = listen(settings.HEARTH_WEB_BIND, port)  # first: a port in use fails before gunicorn starts
+    tls = None
+    if settings.HEARTH_TLS_CERT and settings.HEARTH_TLS_KEY:
+        tls = tls_context(settings.HEARTH_TLS_CERT, settings.HEARTH_TLS_KEY)
+    private = Path(tempfile.mkdtemp(prefix="hearth-web-"))
+    upstream = str(private / "gunicorn.sock")
+    gunicorn = subprocess.Popen(gunicorn_command(unix_socket=upstream), cwd=settings.BASE_DIR)
+    signalled = False
+    try:
+        signalled = front_run(
+            sock=sock,
+            upstream=upstream,
+            tls=tls,
+            trust_forwarded=settings.HEARTH_BEHIND_PROXY,
+            alive=lambda: gunicorn.poll() is None,
+        )
+    finally:
+        sock.close()
+        died = gunicorn.poll()
+        if died is None:
+            gunicorn.terminate()
+            try:
+                gunicorn.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                gunicorn.kill()
+                gunicorn.wait()
+        shutil.rmtree(private, ignore_errors=True)
+    if died is not None and not signalled:  # a stop signal reaches gunicorn too: its exit is expected
+        raise RuntimeError(f"gunicorn exited with code {died}")
 
 
 def web_url(port: int) -> str:
@@ -114,8 +163,9 @@ class Services:
 
         self.start("engine", manage_command("inference_serve"), env=cpu_env())
 
-    def start_web(self, port: int) -> None:
-        self.start("web", gunicorn_command(port))
+    def start_web(self, port: int) -> subprocess.Popen:
+        """The web tier as the hearth-web unit runs it: `web` (Hearth's front, then gunicorn)."""
+        return self.start("web", manage_command("web", "--port", str(port)))
 
     def stop_one(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Stop one child (its whole process group) with `sig`, forget it and return its exit code;

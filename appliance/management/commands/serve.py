@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand
 
 class Command(BaseCommand):
     help = (
-        "Run Hearth's services (qcluster job worker, llama.cpp engine, gunicorn web) until Ctrl-C or SIGTERM."
+        "Run Hearth's services (qcluster job worker, llama.cpp engine, web tier: Hearth's front and gunicorn) "
+        "until Ctrl-C or SIGTERM."
     )
 
     def add_arguments(self, parser):

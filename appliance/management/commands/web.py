@@ -1,22 +1,23 @@
-"""`hearth web`: the web tier alone (gunicorn), as the hearth-web systemd unit runs it."""
-
-import os
+"""`hearth web`: the web tier alone (Hearth's front and gunicorn), as the hearth-web systemd unit runs it."""
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
     help = (
-        "Run the web tier (gunicorn: admin and completion API) on HEARTH_WEB_BIND, with TLS when "
-        "HEARTH_TLS_CERT/HEARTH_TLS_KEY are set. Replaces this process (for systemd)."
+        "Run the web tier (admin and completion API) on HEARTH_WEB_BIND until SIGTERM or Ctrl-C: Hearth's "
+        "front reads each request whole (slow clients hold no gunicorn thread) and hands it to gunicorn "
+        "on a private unix socket; HTTPS when HEARTH_TLS_CERT/HEARTH_TLS_KEY are set."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port.")
 
     def handle(self, *args, **opts):
-        from appliance.processes import gunicorn_command
+        from appliance.processes import web_serve
 
-        cmd = gunicorn_command(opts["port"])
-        os.execv(cmd[0], cmd)
+        try:
+            web_serve(opts["port"])
+        except (OSError, RuntimeError) as exc:
+            raise CommandError(str(exc)) from exc
