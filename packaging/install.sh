@@ -5,14 +5,17 @@
 #
 #   --prefix DIR        where the program goes (venv/, bin/hearth, etc/hearth.env, static/)   [/opt/hearth]
 #   --home DIR          the instance directory: database, keys, mirrors, models (0700)          [/var/lib/hearth]
+#                       Each is created, or an empty directory, or Hearth's own (its marker file): a
+#                       directory holding anything else (/opt, say) is refused and left untouched.
 #   --no-services       do not install or enable the systemd units (run `DIR/bin/hearth serve` yourself)
 #   --upgrade           upgrade an existing install: back up, migrate, restart; roll back on failure
 #   --user NAME         the system user the services run as (created if missing)               [hearth]
 #   --hostname NAME     the name IDEs use to reach this host (repeatable)                      [hostname -f]
-#   --bind ADDR         HEARTH_WEB_BIND                                                        [0.0.0.0]
+#   --bind ADDR         HEARTH_WEB_BIND, where Hearth's front listens (it reads each request whole,
+#                       then hands it to gunicorn on a private socket)                        [0.0.0.0]
 #   --port N            HEARTH_WEB_PORT                                                        [8000]
 #   --tls-cert FILE --tls-key FILE   the organization's certificate (default: a self-signed pair in HOME/tls)
-#   --behind-proxy      TLS terminates at a reverse proxy (proxy/nginx.conf); gunicorn binds 127.0.0.1
+#   --behind-proxy      TLS terminates at a reverse proxy (proxy/nginx.conf); Hearth binds 127.0.0.1
 #   --no-base-model     do not register the default base model from the bundle
 #   --python PATH       the Python interpreter for the venv (the bundle's version)             [python3.X]
 #   --systemd-dir DIR   where unit files go                                                    [/etc/systemd/system]
@@ -21,6 +24,7 @@ set -euo pipefail
 BUNDLE=$(cd "$(dirname "$0")" && pwd)
 PREFIX=/opt/hearth
 HOME_DIR=/var/lib/hearth
+HOME_GIVEN=0
 SERVICES=1
 UPGRADE=0
 SVC_USER=hearth
@@ -38,12 +42,12 @@ UNITS=(hearth-engine hearth-worker hearth-web)
 die() { echo "install.sh: $*" >&2; exit 1; }
 START=$(date +%s)
 say() { printf '==> [%4ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) PREFIX=$2; shift 2 ;;
-        --home) HOME_DIR=$2; shift 2 ;;
+        --home) HOME_DIR=$2; HOME_GIVEN=1; shift 2 ;;
         --no-services) SERVICES=0; shift ;;
         --upgrade) UPGRADE=1; shift ;;
         --user) SVC_USER=$2; shift 2 ;;
@@ -64,10 +68,6 @@ if { [ -n "$TLS_CERT" ] && [ -z "$TLS_KEY" ]; } || { [ -z "$TLS_CERT" ] && [ -n 
     die "--tls-cert and --tls-key go together"
 fi
 umask 077
-mkdir -p "$PREFIX"
-PREFIX=$(cd "$PREFIX" && pwd)
-mkdir -p -m 0700 "$HOME_DIR"
-HOME_DIR=$(cd "$HOME_DIR" && pwd)
 
 bundle_value() { sed -n "s/^ *\"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$BUNDLE/bundle.json"; }
 VERSION=$(bundle_value version)
@@ -80,6 +80,46 @@ say "verifying the bundle (SHA256SUMS)"
 if [ -f "$BUNDLE/SHA256SUMS.asc" ]; then
     command -v gpg >/dev/null || die "the bundle is signed but gpg is not installed"
     gpg --batch --verify "$BUNDLE/SHA256SUMS.asc" "$BUNDLE/SHA256SUMS" || die "bad signature on SHA256SUMS"
+fi
+
+# The two directories: Hearth's own (created by this installer, or marked by it), or new, or empty.
+# Nothing here changes a directory that holds anything else: a prefix or home of /opt would have been
+# made world-readable, chowned, and later deleted whole by the uninstaller.
+PREFIX_MARK=.hearth-install  # in PREFIX: written by this installer (created=1 when it made PREFIX)
+HOME_MARK=.hearth-instance   # in HOME: the same, for the instance directory
+MANIFEST=.hearth-manifest    # in PREFIX: every path the installer wrote, for the uninstaller
+physical() { (cd -P -- "$1" && pwd -P); }
+marked() { [ -f "$1/$2" ] && [ ! -L "$1/$2" ]; }
+claim() {  # claim DIR WHAT MARKER...: "new", "empty" or "hearth"; refuses anything else
+    local dir=$1 what=$2 marker
+    shift 2
+    [ -e "$dir" ] || [ -L "$dir" ] || { echo new; return; }
+    [ -d "$dir" ] || die "the $what $dir exists and is not a directory"
+    for marker in "$@"; do
+        if marked "$dir" "$marker"; then echo hearth; return; fi
+    done
+    [ -n "$(ls -A -- "$dir")" ] || { echo empty; return; }
+    die "the $what $dir exists and holds files that are not a Hearth install: name a new or empty directory (such as ${dir%/}/hearth); nothing in $dir was changed"
+}
+PREFIX_STATE=$(claim "$PREFIX" prefix "$PREFIX_MARK" INSTALLED)
+[ "$PREFIX_STATE" = new ] || PREFIX=$(physical "$PREFIX")
+RECORDED_HOME=""
+if [ "$PREFIX_STATE" = hearth ] && [ -f "$PREFIX/INSTALLED" ]; then
+    RECORDED_HOME=$(sed -n 's/^home=//p' "$PREFIX/INSTALLED")
+    [ "$HOME_GIVEN" = 1 ] || [ -z "$RECORDED_HOME" ] || HOME_DIR=$RECORDED_HOME
+fi
+HOME_STATE=""
+if [ -n "$RECORDED_HOME" ] && [ -d "$HOME_DIR" ] \
+    && [ "$(physical "$HOME_DIR")" = "$(physical "$RECORDED_HOME" 2>/dev/null)" ]; then
+    HOME_STATE=hearth  # this install's own instance (made before instance directories were marked)
+fi
+[ -n "$HOME_STATE" ] || HOME_STATE=$(claim "$HOME_DIR" "instance directory" "$HOME_MARK")
+[ "$HOME_STATE" = new ] || HOME_DIR=$(physical "$HOME_DIR")
+if [ "$UPGRADE" = 1 ]; then
+    [ "$PREFIX_STATE" = hearth ] && [ -x "$PREFIX/bin/hearth" ] && [ -f "$PREFIX/etc/hearth.env" ] \
+        || die "--upgrade: no Hearth install in $PREFIX"
+elif [ -e "$PREFIX/venv" ]; then
+    die "$PREFIX already holds an install: pass --upgrade (or uninstall it first)"
 fi
 
 PYTHON=${PYTHON:-$(command -v "python$PYVER" || true)}
@@ -104,11 +144,59 @@ as_user() {
     if [ "$(id -un)" = "$SVC_USER" ]; then "$@"; else runuser -u "$SVC_USER" -- "$@"; fi
 }
 have_systemd() { [ "$SERVICES" = 1 ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; }
+no_link() {  # what the installer writes is never a symlink: writing would follow it out of the tree
+    local path
+    for path in "$@"; do [ ! -L "$path" ] || die "$path is a symlink: refusing to write through it"; done
+}
+
+# Create what is new, mark both directories as Hearth's. From here on, a failed install leaves a
+# manifest of what it wrote, so that uninstall.sh removes exactly that.
+[ "$PREFIX" != "$HOME_DIR" ] || die "--prefix and --home must be two directories"
+if [ "$PREFIX_STATE" = new ]; then
+    (umask 022 && mkdir -p -- "$PREFIX")
+    PREFIX=$(physical "$PREFIX")
+fi
+if [ "$HOME_STATE" = new ]; then
+    (umask 022 && mkdir -p -- "$(dirname -- "$HOME_DIR")")
+    mkdir -m 0700 -- "$HOME_DIR"
+    HOME_DIR=$(physical "$HOME_DIR")
+fi
+marker_write() {  # marker_write DIR MARKER STATE: an existing marker is kept (with its created=)
+    marked "$1" "$2" && return
+    no_link "$1/$2"
+    printf 'Hearth %s\ncreated=%s\n' "$VERSION" "$([ "$3" = new ] && echo 1 || echo 0)" > "$1/$2"
+}
+marker_write "$PREFIX" "$PREFIX_MARK" "$PREFIX_STATE"
+marker_write "$HOME_DIR" "$HOME_MARK" "$HOME_STATE"
+chown -h "$SVC_USER:$SVC_GROUP" "$HOME_DIR/$HOME_MARK"  # a backup, run as that user, reads it
+manifest_write() {  # every path this installer wrote below PREFIX, as "d path" or "f path" (never followed)
+    local part
+    {
+        for part in venv static venv.previous static.previous; do
+            [ -e "$PREFIX/$part" ] || [ -L "$PREFIX/$part" ] || continue
+            (cd "$PREFIX" && find -P "$part" \( -type d -printf 'd %p\n' -o -printf 'f %p\n' \))
+        done
+        printf 'd %s\n' bin etc
+        printf 'f %s\n' bin/hearth bin/hearth-uninstall etc/hearth.env README.md bundle.json INSTALLED \
+            "$PREFIX_MARK" "$MANIFEST"
+    } | LC_ALL=C sort -u > "$PREFIX/$MANIFEST.partial"
+    mv -f -- "$PREFIX/$MANIFEST.partial" "$PREFIX/$MANIFEST"
+    chmod 0644 -- "$PREFIX/$MANIFEST"
+}
+no_link "$PREFIX/$MANIFEST" "$PREFIX/$MANIFEST.partial" "$PREFIX/bin" "$PREFIX/etc"
+failed() {
+    local rc=$?
+    trap - EXIT
+    [ "$rc" = 0 ] && return
+    manifest_write || true
+    echo "install.sh: failed (exit $rc): $BUNDLE/uninstall.sh --prefix $PREFIX removes what it wrote" >&2
+    exit "$rc"
+}
+trap failed EXIT
 
 # 2. Upgrade: stop, back up (database and instance), keep the old program for a rollback.
 BACKUP=""
 if [ "$UPGRADE" = 1 ]; then
-    [ -x "$HEARTH" ] && [ -f "$PREFIX/etc/hearth.env" ] || die "--upgrade: no Hearth install in $PREFIX"
     have_systemd && systemctl stop "${UNITS[@]}" || true
     BACKUP="$HOME_DIR/backups/pre-upgrade-$(date -u +%Y%m%d-%H%M%S).tar"
     say "backing up to $BACKUP"
@@ -126,11 +214,10 @@ if [ "$UPGRADE" = 1 ]; then
         [ -d "$PREFIX/static.previous" ] && mv "$PREFIX/static.previous" "$PREFIX/static"
         as_user "$HEARTH" restore --force "$BACKUP" || echo "install.sh: restore failed; the backup is $BACKUP" >&2
         have_systemd && systemctl start "${UNITS[@]}" || true
+        manifest_write || true
         exit "$rc"
     }
     trap rollback EXIT
-elif [ -e "$PREFIX/venv" ]; then
-    die "$PREFIX already holds an install: pass --upgrade (or uninstall it first)"
 fi
 
 # 3. The program: a venv from the wheelhouse only.
@@ -140,16 +227,23 @@ mkdir -p "$PREFIX/bin" "$PREFIX/etc"
 "$PREFIX/venv/bin/python" -m pip install --quiet --no-index --find-links "$BUNDLE/wheelhouse" \
     --disable-pip-version-check "hearth$(ls "$BUNDLE"/wheelhouse/python_ldap-*.whl >/dev/null 2>&1 && echo '[ldap]')==$VERSION"
 cp -r "$BUNDLE/static" "$PREFIX/static"
-cp "$BUNDLE/README.md" "$BUNDLE/bundle.json" "$PREFIX/"
-cp "$BUNDLE/uninstall.sh" "$PREFIX/bin/hearth-uninstall"
+cp --remove-destination "$BUNDLE/README.md" "$BUNDLE/bundle.json" "$PREFIX/"
+cp --remove-destination "$BUNDLE/uninstall.sh" "$PREFIX/bin/hearth-uninstall"
 chmod 0755 "$PREFIX/bin/hearth-uninstall"
-chmod -R go+rX "$PREFIX"  # the program is not secret; the instance directory is
 
 say "GGUF converter from the bundle"
 "$PREFIX/venv/bin/python" -m trainer.export.converter install --from "$BUNDLE"/converter/llama.cpp-*
 
+# The program is not secret (the instance directory is): readable by the services. Only what this
+# installer wrote, never through a symlink (chmod leaves a link alone only inside a recursion).
+(cd "$PREFIX" && find -P venv static bin/hearth-uninstall README.md bundle.json "$PREFIX_MARK" \
+    ! -type l -exec chmod go+rX -- {} +)
+chmod go+rX -- "$PREFIX/bin" "$PREFIX/etc"
+[ "$PREFIX_STATE" != new ] || chmod go+rX -- "$PREFIX"
+
 # 4. Configuration (kept on upgrade) and the `hearth` command bound to this home.
 ENV_FILE="$PREFIX/etc/hearth.env"
+no_link "$ENV_FILE" "$HEARTH" "$PREFIX/INSTALLED"
 if [ ! -f "$ENV_FILE" ]; then
     [ ${#HOSTNAMES[@]} -gt 0 ] || HOSTNAMES=("$(hostname -f 2>/dev/null || hostname)")
     ALLOWED=$(IFS=,; echo "${HOSTNAMES[*]},localhost,127.0.0.1")
@@ -179,7 +273,7 @@ if [ ! -f "$ENV_FILE" ]; then
         echo "HEARTH_WORKER_CPUS=auto"
     } > "$ENV_FILE"
     chmod 0640 "$ENV_FILE"
-    chgrp "$SVC_GROUP" "$ENV_FILE"
+    chgrp -h "$SVC_GROUP" "$ENV_FILE"
 fi
 cat > "$HEARTH" <<EOF
 #!/bin/sh
@@ -198,7 +292,7 @@ EOF
 chmod 0755 "$HEARTH"
 
 # 5. The instance: private home, generated secret key, database, TLS pair, base model.
-chown "$SVC_USER:$SVC_GROUP" "$HOME_DIR"
+chown -h "$SVC_USER:$SVC_GROUP" "$HOME_DIR"  # the directory itself, never -R
 chmod 0700 "$HOME_DIR"
 say "migrating the database in $HOME_DIR"
 as_user "$HEARTH" migrate --noinput -v0
@@ -244,6 +338,7 @@ user=$SVC_USER
 services=$SERVICES
 installed_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 EOF
+manifest_write
 say "Hearth $VERSION installed in $PREFIX, instance in $HOME_DIR"
 echo "    $HEARTH token_create USER        a token for an IDE"
 echo "    $HEARTH createsuperuser          an admin for the web pages"
