@@ -44,7 +44,7 @@ def check_tls(app_configs, **kwargs):
     if not (cert and key) and not settings.HEARTH_BEHIND_PROXY:
         issues.append(
             Warning(
-                "HEARTH_PRODUCTION=1 without TLS: set HEARTH_TLS_CERT and HEARTH_TLS_KEY (gunicorn serves HTTPS) "
+                "HEARTH_PRODUCTION=1 without TLS: set HEARTH_TLS_CERT and HEARTH_TLS_KEY (Hearth's web front serves HTTPS) "
                 "or HEARTH_BEHIND_PROXY=1 behind a TLS reverse proxy.",
                 hint="Secure cookies are never sent over plain HTTP, so admin logins would fail.",
                 id="hearth.W001",
@@ -129,7 +129,7 @@ def check_proxy_trust(app_configs, **kwargs):
     return [
         Warning(
             f"HEARTH_BEHIND_PROXY=1 with HEARTH_WEB_BIND={settings.HEARTH_WEB_BIND} and no trusted proxy "
-            "beyond loopback: clients can reach gunicorn around the proxy, and a proxy on another host is "
+            "beyond loopback: clients can reach Hearth's web port around the proxy, and a proxy on another host is "
             "not believed (every client it forwards counts as the proxy).",
             hint="Bind 127.0.0.1 behind a proxy on this box, or set HEARTH_TRUSTED_PROXIES to the proxy's "
             "addresses and let only the proxy reach the web port.",

@@ -81,10 +81,14 @@ HEARTH_PROMOTION_ALPHA = float(_env("PROMOTION_ALPHA", "0.05"))
 HEARTH_CONTEXT_EVAL = _env("CONTEXT_EVAL", "1") not in ("0", "false", "no", "")
 HEARTH_CONTEXT_FORMAT = _env("CONTEXT_FORMAT", "auto")
 HEARTH_BASE_MODEL = _env("BASE_MODEL", "smollm2-135m-instruct")
+# Offer Hearth's micro test models (slugs hearth-micro*) on "Start a custom model" beside the real bases.
+HEARTH_SHOW_TEST_BASES = _env_bool("SHOW_TEST_BASES", False)
 HEARTH_WEB_PORT = int(_env("WEB_PORT", "8000"))
-# The address gunicorn binds (0.0.0.0 or a LAN address to serve other hosts; loopback by default).
+# The address Hearth's web front binds (0.0.0.0 or a LAN address to serve other hosts; loopback by
+# default). The front (appliance/proxy.py) reads whole requests within deadlines, so slow clients cannot
+# hold gunicorn's threads; gunicorn itself listens only on a private unix socket.
 HEARTH_WEB_BIND = _env("WEB_BIND", "127.0.0.1")
-# TLS terminated by gunicorn itself (--certfile/--keyfile), or by a reverse proxy in front
+# TLS terminated by Hearth's web front itself, or by a reverse proxy in front
 # (packaging/proxy/): then HEARTH_BEHIND_PROXY=1 trusts its X-Forwarded-Proto and X-Forwarded-For.
 HEARTH_TLS_CERT = _env("TLS_CERT", "")
 HEARTH_TLS_KEY = _env("TLS_KEY", "")
