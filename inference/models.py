@@ -29,6 +29,9 @@ class ApiToken(models.Model):
     rate_window = models.BigIntegerField(default=0, editable=False)
     rate_count = models.PositiveIntegerField(default=0, editable=False)
 
+    class Meta:
+        verbose_name = "API token"
+
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
 
@@ -88,7 +91,8 @@ class ServingPolicy(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        verbose_name_plural = "serving policy"
+        verbose_name = "serving policy"
+        verbose_name_plural = "serving policies"
 
     def __str__(self) -> str:
         return "Serving policy"
@@ -106,7 +110,8 @@ class BlockedCode(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        verbose_name_plural = "blocked code"
+        verbose_name = "blocked snippet"
+        verbose_name_plural = "blocked snippets"
 
     def __str__(self) -> str:
         return self.name

@@ -1,17 +1,19 @@
 """The admin pages: every pipeline row visible in a browser, read-mostly, with the stage logs."""
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import get_permission_codename
+from django.contrib.auth import get_permission_codename, get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_q import admin as q_admin  # its pages, registered before Hearth's, are replaced below
 from django_q.models import Failure, OrmQ, Schedule, Success
 
 from appliance.audit import request_audit
-from appliance.models import AuditEntry, Notification
+from appliance.models import AuditEntry, DirectoryAccount, Notification
 from inference.models import ApiToken
 from trainer.models import (
     BaseModel,
@@ -22,12 +24,20 @@ from trainer.models import (
     TrainingRun,
 )
 from trainer.models.datasets import DatasetFile
+from webui.admin_display import (
+    breakable,
+    count,
+    count_column,
+    digest_short,
+    structured_field,
+    when,
+    when_column,
+)
+from webui.admin_site import HearthTitlesMixin, ShownNotSavedMixin, register_replacing, site_configure
 from webui.forms import ServingPolicyForm
 from webui.reports import html_table, report_html
 
-admin.site.site_header = "Hearth"
-admin.site.site_title = "Hearth admin"
-admin.site.index_title = "Private code completion"
+site_configure(admin.site)
 _stock_index = admin.site.index
 
 
@@ -117,9 +127,11 @@ class RetryMixin:
 
 
 @admin.register(Repository)
-class RepositoryAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
+class RepositoryAdmin(
+    HearthTitlesMixin, ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin
+):
     form = RepositoryForm
-    list_display = ("name", "status", "default_branch", "head_sha", "last_synced_at", "has_credential")
+    list_display = ("name", "status", "default_branch", "head", "synced", "has_credential")
     list_filter = ("status",)
     search_fields = ("name", "source")
     readonly_fields = ReadOnlyLogMixin.readonly_fields + (
@@ -129,6 +141,14 @@ class RepositoryAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin
         "last_synced_at",
     )
     actions = ("sync_now", "build_dataset", "retry")
+    synced = when_column("last_synced_at", "last synced")
+
+    def object_title(self, obj) -> str:
+        return f"Repository {obj.name}"
+
+    @admin.display(description="commit", ordering="head_sha")
+    def head(self, obj):
+        return digest_short(obj.head_sha)
 
     @admin.display(boolean=True, description="credential")
     def has_credential(self, obj):
@@ -136,6 +156,32 @@ class RepositoryAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin
 
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields + (("source", "name") if obj else ())
+
+    def get_fieldsets(self, request, obj=None):
+        """What it is first, then what Hearth reads of it, then how it is reached, then the last sync;
+        the add form asks only what the admin types."""
+        reading = ("branch", "languages", "exclude_globs")
+        access = ("username", "new_credential")
+        if obj is None:
+            return ((None, {"fields": ("name", "source", *reading)}), ("Access", {"fields": access}))
+        return (
+            (None, {"fields": ("name", "source", "status", "status_reason")}),
+            ("What Hearth reads", {"fields": reading}),
+            ("Access", {"fields": access}),
+            (
+                "Last sync",
+                {
+                    "fields": (
+                        "default_branch",
+                        "head_sha",
+                        "last_synced_at",
+                        "mirror_path",
+                        "log",
+                        "created_at",
+                    )
+                },
+            ),
+        )
 
     def save_model(self, request, obj, form, change):
         from appliance.jobs import job_enqueue
@@ -182,9 +228,10 @@ class RepositoryAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin
 
 
 @admin.register(BaseModel)
-class BaseModelAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
+class BaseModelAdmin(HearthTitlesMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     """A base model comes from `manage.py basemodel_import`, which verifies its files and detects its
-    FIM format: here only its display name and licence are edited."""
+    FIM format: here only its display name and licence are edited (one Save, no Delete button: a
+    base model is deleted from the list, where nothing depends on it)."""
 
     list_display = ("slug", "display_name", "status", "architecture", "fim_format", "can_infill")
     readonly_fields = ReadOnlyLogMixin.readonly_fields + (
@@ -195,48 +242,83 @@ class BaseModelAdmin(ReadOnlyLogMixin, admin.ModelAdmin):
         "architecture",
         "fim_format",
         "can_infill",
-        "manifest",
+        "manifest_view",
     )
+    fieldsets = (
+        (None, {"fields": ("slug", "display_name", "license", "status", "status_reason")}),
+        (
+            "Model",
+            {
+                "fields": (
+                    "architecture",
+                    "fim_format",
+                    "can_infill",
+                    "hf_path",
+                    "train_gguf_file",
+                    "gguf_path",
+                )
+            },
+        ),
+        ("Manifest", {"fields": ("manifest_view",)}),
+        ("Log", {"classes": ("collapse",), "fields": ("log", "created_at", "updated_at")}),
+    )
+    manifest_view = structured_field("manifest", "manifest")
+
+    def object_title(self, obj) -> str:
+        return f"Base model {obj.slug}"
 
     def has_add_permission(self, request):
         return False  # imported from a folder (basemodel_import), never typed in
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = {"show_save_and_continue": False, "show_save_and_add_another": False, "show_delete": False}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
 
 @admin.register(Dataset)
-class DatasetAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
+class DatasetAdmin(ShownNotSavedMixin, ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
+    """A dataset is built by "Build a dataset" on repositories or by "Start a custom model": its page
+    shows the build (report, commits, options, manifest), never a form."""
+
     list_display = (
         "id",
         "status",
-        "train_files",
-        "heldout_files",
-        "train_bytes",
+        "train_count",
+        "heldout_count",
+        "bytes_count",
         "tokens",
         "duplicate_ratio",
         "secrets",
-        "created_at",
+        "created",
     )
     list_filter = ("status", "repositories")
     actions = ("retry",)
     readonly_fields = ReadOnlyLogMixin.readonly_fields + (
-        "commits",
-        "options",
-        "manifest",
-        "report",
+        "commits_view",
+        "options_view",
+        "manifest_view",
         "path",
         "report_view",
         "files_link",
     )
     fieldsets = (
-        (None, {"fields": ("status", "status_reason", "path", "commits", "files_link")}),
+        (None, {"fields": ("status", "status_reason", "path", "commits_view", "files_link")}),
         ("Report", {"fields": ("report_view",)}),
         (
             "Details",
             {
                 "classes": ("collapse",),
-                "fields": ("options", "manifest", "log", "report", "created_at", "updated_at"),
+                "fields": ("options_view", "manifest_view", "log", "created_at", "updated_at"),
             },
         ),
     )
+    train_count = count_column("train_files", "training files")
+    heldout_count = count_column("heldout_files", "held-out files")
+    bytes_count = count_column("train_bytes", "training bytes")
+    created = when_column("created_at", "created")
+    commits_view = structured_field("commits", "commits")
+    options_view = structured_field("options", "options")
+    manifest_view = structured_field("manifest", "manifest")
 
     @admin.display(description="tokens (est.)")
     def tokens(self, obj):
@@ -248,7 +330,7 @@ class DatasetAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.Mo
 
     @admin.display(description="secrets scrubbed")
     def secrets(self, obj):
-        return obj.report.get("secrets", {}).get("total", 0)
+        return count(obj.report.get("secrets", {}).get("total", 0))
 
     @admin.display(description="files")
     def files_link(self, obj):
@@ -301,7 +383,7 @@ class DatasetAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.Mo
             [
                 (
                     k,
-                    r["commits"].get(k, "")[:12],
+                    digest_short(r["commits"].get(k, "")),
                     f"{v.get('seen_files', 0):,}",
                     f"{v.get('kept_files', 0):,}",
                     f"{v.get('kept_bytes', 0):,}",
@@ -350,13 +432,35 @@ class DatasetAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.Mo
 
 
 @admin.register(DatasetFile)
-class DatasetFileAdmin(admin.ModelAdmin):
+class DatasetFileAdmin(HearthTitlesMixin, admin.ModelAdmin):
     """Every file a dataset read, kept or left out: search by path, filter by reason."""
 
-    list_display = ("path", "repo", "split", "reason", "detail", "language", "size", "secrets", "dataset")
+    list_display = (
+        "file_path",
+        "repo",
+        "split",
+        "reason",
+        "detail",
+        "language",
+        "bytes",
+        "secrets",
+        "dataset_number",
+    )
     list_filter = ("split", "reason", "language", "repo", "dataset")
     search_fields = ("path", "detail")
     list_per_page = 200
+    bytes = count_column("size", "bytes")
+
+    def object_title(self, obj) -> str:
+        return f"File {obj.path}"
+
+    @admin.display(description="path", ordering="path")
+    def file_path(self, obj):
+        return breakable(obj.path)
+
+    @admin.display(description="dataset", ordering="dataset")
+    def dataset_number(self, obj):
+        return obj.dataset_id
 
     def has_add_permission(self, request):
         return False
@@ -389,7 +493,7 @@ def _admin_urls(model_admin, routes):
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(ModelPermissionsMixin, ReadOnlyLogMixin, admin.ModelAdmin):
+class TrainingRunAdmin(ShownNotSavedMixin, ModelPermissionsMixin, ReadOnlyLogMixin, admin.ModelAdmin):
     """Runs are started from "Start a custom model" and change only through their jobs and cancel:
     no add form, every field read-only, the page live while the run trains."""
 
@@ -399,13 +503,17 @@ class TrainingRunAdmin(ModelPermissionsMixin, ReadOnlyLogMixin, admin.ModelAdmin
         "dataset",
         "status",
         "method",
-        "step",
-        "total_steps",
+        "steps",
         "attempts",
-        "created_at",
+        "created",
     )
     list_filter = ("status", "method")
     actions = ["cancel_runs"]  # progress points are drawn as the chart of the live panel
+    created = when_column("created_at", "created")
+
+    @admin.display(description="steps", ordering="step")
+    def steps(self, obj):
+        return f"{count(obj.step)} of {count(obj.total_steps)}" if obj.total_steps else count(obj.step)
 
     def has_add_permission(self, request):
         return False
@@ -480,8 +588,10 @@ class ReportInline(ReportComparisonMixin, admin.StackedInline):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin):
-    list_display = ("id", "base", "run", "status", "fim_format", "promoted_at")
+class ModelVersionAdmin(
+    ShownNotSavedMixin, ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, admin.ModelAdmin
+):
+    list_display = ("id", "base", "run", "status", "fim_format", "promoted")
     list_filter = ("status",)
     # A version changes only through its actions (promote, retire, delete): every field is read-only.
     readonly_fields = ReadOnlyLogMixin.readonly_fields + (
@@ -490,8 +600,8 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
         "path",
         "fim_format",
         "gguf_path",
-        "gguf_sha256",
-        "manifest",
+        "gguf_sha256_short",
+        "manifest_view",
         "promoted_at",
         "decision",
         "lifecycle",
@@ -511,9 +621,9 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
                     "fim_format",
                     "path",
                     "gguf_path",
-                    "gguf_sha256",
+                    "gguf_sha256_short",
                     "log",
-                    "manifest",
+                    "manifest_view",
                     "created_at",
                     "updated_at",
                 ),
@@ -522,6 +632,12 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
     )
     inlines = [ReportInline]
     actions = ["promote", "retire", "delete_versions", "retry"]
+    promoted = when_column("promoted_at", "promoted")
+    manifest_view = structured_field("manifest", "manifest")
+
+    @admin.display(description="GGUF sha256")
+    def gguf_sha256_short(self, obj):
+        return digest_short(obj.gguf_sha256, 16)
 
     def has_add_permission(self, request):
         return False  # versions come from training runs
@@ -630,7 +746,7 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
                         n,
                     ),
                     f"{size / 1e6:,.1f} MB",
-                    format_html("<code>{}</code>", sha),
+                    digest_short(sha, 16),
                 )
                 for n, sha, size in rows
             ],
@@ -685,23 +801,42 @@ class ModelVersionAdmin(ModelPermissionsMixin, RetryMixin, ReadOnlyLogMixin, adm
 
 
 @admin.register(EvaluationReport)
-class EvaluationReportAdmin(ReportComparisonMixin, admin.ModelAdmin):
-    list_display = ("id", "dataset", "version", "mode", "created_at", "decision")
-    fields = ("created_at", "dataset", "version", "comparison", "metrics")
-    readonly_fields = ("created_at", "dataset", "version", "comparison", "metrics")
+class EvaluationReportAdmin(ShownNotSavedMixin, ReportComparisonMixin, admin.ModelAdmin):
+    """Reports come from evaluation runs (model_evaluate): shown, deleted from the list, never typed in."""
 
-    def has_add_permission(self, request):
-        return False  # reports come from evaluation runs (model_evaluate)
+    list_display = ("id", "dataset", "version", "status", "mode", "created", "verdict")
+    list_filter = ("status", "mode")
+    readonly_fields = ReadOnlyLogMixin.readonly_fields + (
+        "dataset",
+        "version",
+        "mode",
+        "comparison",
+        "metrics_view",
+    )
+    fieldsets = (
+        (None, {"fields": ("status", "status_reason", "dataset", "version", "mode", "created_at")}),
+        (None, {"fields": ("comparison",)}),
+        ("All metrics", {"classes": ("collapse",), "fields": ("metrics_view",)}),
+        ("Log", {"classes": ("collapse",), "fields": ("log", "updated_at")}),
+    )
+    created = when_column("created_at", "created")
+    metrics_view = structured_field("metrics", "metrics")
+
+    @admin.display(description="decision")
+    def verdict(self, obj):
+        """The gate's first sentence up to its colon ("Promoted", "Kept"); the page has the rest."""
+        return obj.decision.split(":", 1)[0] if obj.decision else "–"
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(HearthTitlesMixin, admin.ModelAdmin):
     """The full list (filter, delete); each admin reads and marks notifications in their inbox. The
     inbox needs the view permission: marking read changes only the reader's own read state."""
 
-    list_display = ("created_at", "level", "title", "emailed")
+    list_display = ("created", "level", "title", "emailed")
     list_filter = ("level",)
     readonly_fields = ("created_at", "level", "title", "body", "emailed")
+    created = when_column("created_at", "created")
 
     def has_add_permission(self, request):
         return False  # notifications come from the jobs (appliance.notifications.notify)
@@ -745,24 +880,36 @@ admin.site.each_context = _each_context_with_inbox
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(ModelPermissionsMixin, admin.ModelAdmin):
+class ApiTokenAdmin(HearthTitlesMixin, ModelPermissionsMixin, admin.ModelAdmin):
     """Tokens are made by "Create a token" (shown once, the add permission) and end by "Revoke" (the
     change permission); a superuser sees every user's, a staff user only their own."""
 
-    list_display = (
-        "prefix",
-        "user",
-        "name",
-        "created_at",
-        "expires_at",
-        "rate_limit_per_minute",
-        "revoked_at",
-        "last_used_at",
-    )
+    list_display = ("prefix", "user", "name", "state", "rate_limit", "created", "last_used")
+    created = when_column("created_at", "created", day=True)
+    last_used = when_column("last_used_at", "last used")
+
     list_filter = ("revoked_at",)
     search_fields = ("user__username", "name", "prefix")
     exclude = ("digest",)
     actions = ["revoke"]
+
+    def object_title(self, obj) -> str:
+        return f"API token {obj.prefix}…"
+
+    @admin.display(description="state", ordering="revoked_at")
+    def state(self, obj):
+        """Revoked (when), expired (when), or active (until when): one column, one line."""
+        if obj.revoked_at:
+            return format_html("revoked {}", when(obj.revoked_at, day=True))
+        if obj.expires_at is None:
+            return "active, never expires"
+        if obj.expires_at <= timezone.now():
+            return format_html("expired {}", when(obj.expires_at, day=True))
+        return format_html("active until {}", when(obj.expires_at, day=True))
+
+    @admin.display(description="per min", ordering="rate_limit_per_minute")
+    def rate_limit(self, obj):
+        return "default" if obj.rate_limit_per_minute is None else count(obj.rate_limit_per_minute)
 
     def get_queryset(self, request):
         qs = super().get_queryset(request).select_related("user")
@@ -789,16 +936,22 @@ class ApiTokenAdmin(ModelPermissionsMixin, admin.ModelAdmin):
         actions.pop("delete_selected", None)  # a token ends by being revoked, which is audited
         return actions
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Nor a Delete button on its page: revoking (from the list) is the way a token ends.
+        return super().change_view(
+            request, object_id, form_url, {"show_delete": False, **(extra_context or {})}
+        )
+
     @admin.action(description="Revoke the selected tokens", permissions=["model_change"])
     def revoke(self, request, queryset):
-        from inference.auth import token_revoke
+        from inference.auth import auth_cache_ttl, token_revoke
 
         for token in queryset.filter(revoked_at__isnull=True):
             token_revoke(token=token)
             request_audit(
                 request, action="token.revoke", target=f"token {token.prefix}", detail=str(token.user)
             )
-        wait = settings.HEARTH_AUTH_CACHE_S
+        wait = auth_cache_ttl()  # what the other web processes really wait, the setting capped
         self.message_user(
             request,
             f"Revoked; IDEs using them get 401 from now on (within {wait:g} s on the other web processes)."
@@ -808,13 +961,21 @@ class ApiTokenAdmin(ModelPermissionsMixin, admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(HearthTitlesMixin, admin.ModelAdmin):
     """The audit log: browsable and filterable, never editable."""
 
-    list_display = ("at", "actor", "action", "target", "detail", "ip")
+    list_display = ("when", "actor", "action", "target", "detail", "address")
+    list_display_links = ("when",)
+    when = when_column("at", "at")
+
     list_filter = ("action", "actor", "at")
     search_fields = ("actor", "action", "target", "detail", "ip")
     date_hierarchy = "at"
+
+    @admin.display(description="IP address", ordering="ip")
+    def address(self, obj):
+        """Whole, on one line (an IPv6 address too): the list never cuts it."""
+        return format_html('<span class="hearth-ip">{}</span>', obj.ip) if obj.ip else "–"
 
     def has_add_permission(self, request):
         return False
@@ -839,7 +1000,7 @@ from inference.models import (  # serving's rows, registered after the pipeline'
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(HearthTitlesMixin, admin.ModelAdmin):
     """Rows written by the API only: the admin reads them (and may delete them)."""
 
     def has_add_permission(self, request):
@@ -850,7 +1011,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(ServingPolicy)
-class ServingPolicyAdmin(admin.ModelAdmin):
+class ServingPolicyAdmin(HearthTitlesMixin, admin.ModelAdmin):
     form = ServingPolicyForm  # the Policies page's rules on the stock change page too
     list_display = (
         "__str__",
@@ -892,20 +1053,32 @@ class ServingPolicyAdmin(admin.ModelAdmin):
 
 
 @admin.register(BlockedCode)
-class BlockedCodeAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at", "size")
+class BlockedCodeAdmin(HearthTitlesMixin, admin.ModelAdmin):
+    list_display = ("name", "created", "size")
     search_fields = ("name",)
+    created = when_column("created_at", "added")
 
     @admin.display(description="characters")
     def size(self, obj):
-        return len(obj.text)
+        return count(len(obj.text))
 
 
 @admin.register(CompletionRecord)
 class CompletionRecordAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "user", "dialect", "model", "language", "latency_ms", "outcome", "filters")
+    list_display = ("created", "user", "dialect", "model", "language", "latency", "outcome", "filters_used")
     list_filter = ("dialect", "model", "language", "outcome")
     search_fields = ("completion_id",)
+    exclude = ("filters",)
+    readonly_fields = ("filters_used",)
+    created = when_column("created_at", "at")
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj):
+        return f"{obj.latency_ms:,.0f} ms"
+
+    @admin.display(description="filters")
+    def filters_used(self, obj):
+        return ", ".join(obj.filters) if obj.filters else "–"
 
     def get_urls(self):
         """The usage page (figures per language, model and filter); the list links to it."""
@@ -916,31 +1089,53 @@ class CompletionRecordAdmin(ReadOnlyAdmin):
 
 @admin.register(CompletionEvent)
 class CompletionEventAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "user", "kind", "completion_id", "choice_index")
+    list_display = ("created", "user", "kind", "completion_id", "choice_index")
     list_filter = ("kind",)
+    exclude = ("payload",)
+    readonly_fields = ("payload_view",)
+    created = when_column("created_at", "at")
+    payload_view = structured_field("payload", "payload")
 
 
 @admin.register(CodeSnapshot)
 class CodeSnapshotAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "user", "completion_id", "filepath", "language", "elapsed_s")
+    list_display = ("created", "user", "completion_id", "file_path", "language", "elapsed")
+    created = when_column("created_at", "at")
+
+    @admin.display(description="after", ordering="elapsed_s")
+    def elapsed(self, obj):
+        return f"{count(obj.elapsed_s)} s"
+
+    @admin.display(description="file", ordering="filepath")
+    def file_path(self, obj):
+        return breakable(obj.filepath)
 
 
 @admin.register(FilterCount)
 class FilterCountAdmin(ReadOnlyAdmin):
-    list_display = ("day", "name", "count")
+    list_display = ("day", "name", "times")
     list_filter = ("name",)
+    times = count_column("count", "count")
 
 
 @admin.register(FlowLog)
 class FlowLogAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "user", "path", "status_code", "latency_ms")
+    list_display = ("created", "user", "path", "status_code", "latency")
     list_filter = ("status_code", "path")
+    exclude = ("steps",)
+    readonly_fields = ("steps_view",)
+    created = when_column("created_at", "at")
+    steps_view = structured_field("steps", "steps")
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj):
+        return f"{obj.latency_ms:,.0f} ms"
 
 
 # ---------------------------------------------------------------- django-q2's own pages, read-only
 
 
-class _QueueReadOnly:
+class _QueueReadOnly(HearthTitlesMixin):
     """django-q2's pages as a record only: a schedule or a queued task names any importable function,
     so adding, changing or resubmitting one from the browser would run code Hearth did not ship.
     Hearth's schedules come from its migrations and services, its jobs from its own actions (Retry)."""
@@ -981,3 +1176,47 @@ for _model, _admin in (
     if admin.site.is_registered(_model):  # OrmQ only with the ORM broker
         admin.site.unregister(_model)
         admin.site.register(_model, _admin)
+
+
+# ---------------------------------------------------------------- users
+
+
+class DirectoryAccountAdmin(HearthTitlesMixin, admin.ModelAdmin):
+    """Users the directory (LDAP) made, as a record: a sign-in or the periodic check writes them."""
+
+    list_display = ("user", "entry", "created", "checked", "suspended", "suspended_reason")
+    search_fields = ("user__username", "dn")
+    created = when_column("created_at", "created")
+    checked = when_column("checked_at", "checked")
+    suspended = when_column("suspended_at", "suspended")
+
+    def object_title(self, obj) -> str:
+        return f"Directory account {obj.user}"
+
+    @admin.display(description="DN", ordering="dn")
+    def entry(self, obj):
+        return breakable(obj.dn, ",")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the periodic check suspends and restores; the user is deleted as a user
+
+
+class HearthUserAdmin(HearthTitlesMixin, UserAdmin):
+    def object_title(self, obj) -> str:
+        return f"User {obj.get_username()}"
+
+
+class HearthGroupAdmin(HearthTitlesMixin, GroupAdmin):
+    def object_title(self, obj) -> str:
+        return f"Group {obj.name}"
+
+
+register_replacing(DirectoryAccount, DirectoryAccountAdmin)
+register_replacing(get_user_model(), HearthUserAdmin)
+register_replacing(Group, HearthGroupAdmin)

@@ -60,6 +60,7 @@ ACTIONS = {
     ("trainer.evaluationreport", "delete_selected"): "delete",
     ("appliance.notification", "delete_selected"): "delete",
     ("appliance.auditentry", "delete_selected"): None,  # append-only
+    ("appliance.directoryaccount", "delete_selected"): None,  # a record the directory check keeps
     ("inference.apitoken", "revoke"): "change",
     ("inference.apitoken", "delete_selected"): None,  # a token ends by an audited revoke
     ("inference.servingpolicy", "delete_selected"): "delete",
