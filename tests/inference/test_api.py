@@ -227,8 +227,8 @@ def test_admin_reads_usage_figures_and_edits_the_policy(admin_client):
     CompletionEvent.objects.create(completion_id="c1", kind="view")
     CompletionEvent.objects.create(completion_id="c1", kind="select")
     page = admin_client.get("/admin/inference/completionrecord/")
-    assert page.status_code == 200 and b"Last 7 days: 3 completions, acceptance rate 0.5" in page.content
-    assert admin_client.get("/admin/inference/servingpolicy/add/").status_code == 200
+    assert page.status_code == 200 and b"/admin/inference/completionrecord/usage/" in page.content
+    assert admin_client.get("/admin/inference/completionrecord/usage/").status_code == 200
     assert admin_client.get("/admin/inference/blockedcode/").status_code == 200
     from io import StringIO
 
