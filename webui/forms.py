@@ -3,7 +3,9 @@ choices of every field), never written out twice."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import MISSING, fields
+from functools import cached_property
 
 from django import forms
 from django.conf import settings
@@ -13,20 +15,32 @@ from trainer.training.config import LoraSettings
 
 SETTINGS_PREFIX = "lora_"
 MAIN_SETTINGS = ("preset",)  # shown with the data; the rest under "Advanced settings"
+TEST_BASE_PREFIX = "hearth-micro"  # Hearth's micro models: offered only with HEARTH_SHOW_TEST_BASES
+
+
+def _number(value: float) -> str:
+    """1000000 → "1,000,000", 0.99 → "0.99": a limit as an admin reads it."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 def _setting_field(f) -> forms.Field:
+    from trainer.training.config import LIMITS, label
+
     help_text, initial = f.metadata.get("help", ""), f.default if f.default is not MISSING else None
+    if f.name in LIMITS:
+        low, high = (_number(v) for v in LIMITS[f.name])
+        help_text += f" Between {low} and {high}."
     choices = f.metadata.get("choices")
-    label = f.name.replace("_", " ")
     if choices:
         return forms.ChoiceField(
-            choices=[(c, c) for c in choices], initial=initial, help_text=help_text, label=label
+            choices=[(c, c) for c in choices], initial=initial, help_text=help_text, label=label(f.name)
         )
     kind = {"bool": forms.BooleanField, "int": forms.IntegerField, "float": forms.FloatField}.get(
         str(f.type), forms.CharField
     )
-    return kind(initial=initial, help_text=help_text, label=label, required=kind is not forms.BooleanField)
+    return kind(
+        initial=initial, help_text=help_text, label=label(f.name), required=kind is not forms.BooleanField
+    )
 
 
 def settings_fields() -> dict[str, forms.Field]:
@@ -34,8 +48,21 @@ def settings_fields() -> dict[str, forms.Field]:
     return {SETTINGS_PREFIX + f.name: _setting_field(f) for f in fields(LoraSettings)}
 
 
+class BaseChoiceField(forms.ModelChoiceField):
+    """Bases by their display name (the slug beside it where it says more), the one served now marked."""
+
+    served_pk: int | None = None
+
+    def label_from_instance(self, obj) -> str:
+        name = obj.display_name or obj.slug
+        text = name if name.lower() == obj.slug.lower() else f"{name} ({obj.slug})"
+        return f"{text} — served now" if obj.pk == self.served_pk else text
+
+
 class TrainingStartForm(forms.Form):
-    """What an admin chooses to start a custom model: data, base, settings, and an override reason."""
+    """What an admin chooses to start a custom model: data, base, settings, and an override reason.
+    Its defaults are the production path: the base served now (else the appliance's default base),
+    and a one-time `submission` key so a double submit starts one run."""
 
     repositories = forms.ModelMultipleChoiceField(
         queryset=None,
@@ -48,31 +75,74 @@ class TrainingStartForm(forms.Form):
         help_text="None ticked: every recognised language (each repository's own choice still applies).",
     )
     exclude_globs = forms.CharField(
+        label="Exclude files",
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="Files to leave out, one pattern a line (gitignore syntax), on top of each repository's own.",
     )
-    base = forms.ModelChoiceField(queryset=None, help_text="The ready base model to fine-tune.")
+    base = BaseChoiceField(
+        queryset=None,
+        label="Base model",
+        help_text="The ready base model to fine-tune; preselected: the one served now, else the appliance's "
+        "default (HEARTH_BASE_MODEL).",
+    )
     override_reason = forms.CharField(
         required=False,
         max_length=500,
         widget=forms.TextInput(attrs={"size": 60}),
         help_text="Only when the retrain rate limit applies: why this run cannot wait (recorded in the audit log).",
     )
+    # Made once when the form is shown, carried through previews: the same key twice is one run.
+    submission = forms.RegexField(
+        regex=r"^[0-9a-f]{0,64}$", required=False, max_length=64, widget=forms.HiddenInput
+    )
 
     def __init__(self, *args, **kwargs):
         from trainer.datasets.languages import ALL_LANGUAGES
         from trainer.models import BaseModel, Repository
+        from trainer.versions import served_version
 
         super().__init__(*args, **kwargs)
         ready = Repository.objects.filter(status=Repository.Status.READY).order_by("name")
         self.fields["repositories"].queryset = ready
         self.fields["repositories"].initial = list(ready)
         self.fields["languages"].choices = [(lang, lang) for lang in ALL_LANGUAGES]
-        bases = BaseModel.objects.filter(status=BaseModel.Status.READY).order_by("slug")
-        self.fields["base"].queryset = bases
-        self.fields["base"].initial = bases.first()
+        bases = BaseModel.objects.filter(status=BaseModel.Status.READY).order_by("display_name", "slug")
+        if not settings.HEARTH_SHOW_TEST_BASES:
+            bases = bases.exclude(slug__startswith=TEST_BASE_PREFIX)
+        served = served_version()
+        field = self.fields["base"]
+        field.queryset, field.served_pk = bases, served.base_id if served else None
+        field.empty_label = None  # one is always preselected: no "---------" to pick by mistake
+        field.initial = (
+            bases.filter(pk=field.served_pk).first()
+            or bases.filter(slug=settings.HEARTH_BASE_MODEL).first()
+            or bases.first()
+        )
+        self.fields["submission"].initial = uuid.uuid4().hex
         self.fields.update(settings_fields())
+
+    @cached_property
+    def base_missing(self) -> str:
+        """Why there is no base to choose and what registers one (HTML), or "" when there is one."""
+        from django.utils.html import format_html
+
+        from trainer.models import BaseModel
+
+        if self.fields["base"].queryset.exists():
+            return ""
+        hidden = not settings.HEARTH_SHOW_TEST_BASES and (
+            BaseModel.objects.filter(
+                status=BaseModel.Status.READY, slug__startswith=TEST_BASE_PREFIX
+            ).exists()
+        )
+        return format_html(
+            "No base model is ready to fine-tune: the default base, {}, is not registered yet. On the "
+            "appliance, <code>hearth basemodel_fetch</code> registers it (the installer does this); "
+            "<code>hearth basemodel_import FOLDER</code> imports another.{}",
+            settings.HEARTH_BASE_MODEL,
+            " Test bases are hidden (HEARTH_SHOW_TEST_BASES)." if hidden else "",
+        )
 
     def main_settings(self):
         return [self[SETTINGS_PREFIX + name] for name in MAIN_SETTINGS]
@@ -84,8 +154,13 @@ class TrainingStartForm(forms.Form):
             if name.startswith(SETTINGS_PREFIX) and name[len(SETTINGS_PREFIX) :] not in MAIN_SETTINGS
         ]
 
+    def advanced_errors(self) -> bool:
+        """Whether an advanced setting is refused (its section opens to show why)."""
+        return any(field.errors for field in self.advanced_settings())
+
     def clean(self):
         from appliance.errors import HearthError
+        from trainer.training.config import SettingsInvalid
 
         data = super().clean()
         values = {
@@ -96,6 +171,9 @@ class TrainingStartForm(forms.Form):
         if len(values) == len(fields(LoraSettings)):
             try:
                 data["settings"] = LoraSettings.from_dict(values)
+            except SettingsInvalid as exc:  # each sentence beside its field, naming the limit
+                for name, message in exc.problems.items():
+                    self.add_error(SETTINGS_PREFIX + name, message)
             except HearthError as exc:
                 raise forms.ValidationError(str(exc)) from exc
         try:
@@ -125,7 +203,7 @@ class TokenCreateForm(forms.Form):
     expires_at = forms.DateTimeField(
         required=False,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-        help_text="Empty: never expires.",
+        help_text="Empty: expires after HEARTH_TOKEN_DAYS days (90 unless set; 0 = never).",
     )
     rate_limit_per_minute = forms.IntegerField(
         required=False,
@@ -144,6 +222,10 @@ class TokenCreateForm(forms.Form):
             users if request_user.is_superuser else users.filter(pk=request_user.pk)
         )
         self.fields["user"].initial = request_user.pk
+        days = settings.HEARTH_TOKEN_DAYS
+        self.fields["expires_at"].help_text += (
+            f" On this appliance: {days} days." if days else " On this appliance: never."
+        )
         if token_rate_limit_cap(request_user) is not None:
             self.fields[
                 "rate_limit_per_minute"

@@ -48,19 +48,22 @@ def version_action_permission(*, action: str, **_) -> str:
 
 
 def training_start_view(request, admin_site):
-    """GET: the form. POST with `preview`: the dataset preview and time estimate. POST with `start`:
-    build the dataset and queue the fine-tune, then open the run's live page."""
+    """GET: the form (with its one-time submission key). POST with `preview`: the dataset preview and
+    time estimate. POST with `start`: create the run (its dataset is built by a job first) and open
+    its live page; the same form submitted twice opens the run the first submit started."""
     from trainer.pipeline import dataset_preview, training_start
-    from trainer.training.services import training_rate_limit
+    from trainer.training.services import RetrainLimited
     from webui.forms import TrainingStartForm
 
     form = TrainingStartForm(request.POST or None)
-    preview = None
+    preview, refused_by = None, None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         repos = list(data["repositories"])
         try:
             if "start" in request.POST:
+                key = data["submission"]
+                again = bool(key) and TrainingRun.objects.filter(submission=key).exists()
                 run = training_start(
                     repositories=repos,
                     base=data["base"],
@@ -69,24 +72,52 @@ def training_start_view(request, admin_site):
                     override_reason=data["override_reason"],
                     actor=request.user.get_username(),
                     ip=request_client_ip(request),
+                    submission=key,
                 )
-                messages.success(request, f"Training run {run.pk} queued on dataset {run.dataset_id}.")
+                if again:
+                    messages.info(
+                        request, f"Run {run.pk} was already started from this form: nothing new was started."
+                    )
+                else:
+                    messages.success(
+                        request,
+                        f"Run {run.pk} queued: dataset {run.dataset_id} is built first, then it trains.",
+                    )
                 return redirect(reverse("admin:trainer_trainingrun_change", args=[run.pk]))
             preview = dataset_preview(
                 repositories=repos, base=data["base"], settings=data["settings"], options=data["options"]
             )
+        except RetrainLimited as exc:
+            form.add_error("override_reason", "The retrain limit applies: give a reason to start anyway.")
+            refused_by = exc.run
         except HearthError as exc:
             form.add_error(None, str(exc))
-    base = form.cleaned_data.get("base") if form.is_bound and form.is_valid() else form.fields["base"].initial
+    base = form.cleaned_data.get("base") if form.is_bound else None
+    base = base or form.fields["base"].initial
+    limit, limit_run = _retrain_limit(base)
     context = {
         **admin_site.each_context(request),
         "title": "Start a custom model",
         "form": form,
         "preview": preview,
-        "rate_limit": training_rate_limit(base=base) if base else "",
+        "rate_limit": limit,
+        "limit_run": refused_by or limit_run,
         "opts": TrainingRun._meta,
     }
     return TemplateResponse(request, "admin/hearth/training_start.html", context)
+
+
+def _retrain_limit(base) -> tuple[str, TrainingRun | None]:
+    """Why the retrain rate limit refuses `base` now and the run that holds it, or ("", None)."""
+    from trainer.training.services import RetrainLimited, rate_limit_check
+
+    if base is None:
+        return "", None
+    try:
+        rate_limit_check(base)
+    except RetrainLimited as exc:
+        return str(exc), exc.run
+    return "", None
 
 
 def run_live_view(request, admin_site, pk: int):

@@ -41,6 +41,7 @@ def test_preview_then_start_records_and_limits(
     from appliance.models import AuditEntry
     from trainer.models import TrainingRun
 
+    settings.HEARTH_SHOW_TEST_BASES = True  # the micro base is a test base
     url = "/admin/trainer/trainingrun/start/"
     page = admin_client.get(url).content.decode()
     assert (

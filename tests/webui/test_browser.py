@@ -133,9 +133,11 @@ def _watch_training(page) -> list[int]:
 
 
 def test_admin_flow_in_a_browser(
-    live_server, page, qcluster, engine, code_repo, micro_base, django_user_model
+    live_server, page, qcluster, engine, code_repo, micro_base, django_user_model, settings
 ):
     import requests
+
+    settings.HEARTH_SHOW_TEST_BASES = True  # the micro base is a test base
 
     django_user_model.objects.create_superuser("root", "root@hearth.invalid", "a-long-password-1")
     url = live_server.url
