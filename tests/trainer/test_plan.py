@@ -15,8 +15,8 @@ def test_absurd_settings_are_refused_by_field_with_the_limit_named():
         LoraSettings(epochs=100_000, rank=0, seq_len=10**7)
     problems = caught.value.problems
     assert set(problems) == {"epochs", "rank", "seq_len"}
-    assert problems["epochs"] == "Epochs must be between 0 and 50 (it is 100000)."
-    assert "Seq len must be between 32 and 32768" in problems["seq_len"]
+    assert problems["epochs"] == "Epochs must be between 0 and 50 (it is 100,000)."
+    assert "Seq len must be between 32 and 32,768" in problems["seq_len"]
     assert "Invalid training settings" in str(caught.value)
     LoraSettings(epochs=50, max_steps=1_000_000)  # the limits themselves are allowed
 

@@ -163,7 +163,7 @@ def test_absurd_epochs_are_refused_beside_the_field_with_the_limit(admin_client,
     page = response.content.decode()
     assert TrainingRun.objects.count() == 0
     assert response.context["form"].errors["lora_epochs"] == [
-        "Epochs must be between 0 and 50 (it is 100000)."
+        "Epochs must be between 0 and 50 (it is 100,000)."
     ]
     row = re.search(r'<tr class="errors">(.*?)</tr>', page, re.DOTALL).group(1)
     assert '<label for="id_lora_epochs">Epochs</label>' in row and "must be between 0 and 50" in row

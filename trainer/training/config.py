@@ -14,6 +14,11 @@ SCHEDULES = ("cosine", "linear", "constant")
 PRESETS = ("quick", "standard", "thorough")
 
 
+def _num(value: float) -> str:
+    """A limit as an admin reads it: 1,000,000 rather than 1e+06."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
 def label(name: str) -> str:
     """A setting's name as the admin's form shows it."""
     return name.replace("_", " ").capitalize()
@@ -118,7 +123,7 @@ class LoraSettings:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 out[name] = f"{label(name)} must be a number."
             elif not low <= value <= high:
-                out[name] = f"{label(name)} must be between {low:g} and {high:g} (it is {value:g})."
+                out[name] = f"{label(name)} must be between {_num(low)} and {_num(high)} (it is {_num(value)})."
         for name, choices in (
             ("preset", PRESETS),
             ("schedule", SCHEDULES),
