@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('inference', '0007_serving_insecure_filter'),
+        ("inference", "0007_serving_insecure_filter"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='servingpolicy',
-            name='exclusion_globs',
-            field=models.TextField(blank=True, help_text='One glob per line (e.g. **/secrets/** or *.pem), matched ignoring case against the path the IDE sends (file:// URIs and Windows paths understood). Matching files get no completion, are never used as context, and nothing of them is stored.'),
+            model_name="servingpolicy",
+            name="exclusion_globs",
+            field=models.TextField(
+                blank=True,
+                help_text="One glob per line (e.g. **/secrets/** or *.pem), matched ignoring case against the path the IDE sends (file:// URIs and Windows paths understood). Matching files get no completion, are never used as context, and nothing of them is stored.",
+            ),
         ),
     ]

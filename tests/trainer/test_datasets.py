@@ -176,7 +176,9 @@ def test_report_exclusions_secrets_and_admin_pages(tmp_path, client, django_user
     dataset = dataset_build(repositories=[repo], options=DatasetOptions(heldout_percent=20))
     r = dataset.report
     assert r["skipped"]["excluded"] == 2 and r["by_repo"]["rep"]["kept_files"] == r["kept_files"]
-    assert r["secrets"]["by_kind"]["password-assignment"] == 1 and r["secrets"]["by_kind"]["Email Address"] >= 1
+    assert (
+        r["secrets"]["by_kind"]["password-assignment"] == 1 and r["secrets"]["by_kind"]["Email Address"] >= 1
+    )
     conf = [(h["line"], h["kind"]) for h in r["secrets"]["hits"] if h["path"] == "src/conf.py"]
     assert conf == [(1, "password-assignment"), (2, "Email Address")]
     assert "Winter2024" not in json.dumps(r) and "ops.lead" not in json.dumps(r)

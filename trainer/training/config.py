@@ -123,7 +123,9 @@ class LoraSettings:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 out[name] = f"{label(name)} must be a number."
             elif not low <= value <= high:
-                out[name] = f"{label(name)} must be between {_num(low)} and {_num(high)} (it is {_num(value)})."
+                out[name] = (
+                    f"{label(name)} must be between {_num(low)} and {_num(high)} (it is {_num(value)})."
+                )
         for name, choices in (
             ("preset", PRESETS),
             ("schedule", SCHEDULES),
