@@ -95,6 +95,14 @@ def usable_cpu_count() -> int:
     return len(available_cpus()) or os.cpu_count() or 1
 
 
+def llama_threads(n_threads: int | None = None) -> dict[str, int]:
+    """llama.cpp's two thread counts for a context, both sized to this process's CPU set (or to
+    `n_threads`): llama-cpp-python fills a missing `n_threads_batch` with the machine's core count,
+    which beside the engine would spin twice as many threads as the worker has cores."""
+    n = max(1, n_threads or usable_cpu_count())
+    return {"n_threads": n, "n_threads_batch": n}
+
+
 def cpu_env() -> dict[str, str]:
     """The CPU-set settings for the engine and worker that one box starts together: auto unless set."""
     from django.conf import settings

@@ -65,7 +65,7 @@ CODE_FILES = [
     "string.py",
     "this.py",
     "tty.py",
-    "uu.py",
+    "copy.py",  # uu.py left the standard library in Python 3.13
     "wave.py",
     "pprint.py",
     "netrc.py",

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from appliance.cpusets import llama_threads
 from appliance.errors import EngineError
 from appliance.llm.prompt import Completer
 from appliance.llm.runtime import flash_attention, llama_open
@@ -148,7 +149,7 @@ class BatchedModel:
 
         # The Llama object loads the weights and the tokenizer; decoding uses a context of our own
         # on the same weights, so its own context only needs to be tiny.
-        self.llm = llama_open(gguf_path, n_ctx=64, n_batch=64, n_threads=n_threads, seed=0)
+        self.llm = llama_open(gguf_path, n_ctx=64, n_batch=64, seed=0, **llama_threads(n_threads))
         self.completer = Completer(self.llm, fim)
         self.n_ctx_seq = n_ctx
         params = llama_cpp.llama_context_default_params()

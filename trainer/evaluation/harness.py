@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.cpusets import llama_threads
 from appliance.errors import EvaluationError
 from appliance.llm.fim import FimFormat
 from appliance.llm.prompt import Completer
@@ -36,10 +37,8 @@ class Candidate:
 
 
 def _llama(path: Path, *, n_ctx: int, logits_all: bool = False):
-    import os
-
     try:
-        return llama_open(path, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, logits_all=logits_all, seed=0)
+        return llama_open(path, n_ctx=n_ctx, logits_all=logits_all, seed=0, **llama_threads())
     except (ValueError, RuntimeError) as exc:
         raise EvaluationError(f"llama.cpp could not load {path.name}: {exc}") from exc
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from appliance.cpusets import llama_threads, usable_cpu_count
 
 
 def reference_top1(hf_dir: Path, texts: list[str], *, max_tokens: int = 512) -> tuple[list[int], np.ndarray]:
@@ -20,6 +21,7 @@ def reference_top1(hf_dir: Path, texts: list[str], *, max_tokens: int = 512) -> 
         if len(ids) >= max_tokens:
             break
     ids = ids[:max_tokens]
+    torch.set_num_threads(usable_cpu_count())  # the worker's cores, not the machine's
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
     model.eval()
     with torch.no_grad():
@@ -30,7 +32,7 @@ def reference_top1(hf_dir: Path, texts: list[str], *, max_tokens: int = 512) -> 
 def gguf_top1_agreement(gguf: Path, ids: list[int], reference: np.ndarray) -> float:
     from appliance.llm.runtime import llama_open
 
-    llm = llama_open(gguf, n_ctx=max(64, len(ids) + 8), logits_all=True, n_threads=os.cpu_count() or 1)
+    llm = llama_open(gguf, n_ctx=max(64, len(ids) + 8), logits_all=True, **llama_threads())
     llm.eval(ids)
     ours = np.asarray(llm.scores[: len(ids)]).argmax(-1)
     del llm

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from appliance.cpusets import llama_threads, usable_cpu_count
 from appliance.errors import ExportError
 from appliance.paths import atomic_file_replace
 
@@ -257,7 +258,7 @@ def _log_tail(lines: list[str]) -> str:
 
 
 def gguf_quantize(src: Path, dst: Path, kind: str) -> Path:
-    """Quantize GGUF `src` to `dst` as `kind` ("q8_0" or "q4_k_m"), using every core."""
+    """Quantize GGUF `src` to `dst` as `kind` ("q8_0" or "q4_k_m"), on every core of this process's CPU set."""
     import llama_cpp
 
     src, dst = Path(src), Path(dst)
@@ -271,7 +272,7 @@ def gguf_quantize(src: Path, dst: Path, kind: str) -> Path:
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_KINDS[kind])
-    params.nthread = os.cpu_count() or 1
+    params.nthread = usable_cpu_count()
     started = time.monotonic()
     with _llama_log_captured() as lines:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(), ctypes.byref(params))
@@ -363,8 +364,8 @@ def gguf_verify(path: Path, *, probe_text: str) -> dict:
             llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=512,
-                n_threads=os.cpu_count() or 1,
                 verbose=False,
+                **llama_threads(),
                 logits_all=False,
             )
         except (ValueError, RuntimeError) as exc:
