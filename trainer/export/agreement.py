@@ -14,6 +14,7 @@ def reference_top1(hf_dir: Path, texts: list[str], *, max_tokens: int = 512) -> 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(usable_cpu_count())  # the worker's cores, not the machine's
     tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
     ids: list[int] = []
     for text in texts:
@@ -21,7 +22,6 @@ def reference_top1(hf_dir: Path, texts: list[str], *, max_tokens: int = 512) -> 
         if len(ids) >= max_tokens:
             break
     ids = ids[:max_tokens]
-    torch.set_num_threads(usable_cpu_count())  # the worker's cores, not the machine's
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
     model.eval()
     with torch.no_grad():
