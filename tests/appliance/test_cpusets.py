@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -86,3 +88,35 @@ def test_the_engine_keeps_libgomps_spin_unless_told(tmp_path):
     told = _probe("inference_serve", **home, HEARTH_ENGINE_OMP_SPINCOUNT="30000", GOMP_SPINCOUNT="7")
     assert told["spin"] == "7"
     assert _probe("qcluster", **home, HEARTH_ENGINE_OMP_SPINCOUNT="30000")["spin"] is None
+
+
+# A thread count from the machine's cores, or a fixed one, ignores the CPU set the process was given.
+MACHINE_CORES = re.compile(
+    r"\b(?:os|multiprocessing)\.cpu_count\(|\bfrom (?:os|multiprocessing) import [^\n]*\bcpu_count\b"
+    r"|\b(?:n_threads(?:_batch)?|nthread)\s*=\s*\d"
+)
+# Not a thread count: Tabby's health answer reports the machine's cores as Tabby does.
+MACHINE_CORES_REPORTED = {"inference/api/tabby.py": 1}
+
+
+def machine_core_uses(root: Path) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for package in ("appliance", "trainer", "inference", "webui"):
+        for path in sorted((root / package).rglob("*.py")):
+            name = path.relative_to(root).as_posix()
+            if name == "appliance/cpusets.py":  # the one module that reads the machine's count
+                continue
+            if hits := len(MACHINE_CORES.findall(path.read_text())):
+                found[name] = hits
+    return found
+
+
+def test_no_module_sizes_threads_by_the_machines_cores(tmp_path):
+    planted = tmp_path / "trainer" / "evaluation"
+    planted.mkdir(parents=True)
+    (planted / "harness.py").write_text("llm = open_(p, n_threads=os.cpu_count() or 1, n_threads_batch=4)\n")
+    (tmp_path / "appliance").mkdir()
+    (tmp_path / "appliance" / "cpusets.py").write_text("n = os.cpu_count()\n")
+    assert machine_core_uses(tmp_path) == {"trainer/evaluation/harness.py": 2}
+
+    assert machine_core_uses(Path(django_settings.BASE_DIR)) == MACHINE_CORES_REPORTED
