@@ -50,7 +50,7 @@ def test_a_killed_sync_worker_is_released_then_synced_again(code_repo, settings)
     from trainer.watchdog import stuck_rows_watchdog
 
     repo = repository_create(source=str(code_repo))
-    settings.HEARTH_WORK_STUCK_S = 1.5
+    settings.HEARTH_WORK_STUCK_S = 3.0  # fifteen beats: a busy host may delay a few
     env = child_env(settings, HEARTH_WORK_HEARTBEAT_S="0.2", DJANGO_SETTINGS_MODULE="appliance.settings")
     proc = subprocess.Popen(
         [sys.executable, "-c", WORKER, str(repo.pk)],
@@ -62,7 +62,14 @@ def test_a_killed_sync_worker_is_released_then_synced_again(code_repo, settings)
     )
     try:
         assert proc.stdout.readline().strip() == b"claimed", proc.stdout.read()
-        time.sleep(2.5)  # longer than the stuck limit: a live worker's heartbeat keeps it claimed
+        claimed = Repository.objects.get(pk=repo.pk).heartbeat_at
+        outlived = timedelta(seconds=settings.HEARTH_WORK_STUCK_S)
+
+        def beat_past_the_stuck_limit() -> bool:
+            return Repository.objects.get(pk=repo.pk).heartbeat_at - claimed > outlived
+
+        # Claimed longer than the stuck limit, and a beat just seen: only the heartbeat keeps it.
+        _wait(beat_past_the_stuck_limit, 60, "the live worker's heartbeat to outlast the stuck limit")
         assert stuck_rows_watchdog() == []
         repo.refresh_from_db()
         assert repo.status == "syncing" and repo.worker.endswith(f"pid {proc.pid}")
@@ -72,7 +79,7 @@ def test_a_killed_sync_worker_is_released_then_synced_again(code_repo, settings)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    released = _wait(stuck_rows_watchdog, 10, "the watchdog to release the dead worker's row")
+    released = _wait(stuck_rows_watchdog, 60, "the watchdog to release the dead worker's row")
     assert released == [f"repository {repo.name}"]
     repo.refresh_from_db()
     assert repo.status == "failed"
