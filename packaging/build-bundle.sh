@@ -88,6 +88,7 @@ chmod 0755 "$STAGE/install.sh" "$STAGE/uninstall.sh" "$STAGE/render-units.sh"
 cp -r packaging/systemd packaging/proxy "$STAGE/"
 cp packaging/hearth.env.example "$STAGE/"
 cp README.md "$STAGE/"
+cp -r docs "$STAGE/docs"
 "$PY" - "$STAGE" "$VERSION" "$PLATFORM" "$LLAMA_VERSION" "$TORCH_SPEC" "$CARRIER" <<'EOF'
 import json, subprocess, sys, time
 stage, version, platform, llama, torch_spec, carrier = sys.argv[1:]

@@ -172,7 +172,7 @@ chown -h "$SVC_USER:$SVC_GROUP" "$HOME_DIR/$HOME_MARK"  # a backup, run as that 
 manifest_write() {  # every path this installer wrote below PREFIX, as "d path" or "f path" (never followed)
     local part
     {
-        for part in venv static venv.previous static.previous; do
+        for part in venv static docs venv.previous static.previous; do
             [ -e "$PREFIX/$part" ] || [ -L "$PREFIX/$part" ] || continue
             (cd "$PREFIX" && find -P "$part" \( -type d -printf 'd %p\n' -o -printf 'f %p\n' \))
         done
@@ -228,6 +228,11 @@ mkdir -p "$PREFIX/bin" "$PREFIX/etc"
     --disable-pip-version-check "hearth$(ls "$BUNDLE"/wheelhouse/python_ldap-*.whl >/dev/null 2>&1 && echo '[ldap]')==$VERSION"
 cp -r "$BUNDLE/static" "$PREFIX/static"
 cp --remove-destination "$BUNDLE/README.md" "$BUNDLE/bundle.json" "$PREFIX/"
+if [ -d "$BUNDLE/docs" ]; then  # the operator's, admin's and security guides beside the README
+    no_link "$PREFIX/docs"
+    rm -rf -- "$PREFIX/docs"
+    cp -r "$BUNDLE/docs" "$PREFIX/docs"
+fi
 cp --remove-destination "$BUNDLE/uninstall.sh" "$PREFIX/bin/hearth-uninstall"
 chmod 0755 "$PREFIX/bin/hearth-uninstall"
 
@@ -236,7 +241,7 @@ say "GGUF converter from the bundle"
 
 # The program is not secret (the instance directory is): readable by the services. Only what this
 # installer wrote, never through a symlink (chmod leaves a link alone only inside a recursion).
-(cd "$PREFIX" && find -P venv static bin/hearth-uninstall README.md bundle.json "$PREFIX_MARK" \
+(cd "$PREFIX" && find -P venv static $([ -d docs ] && echo docs) bin/hearth-uninstall README.md bundle.json "$PREFIX_MARK" \
     ! -type l -exec chmod go+rX -- {} +)
 chmod go+rX -- "$PREFIX/bin" "$PREFIX/etc"
 [ "$PREFIX_STATE" != new ] || chmod go+rX -- "$PREFIX"
