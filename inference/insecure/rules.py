@@ -226,6 +226,19 @@ def _password_near(line: str, m: re.Match, scope: Scope) -> bool:
     return bool(_PASSWORD.search(line))
 
 
+# The call names a shell-command rule looks for before it runs its pattern.
+_SHELL_KEYWORDS = (
+    "system",
+    "popen",
+    "shell_exec",
+    "passthru",
+    "proc_open",
+    "exec",
+    "open3",
+    "kernel.",
+    "subprocess",
+)
+
 RULES: tuple[Rule, ...] = (
     # ---- SQL injection (CWE-89)
     Rule(
@@ -271,17 +284,7 @@ RULES: tuple[Rule, ...] = (
         "CWE-78",
         "Python, JS/TS, PHP, Ruby, Java, C/C++",
         _SHELL_CALL,
-        keywords=(
-            "system",
-            "popen",
-            "shell_exec",
-            "passthru",
-            "proc_open",
-            "exec",
-            "open3",
-            "kernel.",
-            "subprocess",
-        ),
+        keywords=_SHELL_KEYWORDS,
         example='os.system(f"tar czf {name}.tgz {path}")',
         near_miss='os.system("make clean")',
         check=_shell_formatted,
@@ -292,17 +295,7 @@ RULES: tuple[Rule, ...] = (
         "CWE-78",
         "Python, JS/TS, PHP, Ruby, Java, C/C++",
         _SHELL_CALL,
-        keywords=(
-            "system",
-            "popen",
-            "shell_exec",
-            "passthru",
-            "proc_open",
-            "exec",
-            "open3",
-            "kernel.",
-            "subprocess",
-        ),
+        keywords=_SHELL_KEYWORDS,
         example='cmd = "ping -c 1 " + host\nos.system(cmd)',
         near_miss='cmd = "ping -c 1 localhost"\nos.system(cmd)',
         check=_shell_tainted,
