@@ -16,7 +16,7 @@ CODE = "import os\n\n\ndef main(argv):\n    path = os.path.join(argv[0], 'x')\n 
 
 
 def test_settings_validate_with_readable_message():
-    with pytest.raises(TrainingError, match="Rank must be between 1 and 1024"):
+    with pytest.raises(TrainingError, match="Rank must be between 1 and 1,024"):
         LoraSettings(rank=0)
     with pytest.raises(TrainingError, match="Unknown training settings: bogus"):
         LoraSettings.from_dict({"bogus": 1})
