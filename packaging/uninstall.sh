@@ -78,6 +78,8 @@ awk 'NR == FNR { if ($1 == "d") ours[substr($0, 3)] = 1; next }
        if ($1 == "d" && sub(/\/__pycache__$/, "", parent) && parent in ours) print
        else if ($1 == "f" && sub(/\/__pycache__\/[^\/]+\.pyc$/, "", parent) && parent in ours) print }' \
     "$TMP/ours" "$TMP/present" >> "$TMP/remove"
+# A __pycache__ the manifest names is found both ways: remove each path once (rmdir fails on a second).
+LC_ALL=C sort -u -o "$TMP/remove" "$TMP/remove"
 (
     cd "$PREFIX"
     sed -n 's/^f //p' "$TMP/remove" | xargs -r -d '\n' rm -f --  # a symlink goes, never what it names

@@ -116,7 +116,7 @@ def test_install_refuses_a_damaged_bundle(tmp_path):
 FAKE_PYTHON = """#!/bin/bash
 if [ "$1" = -c ]; then exec {real} "$@"; fi
 if [ "$1 $2" = "-m venv" ]; then
-    mkdir -p "$3/bin" "$3/lib/site-packages"
+    mkdir -p "$3/bin" "$3/lib/site-packages" "$3/lib/site-packages/pkg/__pycache__"  # pip compiles at install
     ln -s {fake} "$3/bin/python"
     ln -s {outside}/secret "$3/lib/site-packages/outside-link"
     ln -s {outside} "$3/lib64"
