@@ -170,7 +170,7 @@ def test_lookup_decisions():
     assert policy.allows_lookup("203.0.113.9")  # forward look-up of a literal: no query
     assert not policy.allows_lookup("203.0.113.9", reverse=True)
     assert policy.allows_lookup("192.0.2.10", reverse=True)
-    assert not policy.allows_lookup("pypi.org") and not policy.allows_lookup(b"example.com")
+    assert not policy.allows_lookup("updates.example.net") and not policy.allows_lookup(b"example.com")
 
 
 def test_http_clients_fail_like_a_refused_connection(guard):

@@ -296,7 +296,7 @@ def test_repository_context_never_comes_from_an_excluded_path(
     r = requests.post(
         f"{hearth}/v1/completions",
         headers={"Authorization": f"Bearer {raw_token}"},
-        json={"prompt": prompt, "max_tokens": 1, "filepath": "file:///C%3A/work/App/Secrets/login.py"},
+        json={"prompt": prompt, "max_tokens": 1, "filepath": "file:///C%3A/src/App/Secrets/login.py"},
         timeout=60,
     )
     assert r.status_code == 200 and r.json()["choices"][0]["text"] == ""
