@@ -1,11 +1,13 @@
-"""Reports as an admin reads them: `html_table` (also the dataset report's), and an evaluation report
-as base against the tuned candidate (and the served model), per scoring mode and per language. The
-models go by the README's arm names everywhere (`base`, `base+context`, `tuned`, `tuned+context`),
-the scoring modes by their titles."""
+"""Reports as an admin reads them: `html_table` (the usage page's tables), and an evaluation report
+as base against the tuned candidate (and the served model), per scoring mode and per language, rendered
+by the templates admin/hearth/_evaluation_report.html and _report_charts.html. The models go by the
+README's arm names everywhere (`base`, `base+context`, `tuned`, `tuned+context`), the scoring modes by
+their titles."""
 
 from __future__ import annotations
 
-from django.utils.html import format_html, format_html_join
+from django.template.loader import render_to_string
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from trainer.evaluation.report import Scores
@@ -127,24 +129,21 @@ def report_charts(scores: Scores) -> SafeString:
         for label in labels
         if scores.models[label].perplexity is not None
     ]
-    return format_html(
-        "<div class='hearth-charts'><h4>Exact match (95% interval)</h4>{}<h4>Exact match by language ({})</h4>{}"
-        "<h4>Edit similarity</h4>{}<h4>Held-out perplexity (lower is better)</h4>{}</div>",
-        bar_chart(em, scale_max=1.0, title="exact match"),
-        mode_title(scores.mode),
-        bar_chart(per_language, scale_max=1.0, title="exact match by language"),
-        bar_chart(edit, scale_max=1.0, title="edit similarity"),
-        bar_chart(perplexity, fmt="{:.2f}", title="perplexity"),
+    return render_to_string(
+        "admin/hearth/_report_charts.html",
+        {
+            "exact_match": bar_chart(em, scale_max=1.0, title="exact match"),
+            "mode_title": mode_title(scores.mode),
+            "by_language": bar_chart(per_language, scale_max=1.0, title="exact match by language"),
+            "edit_similarity": bar_chart(edit, scale_max=1.0, title="edit similarity"),
+            "perplexity": bar_chart(perplexity, fmt="{:.2f}", title="perplexity"),
+        },
     )
 
 
 def html_table(headers, rows) -> SafeString:
     """An HTML table of escaped cells (cells may be already-safe HTML, such as a bar)."""
-    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
-    body = format_html_join(
-        "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),) for row in rows)
-    )
-    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
+    return render_to_string("admin/hearth/_table.html", {"headers": headers, "rows": rows})
 
 
 def _arm_rows(scores: Scores, served_arm: str) -> list[tuple]:
@@ -172,14 +171,7 @@ def _arm_rows(scores: Scores, served_arm: str) -> list[tuple]:
 def decision_html(decision: str) -> SafeString:
     """The gate's sentence, with its statistics one click away (a stored decision is both)."""
     sentence, details = decision_split(decision)
-    if not details:
-        return format_html('<p class="hearth-decision">{}</p>', sentence)
-    return format_html(
-        '<p class="hearth-decision">{}</p><details class="hearth-stats"><summary>Statistics</summary>'
-        "<p>{}</p></details>",
-        sentence,
-        details,
-    )
+    return render_to_string("admin/hearth/_decision.html", {"sentence": sentence, "details": details})
 
 
 def report_html(metrics: dict, decision: str = "", served_arm: str = "") -> SafeString:
@@ -188,49 +180,31 @@ def report_html(metrics: dict, decision: str = "", served_arm: str = "") -> Safe
     if not scores.models:
         return format_html("<p>{}</p>", "No scores in this report.")
     labels = _labels(scores)
-    perplexity = [
-        (arm_name(label), f"{scores.models[label].perplexity:.2f}")
-        for label in labels
-        if scores.models[label].perplexity is not None
-    ]
     example_labels, examples = _example_rows(scores)
     arms = _arm_rows(scores, served_arm)
-    arms_html = (
-        format_html(
-            "<h4 style='margin-top:1em'>Arms ({}, the same {} held-out lines)</h4>{}{}",
-            mode_title(scores.mode),
-            f"{scores.tasks:,}",
-            html_table(("arm", "exact match", "95% interval", "vs base", "edit similarity"), arms),
-            format_html(
-                "<p class='hearth-help'>{}</p>",
-                "In bold: the arm this version serves as when it is promoted (with repository context "
-                "only where that scored better).",
-            )
-            if served_arm in scores.arms
-            else "",
-        )
-        if len(arms) > 1
-        else ""
-    )
-    return format_html(
-        "{}{}{}<h4 style='margin-top:1em'>Scores</h4>{}<h4 style='margin-top:1em'>Held-out perplexity</h4>{}"
-        "<h4 style='margin-top:1em'>Exact match by language ({})</h4>{}"
-        "<h4 style='margin-top:1em'>Examples</h4>{}",
-        decision_html(decision)
-        if decision
-        else format_html(
-            "<p>{}</p>", f"{scores.tasks:,} held-out line tasks; every model scored in the same mode."
-        ),
-        arms_html,
-        report_charts(scores),
-        html_table(
-            ("task", "model", "tasks", "exact match", "95% interval", "edit similarity"), _mode_rows(scores)
-        ),
-        html_table(("model", "perplexity"), perplexity),
-        mode_title(scores.mode),
-        html_table(
-            ("language", "tasks", *[arm_name(m, scores.mode) for m in labels if scores.has(m)]),
-            _language_rows(scores),
-        ),
-        html_table(("line", "held-out text", *[arm_name(m, scores.mode) for m in example_labels]), examples),
+    return render_to_string(
+        "admin/hearth/_evaluation_report.html",
+        {
+            "decision": decision_html(decision) if decision else "",
+            "tasks": scores.tasks,
+            "mode_title": mode_title(scores.mode),
+            # The arms table only when there is more than the base to compare.
+            "arms": arms if len(arms) > 1 else [],
+            "served_arm_shown": served_arm in scores.arms,
+            "charts": report_charts(scores),
+            "mode_rows": _mode_rows(scores),
+            "perplexity": [
+                (arm_name(label), f"{scores.models[label].perplexity:.2f}")
+                for label in labels
+                if scores.models[label].perplexity is not None
+            ],
+            "language_headers": (
+                "language",
+                "tasks",
+                *[arm_name(m, scores.mode) for m in labels if scores.has(m)],
+            ),
+            "language_rows": _language_rows(scores),
+            "example_headers": ("line", "held-out text", *[arm_name(m, scores.mode) for m in example_labels]),
+            "examples": examples,
+        },
     )

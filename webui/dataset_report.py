@@ -1,0 +1,153 @@
+"""A dataset's build report as its admin page shows it: the report's JSON (trainer.datasets writes it)
+read once into named figures here, so that the template `admin/hearth/_dataset_report.html` names
+what it shows instead of knowing the report's keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from django.template.loader import render_to_string
+from django.utils.safestring import SafeString
+
+from webui.admin_display import digest_short
+
+# How many secret hits and held-out files the page lists; the dataset's files list has them all.
+HITS_SHOWN = 200
+HELDOUT_SHOWN = 500
+
+
+class Split(NamedTuple):
+    label: str
+    files: int
+    bytes: int
+
+
+class LeftOut(NamedTuple):
+    reason: str
+    files: int
+    bytes: int
+
+
+class Language(NamedTuple):
+    name: str
+    files: int
+    bytes: int
+    tokens: int
+
+
+class RepositoryFigures(NamedTuple):
+    name: str
+    commit: SafeString | str
+    files_read: int
+    files_kept: int
+    bytes_kept: int
+    tokens: int
+
+
+class SecretHit(NamedTuple):
+    repository: str
+    path: str
+    line: int
+    kind: str
+
+
+class HeldOutFile(NamedTuple):
+    repository: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    exact: int
+    near: int
+    near_threshold: float
+    near_mode: str
+    files_checked: int
+    share: str  # "3.2%", of the files checked
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    splits: list[Split]
+    tokens_train: int
+    tokens_heldout: int
+    tokens_method: str
+    duplicates: Duplicates
+    left_out: list[LeftOut]
+    languages: list[Language]
+    repositories: list[RepositoryFigures]
+    secrets_total: int
+    secrets_files: int
+    secret_kinds: list[tuple[str, int]]
+    secret_hits: list[SecretHit]
+    heldout_count: int
+    heldout_files: list[HeldOutFile]
+
+
+def _figures(report: dict) -> tuple[list[Split], list[LeftOut], list[Language], list[RepositoryFigures]]:
+    r = report
+    splits = [
+        Split("read", r["seen_files"], r["seen_bytes"]),
+        Split("kept", r["kept_files"], r["kept_bytes"]),
+        Split("training", r["train_files"], r["train_bytes"]),
+        Split("held out", r["heldout_files"], r["heldout_bytes"]),
+    ]
+    left_out = [LeftOut(k, v, r["skipped_bytes"].get(k, 0)) for k, v in r["skipped"].items()]
+    languages = [
+        Language(k, v["files"], v["bytes"], v["tokens"])
+        for k, v in sorted(r["by_language"].items(), key=lambda kv: -kv[1]["files"])
+    ]
+    repositories = [
+        RepositoryFigures(
+            name=k,
+            commit=digest_short(r["commits"].get(k, "")),
+            files_read=v.get("seen_files", 0),
+            files_kept=v.get("kept_files", 0),
+            bytes_kept=v.get("kept_bytes", 0),
+            tokens=v.get("tokens", 0),
+        )
+        for k, v in r["by_repo"].items()
+    ]
+    return splits, left_out, languages, repositories
+
+
+def dataset_report_read(report: dict) -> DatasetReport | None:
+    """The figures of a finished build's `report`; None while there is none (a build in progress
+    has only its first counts)."""
+    if not report or "tokens" not in report:
+        return None
+    d, s, t = report["duplicates"], report["secrets"], report["tokens"]
+    splits, left_out, languages, repositories = _figures(report)
+    return DatasetReport(
+        splits=splits,
+        tokens_train=t["train"],
+        tokens_heldout=t["heldout"],
+        tokens_method=t["method"],
+        duplicates=Duplicates(
+            exact=d["exact"],
+            near=d["near"],
+            near_threshold=d["near_threshold"],
+            near_mode=d["near_mode"],
+            files_checked=d["checked_files"],
+            share=f"{d['ratio']:.1%}",
+        ),
+        left_out=left_out,
+        languages=languages,
+        repositories=repositories,
+        secrets_total=s["total"],
+        secrets_files=s["files"],
+        secret_kinds=list(s["by_kind"].items()) or [("none", 0)],
+        secret_hits=[SecretHit(h["repo"], h["path"], h["line"], h["kind"]) for h in s["hits"][:HITS_SHOWN]],
+        heldout_count=report["heldout_files"],
+        heldout_files=[HeldOutFile(h["repo"], h["path"]) for h in report["heldout"][:HELDOUT_SHOWN]],
+    )
+
+
+def dataset_report_html(report: dict) -> SafeString | str:
+    """The report block of a dataset's page: what was read, kept and left out (and why), languages,
+    repositories, duplicates, secrets scrubbed and the held-out files."""
+    figures = dataset_report_read(report)
+    if figures is None:
+        return "No report yet."
+    return render_to_string("admin/hearth/_dataset_report.html", {"report": figures})
