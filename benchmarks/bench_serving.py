@@ -504,118 +504,138 @@ def llama_server_batches(port: int) -> dict | None:
     return found or None
 
 
-def llama_server_series(b: Bench) -> list[str]:
-    """The typing load on Hearth and on llama.cpp's own server, in alternating phases.
-
-    Both serve the same GGUF with the same threads, slots, context per slot, a KV stream per slot
-    (llama-server's default with --parallel) and attention kernels (flash attention on or off as
-    HEARTH_FLASH_ATTENTION says); the clients send the same prompts
-    to the same OpenAI completions body.
-    Returns the failed requests' errors."""
-    import requests
+def llama_server_command(b: Bench, binary: Path, port: int) -> list[str]:
+    """llama-server on Hearth's GGUF with the engine's slots, context per slot, kernels and threads."""
     from django.conf import settings
-    from llama_server import BuildError, llama_server_binary
 
     from appliance.llm.runtime import flash_attention
-    from appliance.processes import wait_http
 
-    args = b.args
-    try:
-        binary = args.llama_server or llama_server_binary(log=lambda m: print(m, file=sys.stderr))
-    except BuildError as exc:
-        emit("llama_server", f"not built: {exc}", None)
-        return []
-    slots = settings.HEARTH_ENGINE_SLOTS
-    port = free_port()
-    command = [
+    args, slots = b.args, settings.HEARTH_ENGINE_SLOTS
+    return [
         str(binary),
         *("--model", b.base.gguf_path, "--host", "127.0.0.1", "--port", str(port)),
         *("--ctx-size", str(args.ctx * slots), "--parallel", str(slots)),
         *("--cont-batching", "--flash-attn", "on" if flash_attention() else "off", "--no-webui", "--metrics"),
         *("--threads", str(args.threads), "--threads-batch", str(args.threads)),
     ]
-    log = (b.env["home"] / "llama-server.log").open("ab")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    ours, theirs = b.url, f"http://127.0.0.1:{port}/v1/completions"
-    latencies = {(url, n): [] for url in (ours, theirs) for n in (1, 8)}
-    tokens = {url: [] for url in (ours, theirs)}
-    by_phase = {key: [] for key in latencies}  # each phase's p50, to show how much the machine drifts
-    errors: list[str] = []
-    # A failed request ends the series: llama-server has been seen to hang mid-run, spinning in the
-    # kernel with every request open, which at 300 s a request would stall the run for hours.
-    abort = threading.Event()
-    before = engine_batches()
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
-        # Eight developers a side (as many as the slots), the same prompts on both: one of them types
-        # alone, then all eight together. Each opens a file once (a cold prompt, not counted) and goes
-        # on typing it phase after phase, so the phases can be short: the machine's speed drifts by
-        # several percent within a minute, and short phases alternating ABBA put both sides on it.
-        typists = {
-            url: [(requests.Session(), keystrokes(600 + k, args.prompt_chars)) for k in range(8)]
-            for url in (ours, theirs)
+
+
+@dataclass
+class Yardstick:
+    """The llama-server series: eight developers a side typing the same prompts into Hearth (`ours`)
+    and llama-server (`theirs`), and what they measured."""
+
+    b: Bench
+    ours: str
+    theirs: str
+
+    def __post_init__(self) -> None:
+        sides = (self.ours, self.theirs)
+        self.latencies: dict[tuple[str, int], list[float]] = {(url, n): [] for url in sides for n in (1, 8)}
+        self.tokens: dict[str, list[int]] = {url: [] for url in sides}
+        # Each phase's p50, to show how much the machine drifts.
+        self.by_phase: dict[tuple[str, int], list[float]] = {key: [] for key in self.latencies}
+        self.errors: list[str] = []
+        # A failed request ends the series: llama-server has been seen to hang mid-run, spinning in the
+        # kernel with every request open, which at 300 s a request would stall the run for hours.
+        self.abort = threading.Event()
+        self.typists: dict[str, list[tuple]] = {}
+
+    def open_files(self) -> None:
+        """Eight developers a side (as many as the slots), the same prompts on both: one of them types
+        alone, then all eight together. Each opens a file once (a cold prompt, not counted) and goes
+        on typing it phase after phase, so the phases can be short: the machine's speed drifts by
+        several percent within a minute, and short phases alternating ABBA put both sides on it."""
+        import requests
+
+        b = self.b
+        self.typists = {
+            url: [(requests.Session(), keystrokes(600 + k, b.args.prompt_chars)) for k in range(8)]
+            for url in (self.ours, self.theirs)
         }
-        for url in (ours, theirs):
-            for k, (sess, prompts) in enumerate(typists[url]):
+        for url in (self.ours, self.theirs):
+            for k, (sess, prompts) in enumerate(self.typists[url]):
                 b.call(sess, b.tokens[k], next(prompts), url=url, timeout=YARDSTICK_TIMEOUT_S)
             time.sleep(PAUSE_S)
 
-        def type_on(
-            k: int, url: str, ready: threading.Barrier | None = None, into: list | None = None
-        ) -> None:
-            """Developer k types `--yardstick-rounds` more keystrokes into its file on `url`'s side,
-            alone or (with `ready`) beside the seven others; `into` collects uncounted latencies."""
-            b.typing_client(
-                k,
-                b.tokens[k],
-                args.yardstick_rounds,
-                latencies[url, 1 if ready is None else 8] if into is None else into,
-                errors,
-                typist=typists[url][k],
-                ready=ready,
-                url=url,
-                tokens=tokens[url],
-                timeout=YARDSTICK_TIMEOUT_S,
-                abort=abort,
-            )
+    def type_on(
+        self, k: int, url: str, ready: threading.Barrier | None = None, into: list | None = None
+    ) -> None:
+        """Developer k types `--yardstick-rounds` more keystrokes into its file on `url`'s side,
+        alone or (with `ready`) beside the seven others; `into` collects uncounted latencies."""
+        self.b.typing_client(
+            k,
+            self.b.tokens[k],
+            self.b.args.yardstick_rounds,
+            self.latencies[url, 1 if ready is None else 8] if into is None else into,
+            self.errors,
+            typist=self.typists[url][k],
+            ready=ready,
+            url=url,
+            tokens=self.tokens[url],
+            timeout=YARDSTICK_TIMEOUT_S,
+            abort=self.abort,
+        )
 
-        # A warm-up phase a side, not counted: the first keystrokes after start-up were the slowest of
-        # a run on both sides (the web tier's first requests in each worker, the servers' first batches).
-        for url in (ours, theirs):
+    def warm_up(self) -> None:
+        """A phase a side, not counted: the first keystrokes after start-up were the slowest of a run
+        on both sides (the web tier's first requests in each worker, the servers' first batches)."""
+        for url in (self.ours, self.theirs):
             barrier = threading.Barrier(8)
-            run_together(type_on, [(k, url, barrier, []) for k in range(8)])
+            run_together(self.type_on, [(k, url, barrier, []) for k in range(8)])
             time.sleep(PAUSE_S)
-        for phase in range(args.yardstick_phases):
+
+    def phases(self) -> None:
+        """`--yardstick-phases` phases, alternating which side goes first; each side's phase is one
+        developer typing alone, then all eight. Stops at the first failed request."""
+        ours, theirs = self.ours, self.theirs
+        for phase in range(self.b.args.yardstick_phases):
             for url in (ours, theirs) if phase % 2 == 0 else (theirs, ours):
-                starts = {n: len(latencies[url, n]) for n in (1, 8)}
-                type_on(0, url)
+                starts = {n: len(self.latencies[url, n]) for n in (1, 8)}
+                self.type_on(0, url)
                 time.sleep(PAUSE_S)
                 barrier = threading.Barrier(8)
-                run_together(type_on, [(k, url, barrier) for k in range(8)])
+                run_together(self.type_on, [(k, url, barrier) for k in range(8)])
                 time.sleep(PAUSE_S)
                 for n in (1, 8):
-                    if len(latencies[url, n]) > starts[n]:
-                        by_phase[url, n].append(statistics.median(latencies[url, n][starts[n] :]))
-                if abort.is_set():
+                    if len(self.latencies[url, n]) > starts[n]:
+                        self.by_phase[url, n].append(statistics.median(self.latencies[url, n][starts[n] :]))
+                if self.abort.is_set():
                     side = "Hearth" if url == ours else "llama-server"
                     emit(
-                        "llama_server_series", f"stopped in phase {phase}: {side} failed ({errors[-1]})", None
+                        "llama_server_series",
+                        f"stopped in phase {phase}: {side} failed ({self.errors[-1]})",
+                        None,
                     )
-                    break
-            if abort.is_set():
-                break
-    except (requests.RequestException, RuntimeError) as exc:  # a cold opening that failed
-        errors.append(str(exc))
-        emit("llama_server_series", f"stopped while the clients opened their files ({exc})", None)
-    finally:
-        theirs_batches = llama_server_batches(port)
-        os.killpg(proc.pid, signal.SIGTERM)
+                    return
+
+    def run(self, port: int) -> None:
+        """Wait for llama-server, open the files, warm up, then the measured phases."""
+        import requests
+
+        from appliance.processes import wait_http
+
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-    emit("llama_server_command", " ".join(["llama-server", *command[1:]]), None)
+            wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+            self.open_files()
+            self.warm_up()
+            self.phases()
+        except (requests.RequestException, RuntimeError) as exc:  # a cold opening that failed
+            self.errors.append(str(exc))
+            emit("llama_server_series", f"stopped while the clients opened their files ({exc})", None)
+
+
+def process_group_stop(proc: subprocess.Popen) -> None:
+    """SIGTERM a child started in its own session, SIGKILL if it has not gone in 15 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def yardstick_counters_emit(y: Yardstick, before: dict, theirs_batches: dict | None) -> None:
+    """Both sides' decode steps and generated tokens over the series' requests."""
     after = engine_batches()
     emit(  # the series' own decode steps, tokens, moves and moving time (not the earlier series')
         "hearth_engine_batches",
@@ -625,19 +645,21 @@ def llama_server_series(b: Bench) -> list[str]:
     emit("llama_server_batches", theirs_batches, None)  # its decode calls over the same requests
     emit(
         "generated_tokens_per_request_hearth_vs_llama_server",
-        [round(statistics.mean(tokens[ours]), 2), round(statistics.mean(tokens[theirs]), 2)],
+        [round(statistics.mean(y.tokens[y.ours]), 2), round(statistics.mean(y.tokens[y.theirs]), 2)],
         None,
     )
-    if any(not values for values in latencies.values()):
-        emit("llama_server_series_errors", len(errors), "0")
-        return errors
+
+
+def yardstick_ratios_emit(y: Yardstick) -> None:
+    """Each side's p50 and p95 with one and eight clients, the phases' ratios, the pooled ratios."""
+    latencies, ours, theirs = y.latencies, y.ours, y.theirs
     for n in (1, 8):
         for name, url in (("hearth", ours), ("llama_server", theirs)):
             values = latencies[url, n]
             emit(f"{name}_{n}_clients_p50_ms", round(statistics.median(values) * 1000, 1), None)
             emit(f"{name}_{n}_clients_p95_ms", round(pct(values, 0.95) * 1000, 1), None)
     for n in (1, 8):  # the two sides' p50 in each phase, side by side: the drift the pooled ratio averages
-        pairs = zip(by_phase[ours, n], by_phase[theirs, n])
+        pairs = zip(y.by_phase[ours, n], y.by_phase[theirs, n])
         emit(
             f"llama_server_phase_p50_ratios_{n}_clients",
             [round(mine / yard, 3) for mine, yard in pairs],
@@ -658,28 +680,52 @@ def llama_server_series(b: Bench) -> list[str]:
         round(pct(latencies[ours, 8], 0.95) / pct(latencies[theirs, 8], 0.95), 3),
         "<= 1.0",
     )
-    emit("llama_server_series_errors", len(errors), "0")
-    return errors
 
 
-def replicas_series(b: Bench) -> list[str]:
-    """Two engine replicas behind a web tier against one, then one replica SIGKILLed under load.
+def llama_server_series(b: Bench) -> list[str]:
+    """The typing load on Hearth and on llama.cpp's own server, in alternating phases.
 
-    On this one box the two replicas split its cores (each pinned to its own half, threads sized to
-    it) where the one replica has them all: the ratio says what a second replica costs in latency
-    when it adds no hardware. The failover counts what the eight typing clients see when a replica
-    dies mid-load: its users move to the survivor (their next request is a cold prompt there)."""
+    Both serve the same GGUF with the same threads, slots, context per slot, a KV stream per slot
+    (llama-server's default with --parallel) and attention kernels (flash attention on or off as
+    HEARTH_FLASH_ATTENTION says); the clients send the same prompts
+    to the same OpenAI completions body.
+    Returns the failed requests' errors."""
+    from llama_server import BuildError, llama_server_binary
+
+    try:
+        binary = b.args.llama_server or llama_server_binary(log=lambda m: print(m, file=sys.stderr))
+    except BuildError as exc:
+        emit("llama_server", f"not built: {exc}", None)
+        return []
+    port = free_port()
+    command = llama_server_command(b, binary, port)
+    log = (b.env["home"] / "llama-server.log").open("ab")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    y = Yardstick(b, b.url, f"http://127.0.0.1:{port}/v1/completions")
+    before = engine_batches()
+    try:
+        y.run(port)
+    finally:
+        theirs_batches = llama_server_batches(port)
+        process_group_stop(proc)
+        log.close()
+    emit("llama_server_command", " ".join(["llama-server", *command[1:]]), None)
+    yardstick_counters_emit(y, before, theirs_batches)
+    if any(not values for values in y.latencies.values()):
+        emit("llama_server_series_errors", len(y.errors), "0")
+        return y.errors
+    yardstick_ratios_emit(y)
+    emit("llama_server_series_errors", len(y.errors), "0")
+    return y.errors
+
+
+def replicas_start(b: Bench, halves: list[list[int]]) -> tuple[list[int], str]:
+    """Two engine replicas, each pinned to one half of the cores with threads sized to it, and a web
+    tier in front of both (HEARTH_ENGINE_URLS). Returns the replicas' ports and the web tier's URL."""
     from appliance.engine_secret import engine_auth_headers
     from appliance.processes import gunicorn_command, manage_command, wait_http
-    from inference.api.engine_client import replica_order
-    from inference.models import ApiToken
 
-    args, services = b.args, b.env["services"]
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        emit("replicas", "skipped: one core", None)
-        return []
-    halves = [cores[: len(cores) // 2], cores[len(cores) // 2 :]]
+    services = b.env["services"]
     ports = [free_port(), free_port()]
     for i, (port, half) in enumerate(zip(ports, halves, strict=True)):
         services.start(
@@ -695,16 +741,11 @@ def replicas_series(b: Bench) -> list[str]:
         ok = lambda h: h.get("status") == "ok"
         wait_http(health, timeout=120, accept=ok, services=services, headers=engine_auth_headers())
     wait_http(f"http://127.0.0.1:{web_port}/ready", timeout=60, services=services)
-    two = f"http://127.0.0.1:{web_port}/v1/completions"
-    for name in ("engine", "engine-r0"):  # what a replica costs in memory: its own model and KV cache
-        status = Path(f"/proc/{services.procs[name].pid}/status")
-        if status.exists():
-            rss = next(line for line in status.read_text().splitlines() if line.startswith("VmRSS"))
-            emit(f"{name.replace('-', '_')}_rss_mb", round(int(rss.split()[1]) / 1024), None)
-    pks = list(ApiToken.objects.order_by("pk").values_list("pk", flat=True))[1:9]
-    split = [replica_order(f"token-{pk}", [("127.0.0.1", p) for p in ports])[0][1] for pk in pks]
-    emit("replica_users", [split.count(p) for p in ports], None)
+    return ports, f"http://127.0.0.1:{web_port}/v1/completions"
 
+
+def replicas_compare(b: Bench, two: str) -> None:
+    """Eight typing clients on the one engine and on the two replicas, in two phases (AB, BA)."""
     latencies = {url: [] for url in (b.url, two)}
     errors: list[str] = []
     for phase in range(2):
@@ -713,7 +754,7 @@ def replicas_series(b: Bench) -> list[str]:
             run_together(
                 b.typing_client,
                 [
-                    (700 + 10 * phase + n, b.tokens[1 + n], args.requests, latencies[url], errors)
+                    (700 + 10 * phase + n, b.tokens[1 + n], b.args.requests, latencies[url], errors)
                     for n in range(8)
                 ],
                 ready=ready,
@@ -724,7 +765,10 @@ def replicas_series(b: Bench) -> list[str]:
     emit("two_replicas_eight_clients_p95_ms", round(pct(latencies[two], 0.95) * 1000, 1), None)
     emit("two_replicas_vs_one_p95", round(pct(latencies[two], 0.95) / pct(latencies[b.url], 0.95), 3), None)
 
-    # The failover: eight clients typing through the two replicas, one of them SIGKILLed.
+
+def replica_failover(b: Bench, two: str, ports: list[int], split: list[int]) -> list[str]:
+    """Eight clients typing through the two replicas, one of them SIGKILLed. Returns the failures."""
+    services = b.env["services"]
     stop, during, failed = threading.Event(), [], []
     opened = threading.Barrier(9)  # the eight clients have opened their files: they are typing now
     threads = [
@@ -753,6 +797,34 @@ def replicas_series(b: Bench) -> list[str]:
     emit("replica_failover_p95_after_kill_ms", round(pct(after, 0.95) * 1000, 1) if after else None, None)
     emit("replica_failover_failed_requests", len(failed), "0")
     return failed
+
+
+def replicas_series(b: Bench) -> list[str]:
+    """Two engine replicas behind a web tier against one, then one replica SIGKILLed under load.
+
+    On this one box the two replicas split its cores (each pinned to its own half, threads sized to
+    it) where the one replica has them all: the ratio says what a second replica costs in latency
+    when it adds no hardware. The failover counts what the eight typing clients see when a replica
+    dies mid-load: its users move to the survivor (their next request is a cold prompt there)."""
+    from inference.api.engine_client import replica_order
+    from inference.models import ApiToken
+
+    services = b.env["services"]
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        emit("replicas", "skipped: one core", None)
+        return []
+    ports, two = replicas_start(b, [cores[: len(cores) // 2], cores[len(cores) // 2 :]])
+    for name in ("engine", "engine-r0"):  # what a replica costs in memory: its own model and KV cache
+        status = Path(f"/proc/{services.procs[name].pid}/status")
+        if status.exists():
+            rss = next(line for line in status.read_text().splitlines() if line.startswith("VmRSS"))
+            emit(f"{name.replace('-', '_')}_rss_mb", round(int(rss.split()[1]) / 1024), None)
+    pks = list(ApiToken.objects.order_by("pk").values_list("pk", flat=True))[1:9]
+    split = [replica_order(f"token-{pk}", [("127.0.0.1", p) for p in ports])[0][1] for pk in pks]
+    emit("replica_users", [split.count(p) for p in ports], None)
+    replicas_compare(b, two)
+    return replica_failover(b, two, ports, split)
 
 
 def insecure_filter_series(prompt_chars: int) -> None:
