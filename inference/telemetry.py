@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from appliance.fields import path_excluded
+from inference.engine.result import EngineChoice, EngineResult
 from inference.models import (
     CodeSnapshot,
     CompletionEvent,
@@ -52,7 +53,7 @@ def completion_record(
     completion_id: str,
     user_id: int | None,
     dialect: str,
-    result: dict,
+    result: EngineResult | None,
     language: str,
     latency_ms: float,
     outcome: str,
@@ -60,21 +61,24 @@ def completion_record(
     prompt: str,
     suggestion: str,
 ) -> None:
+    """Store one completion's row; `result` is None when the engine was not asked (an excluded file)."""
     if not policy.telemetry_enabled:
         return
-    choice = result["choices"][0] if result.get("choices") else {}
+    if result is None:
+        result = EngineResult(choices=(EngineChoice(index=0, text="", finish_reason="stop"),))
+    choice = result.choices[0]
     deferred(
         lambda: CompletionRecord.objects.create(
             completion_id=completion_id,
             user_id=user_id,
             dialect=dialect,
-            model=result.get("model", ""),
-            model_version=result.get("version"),
+            model=result.model,
+            model_version=result.version,
             language=language,
             latency_ms=latency_ms,
-            prompt_tokens=choice.get("prompt_tokens", 0),
-            completion_tokens=choice.get("completion_tokens", 0),
-            cached_tokens=choice.get("cached_tokens", 0),
+            prompt_tokens=choice.prompt_tokens,
+            completion_tokens=choice.completion_tokens,
+            cached_tokens=choice.cached_tokens,
             outcome=outcome,
             filters=filters,
             prompt=prompt if policy.telemetry_content else "",

@@ -23,6 +23,13 @@ from appliance.engine_secret import engine_auth_headers
 from appliance.errors import EngineError
 from inference.api.errors import RequestError
 from inference.engine.request import EngineRequest
+from inference.engine.result import (
+    EngineReplyError,
+    EngineResult,
+    StreamDelta,
+    StreamDone,
+    stream_message_from_dict,
+)
 
 _local = threading.local()
 _down_until: dict[tuple[str, int], float] = {}  # replica → monotonic time it may be probed again
@@ -141,20 +148,33 @@ def _refused(resp: http.client.HTTPResponse) -> Exception:
     return EngineError(message)
 
 
-def engine_complete(request: EngineRequest, timeout: float = 120.0) -> dict:
+def _reply(data: bytes) -> object:
+    """A JSON reply from the engine; anything else is an EngineReplyError."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise EngineReplyError("it is not JSON.") from None
+
+
+def engine_complete(request: EngineRequest, timeout: float = 120.0) -> EngineResult:
+    """The engine's answer to `request` (raises EngineReplyError when it is malformed)."""
     resp = _request("POST", "/complete", request.to_json(), timeout)
     if resp.status != 200:
         raise _refused(resp)
-    return json.loads(resp.read() or b"{}")
+    return EngineResult.from_dict(_reply(resp.read()))
 
 
-def engine_stream(request: EngineRequest, timeout: float = 120.0) -> Iterator[dict]:
+def engine_stream(request: EngineRequest, timeout: float = 120.0) -> Iterator[StreamDelta | StreamDone]:
+    """The pieces of the first choice as they are generated, then the whole result.
+
+    An error the engine reports mid-stream is raised as an EngineError; a malformed line as an
+    EngineReplyError."""
     resp = _request("POST", "/complete", replace(request, stream=True).to_json(), timeout)
     if resp.status != 200:
         raise _refused(resp)
     for line in resp:
         if line.strip():
-            yield json.loads(line)
+            yield stream_message_from_dict(_reply(line))
 
 
 def engine_health(timeout: float = 2.0) -> dict:

@@ -31,6 +31,7 @@ from inference.api.common import (
 )
 from inference.api.errors import RequestError
 from inference.api.serving import FILTERED, CompletionRequest, Served, completion_serve, completion_stream
+from inference.engine.result import EngineChoice
 
 
 def _sampling(body: dict) -> SamplingOptions:
@@ -47,30 +48,32 @@ def _sampling(body: dict) -> SamplingOptions:
     )
 
 
-def _stop_type(choice: dict) -> str:
-    if choice["finish_reason"] == "length":
+def _stop_type(choice: EngineChoice) -> str:
+    if choice.finish_reason == FILTERED:
+        return "none"
+    if choice.finish_reason == "length":
         return "limit"
-    return "word" if choice.get("stop_word") else "eos"
+    return "word" if choice.stop_word else "eos"
 
 
 def _final(served: Served, started: float) -> dict:
     choice = served.choices[0]
-    timings = choice["timings"]
+    timings = choice.timings
     return {
-        "content": choice["text"],
+        "content": choice.text,
         "id_slot": 0,
         "model": served.model or "hearth",
         "stop": True,
-        "stop_type": "none" if choice["finish_reason"] == FILTERED else _stop_type(choice),
-        "stopping_word": choice.get("stop_word", ""),
-        "tokens_predicted": choice["completion_tokens"],
-        "tokens_evaluated": choice["prompt_tokens"],
-        "tokens_cached": choice["cached_tokens"],
+        "stop_type": _stop_type(choice),
+        "stopping_word": choice.stop_word,
+        "tokens_predicted": choice.completion_tokens,
+        "tokens_evaluated": choice.prompt_tokens,
+        "tokens_cached": choice.cached_tokens,
         "truncated": False,
         "timings": {
-            **timings,
-            "prompt_per_second": timings["prompt_n"] / max(timings["prompt_ms"], 1e-6) * 1000,
-            "predicted_per_second": timings["predicted_n"] / max(timings["predicted_ms"], 1e-6) * 1000,
+            **timings.to_dict(),
+            "prompt_per_second": timings.prompt_n / max(timings.prompt_ms, 1e-6) * 1000,
+            "predicted_per_second": timings.predicted_n / max(timings.predicted_ms, 1e-6) * 1000,
             "total_ms": round((time.monotonic() - started) * 1000, 2),
         },
     }

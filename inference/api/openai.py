@@ -52,8 +52,8 @@ def completion_request(body: dict) -> tuple[CompletionRequest, bool]:
 
 
 def _usage(served: Served) -> dict:
-    prompt = sum(c["prompt_tokens"] for c in served.choices)
-    completion = sum(c["completion_tokens"] for c in served.choices)
+    prompt = sum(c.prompt_tokens for c in served.choices)
+    completion = sum(c.completion_tokens for c in served.choices)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -66,10 +66,10 @@ def _openai_response(served: Served) -> JsonResponse:
             "model": served.model or "hearth",
             "choices": [
                 {
-                    "index": c["index"],
-                    "text": c["text"],
+                    "index": c.index,
+                    "text": c.text,
                     "logprobs": None,
-                    "finish_reason": c["finish_reason"],
+                    "finish_reason": c.finish_reason,
                 }
                 for c in served.choices
             ],
@@ -116,7 +116,7 @@ def _stream(ctx: RequestContext, req: CompletionRequest) -> StreamingHttpRespons
                     yield event(value, None)
                 else:
                     model = value.model or "hearth"
-                    yield event("", value.choices[0]["finish_reason"])
+                    yield event("", value.choices[0].finish_reason)
         except EngineError as exc:
             yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'engine_unavailable'}})}\n\n"
         yield "data: [DONE]\n\n"

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from appliance.errors import EngineError
 from appliance.fields import path_excluded
 from appliance.llm.sampling import SamplingOptions
 from inference.api.common import RequestContext
@@ -19,6 +18,7 @@ from inference.api.engine_client import engine_complete, engine_stream
 from inference.api.errors import RequestError
 from inference.context import context_merge, context_retrieve, request_repository
 from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, prompt_chars
+from inference.engine.result import EngineChoice, EngineResult, StreamDone
 from inference.filters import FilterOutcome, response_filter, suggestion_filter
 from inference.policy import ServingRules, serving_rules
 from inference.telemetry import completion_record, filter_counts_add, language_guess
@@ -54,29 +54,28 @@ class CompletionRequest:
 
 @dataclass
 class Served:
+    """The answer every dialect shapes: the engine's choices once the filters have had their say."""
+
     id: str
     model: str
-    choices: list[dict]
+    choices: list[EngineChoice]  # finish_reason also content_filter; never cancelled (stop instead)
     outcome: str  # ok | empty | excluded | filtered | superseded
     filters: list[str] = field(default_factory=list)
     superseded: bool = False
 
     @property
     def text(self) -> str:
-        return self.choices[0]["text"] if self.choices else ""
+        return self.choices[0].text if self.choices else ""
 
 
-def _empty_choice(finish: str = "stop") -> dict:
-    return {
-        "index": 0,
-        "text": "",
-        "finish_reason": finish,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cached_tokens": 0,
-        "timings": {"prompt_n": 0, "prompt_ms": 0, "predicted_n": 0, "predicted_ms": 0},
-        "stop_word": "",
-    }
+def _empty_choice() -> EngineChoice:
+    return EngineChoice(index=0, text="", finish_reason="stop")
+
+
+def _served_choice(choice: EngineChoice, text: str, acted: list[str]) -> EngineChoice:
+    """`choice` with the text the filters let through; a superseded one reads as stopped."""
+    finish = FILTERED if acted else choice.finish_reason
+    return replace(choice, text=text, finish_reason="stop" if finish == "cancelled" else finish)
 
 
 def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules, EngineRequest | None]:
@@ -141,7 +140,11 @@ def _repository_context(
 
 
 def _finish(
-    ctx: RequestContext, req: CompletionRequest, rules: ServingRules, served: Served, result: dict
+    ctx: RequestContext,
+    req: CompletionRequest,
+    rules: ServingRules,
+    served: Served,
+    result: EngineResult | None,
 ) -> Served:
     acted = sorted(set(served.filters))
     if acted:
@@ -165,12 +168,22 @@ def _finish(
     return served
 
 
-def _outcome(choices: list[dict], acted: list[str], superseded: bool) -> str:
+def _outcome(choices: list[EngineChoice], acted: list[str], superseded: bool) -> str:
     if superseded:
         return "superseded"
     if acted:
         return "filtered"
-    return "ok" if any(c["text"] for c in choices) else "empty"
+    return "ok" if any(c.text for c in choices) else "empty"
+
+
+def _engine_step(ctx: RequestContext, result: EngineResult) -> None:
+    ctx.step(
+        "engine",
+        model=result.model,
+        slot=result.slot,
+        cached_tokens=result.choices[0].cached_tokens,
+        context_dropped=result.context_dropped,  # snippets chosen for a model not loaded
+    )
 
 
 def completion_serve(ctx: RequestContext, req: CompletionRequest) -> Served:
@@ -178,28 +191,18 @@ def completion_serve(ctx: RequestContext, req: CompletionRequest) -> Served:
     rules, params = _prepare(ctx, req)
     if params is None:
         served = Served(cid, "", [_empty_choice()], "excluded")
-        return _finish(ctx, req, rules, served, {})
+        return _finish(ctx, req, rules, served, None)
     result = engine_complete(params)
-    ctx.step(
-        "engine",
-        model=result.get("model"),
-        slot=result.get("slot"),
-        cached_tokens=result["choices"][0].get("cached_tokens"),
-        context_dropped=result.get("context_dropped", 0),  # snippets chosen for a model not loaded
-    )
+    _engine_step(ctx, result)
     choices, acted = [], []
-    for choice in result["choices"]:
+    for choice in result.choices:
         outcome: FilterOutcome = suggestion_filter(
-            choice["text"], index=rules.index, enabled=rules.filters, prefix=req.prefix
+            choice.text, index=rules.index, enabled=rules.filters, prefix=req.prefix
         )
         acted += outcome.acted
-        finish = FILTERED if outcome.acted else choice["finish_reason"]
-        choices.append(
-            {**choice, "text": outcome.text, "finish_reason": "stop" if finish == "cancelled" else finish}
-        )
-    superseded = bool(result.get("superseded"))
+        choices.append(_served_choice(choice, outcome.text, outcome.acted))
     served = Served(
-        cid, result.get("model", ""), choices, _outcome(choices, acted, superseded), acted, superseded
+        cid, result.model, choices, _outcome(choices, acted, result.superseded), acted, result.superseded
     )
     return _finish(ctx, req, rules, served, result)
 
@@ -250,42 +253,22 @@ def completion_stream(ctx: RequestContext, req: CompletionRequest) -> Iterator[t
     cid = req.id
     rules, params = _prepare(ctx, req)
     if params is None:
-        yield "done", _finish(ctx, req, rules, Served(cid, "", [_empty_choice()], "excluded"), {})
+        yield "done", _finish(ctx, req, rules, Served(cid, "", [_empty_choice()], "excluded"), None)
         return
     params = replace(params, n=1)
     guard = StreamGuard(rules, prefix=req.prefix)
-    for item in engine_stream(params):
-        if "error" in item:
-            raise EngineError(item["error"])
-        if item.get("done"):
-            result = item["result"]
-            tail = guard.close(item["final"])
+    for message in engine_stream(params):
+        if isinstance(message, StreamDone):
+            tail = guard.close(message.final)
             if tail:
                 yield "delta", tail
-            choice = result["choices"][0]
-            finish = (
-                FILTERED
-                if guard.acted
-                else ("stop" if choice["finish_reason"] == "cancelled" else choice["finish_reason"])
-            )
-            choices = [{**choice, "text": guard.sent, "finish_reason": finish}]
-            superseded = bool(result.get("superseded"))
-            ctx.step(
-                "engine",
-                model=result.get("model"),
-                slot=result.get("slot"),
-                cached_tokens=choice.get("cached_tokens"),
-            )
-            served = Served(
-                cid,
-                result.get("model", ""),
-                choices,
-                _outcome(choices, guard.acted, superseded),
-                guard.acted,
-                superseded,
-            )
+            result = message.result
+            _engine_step(ctx, result)
+            choices = [_served_choice(result.choices[0], guard.sent, guard.acted)]
+            outcome = _outcome(choices, guard.acted, result.superseded)
+            served = Served(cid, result.model, choices, outcome, guard.acted, result.superseded)
             yield "done", _finish(ctx, req, rules, served, result)
             return
-        out = guard.feed(item["delta"])
+        out = guard.feed(message.text)
         if out:
             yield "delta", out

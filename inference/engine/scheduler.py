@@ -29,9 +29,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from appliance.errors import EngineError
+from inference.engine.result import EngineResult
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Job:
     on_done: Callable[[], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
-    result: dict | None = None
+    result: EngineResult | None = None
     error: Exception | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
     # Set once the job has a slot (`slot`) or is answered without running (superseded in the queue).
@@ -84,13 +85,13 @@ class Scheduler:
         self,
         *,
         slots: int,
-        run: Callable[[object, Job], dict],
+        run: Callable[[object, Job], EngineResult],
         switch: Callable[[Pool, int, str | None, str], None] | None = None,
         max_wait_s: float = 1.0,
     ):
         self.n = slots
         self.max_wait_s = max_wait_s
-        self._run = run  # (completer, job) -> result dict, called outside the lock
+        self._run = run  # (completer, job) -> EngineResult, called outside the lock
         self._switch = switch  # (pool, slot, leaving user, arriving user): park / restore caches
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)  # a slot freed (what a draining swap waits for)
@@ -139,7 +140,7 @@ class Scheduler:
             self._dispatch()
         return job
 
-    def run(self, job: Job, timeout: float | None = None) -> dict:
+    def run(self, job: Job, timeout: float | None = None) -> EngineResult:
         """Submit `job` and run it in this thread once it has a slot; its result (or its error).
 
         `timeout` bounds the wait for a slot: a job still queued then is withdrawn and fails. Once
@@ -160,7 +161,7 @@ class Scheduler:
             self._execute(job.slot, pool, job)
         return self._answer(job)
 
-    def wait(self, job: Job, timeout: float | None = None) -> dict:
+    def wait(self, job: Job, timeout: float | None = None) -> EngineResult:
         """The result of a job sent with `submit` (a slot worker runs it)."""
         if not job.done.wait(timeout):
             job.cancel.set()
@@ -168,7 +169,7 @@ class Scheduler:
         return self._answer(job)
 
     @staticmethod
-    def _answer(job: Job) -> dict:
+    def _answer(job: Job) -> EngineResult:
         if job.error is not None:
             raise job.error
         return job.result
@@ -177,25 +178,11 @@ class Scheduler:
         job.result = self._cancelled_result()
         self._done(job)
 
-    def _cancelled_result(self) -> dict:
+    def _cancelled_result(self) -> EngineResult:
         pool = self.pool
-        return {
-            "model": pool.served.id if pool else "",
-            "version": pool.served.version_pk if pool else None,
-            "superseded": True,
-            "choices": [
-                {
-                    "index": 0,
-                    "text": "",
-                    "finish_reason": "cancelled",
-                    "timings": {},
-                    "prompt_tokens": 0,
-                    "completion_tokens": 0,
-                    "cached_tokens": 0,
-                    "stop_word": "",
-                }
-            ],
-        }
+        return EngineResult.cancelled(
+            model=pool.served.id if pool else "", version=pool.served.version_pk if pool else None
+        )
 
     @staticmethod
     def _done(job: Job) -> None:
@@ -301,10 +288,13 @@ class Scheduler:
                 dropped = 0
                 if hasattr(job.body, "served_by"):  # an EngineRequest: context chosen for this model?
                     job.body, dropped = job.body.served_by(pool.served.version_pk)
-                job.result = self._run(pool.completers[i], job)
-                if dropped:
-                    job.result["context_dropped"] = dropped
-                job.result.update({"model": pool.served.id, "version": pool.served.version_pk, "slot": i})
+                job.result = replace(
+                    self._run(pool.completers[i], job),
+                    model=pool.served.id,
+                    version=pool.served.version_pk,
+                    slot=i,
+                    context_dropped=dropped,
+                )
         except Exception as exc:
             logger.exception("completion failed on slot %d", i)
             job.error = exc if isinstance(exc, EngineError) else EngineError(f"The completion failed: {exc}")

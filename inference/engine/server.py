@@ -26,6 +26,7 @@ from appliance.llm.runtime import llama_amx_built
 from inference.engine.batched import BatchedModel, Lane
 from inference.engine.kvstore import KvStore
 from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, EngineRequestError
+from inference.engine.result import EngineChoice, EngineResult, StreamDelta, StreamDone, Timings
 from inference.engine.rolling import swap_turn, swap_turn_holder
 from inference.engine.scheduler import Job, Pool, Scheduler
 from inference.engine.selection import ServedModel, served_model_select
@@ -73,7 +74,7 @@ def slot_switch(pool: Pool, slot: int, leaving: str | None, arriving: str) -> No
         lane.clear()
 
 
-def job_run(lane: Lane, job: Job) -> dict:
+def job_run(lane: Lane, job: Job) -> EngineResult:
     """Run one job's completions (n of them) on one slot; only the first one streams."""
     request: EngineRequest = job.body
     choices = []
@@ -91,23 +92,26 @@ def job_run(lane: Lane, job: Job) -> dict:
             on_token=job.on_token if i == 0 else None,
             cancel=job.cancel,
         )
-        text = "" if r.finish_reason == "cancelled" else r.text  # stale: the newer request answers
+        cancelled = r.finish_reason == "cancelled"
         choices.append(
-            {
-                "index": i,
-                "text": text,
-                "finish_reason": r.finish_reason,
-                "timings": r.timings,
-                "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.completion_tokens,
-                "cached_tokens": r.cached_tokens,
-                "stop_word": r.stop_word,
-            }
+            EngineChoice(
+                index=i,
+                text="" if cancelled else r.text,  # stale: the newer request answers
+                finish_reason=r.finish_reason,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                cached_tokens=r.cached_tokens,
+                timings=Timings(**r.timings),
+                stop_word=r.stop_word,
+            )
         )
-        if r.finish_reason == "cancelled":
+        if cancelled:
             break
-    cancelled = choices[-1]["finish_reason"] == "cancelled"
-    return {"can_infill": lane.can_infill, "choices": choices, "superseded": cancelled}
+    return EngineResult(
+        choices=tuple(choices),
+        superseded=choices[-1].finish_reason == "cancelled",
+        can_infill=lane.can_infill,
+    )
 
 
 class Engine:
@@ -222,7 +226,7 @@ class Engine:
         """Queue the request for a slot worker to run (a stream: the caller writes the pieces)."""
         return self.scheduler.submit(self._job(request, on_token, on_done))
 
-    def complete(self, request: EngineRequest, on_token=None) -> dict:
+    def complete(self, request: EngineRequest, on_token=None) -> EngineResult:
         """Run the request in this thread once it has a slot (no slot worker in between)."""
         return self.scheduler.run(self._job(request, on_token), timeout=JOB_TIMEOUT_S)
 
@@ -302,7 +306,7 @@ class EngineHandler(BaseHTTPRequestHandler):
             self._stream(request)
             return
         try:
-            self._json(200, self.engine.complete(request))
+            self._json(200, self.engine.complete(request).to_dict())
         except EngineError as exc:
             self._json(503, {"error": str(exc)})
 
@@ -328,7 +332,7 @@ class EngineHandler(BaseHTTPRequestHandler):
         return None
 
     def _stream(self, request: EngineRequest) -> None:
-        """Newline-delimited JSON: one {"delta": ...} per generated piece, then the final result.
+        """Newline-delimited JSON: a `StreamDelta` per generated piece, then the `StreamDone`.
 
         The decode thread only puts text on a queue; this thread writes the socket, and cancels
         the job if the web tier has gone away.
@@ -353,14 +357,11 @@ class EngineHandler(BaseHTTPRequestHandler):
         try:
             while (text := pieces.get()) is not None:
                 if len(text) > len(sent) and text.startswith(sent):
-                    chunk({"delta": text[len(sent) :]})
+                    chunk(StreamDelta(text[len(sent) :]).to_dict())
                     sent = text
             try:
                 result = self.engine.scheduler.wait(job, timeout=1)
-                # Stop strings are cut after generation: the final text is authoritative.
-                chunk(
-                    {"done": True, "result": result, "streamed": sent, "final": result["choices"][0]["text"]}
-                )
+                chunk(StreamDone(result, streamed=sent).to_dict())
             except EngineError as exc:
                 chunk({"error": str(exc)})
             self.wfile.write(b"0\r\n\r\n")

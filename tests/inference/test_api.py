@@ -137,44 +137,26 @@ def test_expired_revoked_disabled_and_rate_limited_tokens_get_json_errors(client
 
 def test_response_filters_cut_suggestions_and_are_counted(client, token, monkeypatch):
     from inference.api import serving
+    from inference.engine.result import EngineChoice, EngineResult, StreamDelta, StreamDone, Timings
     from inference.models import FilterCount
     from inference.policy import serving_rules_clear
 
     serving_rules_clear()
     suggestion = "    notify('ops@example.com')\n    return 1\n"
 
+    def answer(text: str) -> EngineResult:
+        timings = Timings(prompt_n=3, prompt_ms=1, predicted_n=9, predicted_ms=1)
+        choice = EngineChoice(0, text, "stop", prompt_tokens=3, completion_tokens=9, timings=timings)
+        return EngineResult(choices=(choice,), model="m")
+
     def fake_complete(params, timeout=120.0):
-        return {
-            "model": "m",
-            "version": None,
-            "superseded": False,
-            "choices": [
-                {
-                    "index": 0,
-                    "text": suggestion,
-                    "finish_reason": "stop",
-                    "prompt_tokens": 3,
-                    "completion_tokens": 9,
-                    "cached_tokens": 0,
-                    "stop_word": "",
-                    "timings": {"prompt_n": 3, "prompt_ms": 1, "predicted_n": 9, "predicted_ms": 1},
-                }
-            ],
-        }
+        return answer(suggestion)
 
     def fake_stream(params, timeout=120.0):
         for piece in ("    x = 1\n", "    notify('ops@", "example.com')\n"):
-            yield {"delta": piece}
+            yield StreamDelta(piece)
         final = "    x = 1\n    notify('ops@example.com')\n"
-        yield {
-            "done": True,
-            "final": final,
-            "streamed": final,
-            "result": {
-                **fake_complete(params),
-                "choices": [{**fake_complete(params)["choices"][0], "text": final}],
-            },
-        }
+        yield StreamDone(answer(final), streamed=final)
 
     monkeypatch.setattr(serving, "engine_complete", fake_complete)
     monkeypatch.setattr(serving, "engine_stream", fake_stream)

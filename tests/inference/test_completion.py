@@ -83,15 +83,15 @@ def test_users_sharing_one_slot_keep_their_prompt_cache(micro_base):
             result = scheduler.wait(
                 scheduler.submit(Job(user=user, body=_request(user, text + "x" * keystroke)))
             )
-            choice = result["choices"][0]
+            choice = result.choices[0]
             if keystroke:
-                assert choice["cached_tokens"] >= choice["prompt_tokens"] - 2, (user, keystroke, choice)
-            texts[(user, keystroke)] = choice["text"]
+                assert choice.cached_tokens >= choice.prompt_tokens - 2, (user, keystroke, choice)
+            texts[(user, keystroke)] = choice.text
     assert pool.kv.stats["restored"] >= 4
     # A restored cache gives the same answer as a fresh slot.
     fresh = pool_load(served, slots=1, n_ctx=1024, n_threads=1)
     again = job_run(fresh.completers[0], Job(user=None, body=_request("bob", files["bob"] + "xx")))
-    assert again["choices"][0]["text"] == texts[("bob", 2)]
+    assert again.choices[0].text == texts[("bob", 2)]
     scheduler.close()
     fresh.close()
 

@@ -260,19 +260,12 @@ def test_a_suggestion_costs_well_under_a_millisecond():
 
 def _engine_answering(monkeypatch, text: str) -> None:
     from inference.api import serving
+    from inference.engine.result import EngineChoice, EngineResult, Timings
 
     def fake_complete(params, timeout=120.0):
-        choice = {
-            "index": 0,
-            "text": text,
-            "finish_reason": "stop",
-            "prompt_tokens": 3,
-            "completion_tokens": 9,
-            "cached_tokens": 0,
-            "stop_word": "",
-            "timings": {"prompt_n": 3, "prompt_ms": 1, "predicted_n": 9, "predicted_ms": 1},
-        }
-        return {"model": "m", "version": None, "superseded": False, "choices": [choice]}
+        timings = Timings(prompt_n=3, prompt_ms=1, predicted_n=9, predicted_ms=1)
+        choice = EngineChoice(0, text, "stop", prompt_tokens=3, completion_tokens=9, timings=timings)
+        return EngineResult(choices=(choice,), model="m")
 
     monkeypatch.setattr(serving, "engine_complete", fake_complete)
 

@@ -6,6 +6,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+from inference.engine.result import EngineChoice, EngineResult
 from inference.engine.scheduler import Job, Pool, Scheduler
 
 
@@ -22,18 +23,10 @@ def _run(completer, job):
         job.body["hold"].wait(timeout=30)
     for _ in range(job.body.get("steps", 3)):
         if job.cancel.is_set():
-            return {
-                "superseded": True,
-                "choices": [{"text": "", "finish_reason": "cancelled"}],
-                "on": completer.name,
-            }
+            return EngineResult(choices=(EngineChoice(0, "", "cancelled"),), superseded=True)
         job.body["made"] = job.body.get("made", 0) + 1
         time.sleep(0.01)
-    return {
-        "superseded": False,
-        "choices": [{"text": job.body.get("text", "ok"), "finish_reason": "stop"}],
-        "on": completer.name,
-    }
+    return EngineResult(choices=(EngineChoice(0, job.body.get("text", "ok"), "stop"),))
 
 
 def _pool(name: str, slots: int) -> Pool:
@@ -53,9 +46,9 @@ def test_newer_request_from_same_token_supersedes_the_running_one():
     time.sleep(0.03)
     new = s.submit(Job(user="alice", body={"steps": 2, "text": "fresh"}))
     made = old.body.get("made", 0)  # the supersession is marked before submit returns
-    assert s.wait(old)["superseded"] is True
+    assert s.wait(old).superseded is True
     assert old.body["made"] <= made + 1 < 100  # cancelled at the next token, not after 100 of them
-    assert s.wait(new)["choices"][0]["text"] == "fresh"
+    assert s.wait(new).choices[0].text == "fresh"
     assert s.snapshot()["superseded"] == 1
     s.close()
 
@@ -69,13 +62,13 @@ def test_superseding_a_queued_request_keeps_its_place_and_other_users_keep_their
     alice1 = s.submit(Job(user="alice", body={"steps": 1, "text": "a1"}))
     dave = s.submit(Job(user="dave", body={"steps": 1, "text": "dave"}))
     alice2 = s.submit(Job(user="alice", body={"steps": 1, "text": "a2"}))
-    assert s.wait(alice1)["superseded"] is True  # answered at once, never ran
+    assert s.wait(alice1).superseded is True  # answered at once, never ran
     for job in (blocker, bob, alice2, dave):
-        order.append(s.wait(job)["choices"][0]["text"])
+        order.append(s.wait(job).choices[0].text)
         # completion order is submission order: alice's newer job took her older job's place
     assert list(s.queue) == []
     assert [j.done.is_set() for j in (bob, alice2, dave)] == [True, True, True]
-    assert bob.result["slot"] == alice2.result["slot"] == 0
+    assert bob.result.slot == alice2.result.slot == 0
     s.close()
 
 
@@ -85,21 +78,21 @@ def test_a_user_goes_back_to_the_slot_holding_their_cache():
     first = s.wait(s.submit(Job(user="alice", body={"steps": 1})))
     for _ in range(4):
         again = s.wait(s.submit(Job(user="alice", body={"steps": 1})))
-        assert again["slot"] == first["slot"]
+        assert again.slot == first.slot
     s.close()
 
 
 def test_a_new_user_takes_a_slot_holding_no_cache_before_evicting_someone_elses():
     s = Scheduler(slots=3, run=_run)
     s.swap(_pool("m", 3))
-    alice = s.wait(s.submit(Job(user="alice", body={"steps": 1})))["slot"]
-    bob = s.wait(s.submit(Job(user="bob", body={"steps": 1})))["slot"]
-    carol = s.wait(s.submit(Job(user="carol", body={"steps": 1})))["slot"]
+    alice = s.wait(s.submit(Job(user="alice", body={"steps": 1}))).slot
+    bob = s.wait(s.submit(Job(user="bob", body={"steps": 1}))).slot
+    carol = s.wait(s.submit(Job(user="carol", body={"steps": 1}))).slot
     assert len({alice, bob, carol}) == 3  # each opened on a slot of their own
-    dave = s.wait(s.submit(Job(user="dave", body={"steps": 1})))["slot"]
+    dave = s.wait(s.submit(Job(user="dave", body={"steps": 1}))).slot
     assert dave == alice  # no empty slot left: the least recently used one
     # Alice's slot is Dave's now: she has no slot of her own and does not take his back from him.
-    assert s.wait(s.submit(Job(user="alice", body={"steps": 1})))["slot"] == bob
+    assert s.wait(s.submit(Job(user="alice", body={"steps": 1}))).slot == bob
     s.close()
 
 
@@ -113,7 +106,7 @@ def test_hot_swap_under_load_fails_nothing_and_closes_the_old_model():
     def client(n: int):
         for _ in range(10):
             try:
-                results.append(s.wait(s.submit(Job(user=f"u{n}", body={"steps": 2})))["model"])
+                results.append(s.wait(s.submit(Job(user=f"u{n}", body={"steps": 2}))).model)
             except Exception as exc:  # noqa: BLE001 - counted, the assertion below names it
                 errors.append(exc)
 
@@ -131,9 +124,16 @@ def test_hot_swap_under_load_fails_nothing_and_closes_the_old_model():
 
 
 def test_run_runs_the_job_in_the_thread_that_sent_it():
-    s = Scheduler(slots=2, run=lambda completer, job: {"thread": threading.get_ident(), "choices": []})
+    ran_in = []
+
+    def run(completer, job):
+        ran_in.append(threading.get_ident())
+        return EngineResult(choices=(EngineChoice(0, "", "stop"),))
+
+    s = Scheduler(slots=2, run=run)
     s.swap(_pool("m", 2))
-    assert s.run(Job(user="alice", body={}), timeout=5)["thread"] == threading.get_ident()
+    s.run(Job(user="alice", body={}), timeout=5)
+    assert ran_in == [threading.get_ident()]
     s.close()
 
 
@@ -152,10 +152,10 @@ def test_run_waits_for_a_busy_slot_and_a_newer_keystroke_answers_the_queued_one_
     second = threading.Thread(target=typist, args=("second", {"steps": 1, "text": "a2"}))
     second.start()
     first.join(timeout=5)
-    assert answers["first"]["superseded"] is True and not blocker.done.is_set()  # answered, never ran
+    assert answers["first"].superseded is True and not blocker.done.is_set()  # answered, never ran
     second.join(timeout=5)
-    assert answers["second"]["choices"][0]["text"] == "a2"
-    assert s.wait(blocker)["choices"][0]["text"] == "ok"
+    assert answers["second"].choices[0].text == "a2"
+    assert s.wait(blocker).choices[0].text == "ok"
     s.close()
 
 
@@ -175,10 +175,7 @@ def test_run_gives_up_on_a_slot_after_its_timeout_and_leaves_the_queue_working()
     assert not blocker.done.is_set() and list(s.queue) == [] and late.done.is_set()
     hold.set()
     s.wait(blocker, timeout=5)
-    assert (
-        s.run(Job(user="alice", body={"steps": 1, "text": "again"}), timeout=5)["choices"][0]["text"]
-        == "again"
-    )
+    assert s.run(Job(user="alice", body={"steps": 1, "text": "again"}), timeout=5).choices[0].text == "again"
     s.close()
 
 
