@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml packaging/llama-wheel.sh
 	WHEEL=$$(CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) bash packaging/llama-wheel.sh $(BIN)/python) && \
 	  $(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$WHEEL"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m trainer.export.converter install
+	$(BIN)/python -m trainer.tools.converter install
 	$(BIN)/python manage.py migrate --noinput -v0
 	touch $(STAMP)
 

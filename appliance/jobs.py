@@ -35,8 +35,7 @@ JOB_FUNCTIONS = frozenset(
         "trainer.tasks.model_version_build",
         "trainer.tasks.retrain_if_changed",
         "trainer.tasks.stuck_rows_watchdog",
-        "trainer.training.tasks.training_run_execute",
-        "trainer.training.tasks.training_watchdog",
+        "trainer.tasks.training_run_execute",
     }
 )
 # Result hooks (django-q2 calls one with the task's row when the row is saved): Hearth uses none.

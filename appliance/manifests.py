@@ -17,6 +17,7 @@ LIBRARIES = (
     "gguf",
     "detect-secrets",
     "datasketch",
+    "pathspec",
 )
 
 
@@ -31,12 +32,15 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
 
 
 def manifest_write(folder: Path, *, stage: str, **fields) -> dict:
-    """Write `folder/manifest.json` for `stage` (with library versions) and return it."""
+    """Write `folder/manifest.json` for `stage` atomically (with the library versions and the
+    llama.cpp the serving engine and the converter come from) and return it."""
     from appliance.paths import atomic_write_text
 
-    manifest = {"stage": stage, **fields, "libraries": library_versions()}
-    atomic_write_text(Path(folder) / "manifest.json", json.dumps(manifest, indent=2, default=str))
-    return manifest
+    libraries = library_versions()
+    manifest = {"stage": stage, **fields, "libraries": libraries, "llama_cpp": libraries["llama-cpp-python"]}
+    text = json.dumps(manifest, indent=2, default=str)
+    atomic_write_text(Path(folder) / "manifest.json", text)
+    return json.loads(text)  # what the file says (tuples as lists), for rows that keep a copy
 
 
 def manifest_read(folder: Path) -> dict:

@@ -125,19 +125,17 @@ HEARTH_MIRROR_SYNC_MINUTES = int(_env("MIRROR_SYNC_MINUTES", "60"))
 HEARTH_CREDENTIAL_KEY = _env("CREDENTIAL_KEY", "")
 # Datasets: exclusion globs (gitignore syntax, comma-separated) applied to every repository.
 HEARTH_DATASET_EXCLUDE = [g.strip() for g in _env("DATASET_EXCLUDE", "").split(",") if g.strip()]
-# Training crash safety: a running job refreshes its heartbeat; the watchdog requeues (resume from
-# the last checkpoint) a run whose heartbeat is older than the stale limit, up to max attempts.
-HEARTH_TRAINING_HEARTBEAT_S = float(_env("TRAINING_HEARTBEAT_S", "10"))
-HEARTH_TRAINING_STALE_S = float(_env("TRAINING_STALE_S", "90"))
+# A training run whose worker died resumes from its checkpoint, up to this many attempts.
 HEARTH_TRAINING_MAX_ATTEMPTS = int(_env("TRAINING_MAX_ATTEMPTS", "3"))
 # Processes per training run on a worker host, one per GPU: above 1 the worker launches the run under
 # torchrun (trainer/training/distributed.py). On a host without CUDA they are CPU processes (gloo).
 HEARTH_TRAINING_GPUS = int(_env("TRAINING_GPUS", "1"))
-# The other working rows (a repository syncing, a dataset or a model version building, an
-# evaluation running) beat every HEARTBEAT_S while their worker lives; the stuck-row watchdog fails
-# one silent for STUCK_S, with the reason in its log, so the admin can retry it.
-HEARTH_WORK_HEARTBEAT_S = float(_env("WORK_HEARTBEAT_S", "30"))
-HEARTH_WORK_STUCK_S = float(_env("WORK_STUCK_S", "600"))
+# Every stage's working row (a repository syncing, a dataset, a training run or a model version
+# building, an evaluation running, a base importing) beats every HEARTBEAT_S while its worker lives;
+# the stuck-rows watchdog (every minute) acts on one silent for STUCK_S: it fails it with the reason,
+# or puts a training run back in the queue to resume from its checkpoint.
+HEARTH_WORK_HEARTBEAT_S = float(_env("WORK_HEARTBEAT_S", "10"))
+HEARTH_WORK_STUCK_S = float(_env("WORK_STUCK_S", "120"))
 HEARTH_RETRAIN_MIN_INTERVAL_H = float(_env("RETRAIN_MIN_INTERVAL_H", "168"))
 
 INSTALLED_APPS = [

@@ -71,6 +71,7 @@ class WorkedRow(StatusRow):
 
     WORKING: frozenset[str] = frozenset()
     STUCK_TO = "failed"
+    STUCK_ADVICE = "Retry it from the admin."
 
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Last sign of life from the worker on this row."
@@ -81,6 +82,12 @@ class WorkedRow(StatusRow):
 
     class Meta:
         abstract = True
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The pid of the worker holding the row (from `worker`, "host pid N"), if any."""
+        _, _, pid = self.worker.rpartition(" pid ")
+        return int(pid) if pid.isdigit() else None
 
     def transition(self, to: str, *, reason: str = "") -> None:
         super().transition(to, reason=reason)
@@ -97,8 +104,9 @@ def worker_name() -> str:
 
 
 @contextmanager
-def heartbeat_keep(row: WorkedRow, interval_s: float | None = None):
-    """Refresh `row.heartbeat_at` every `interval_s` (HEARTH_WORK_HEARTBEAT_S) while the block runs."""
+def heartbeat_keep(row: WorkedRow, interval_s: float | None = None, *, claimed: bool = False):
+    """Refresh `row.heartbeat_at` every `interval_s` (HEARTH_WORK_HEARTBEAT_S) while the block runs.
+    `claimed`: the row already carries this worker's name and first heartbeat (`stage_claim`)."""
     import threading
 
     from django.conf import settings
@@ -106,8 +114,9 @@ def heartbeat_keep(row: WorkedRow, interval_s: float | None = None):
 
     interval = interval_s if interval_s is not None else settings.HEARTH_WORK_HEARTBEAT_S
     model, pk, stop = type(row), row.pk, threading.Event()
-    row.heartbeat_at, row.worker = timezone.now(), worker_name()  # claimed: the watchdog may watch it
-    model.objects.filter(pk=pk).update(heartbeat_at=row.heartbeat_at, worker=row.worker)
+    if not claimed:
+        row.heartbeat_at, row.worker = timezone.now(), worker_name()  # claimed: the watchdog may watch it
+        model.objects.filter(pk=pk).update(heartbeat_at=row.heartbeat_at, worker=row.worker)
 
     def beat() -> None:
         try:
@@ -140,7 +149,7 @@ def stuck_rows_release(model: type[WorkedRow], *, stuck_s: float) -> list[Worked
         last = row.heartbeat_at
         reason = (
             f"Stuck in '{row.status}': no sign of life for {(now - last).total_seconds():.0f} s from "
-            f"{row.worker or 'its worker'}, which presumably died. Retry it from the admin."
+            f"{row.worker or 'its worker'}, which presumably died. {model.STUCK_ADVICE}"
         )
         try:
             row.transition(model.STUCK_TO, reason=reason)

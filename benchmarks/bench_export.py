@@ -15,7 +15,7 @@ from _common import django_setup, emit
 
 
 def hearth_export(hf: Path, out: Path) -> float:
-    from trainer.export.gguf import gguf_convert, gguf_quantize
+    from trainer.tools.gguf import gguf_convert, gguf_quantize
 
     t = time.perf_counter()
     f16 = gguf_convert(hf, out / "model-f16.gguf", outtype="f16", log=lambda line: None)
@@ -28,7 +28,7 @@ def raw_export(hf: Path, out: Path) -> float:
     """What an engineer types by hand: the converter script, then llama.cpp's quantize function."""
     import llama_cpp
 
-    from trainer.export.converter import SCRIPT, converter_dir
+    from trainer.tools.converter import SCRIPT, converter_dir
 
     tool = converter_dir()
     env = {**os.environ, "PYTHONPATH": str(tool / "gguf-py")}

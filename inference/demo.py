@@ -103,8 +103,8 @@ def live_completion_ask(*, base_url: str, token: str, dataset_path: Path) -> Liv
     """Ask for a held-out line the way an IDE does while the developer types its first word."""
     from openai import DefaultHttpxClient, OpenAI
 
-    from trainer.datasets.builder import dataset_files_read
     from trainer.evaluation.tasks import line_tasks_build
+    from trainer.tools.dataset_files import dataset_files_read
 
     task = line_tasks_build(dataset_files_read(dataset_path, "heldout"), max_tasks=1)[0]
     typed = re.match(r"\s*\S+?(?=\W|$)", task.target) or re.match(r"\s*\S*", task.target)

@@ -26,7 +26,7 @@ from inference.models import (
     ServingPolicy,
 )
 from inference.writer import deferred
-from trainer.datasets.languages import language_normalize
+from trainer.tools.languages import language_normalize
 
 logger = logging.getLogger(__name__)
 

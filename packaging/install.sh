@@ -237,7 +237,7 @@ cp --remove-destination "$BUNDLE/uninstall.sh" "$PREFIX/bin/hearth-uninstall"
 chmod 0755 "$PREFIX/bin/hearth-uninstall"
 
 say "GGUF converter from the bundle"
-"$PREFIX/venv/bin/python" -m trainer.export.converter install --from "$BUNDLE"/converter/llama.cpp-*
+"$PREFIX/venv/bin/python" -m trainer.tools.converter install --from "$BUNDLE"/converter/llama.cpp-*
 
 # The program is not secret (the instance directory is): readable by the services. Only what this
 # installer wrote, never through a symlink (chmod leaves a link alone only inside a recursion).

@@ -169,8 +169,8 @@ def micro_dir(tmp_path_factory) -> Path:
 def micro_base(db, micro_dir):
     """A ready BaseModel row for the micro model, with its GGUF (converted once per session)."""
     from trainer.basemodels.services import _fim_keys_write
-    from trainer.export.gguf import gguf_convert
     from trainer.models import BaseModel
+    from trainer.tools.gguf import gguf_convert
 
     gguf = micro_dir.parent / "model-f16.gguf"
     if not gguf.exists():

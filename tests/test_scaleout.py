@@ -103,13 +103,13 @@ def test_training_jobs_go_to_the_gpu_queue_and_others_to_the_default_one(setting
     previous, Conf.SYNC = Conf.SYNC, False
     try:
         with transaction.atomic():
-            job_enqueue("trainer.training.tasks.training_run_execute", 1, gpu=True)
+            job_enqueue("trainer.tasks.training_run_execute", 1, gpu=True)
             job_enqueue("trainer.datasets.tasks.dataset_build_task", [1])
             job_enqueue("trainer.mirrors.tasks.repository_sync_task", 1)
         assert (gpu.queue_size(), default.queue_size()) == (1, 2)
         settings.HEARTH_GPU_QUEUE = ""  # a single box: one queue for everything
         with transaction.atomic():
-            job_enqueue("trainer.training.tasks.training_run_execute", 2, gpu=True)
+            job_enqueue("trainer.tasks.training_run_execute", 2, gpu=True)
         assert (gpu.queue_size(), default.queue_size()) == (1, 3)
     finally:
         Conf.SYNC = previous
@@ -136,7 +136,7 @@ def test_the_database_is_postgresql_and_jobs_travel_through_redis(settings, tmp_
     broker = get_broker()
     assert isinstance(broker, Redis) and broker.ping()
     monkeypatch.setattr(Conf, "SYNC", False)
-    task_id = async_task("trainer.training.tasks.training_watchdog")
+    task_id = async_task("trainer.tasks.stuck_rows_watchdog")
     # The job waits in Redis, not in a database table, until a worker takes it.
     raw = redis.from_url(settings.HEARTH_REDIS_URL)
     assert raw.llen(f"django_q:{settings.Q_CLUSTER['name']}:q") == 1
@@ -147,7 +147,7 @@ def test_the_database_is_postgresql_and_jobs_travel_through_redis(settings, tmp_
         done = _wait(
             lambda: Success.objects.filter(id=task_id).first(), 120, "the worker to run the job", [proc]
         )
-        assert done.result == "requeued []"  # the worker wrote its result into this PostgreSQL database
+        assert done.result == "nothing stuck"  # the worker wrote its result into this PostgreSQL database
         assert raw.llen(f"django_q:{settings.Q_CLUSTER['name']}:q") == 0
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM django_q_ormq")
@@ -167,12 +167,13 @@ def test_a_second_gpu_worker_resumes_the_run_of_a_killed_one(
     from trainer.mirrors.services import repository_register
     from trainer.models import TrainingRun
     from trainer.training.config import LoraSettings
-    from trainer.training.services import training_run_start, training_watchdog
+    from trainer.training.services import training_run_start
+    from trainer.watchdog import stuck_rows_watchdog
 
     dataset = dataset_build(repositories=[repository_register(source=str(code_repo))])
     settings.HEARTH_GPU_QUEUE = "gpu"
-    settings.HEARTH_TRAINING_STALE_S = 3
-    common = {"HEARTH_GPU_QUEUE": "gpu", "HEARTH_TRAINING_HEARTBEAT_S": "0.5", "HEARTH_TRAINING_STALE_S": "3"}
+    settings.HEARTH_WORK_STUCK_S = 3
+    common = {"HEARTH_GPU_QUEUE": "gpu", "HEARTH_WORK_HEARTBEAT_S": "0.5", "HEARTH_WORK_STUCK_S": "3"}
     workers = Workers(tmp_path)
     try:
         # Two GPU hosts and one CPU host: the same instance storage, each its own local scratch.
@@ -205,7 +206,9 @@ def test_a_second_gpu_worker_resumes_the_run_of_a_killed_one(
         os.killpg(workers.procs[first].pid, signal.SIGKILL)  # the whole machine's worth of processes
         workers.procs[first].wait(timeout=10)
         survivors = [p for n, p in workers.procs.items() if n != first]
-        assert _wait(training_watchdog, 30, "the watchdog to notice the dead worker", survivors) == [run.pk]
+        assert _wait(stuck_rows_watchdog, 30, "the watchdog to notice the dead worker", survivors) == [
+            f"training run {run.pk} (requeued)"
+        ]
 
         def finished():
             run.refresh_from_db()

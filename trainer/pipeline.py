@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 
@@ -18,6 +18,10 @@ from appliance.jobs import job_enqueue
 from trainer.datasets.builder import DatasetOptions
 from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion, Repository, TrainingRun
 from trainer.training.config import LoraSettings
+
+if TYPE_CHECKING:
+    from appliance.stages import Stage
+    from trainer.evaluation.services import PromotionDecision
 
 logger = logging.getLogger(__name__)
 
@@ -41,62 +45,67 @@ def after_training(run: TrainingRun) -> None:
 
 
 def model_version_build(version: ModelVersion) -> ModelVersion:
-    """Export the run's adapter to GGUF, evaluate it against the base/served model, gate it. The
-    version's heartbeat stays fresh meanwhile, so the stuck-row watchdog can tell a dead worker."""
-    from appliance.status import heartbeat_keep
-
-    with heartbeat_keep(version):
-        return _model_version_build(version)
-
-
-def _model_version_build(version: ModelVersion) -> ModelVersion:
-    from django.conf import settings
-
+    """Export the run's adapter to GGUF, evaluate it against the base/served model, gate it: one
+    stage on the version's row (the evaluation is a stage of its own on its report's row)."""
     from appliance.notifications import notify
-    from trainer.evaluation.services import evaluation_run, promotion_decide
-    from trainer.export.services import export_cleanup, model_version_export
-    from trainer.versions import model_version_promote, served_version
+    from appliance.stages import stage_run
 
-    log = version.log_line
     try:
-        model_version_export(version=version, log=log)
-        report = evaluation_run(dataset=version.run.dataset, version=version, log=log)
-        _serving_mode_choose(version, report)
-        served = served_version()
-        decision = promotion_decide(
-            report.scores,
-            margin=settings.HEARTH_PROMOTION_MARGIN,
-            alpha=settings.HEARTH_PROMOTION_ALPHA,
-            served_arm=("served+context" if served.serves_context else "served") if served else None,
-        )
-        version.served_arm = decision.arm
-        version.gate_passed = decision.promote
-        version.save(update_fields=["served_arm", "gate_passed"])
-        if decision.arm.endswith("+context"):
-            log(f"repository context scored better for this version: it serves as {decision.arm}")
-        promote, reason = decision.promote, decision.reason
-        report.decision = reason
-        report.save(update_fields=["decision"])
-        log(reason)
-        with transaction.atomic():  # readers see "building", then the decision: never a passing "candidate"
-            version.transition(ModelVersion.Status.CANDIDATE)
-            if promote:
-                model_version_promote(version=version)
-        export_cleanup(version)
-        notify(
-            title=f"Model version {version.pk} {'promoted' if promote else 'kept as a candidate'}",
-            body=reason,
-            level="success" if promote else "info",
-        )
+        stage_run(version, _version_export_and_gate, stage="export", finish=_version_decide)
     except HearthError as exc:
-        log(f"failed: {exc}")
-        version.transition(ModelVersion.Status.FAILED, reason=str(exc))
         notify(title=f"Model version {version.pk} failed", body=str(exc), level="error")
-    except Exception as exc:  # a bug must still leave the row failed with a reason, not "building"
-        log("unexpected error:\n" + traceback.format_exc())
-        version.transition(ModelVersion.Status.FAILED, reason=f"Unexpected error: {exc}")
+    except Exception as exc:
+        notify(title=f"Model version {version.pk} failed", body=f"Unexpected error: {exc}", level="error")
         raise
     return version
+
+
+def _version_export_and_gate(stage: Stage) -> PromotionDecision:
+    from django.conf import settings
+
+    from trainer.evaluation.services import evaluation_run, promotion_decide
+    from trainer.export.services import model_version_export
+    from trainer.versions import served_version
+
+    version: ModelVersion = stage.row
+    model_version_export(version=version, log=stage.log)
+    report = evaluation_run(dataset=version.run.dataset, version=version, log=stage.log)
+    _serving_mode_choose(version, report)
+    served = served_version()
+    decision = promotion_decide(
+        report.scores,
+        margin=settings.HEARTH_PROMOTION_MARGIN,
+        alpha=settings.HEARTH_PROMOTION_ALPHA,
+        served_arm=("served+context" if served.serves_context else "served") if served else None,
+    )
+    version.served_arm = decision.arm
+    version.gate_passed = decision.promote
+    version.save(update_fields=["served_arm", "gate_passed"])
+    if decision.arm.endswith("+context"):
+        stage.log(f"repository context scored better for this version: it serves as {decision.arm}")
+    report.decision = decision.reason
+    report.save(update_fields=["decision"])
+    stage.log(decision.reason)
+    return decision
+
+
+def _version_decide(stage: Stage, decision: PromotionDecision) -> None:
+    """Readers see "building", then the decision: never a passing "candidate" in between."""
+    from appliance.notifications import notify
+    from trainer.export.services import export_cleanup
+    from trainer.versions import model_version_promote
+
+    version: ModelVersion = stage.row
+    with transaction.atomic():
+        version.transition(ModelVersion.Status.CANDIDATE)
+        if decision.promote:
+            model_version_promote(version=version)
+    export_cleanup(version)
+    notify(
+        title=f"Model version {version.pk} {'promoted' if decision.promote else 'kept as a candidate'}",
+        body=decision.reason,
+        level="success" if decision.promote else "info",
+    )
 
 
 def retrain_if_changed() -> str:
@@ -249,8 +258,9 @@ def dataset_preview(
     from the speed of the last finished run of `base`."""
     import tempfile
 
-    from trainer.datasets.builder import DatasetRejected, dataset_build_files, dataset_files_read
+    from trainer.datasets.builder import DatasetRejected, dataset_build_files
     from trainer.datasets.services import dataset_options_effective, repository_sources
+    from trainer.tools.dataset_files import dataset_files_read
     from trainer.training.plan import after_training_s, training_tokens
 
     not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
@@ -357,6 +367,7 @@ def training_start(
 def custom_model_prepare(run: TrainingRun) -> str:
     """The job behind *Start training*: build the run's pending dataset, then queue its fine-tune. A
     dataset the builder refuses fails the run with the same reason; a run cancelled meanwhile stays so."""
+    from appliance.stages import stage_refuse
     from trainer.datasets.services import dataset_execute
 
     dataset = run.dataset
@@ -366,8 +377,7 @@ def custom_model_prepare(run: TrainingRun) -> str:
         except HearthError as exc:
             run.refresh_from_db()
             if run.status == TrainingRun.Status.QUEUED:
-                run.log_line(f"failed: dataset {dataset.pk}: {exc}")
-                run.transition(TrainingRun.Status.FAILED, reason=f"Dataset {dataset.pk} failed: {exc}")
+                stage_refuse(run, f"Dataset {dataset.pk} failed: {exc}")
                 after_training(run)
             return f"dataset {dataset.pk} failed"
     dataset.refresh_from_db()
@@ -376,11 +386,11 @@ def custom_model_prepare(run: TrainingRun) -> str:
         return f"run {run.pk} is {run.status}"
     if dataset.status != Dataset.Status.READY:
         reason = f"Dataset {dataset.pk} is {dataset.status}, not ready."
-        run.transition(TrainingRun.Status.FAILED, reason=reason)
+        stage_refuse(run, reason)
         after_training(run)
         return reason
     run.log_line(f"dataset {dataset.pk} ready; fine-tune queued")
-    job_enqueue("trainer.training.tasks.training_run_execute", run.pk, gpu=True)
+    job_enqueue("trainer.tasks.training_run_execute", run.pk, gpu=True)
     return f"run {run.pk} queued for training"
 
 

@@ -2,10 +2,10 @@
 
 A repository left `syncing` would be skipped by the scheduled sync forever, a version left
 `building` never rebuilt, a dataset or an evaluation left `building` / `running` never finished.
-`stuck_rows_watchdog` (a django-q2 schedule, every few minutes) fails each one whose heartbeat is
+`stuck_rows_watchdog` (a django-q2 schedule, every minute) fails each one whose heartbeat is
 older than HEARTH_WORK_STUCK_S, with the reason in its log and a notification; `row_retry` queues
-the work again. Training runs have their own watchdog, which resumes them from a checkpoint
-(`trainer.training.services.training_watchdog`).
+the work again. A training run is the exception: it goes back to the queue and resumes from its
+last checkpoint in the next worker, until HEARTH_TRAINING_MAX_ATTEMPTS attempts have died.
 """
 
 from __future__ import annotations
@@ -16,10 +16,18 @@ from django.db import transaction
 from appliance.errors import PipelineError
 from appliance.jobs import job_enqueue
 from appliance.notifications import notify
+from appliance.stages import stage_refuse
 from appliance.status import WorkedRow, stuck_rows_release
-from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion, Repository
+from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion, Repository, TrainingRun
 
-WATCHED: tuple[type[WorkedRow], ...] = (Repository, Dataset, ModelVersion, EvaluationReport, BaseModel)
+WATCHED: tuple[type[WorkedRow], ...] = (
+    Repository,
+    Dataset,
+    TrainingRun,
+    ModelVersion,
+    EvaluationReport,
+    BaseModel,
+)
 
 
 def row_label(row: WorkedRow) -> str:
@@ -33,6 +41,9 @@ def stuck_rows_watchdog() -> list[str]:
     for model in WATCHED:
         for row in stuck_rows_release(model, stuck_s=settings.HEARTH_WORK_STUCK_S):
             label = row_label(row)
+            if isinstance(row, TrainingRun):
+                released.append(_run_requeue(row))
+                continue
             notify(
                 title=f"{label[0].upper()}{label[1:]} was stuck and is now failed",
                 body=row.status_reason,
@@ -44,15 +55,33 @@ def stuck_rows_watchdog() -> list[str]:
     return released
 
 
+def _run_requeue(run: TrainingRun) -> str:
+    """A run whose worker died: queue it again to resume from its checkpoint, or fail it for good
+    after HEARTH_TRAINING_MAX_ATTEMPTS attempts (a run that kills its worker every time)."""
+    from trainer.pipeline import after_training
+
+    attempts = settings.HEARTH_TRAINING_MAX_ATTEMPTS
+    if run.attempts >= attempts:
+        reason = (
+            f"The training worker died {run.attempts} times ({run.status_reason}); giving up. "
+            "Check the machine's memory and the worker log."
+        )
+        stage_refuse(run, reason)
+        after_training(run)
+        return f"training run {run.pk} (failed after {run.attempts} attempts)"
+    with transaction.atomic():
+        run.log_line("watchdog: requeued to resume from the last checkpoint")
+        job_enqueue("trainer.tasks.training_run_execute", run.pk, gpu=True)
+    return f"training run {run.pk} (requeued)"
+
+
 def _waiting_runs_fail(dataset: Dataset) -> None:
     """Runs queued behind a dataset whose build died cannot start: fail them with the reason."""
     from trainer.models import TrainingRun
     from trainer.pipeline import after_training
 
     for run in TrainingRun.objects.filter(dataset=dataset, status=TrainingRun.Status.QUEUED):
-        run.transition(
-            TrainingRun.Status.FAILED, reason=f"Dataset {dataset.pk} failed: {dataset.status_reason}"
-        )
+        stage_refuse(run, f"Dataset {dataset.pk} failed: {dataset.status_reason}")
         after_training(run)
 
 

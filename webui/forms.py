@@ -98,8 +98,8 @@ class TrainingStartForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs):
-        from trainer.datasets.languages import ALL_LANGUAGES
         from trainer.models import BaseModel, Repository
+        from trainer.tools.languages import ALL_LANGUAGES
         from trainer.versions import served_version
 
         super().__init__(*args, **kwargs)

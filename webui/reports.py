@@ -10,8 +10,8 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from trainer.evaluation.report import Scores
 from trainer.evaluation.services import decision_split
+from trainer.tools.scores import Scores
 from webui.charts import bar_chart
 
 MODES = (

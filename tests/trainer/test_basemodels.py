@@ -141,8 +141,8 @@ def test_no_code_from_a_model_folder_ever_runs(micro_dir, tmp_path, kind):
     from django.core.management import CommandError, call_command
 
     from appliance.errors import ExportError
-    from trainer.export.gguf import gguf_convert, gguf_convert_adapter
     from trainer.models import BaseModel
+    from trainer.tools.gguf import gguf_convert, gguf_convert_adapter
 
     folder, marker = _hostile(micro_dir, tmp_path / "hostile", kind)
     with pytest.raises(CommandError) as imported:
@@ -280,7 +280,7 @@ def _audit(*flags: str) -> dict:
     threads, so a parse beside another thread's traceback formatting can fail spuriously."""
     import sys
 
-    from trainer.export.converter import converter_dir
+    from trainer.tools.converter import converter_dir
 
     out = subprocess.run(
         [sys.executable, "-m", "trainer.basemodels.converter_audit", "--json", *flags, str(converter_dir())],
@@ -293,7 +293,7 @@ def _audit(*flags: str) -> dict:
 
 def test_allowlist_matches_the_pinned_converter():
     """SAFE_ARCHITECTURES is data; this re-derives it from the installed converter's sources."""
-    from trainer.basemodels.architectures import SAFE_ARCHITECTURES
+    from trainer.tools.architectures import SAFE_ARCHITECTURES
 
     found = _audit("--gated")
     reaching = {arch: path for arch, path in found.items() if path}

@@ -123,8 +123,8 @@ def test_gguf_tokenizes_and_computes_like_transformers(micro, tokenizer, tmp_pat
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainer.export.converter import converter_dir
-    from trainer.export.gguf import gguf_convert
+    from trainer.tools.converter import converter_dir
+    from trainer.tools.gguf import gguf_convert
 
     try:
         converter_dir()

@@ -93,9 +93,10 @@ def test_search_ranks_by_shared_identifiers_and_excludes_the_current_file(tmp_pa
 @pytest.mark.django_db
 def test_dataset_stage_builds_the_index_from_training_rows_only(tmp_path):
     from trainer.context.services import context_index_open
-    from trainer.datasets.builder import DatasetOptions, dataset_files_read
+    from trainer.datasets.builder import DatasetOptions
     from trainer.datasets.services import dataset_build
     from trainer.mirrors.services import repository_register
+    from trainer.tools.dataset_files import dataset_files_read
 
     files: dict[str, str | bytes] = stdlib_files(CODE_FILES)
     files["src/conf.py"] = 'DB_PASSWORD = "Winter2024!x99"\ndef conf_load():\n    return DB_PASSWORD\n'
@@ -166,8 +167,8 @@ def test_training_samples_carry_context_as_the_prompt_builder_writes_it(micro_ba
     from appliance.llm.fim import fim_format_get
     from appliance.llm.prompt import Completer
     from appliance.llm.runtime import llama_open
+    from trainer.tools.tokenizers import tokenizer_load
     from trainer.training.loop import file_sep_token
-    from trainer.training.modeling import tokenizer_load
     from trainer.training.samples import Piece, context_pieces
 
     fmt = fim_format_get(micro_base.fim_format)
@@ -194,9 +195,9 @@ def test_training_samples_carry_context_as_the_prompt_builder_writes_it(micro_ba
 
 def test_a_share_of_training_samples_carry_other_files_never_their_own(micro_dir, tmp_path):
     from appliance.llm.fim import fim_format_get
+    from trainer.tools.tokenizers import tokenizer_load
     from trainer.training.config import LoraSettings
     from trainer.training.loop import sequences_prepare, training_index_build
-    from trainer.training.modeling import tokenizer_load
 
     files = [{"repo": "r", "language": "python", **f} for f in _stdlib_rows(12)]
     tokenizer = tokenizer_load(str(micro_dir))

@@ -38,10 +38,11 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(
     from trainer.mirrors.services import repository_register
     from trainer.models import ModelVersion, TrainingRun
     from trainer.training.config import LoraSettings
-    from trainer.training.services import training_run_start, training_watchdog
+    from trainer.training.services import training_run_start
+    from trainer.watchdog import stuck_rows_watchdog
 
     dataset = dataset_build(repositories=[repository_register(source=str(code_repo))])
-    env = child_env(settings, HEARTH_TRAINING_HEARTBEAT_S="0.5", HEARTH_TRAINING_STALE_S="3")
+    env = child_env(settings, HEARTH_WORK_HEARTBEAT_S="0.5", HEARTH_WORK_STUCK_S="3")
     log = (tmp_path / "qcluster.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
@@ -52,7 +53,7 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(
         start_new_session=True,
     )
     monkeypatch.setattr(Conf, "SYNC", False)
-    settings.HEARTH_TRAINING_STALE_S = 3
+    settings.HEARTH_WORK_STUCK_S = 3
     try:
         # About 8 s of training on two cores: room for the kill to land mid-run (150 steps took under 3 s).
         lora = LoraSettings(
@@ -76,9 +77,11 @@ def test_sigkill_mid_run_resumes_and_finishes_exactly_once(
         os.kill(pid, signal.SIGKILL)
 
         def requeued():
-            return training_watchdog()  # what the scheduled watchdog runs every minute
+            return stuck_rows_watchdog()  # what the scheduled watchdog runs every minute
 
-        assert _wait(requeued, 30, "the watchdog to notice the dead worker", proc) == [run.pk]
+        assert _wait(requeued, 30, "the watchdog to notice the dead worker", proc) == [
+            f"training run {run.pk} (requeued)"
+        ]
 
         def finished():
             run.refresh_from_db()

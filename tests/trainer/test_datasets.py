@@ -111,7 +111,7 @@ def test_exact_and_near_duplicates_dropped_and_reported(tmp_path):
 
 @pytest.mark.django_db
 def test_kept_near_duplicates_stay_on_one_side_of_the_split(tmp_path):
-    from trainer.datasets.builder import dataset_files_read
+    from trainer.tools.dataset_files import dataset_files_read
 
     files: dict[str, str | bytes] = stdlib_files(CODE_FILES)
     for name in ("textwrap", "shlex", "glob"):

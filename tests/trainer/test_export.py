@@ -18,7 +18,7 @@ FIM_ROLES = ("prefix", "suffix", "middle", "pad", "file_sep", "eot")
 
 @pytest.fixture(scope="module")
 def converter():
-    from trainer.export.converter import converter_dir
+    from trainer.tools.converter import converter_dir
 
     try:
         return converter_dir()
@@ -38,7 +38,7 @@ def micro(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def f16(converter, micro, tmp_path_factory) -> Path:
-    from trainer.export.gguf import gguf_convert
+    from trainer.tools.gguf import gguf_convert
 
     lines: list[str] = []
     out = gguf_convert(micro[0], tmp_path_factory.mktemp("gguf") / "model-f16.gguf", log=lines.append)
@@ -55,7 +55,7 @@ def test_convert_quantize_verify(f16, micro, tmp_path):
     import gguf
 
     from appliance.paths import sha256_file
-    from trainer.export.gguf import gguf_quantize, gguf_verify
+    from trainer.tools.gguf import gguf_quantize, gguf_verify
 
     assert gguf.GGUFReader(f16).get_field("general.file_type").contents() == 1  # MOSTLY_F16
     for kind, ftype in (("q8_0", 7), ("q4_k_m", 15)):
@@ -75,7 +75,7 @@ def test_fim_tokens_written_and_inherited(f16, micro, tmp_path):
     import gguf
     import llama_cpp
 
-    from trainer.export.gguf import gguf_quantize, gguf_set_fim_tokens
+    from trainer.tools.gguf import gguf_quantize, gguf_set_fim_tokens
 
     path = shutil.copy(f16, tmp_path / "model-f16.gguf")
     ids = _fim_ids(micro[1])
@@ -111,7 +111,7 @@ def test_fim_tokens_written_and_inherited(f16, micro, tmp_path):
 def test_truncated_weights_fail_in_words(micro, tmp_path):
     import shutil
 
-    from trainer.export.gguf import gguf_convert
+    from trainer.tools.gguf import gguf_convert
 
     bad = shutil.copytree(micro[0], tmp_path / "hf")
     weights = bad / "model.safetensors"
@@ -126,7 +126,7 @@ def test_converter_failure_carries_its_reason(converter, micro, tmp_path):
 
     from safetensors.torch import load_file, save_file
 
-    from trainer.export.gguf import gguf_convert
+    from trainer.tools.gguf import gguf_convert
 
     bad = shutil.copytree(micro[0], tmp_path / "hf")
     tensors = load_file(bad / "model.safetensors")
@@ -141,7 +141,7 @@ def test_converter_failure_carries_its_reason(converter, micro, tmp_path):
 def test_unknown_architecture_is_refused_before_the_converter_runs(converter, micro, tmp_path):
     import shutil
 
-    from trainer.export.gguf import gguf_convert
+    from trainer.tools.gguf import gguf_convert
 
     bad = shutil.copytree(micro[0], tmp_path / "hf")
     config = json.loads((bad / "config.json").read_text())
@@ -153,7 +153,7 @@ def test_unknown_architecture_is_refused_before_the_converter_runs(converter, mi
 
 
 def test_broken_gguf_fails_in_words(tmp_path):
-    from trainer.export.gguf import gguf_quantize, gguf_verify
+    from trainer.tools.gguf import gguf_quantize, gguf_verify
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + bytes(range(256)) * 4)
@@ -184,7 +184,7 @@ def _fake_sdist(path: Path, version: str) -> Path:
 
 
 def test_converter_install_from_sdist(tmp_path):
-    from trainer.export.converter import converter_dir, converter_install, llama_cpp_version
+    from trainer.tools.converter import converter_dir, converter_install, llama_cpp_version
 
     version = llama_cpp_version()
     sdist = _fake_sdist(tmp_path / f"llama_cpp_python-{version}.tar.gz", version)
@@ -198,5 +198,5 @@ def test_converter_install_from_sdist(tmp_path):
     assert meta["version"] == version and len(meta["script_sha256"]) == 64
     converter_install(dest=tmp_path / "conv", sdist=sdist, log=lines.append)
     assert "already installed" in lines[-1]
-    with pytest.raises(ExportError, match="python -m trainer.export.converter install"):
+    with pytest.raises(ExportError, match="python -m trainer.tools.converter install"):
         converter_dir(tmp_path / "elsewhere")

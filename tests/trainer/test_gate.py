@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trainer.evaluation.metrics import mcnemar_exact_p, paired_difference_ci, wilson_interval
-from trainer.evaluation.report import Scores
 from trainer.evaluation.services import decision_split, promotion_decide
+from trainer.tools.scores import Scores
 
 
 def _metrics(**hits: list[int]) -> dict:

@@ -276,10 +276,11 @@ def hostile_repo(tmp_path):
 
 @pytest.mark.django_db
 def test_hostile_repository_every_case_skipped_with_its_reason(hostile_repo):
-    from trainer.datasets.builder import DatasetOptions, dataset_files_read
+    from trainer.datasets.builder import DatasetOptions
     from trainer.datasets.services import dataset_build
     from trainer.mirrors.services import repository_register, repository_sync
     from trainer.models.datasets import DatasetFile
+    from trainer.tools.dataset_files import dataset_files_read
 
     repo, marker, outside = hostile_repo
     row = repository_register(source=str(repo))

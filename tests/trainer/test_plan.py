@@ -29,10 +29,10 @@ def test_a_non_number_is_named_not_compared():
 
 @pytest.mark.django_db
 def test_preview_counts_the_tokens_and_steps_the_run_trains(code_repo, micro_base, tmp_path):
-    from trainer.datasets.builder import dataset_files_read
     from trainer.datasets.services import dataset_build
     from trainer.mirrors.services import repository_register
     from trainer.pipeline import dataset_preview
+    from trainer.tools.dataset_files import dataset_files_read
     from trainer.training.loop import train
     from trainer.training.modeling import method_choose
 

@@ -42,7 +42,8 @@ gguf = Path(sys.argv[1])
 gguf.write_bytes(b"GGUF" + bytes(60))
 
 from trainer.evaluation import harness
-from trainer.export import agreement, gguf as export_gguf
+from trainer.export import agreement
+from trainer.tools import gguf as export_gguf
 from inference.engine.batched import BatchedModel
 from appliance.cpusets import usable_cpu_count
 

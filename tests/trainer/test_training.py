@@ -114,8 +114,9 @@ def test_base_without_fim_tokens_gets_them_added(micro_dir, tmp_path):
     import json
     import shutil
 
+    from trainer.tools.tokenizers import tokenizer_load
     from trainer.training.loop import train
-    from trainer.training.modeling import adapter_merge, method_choose, tokenizer_load
+    from trainer.training.modeling import adapter_merge, method_choose
 
     plain = tmp_path / "plain"
     shutil.copytree(micro_dir, plain)

@@ -130,23 +130,15 @@ def test_dataset_exclusion_defaults_to_the_setting_and_the_page_overrides_it(
 def test_response_filter_switched_off_lets_an_email_through(admin_client, client, monkeypatch, settings):
     from inference.api import serving
     from inference.auth import token_create
+    from inference.engine.result import EngineChoice, EngineResult
 
     settings.HEARTH_DEFERRED_WRITES = False
     raw = token_create(username="dev")[1]
     suggestion = "    notify('ops@example.com')\n"
 
     def fake_complete(params, timeout=120.0):
-        choice = {
-            "index": 0,
-            "text": suggestion,
-            "finish_reason": "stop",
-            "prompt_tokens": 1,
-            "completion_tokens": 5,
-            "cached_tokens": 0,
-            "stop_word": "",
-            "timings": {},
-        }
-        return {"model": "m", "version": None, "superseded": False, "choices": [choice]}
+        choice = EngineChoice(0, suggestion, "stop", prompt_tokens=1, completion_tokens=5)
+        return EngineResult(choices=(choice,), model="m")
 
     monkeypatch.setattr(serving, "engine_complete", fake_complete)
 

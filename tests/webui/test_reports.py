@@ -118,7 +118,7 @@ def test_empty_report_says_so():
 
 
 def test_charts_name_the_arms_as_the_table_does(report):
-    from trainer.evaluation.report import Scores
+    from trainer.tools.scores import Scores
     from webui.reports import report_charts
 
     charts = str(report_charts(Scores.from_metrics(report.metrics)))

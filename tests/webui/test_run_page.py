@@ -64,7 +64,7 @@ def test_everything_about_the_run_is_in_the_live_panel(admin_client, rows):
 
     run = rows
     TrainingRun.objects.filter(pk=run.pk).update(
-        status="succeeded", step=86, total_steps=86, worker_pid=4321, attempts=1, method="lora-fp32"
+        status="succeeded", step=86, total_steps=86, worker="worker-host pid 4321", attempts=1, method="lora-fp32"
     )
     page, _ = _pages(admin_client, run)
     assert "All fields" not in page
@@ -84,7 +84,7 @@ def test_the_header_and_the_bar_never_disagree_while_it_starts(admin_client, row
 
     run = rows
     Dataset.objects.filter(pk=run.dataset_id).update(status="ready", train_files=40, heldout_files=6)
-    TrainingRun.objects.filter(pk=run.pk).update(status="running", worker_pid=4321)
+    TrainingRun.objects.filter(pk=run.pk).update(status="running", worker="worker-host pid 4321")
     said = _agree(admin_client, run)  # claimed by a worker, the model still loading: no step count yet
     assert said["active"] and "waiting for a worker" not in said["bar"]
     assert said["bar"] == "running: loading the base model and building the samples"

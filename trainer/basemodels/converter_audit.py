@@ -7,7 +7,7 @@ it registers, the audit follows what the conversion can reach from `__init__`, `
 `Klass(...)` and module functions. A "sink" is any call with a `trust_remote_code=` argument that
 is not the constant False. The answer is an over-approximation (every branch counts as taken), so
 an architecture it calls clean never trusts remote code; one it flags may only do so behind a
-condition on the folder's files (see `trainer.basemodels.architectures` for the two such
+condition on the folder's files (see `trainer.tools.architectures` for the two such
 conditions Hearth enforces itself).
 
     python -m trainer.basemodels.converter_audit [--json] [--gated] [CONVERTER_DIR]
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in args
     gated: frozenset[tuple[str, str]] = frozenset()
     if "--gated" in args:
-        from trainer.basemodels.architectures import GATED_CALLS
+        from trainer.tools.architectures import GATED_CALLS
 
         gated = frozenset(GATED_CALLS)
     args = [a for a in args if a not in ("--json", "--gated")]
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
         django.setup()
-        from trainer.export.converter import converter_dir
+        from trainer.tools.converter import converter_dir
 
         root = converter_dir()
     result = audit(root, gated)

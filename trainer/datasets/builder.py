@@ -1,5 +1,5 @@
 """Build a dataset folder from mirrors at recorded SHAs: filter, scrub, dedup, split, write JSONL,
-a manifest and a report.
+and a report (the stage runner writes the manifest).
 
 Pure stage code: takes paths and options, returns a summary; Django rows are handled by services.
 Order of work, cheapest first: tree-entry filters (no bytes read), content filters, exact dedup,
@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 from appliance.errors import DatasetError, MirrorError
 from appliance.paths import sha256_file
 from trainer.datasets import dedup, filters
-from trainer.datasets.languages import ALL_LANGUAGES
 from trainer.mirrors.git import TreeEntry, blobs_read, tree_list
+from trainer.tools.languages import ALL_LANGUAGES
 
 logger = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ def dataset_build_files(
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildResult:
     """Read every source at its SHA, keep clean source files, write train/heldout JSONL, the full
-    report and a manifest. Raises DatasetError with the numbers when the result is unusable."""
+    report (the stage runner writes the manifest). Raises DatasetError with the numbers when the result is unusable."""
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         result = _Builder(options, out_dir, progress).run(sources)
@@ -497,8 +497,13 @@ def dataset_build_files(
         raise
     report = result.report(full=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    manifest = {
-        "stage": "dataset",
+    return result
+
+
+def dataset_manifest_fields(result: BuildResult, options: DatasetOptions, out_dir: Path) -> dict:
+    """What the dataset's manifest records (the stage runner writes it, with the libraries and the
+    timings): the commits read, the options, the counts and the files written, by sha256."""
+    return {
         "commits": result.commits,
         "options": asdict(options),
         "counts": {
@@ -506,27 +511,7 @@ def dataset_build_files(
             for k, v in result.report().items()
             if k not in {"dropped", "commits", "heldout", "secrets", "by_repo", "by_language"}
         },
-        "libraries": _library_versions(),
         "files": {
             name: sha256_file(out_dir / name) for name in ("train.jsonl", "heldout.jsonl", "report.json")
         },
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return result
-
-
-def _library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for name in ("detect-secrets", "datasketch", "pathspec"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "missing"
-    return versions
-
-
-def dataset_files_read(dataset_dir: Path, split: str) -> list[dict]:
-    with (dataset_dir / f"{split}.jsonl").open() as f:
-        return [json.loads(line) for line in f]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from appliance.secret_rules import rule_set
-from trainer.datasets.languages import language_from_shebang, language_of, needs_shebang
 from trainer.mirrors.git import TreeEntry
+from trainer.tools.languages import language_from_shebang, language_of, needs_shebang
 
 # Reasons, in the order they are tried: the first that applies is recorded.
 REASONS = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -13,8 +12,8 @@ from django.conf import settings
 from django.db import transaction
 
 from appliance import paths
-from appliance.errors import DatasetError, HearthError
-from appliance.status import heartbeat_keep
+from appliance.errors import DatasetError
+from appliance.stages import Stage, stage_refuse, stage_run
 from trainer.context.services import context_index_build
 from trainer.datasets.builder import (
     BuildResult,
@@ -22,6 +21,7 @@ from trainer.datasets.builder import (
     DatasetRejected,
     SourceRepo,
     dataset_build_files,
+    dataset_manifest_fields,
 )
 from trainer.models import Dataset, Repository
 from trainer.models.datasets import DatasetFile, DatasetPolicy
@@ -54,7 +54,8 @@ def dataset_create(*, repositories: list[Repository], options: DatasetOptions | 
 
 
 def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | None = None) -> Dataset:
-    """Build the files of a pending dataset; store the report and the per-file list with it."""
+    """Build the files of a pending dataset and its code index through the stage runner; store the
+    report and the per-file list with it."""
     options = DatasetOptions(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in dataset.options.items()}
     )
@@ -62,53 +63,51 @@ def dataset_execute(*, dataset: Dataset, progress: Callable[[int, int], None] | 
     not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
     if not repositories or not_ready:
         reason = f"Repositories not synced yet: {', '.join(not_ready) or 'none given'}."
-        dataset.log_line(f"failed: {reason}")
-        dataset.transition(Dataset.Status.FAILED, reason=reason)
+        stage_refuse(dataset, reason)
         raise DatasetError(reason)
-    dataset.transition(Dataset.Status.BUILDING)
-    with heartbeat_keep(dataset):
-        return _dataset_fill(dataset, repositories, options, progress)
+
+    def keep_refusal(exc: BaseException) -> None:  # what the builder refused, kept on the row
+        if isinstance(exc, DatasetRejected):
+            _result_store(dataset, exc.result)
+
+    stage_run(
+        dataset,
+        lambda stage: _dataset_fill(stage, repositories, options, progress),
+        stage="dataset",
+        claim_to=Dataset.Status.BUILDING,
+        done_to=Dataset.Status.READY,
+        on_error=keep_refusal,
+    )
+    return dataset
 
 
 def _dataset_fill(
-    dataset: Dataset,
+    stage: Stage,
     repositories: list[Repository],
     options: DatasetOptions,
     progress: Callable[[int, int], None] | None,
-) -> Dataset:
+) -> None:
+    dataset: Dataset = stage.row
     out = paths.dataset_dir(dataset.pk)
-    sources = repository_sources(repositories=repositories)
-    try:
-        result = dataset_build_files(sources, out, options, progress)
-    except DatasetRejected as exc:
-        _result_store(dataset, exc.result)
-        dataset.log_line(f"failed: {exc}")
-        dataset.transition(Dataset.Status.FAILED, reason=str(exc))
-        raise
-    except HearthError as exc:
-        dataset.log_line(f"failed: {exc}")
-        dataset.transition(Dataset.Status.FAILED, reason=str(exc))
-        raise
+    result = dataset_build_files(repository_sources(repositories=repositories), out, options, progress)
+    stage.timed("files_s", result.seconds)
     try:
         index = context_index_build(dataset_dir=out, dataset_pk=dataset.pk)
     except (OSError, sqlite3.Error) as exc:
-        reason = f"The code index of the dataset could not be written: {exc}"
-        dataset.log_line(f"failed: {reason}")
-        dataset.transition(Dataset.Status.FAILED, reason=reason)
-        raise DatasetError(reason) from exc
-    dataset.path = str(out)
-    dataset.manifest = json.loads((out / "manifest.json").read_text())
+        raise DatasetError(f"The code index of the dataset could not be written: {exc}") from exc
+    stage.timed("index_s", index["seconds"])
+    stage.manifest(out, **dataset_manifest_fields(result, options, out), context_index=index)
+    manifest = stage.manifest_flush()  # now: the row keeps what the file says
+    dataset.path, dataset.manifest = str(out), manifest
     _result_store(dataset, result)
-    dataset.transition(Dataset.Status.READY)
     secrets = result.report()["secrets"]
-    dataset.log_line(
+    stage.log(
         f"built: {result.train_files} training files, {result.heldout_files} held-out, "
         f"{sum(result.skipped.values())} skipped, {secrets['total']} secrets scrubbed in {secrets['files']} files, "
         f"about {result.train_tokens + result.heldout_tokens:,} tokens, in {result.seconds:.1f} s; "
         f"code index {index['chunks']} chunks in {index['seconds']:.1f} s"
     )
     logger.info("dataset %s built in %.1f s: %s", dataset.pk, result.seconds, dict(result.phases))
-    return dataset
 
 
 def dataset_exclude_globs() -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,18 +10,18 @@ from pathlib import Path
 from django.conf import settings
 
 from appliance import paths
-from appliance.errors import EvaluationError, HearthError
+from appliance.errors import EvaluationError
 from appliance.llm.fim import fim_format_get
-from appliance.manifests import manifest_sha256, manifest_write
+from appliance.manifests import manifest_sha256
 from appliance.paths import sha256_file
-from appliance.status import heartbeat_keep
+from appliance.stages import Stage, stage_run
 from trainer.context.services import context_index_open
-from trainer.datasets.builder import dataset_files_read
 from trainer.evaluation.harness import Candidate, models_compare
 from trainer.evaluation.metrics import mcnemar_exact_p, paired_difference_ci
-from trainer.evaluation.report import Scores
 from trainer.evaluation.tasks import line_tasks_build, span_tasks_build
 from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion
+from trainer.tools.dataset_files import dataset_files_read
+from trainer.tools.scores import Scores
 from trainer.versions import served_version
 
 logger = logging.getLogger(__name__)
@@ -57,51 +56,56 @@ def evaluation_run(
     if base is None:
         raise EvaluationError("Nothing to evaluate: give a model version or a base model.")
     report = EvaluationReport.objects.create(dataset=dataset, version=version)
+    arguments = {"max_tasks": max_tasks, "max_span_tasks": max_span_tasks, "splits": list(splits)}
+
+    def work(stage: Stage) -> None:
+        _evaluate(stage, base, version, arguments, log)
+
+    stage_run(report, work, stage="evaluation", done_to=EvaluationReport.Status.DONE)
+    return report
+
+
+def _evaluate(stage: Stage, base: BaseModel, version: ModelVersion | None, arguments: dict, log) -> None:
+    """Score every arm on the dataset's held-out lines and record the metrics on the report."""
+    report: EvaluationReport = stage.row
+    dataset = report.dataset
 
     def both(line: str) -> None:
-        report.log_line(line)
+        stage.log(line)
         log(line)
 
-    try:
-        with heartbeat_keep(report):
-            started = time.monotonic()
-            models = _candidates(base, version)
-            heldout = [f for split in splits for f in dataset_files_read(Path(dataset.path), split)]
-            tasks = line_tasks_build(heldout, max_tasks=max_tasks)
-            spans = span_tasks_build(heldout, max_tasks=max_span_tasks) if max_span_tasks else []
-            both(
-                f"{len(tasks)} held-out line tasks and {len(spans)} multi-line spans from {len(heldout)} files"
-            )
-            index = context_index_open(dataset.pk) if settings.HEARTH_CONTEXT_EVAL else None
-            if index is None and settings.HEARTH_CONTEXT_EVAL:
-                both("this dataset has no code index: the arms with repository context are left out")
-            metrics = models_compare(
-                models,
-                tasks,
-                [f["text"] for f in heldout],
-                log=both,
-                span_tasks=spans,
-                index=index,
-                context_format=settings.HEARTH_CONTEXT_FORMAT,
-            )
-    except HearthError as exc:
-        report.transition(EvaluationReport.Status.FAILED, reason=str(exc))
-        raise
+    models = _candidates(base, version)
+    heldout = [f for split in arguments["splits"] for f in dataset_files_read(Path(dataset.path), split)]
+    tasks = line_tasks_build(heldout, max_tasks=arguments["max_tasks"])
+    spans = (
+        span_tasks_build(heldout, max_tasks=arguments["max_span_tasks"])
+        if arguments["max_span_tasks"]
+        else []
+    )
+    both(f"{len(tasks)} held-out line tasks and {len(spans)} multi-line spans from {len(heldout)} files")
+    index = context_index_open(dataset.pk) if settings.HEARTH_CONTEXT_EVAL else None
+    if index is None and settings.HEARTH_CONTEXT_EVAL:
+        both("this dataset has no code index: the arms with repository context are left out")
+    metrics = models_compare(
+        models,
+        tasks,
+        [f["text"] for f in heldout],
+        log=both,
+        span_tasks=spans,
+        index=index,
+        context_format=settings.HEARTH_CONTEXT_FORMAT,
+    )
     report.mode, report.metrics = metrics["mode"], metrics
     report.save(update_fields=["mode", "metrics", "updated_at"])
-    report.transition(EvaluationReport.Status.DONE)
-    manifest_write(
+    stage.manifest(
         paths.evaluation_dir(report.pk),
-        stage="evaluation",
         dataset=dataset.pk,
         inputs={
             "dataset_manifest": manifest_sha256(Path(dataset.path)),
             **{m.label: sha256_file(m.gguf) for m in models},
         },
-        settings={"max_tasks": max_tasks, "max_span_tasks": max_span_tasks, "splits": list(splits)},
-        timings={"total_s": round(time.monotonic() - started, 1)},
+        settings=arguments,
     )
-    return report
 
 
 def _candidates(base: BaseModel, version: ModelVersion | None) -> list[Candidate]:
@@ -161,6 +165,39 @@ def _reference_name(reference: str, served_pk: int | None, version_served: bool)
     return "the base model" if version_served else "the base model (served now)"
 
 
+def _verdict(
+    completed: str,
+    changed: str,
+    *,
+    paired: bool,
+    gain: float,
+    p: float,
+    interval,
+    alpha: float,
+    margin: float,
+) -> str:
+    """The gate's sentence: promoted, or why not (no paired results, no better, too close, too small)."""
+    lo, hi = interval
+    if paired and gain > margin and p < alpha:
+        return (
+            f"Promoted: {completed}; {changed}; gain {_points(gain)} points "
+            f"(95% interval {_points(lo)} to {_points(hi)})."
+        )
+    if not paired:
+        return (
+            f"Not promoted: {completed}, but the evaluation kept no line-by-line results to compare "
+            "them fairly."
+        )
+    if gain <= 0:
+        return f"Not promoted: {completed}; {changed} — no better."
+    if p >= alpha:
+        return f"Not promoted: {completed}; {changed} — too close to call."
+    return (
+        f"Not promoted: {completed}; {changed} — better by {_points(gain).lstrip('+')} points, not by more than "
+        f"the {_points(margin).lstrip('+')} points required."
+    )
+
+
 def promotion_decide(
     scores: Scores,
     *,
@@ -208,25 +245,9 @@ def promotion_decide(
         f"{ref_name} {ref_lines:,}"
     )
     changed = f"{wins:,} lines got better and {losses:,} worse"
-    if promote:
-        summary = (
-            f"Promoted: {completed}; {changed}; gain {_points(gain)} points "
-            f"(95% interval {_points(lo)} to {_points(hi)})."
-        )
-    elif not paired:
-        summary = (
-            f"Not promoted: {completed}, but the evaluation kept no line-by-line results to compare "
-            "them fairly."
-        )
-    elif gain <= 0:
-        summary = f"Not promoted: {completed}; {changed} — no better."
-    elif p >= alpha:
-        summary = f"Not promoted: {completed}; {changed} — too close to call."
-    else:
-        summary = (
-            f"Not promoted: {completed}; {changed} — better by {_points(gain).lstrip('+')} points, not by more than "
-            f"the {_points(margin).lstrip('+')} points required."
-        )
+    summary = _verdict(
+        completed, changed, paired=paired, gain=gain, p=p, interval=(lo, hi), alpha=alpha, margin=margin
+    )
 
     evidence = (
         f"{wins} better, {losses} worse; gain {gain:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}); "

@@ -3,7 +3,6 @@ converter, quantize, write FIM keys, verify each file loads, record sha256s."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -11,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ExportError
-from appliance.paths import atomic_write_text, sha256_file
-from trainer.basemodels.services import fim_token_ids
+from appliance.paths import sha256_file
 from trainer.models import ModelVersion
+from trainer.tools.tokenizers import fim_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +25,20 @@ def model_version_export(
     log: Callable[[str], None] = logger.info,
     quantizations: tuple[str, ...] = QUANTIZATIONS,
 ) -> ModelVersion:
-    from trainer.datasets.builder import dataset_files_read
-    from trainer.export.agreement import gguf_top1_agreement, reference_top1
-    from trainer.export.gguf import (
+    from appliance.manifests import manifest_write
+    from trainer.tools.gguf import (
         gguf_convert,
         gguf_quantize,
         gguf_set_fim_tokens,
         gguf_verify,
     )
-    from trainer.training.modeling import adapter_merge, tokenizer_load
+    from trainer.tools.tokenizers import tokenizer_load
+    from trainer.training.modeling import adapter_merge
 
     run = version.run
     out = Path(version.path)
     timings = {}
+    started = time.monotonic()
     t = time.monotonic()
     merged = out / "merged"
     fmt = adapter_merge(run.base.hf_path, Path(run.adapter_path), merged)
@@ -60,6 +60,40 @@ def model_version_export(
     probe = "def add(a, b):\n    return a + b\n"
     verified = {name: gguf_verify(path, probe_text=probe) for name, path in files.items()}
     log(f"converted and quantized ({', '.join(files)}); all load in llama.cpp")
+    probe_ids, agreement = _agreement(run, merged, files, timings, log)
+    adapter_gguf = _adapter_gguf(run, out, log)
+    timings["seconds"] = round(time.monotonic() - started, 2)
+    manifest = manifest_write(
+        out,
+        stage="export",
+        base={"slug": run.base.slug, "manifest_files": run.base.manifest.get("files", {})},
+        run=run.pk,
+        dataset=run.dataset_id,
+        fim_format=fmt.name,
+        fim_token_ids=fim_ids,
+        adapter={p.name: sha256_file(p) for p in sorted(Path(run.adapter_path).iterdir()) if p.is_file()},
+        merged={p.name: sha256_file(p) for p in sorted(merged.iterdir()) if p.is_file()},
+        gguf={name: sha256_file(path) for name, path in files.items()},
+        verify=verified,
+        top1_agreement={"tokens": len(probe_ids), **agreement},
+        adapter_gguf=adapter_gguf,
+        timings=timings,
+        served_file=served.name,
+    )
+    version.gguf_path = str(served)
+    version.gguf_sha256 = manifest["gguf"][served.name]
+    version.fim_format = fmt.name
+    version.manifest = manifest
+    version.save(update_fields=["gguf_path", "gguf_sha256", "fim_format", "manifest", "updated_at"])
+    if not served.exists():
+        raise ExportError(f"{served} is missing after quantization.")
+    return version
+
+
+def _agreement(run, merged: Path, files: dict[str, Path], timings: dict, log) -> tuple[list[int], dict]:
+    """Top-1 agreement of each GGUF with the merged model on held-out tokens (what quantization cost)."""
+    from trainer.export.agreement import gguf_top1_agreement, reference_top1
+    from trainer.tools.dataset_files import dataset_files_read
 
     t = time.monotonic()
     heldout = [f["text"] for f in dataset_files_read(Path(run.dataset.path), "heldout")]
@@ -72,37 +106,12 @@ def model_version_export(
         "top-1 agreement with the merged model on held-out tokens: "
         + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items())
     )
-    adapter_gguf = _adapter_gguf(run, out, log)
-    manifest = {
-        "stage": "export",
-        "base": {"slug": run.base.slug, "manifest_files": run.base.manifest.get("files", {})},
-        "run": run.pk,
-        "dataset": run.dataset_id,
-        "fim_format": fmt.name,
-        "fim_token_ids": fim_ids,
-        "adapter": {p.name: sha256_file(p) for p in sorted(Path(run.adapter_path).iterdir()) if p.is_file()},
-        "merged": {p.name: sha256_file(p) for p in sorted(merged.iterdir()) if p.is_file()},
-        "gguf": {name: sha256_file(path) for name, path in files.items()},
-        "verify": verified,
-        "top1_agreement": {"tokens": len(probe_ids), **agreement},
-        "adapter_gguf": adapter_gguf,
-        "timings": timings,
-        "served_file": served.name,
-    }
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
-    version.gguf_path = str(served)
-    version.gguf_sha256 = manifest["gguf"][served.name]
-    version.fim_format = fmt.name
-    version.manifest = manifest
-    version.save(update_fields=["gguf_path", "gguf_sha256", "fim_format", "manifest", "updated_at"])
-    if not served.exists():
-        raise ExportError(f"{served} is missing after quantization.")
-    return version
+    return probe_ids, agreement
 
 
 def _adapter_gguf(run, out: Path, log) -> dict:
     """The adapter alone as GGUF (llama.cpp can apply it to the base), or why it could not be written."""
-    from trainer.export.gguf import gguf_convert_adapter
+    from trainer.tools.gguf import gguf_convert_adapter
 
     try:
         path = gguf_convert_adapter(

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from appliance import paths
 from appliance.errors import MirrorError
-from appliance.status import heartbeat_keep
+from appliance.stages import Stage, stage_run
 from trainer.mirrors.credentials import (
     GitAuth,
     credential_decrypt,
@@ -141,44 +141,44 @@ def repository_auth(repo: Repository) -> GitAuth | None:
 
 def repository_sync(*, repo: Repository) -> Repository:
     """Fetch the mirror (cloning it the first time) and record the branch read and its SHA. The
-    default branch is asked of the remote at every sync unless the row overrides it."""
-    repo.transition(Repository.Status.SYNCING)
-    with heartbeat_keep(repo):
-        return _repository_fetch(repo)
+    default branch is asked of the remote at every sync unless the row overrides it. Raises
+    StageTaken (an InvalidTransition) when the repository is already syncing."""
+    stage_run(
+        repo,
+        _repository_fetch,
+        stage="mirror sync",
+        claim_to=Repository.Status.SYNCING,
+        done_to=Repository.Status.READY,
+    )
+    return repo
 
 
-def _repository_fetch(repo: Repository) -> Repository:
+def _repository_fetch(stage: Stage) -> None:
+    repo: Repository = stage.row
     mirror = Path(repo.mirror_path)
+    auth = repository_auth(repo)
+    if not (mirror / "HEAD").exists():
+        tmp = mirror.with_suffix(".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        # --no-local: even a path is fetched through the transport, so fsck checks every object
+        # and a hostile objects/ directory (symlinks, alternates) is never copied as is.
+        git("clone", "--mirror", "--no-local", "--no-hardlinks", "--", repo.source, str(tmp), auth=auth)
+        tmp.rename(mirror)
+    else:
+        git("remote", "set-url", "origin", repo.source, cwd=mirror)
+        git("remote", "update", "--prune", cwd=mirror, auth=auth)
+        detected = remote_head_branch(mirror, auth)
+        if detected:
+            git("symbolic-ref", "HEAD", f"refs/heads/{detected}", cwd=mirror)
+    branch = repo.branch or _default_branch(mirror)
     try:
-        auth = repository_auth(repo)
-        if not (mirror / "HEAD").exists():
-            tmp = mirror.with_suffix(".partial")
-            shutil.rmtree(tmp, ignore_errors=True)
-            # --no-local: even a path is fetched through the transport, so fsck checks every object
-            # and a hostile objects/ directory (symlinks, alternates) is never copied as is.
-            git("clone", "--mirror", "--no-local", "--no-hardlinks", "--", repo.source, str(tmp), auth=auth)
-            tmp.rename(mirror)
-        else:
-            git("remote", "set-url", "origin", repo.source, cwd=mirror)
-            git("remote", "update", "--prune", cwd=mirror, auth=auth)
-            detected = remote_head_branch(mirror, auth)
-            if detected:
-                git("symbolic-ref", "HEAD", f"refs/heads/{detected}", cwd=mirror)
-        branch = repo.branch or _default_branch(mirror)
-        try:
-            sha = git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}", cwd=mirror).decode().strip()
-        except MirrorError as exc:
-            raise MirrorError(f"The repository has no branch {branch!r}.") from exc
+        sha = git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}", cwd=mirror).decode().strip()
     except MirrorError as exc:
-        repo.transition(Repository.Status.FAILED, reason=str(exc))
-        repo.log_line(f"sync failed: {exc}")
-        raise
+        raise MirrorError(f"The repository has no branch {branch!r}.") from exc
     repo.default_branch, repo.head_sha, repo.last_synced_at = branch, sha, timezone.now()
     repo.save(update_fields=["default_branch", "head_sha", "last_synced_at", "updated_at"])
-    repo.transition(Repository.Status.READY)
-    repo.log_line(f"synced {branch} at {sha}")
+    stage.log(f"synced {branch} at {sha}")
     logger.info("mirror %s synced: %s@%s", repo.name, branch, sha[:12])
-    return repo
 
 
 def repositories_sync_all() -> tuple[list[Repository], list[tuple[Repository, str]]]:

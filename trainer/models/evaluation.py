@@ -34,8 +34,8 @@ class EvaluationReport(WorkedRow):
 
     @property
     def scores(self):
-        """The metrics as typed scores (`trainer.evaluation.report.Scores`)."""
-        from trainer.evaluation.report import Scores
+        """The metrics as typed scores (`trainer.tools.scores.Scores`)."""
+        from trainer.tools.scores import Scores
 
         return Scores.from_metrics(self.metrics)
 

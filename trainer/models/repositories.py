@@ -60,7 +60,7 @@ class Repository(WorkedRow):
         return self.name
 
     def clean(self) -> None:
-        from trainer.datasets.languages import ALL_LANGUAGES
+        from trainer.tools.languages import ALL_LANGUAGES
 
         unknown = sorted(set(self.language_choice) - set(ALL_LANGUAGES))
         if unknown:

@@ -1,11 +1,14 @@
 from django.db import models
 
 from appliance.fields import InstancePathField
-from appliance.status import StatusRow
+from appliance.status import WorkedRow
 
 
-class TrainingRun(StatusRow):
-    """One fine-tune of a base model on a dataset; progress is a time series of ProgressPoint."""
+class TrainingRun(WorkedRow):
+    """One fine-tune of a base model on a dataset; progress is a time series of ProgressPoint.
+
+    A run whose worker died goes back to the queue (STUCK_TO) and resumes from its checkpoint, up
+    to HEARTH_TRAINING_MAX_ATTEMPTS attempts (`trainer.watchdog`)."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -18,6 +21,9 @@ class TrainingRun(StatusRow):
         Status.QUEUED: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
         Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.QUEUED},
     }
+    WORKING = frozenset({Status.RUNNING})
+    STUCK_TO = Status.QUEUED
+    STUCK_ADVICE = "It goes back to the queue and resumes from its last checkpoint."
 
     base = models.ForeignKey("trainer.BaseModel", on_delete=models.PROTECT, related_name="runs")
     dataset = models.ForeignKey("trainer.Dataset", on_delete=models.PROTECT, related_name="runs")
@@ -29,10 +35,6 @@ class TrainingRun(StatusRow):
     path = InstancePathField()
     adapter_path = InstancePathField()
     attempts = models.PositiveSmallIntegerField(default=0)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker_pid = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Process training it right now."
-    )
     cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)

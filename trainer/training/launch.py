@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.spec.read_text())
 
     from appliance.errors import HearthError
-    from trainer.datasets.builder import dataset_files_read
+    from trainer.tools.dataset_files import dataset_files_read
     from trainer.training.config import LoraSettings
     from trainer.training.loop import TrainingCancelled, train
     from trainer.training.modeling import method_choose

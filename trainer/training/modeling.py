@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import TrainingError
-from appliance.llm.fim import ADDED_FORMAT, FimFormat, fim_format_detect
+from appliance.llm.fim import FimFormat, fim_format_detect
+from trainer.tools.tokenizers import fim_tokens_ensure, tokenizer_load
 from trainer.training.config import LoraSettings
 
 logger = logging.getLogger(__name__)
@@ -52,26 +53,6 @@ def method_choose(quantization: str) -> TrainingMethod:
         + (" under bf16 autocast, faster than NF4 on this CPU" if bf16 else "")
         + " (quantization=nf4 forces QLoRA)",
     )
-
-
-def tokenizer_load(path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError, TypeError) as exc:
-        raise TrainingError(f"The tokenizer of the base model at {path} could not be loaded: {exc}") from exc
-
-
-def fim_tokens_ensure(tokenizer) -> tuple[FimFormat, list[int]]:
-    """The tokenizer's FIM format; if it has none, add Hearth's and return the new token ids."""
-    fmt = fim_format_detect(tokenizer.get_vocab())
-    if fmt is not None:
-        return fmt, []
-    fmt = ADDED_FORMAT
-    missing = [t for t in fmt.special_tokens if t not in tokenizer.get_vocab()]
-    tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
-    return fmt, [tokenizer.convert_tokens_to_ids(t) for t in missing]
 
 
 def base_load_for_training(hf_path: str, settings: LoraSettings, method: TrainingMethod):

@@ -13,8 +13,8 @@ from trainer.training.config import LoraSettings
 def training_tokens(*, hf_path: str, train_files: list[dict], settings: LoraSettings) -> int:
     """The training tokens the run will count: `train` builds exactly these samples and packs them."""
     from appliance import paths
+    from trainer.tools.tokenizers import fim_tokens_ensure, tokenizer_load
     from trainer.training.loop import sequences_prepare, training_index_build
-    from trainer.training.modeling import fim_tokens_ensure, tokenizer_load
 
     tokenizer = tokenizer_load(hf_path)
     fmt, _ = fim_tokens_ensure(tokenizer)

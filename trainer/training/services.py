@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,9 +14,9 @@ from django.utils import timezone
 from appliance import paths
 from appliance.errors import HearthError, TrainingError
 from appliance.jobs import job_enqueue
-from appliance.notifications import notify
-from trainer.datasets.builder import dataset_files_read
+from appliance.stages import Stage, StageCancelled, stage_claim, stage_run
 from trainer.models import BaseModel, Dataset, ProgressPoint, TrainingRun
+from trainer.tools.dataset_files import dataset_files_read
 from trainer.training.config import LoraSettings
 
 logger = logging.getLogger(__name__)
@@ -39,7 +37,7 @@ def training_run_start(
         run = TrainingRun.objects.create(dataset=dataset, base=base, settings=settings.as_dict())
         run.path = str(paths.run_dir(run.pk))
         run.save(update_fields=["path"])
-        job_enqueue("trainer.training.tasks.training_run_execute", run.pk, gpu=True)
+        job_enqueue("trainer.tasks.training_run_execute", run.pk, gpu=True)
     return run
 
 
@@ -89,145 +87,112 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
-class _Heartbeat(threading.Thread):
-    """Keeps `heartbeat_at` fresh while the run trains, so a watchdog can tell a dead worker."""
-
-    def __init__(self, run_pk: int):
-        super().__init__(daemon=True)
-        self.run_pk = run_pk
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        from django.db import connection
-
-        try:
-            while not self.stopped.wait(django_settings.HEARTH_TRAINING_HEARTBEAT_S):
-                TrainingRun.objects.filter(pk=self.run_pk).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()
-
-
-def _claim(run: TrainingRun) -> bool:
-    """Move a queued run to running in one conditional UPDATE: two workers can never both win."""
-    claimed = TrainingRun.objects.filter(
-        pk=run.pk, status=TrainingRun.Status.QUEUED, cancel_requested=False
-    ).update(
-        status=TrainingRun.Status.RUNNING,
-        attempts=F("attempts") + 1,
-        heartbeat_at=timezone.now(),
-        worker_pid=os.getpid(),
-        updated_at=timezone.now(),
-    )
-    run.refresh_from_db()
-    return bool(claimed)
-
-
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
-    """Train in this process (a worker task). Resumes from the run's checkpoint if one exists;
-    does nothing if another worker holds the run."""
+    """Train in this process (a worker task), through the stage runner: claim the queued run (one
+    more attempt), heartbeat, train (resuming from the run's checkpoint if one exists), write the
+    manifest, finish. Raises StageTaken when another worker holds the run or it is not queued."""
+    if run.cancel_requested and run.status == TrainingRun.Status.QUEUED:
+        run.transition(TrainingRun.Status.CANCELLED, reason="Cancelled before it started.")
+        return run
+    stage_claim(run, claim_to=TrainingRun.Status.RUNNING)
+    TrainingRun.objects.filter(pk=run.pk).update(attempts=F("attempts") + 1)
+    run.attempts += 1
+    try:
+        stage_run(
+            run,
+            lambda stage: _train(run, stage),
+            stage="training",
+            claimed=True,
+            finish=lambda stage, summary: _finish(run, summary),
+        )
+    except (HearthError, StageCancelled):
+        pass  # recorded on the run by the stage runner
+    return run
+
+
+def _train(run: TrainingRun, stage: Stage) -> dict:
     from trainer.training.distributed import train_distributed
-    from trainer.training.loop import Progress, TrainingCancelled, train
+    from trainer.training.loop import TrainingCancelled, train
     from trainer.training.modeling import method_choose
 
-    if not _claim(run):
-        logger.info("run %s is %s; not starting it here", run.pk, run.status)
-        return run
-    max_attempts = django_settings.HEARTH_TRAINING_MAX_ATTEMPTS
-    if run.attempts > max_attempts:
-        run.transition(
-            TrainingRun.Status.FAILED,
-            reason=f"Gave up after {max_attempts} attempts: the worker kept dying (out of memory?).",
-        )
-        return run
     settings = LoraSettings.from_dict(run.settings)
     method = method_choose(settings.quantization)
     run.method, run.device = method.name, method.device
     run.save(update_fields=["method", "device"])
     processes = django_settings.HEARTH_TRAINING_GPUS
-    run.log_line(
-        f"attempt {run.attempts} (pid {os.getpid()}): {method.name} on {method.device}"
+    stage.log(
+        f"attempt {run.attempts} ({run.worker}): {method.name} on {method.device}"
         f"{f' in {processes} processes' if processes > 1 else ''} — {method.reason}"
     )
     dataset_dir = Path(run.dataset.path)
-
-    def on_progress(p: Progress) -> None:
-        ProgressPoint.objects.create(
-            run=run,
-            step=p.step,
-            total_steps=p.total_steps,
-            loss=p.loss,
-            eval_loss=p.eval_loss,
-            tokens_per_s=p.tokens_per_s,
-            eta_s=p.eta_s,
-            peak_memory_mb=p.peak_memory_mb,
-        )
-        TrainingRun.objects.filter(pk=run.pk).update(
-            step=p.step, total_steps=p.total_steps, heartbeat_at=timezone.now()
-        )
-
-    def should_stop() -> bool:
-        return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
-
-    heartbeat = _Heartbeat(run.pk)
-    heartbeat.start()
+    common = {
+        "settings": settings,
+        "out_dir": Path(run.path),
+        "on_progress": lambda p: _progress_record(run, p),
+        "should_stop": lambda: TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists(),
+        "log": stage.log,
+    }
     try:
         if processes > 1:
             summary = train_distributed(
                 processes=processes,
                 hf_path=run.base.hf_path,
                 dataset_dir=dataset_dir,
-                settings=settings,
                 device=method.device,
-                out_dir=Path(run.path),
-                on_progress=on_progress,
-                should_stop=should_stop,
-                log=run.log_line,
+                **common,
             )
         else:
             summary = train(
                 hf_path=run.base.hf_path,
                 train_files=dataset_files_read(dataset_dir, "train"),
                 heldout_files=dataset_files_read(dataset_dir, "heldout"),
-                settings=settings,
                 method=method,
-                out_dir=Path(run.path),
-                on_progress=on_progress,
-                should_stop=should_stop,
-                log=run.log_line,
+                **common,
             )
-    except TrainingCancelled:
-        run.transition(TrainingRun.Status.CANCELLED, reason="Cancelled by an admin.")
-        return run
-    except HearthError as exc:
-        run.log_line(f"failed: {exc}")
-        run.transition(TrainingRun.Status.FAILED, reason=str(exc))
-        return run
-    finally:
-        heartbeat.stopped.set()
+    except TrainingCancelled as exc:
+        raise StageCancelled("Cancelled by an admin.") from exc
     run.adapter_path = str(Path(run.path) / "adapter")
     run.summary = summary
     run.save(update_fields=["adapter_path", "summary"])
-    _manifest_write(run, dataset_dir, settings, method, summary)
+    _manifest_record(run, stage, dataset_dir, settings, method, summary)
+    return summary
+
+
+def _progress_record(run: TrainingRun, p) -> None:
+    ProgressPoint.objects.create(
+        run=run,
+        step=p.step,
+        total_steps=p.total_steps,
+        loss=p.loss,
+        eval_loss=p.eval_loss,
+        tokens_per_s=p.tokens_per_s,
+        eta_s=p.eta_s,
+        peak_memory_mb=p.peak_memory_mb,
+    )
+    TrainingRun.objects.filter(pk=run.pk).update(
+        step=p.step, total_steps=p.total_steps, heartbeat_at=timezone.now()
+    )
+
+
+def _finish(run: TrainingRun, summary: dict) -> None:
     run.transition(TrainingRun.Status.SUCCEEDED)
     run.log_line(
         f"done: {summary['steps']} steps at {summary['tokens_per_s']} tok/s, "
         f"best held-out loss {summary['best_eval_loss']}"
     )
-    return run
 
 
-def _manifest_write(
-    run: TrainingRun, dataset_dir: Path, settings: LoraSettings, method, summary: dict
+def _manifest_record(
+    run: TrainingRun, stage: Stage, dataset_dir: Path, settings: LoraSettings, method, summary: dict
 ) -> None:
     """The training stage's manifest: the dataset's manifest and the base's files as inputs, the
-    settings and method, the adapter's files by sha256, the libraries and the timings."""
-    from appliance.manifests import manifest_sha256, manifest_write
+    settings and method, the adapter's files by sha256 and the run's own timings."""
+    from appliance.manifests import manifest_sha256
     from appliance.paths import sha256_file
 
     adapter = Path(run.adapter_path)
-    manifest_write(
+    stage.manifest(
         Path(run.path),
-        stage="training",
         run=run.pk,
         inputs={
             "dataset": run.dataset_id,
@@ -241,36 +206,8 @@ def _manifest_write(
         if adapter.is_dir()
         else {},
         timings={
-            "seconds": summary.get("seconds"),
+            "training_s": summary.get("seconds"),
             "steps": summary.get("steps"),
             "tokens_per_s": summary.get("tokens_per_s"),
         },
     )
-
-
-def training_watchdog() -> list[int]:
-    """Requeue runs whose worker died (stale heartbeat), or fail them after too many attempts.
-    Returns the primary keys it requeued. Runs on a django-q2 schedule."""
-    stale_before = timezone.now() - timedelta(seconds=django_settings.HEARTH_TRAINING_STALE_S)
-    requeued = []
-    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=stale_before):
-        silent = (timezone.now() - run.heartbeat_at).total_seconds()
-        if run.attempts >= django_settings.HEARTH_TRAINING_MAX_ATTEMPTS:
-            run.transition(
-                TrainingRun.Status.FAILED,
-                reason=(
-                    f"The training worker died {run.attempts} times (no heartbeat for {silent:.0f} s); giving up. "
-                    "Check the machine's memory and the worker log."
-                ),
-            )
-            notify(title=f"Training run {run.pk} failed", body=run.status_reason, level="error")
-            continue
-        run.log_line(
-            f"no heartbeat for {silent:.0f} s from pid {run.worker_pid}: worker presumed dead; "
-            "requeued to resume from the last checkpoint"
-        )
-        with transaction.atomic():
-            run.transition(TrainingRun.Status.QUEUED, reason="Requeued after the worker died.")
-            job_enqueue("trainer.training.tasks.training_run_execute", run.pk, gpu=True)
-        requeued.append(run.pk)
-    return requeued

@@ -1,7 +1,7 @@
 """Turn a Hugging Face model folder into GGUF files the engine can serve, and check they load.
 
 Conversion runs llama.cpp's own converter (pinned to the installed llama-cpp-python, see
-`trainer.export.converter`) in a subprocess; quantization and the load check go through llama_cpp.
+`trainer.tools.converter`) in a subprocess; quantization and the load check go through llama_cpp.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _weights_check(hf_dir: Path) -> None:
 def _code_check(folder: Path) -> None:
     """The converter imports whatever Python a folder points it at (auto_map + trust_remote_code):
     refuse, before it starts, any folder that could make it run code of its own."""
-    from trainer.basemodels.importer import code_refusal
+    from trainer.tools.model_code import code_refusal
 
     reason = code_refusal(folder)
     if reason:
@@ -109,9 +109,9 @@ def gguf_convert(
     """Convert the HF model in `hf_dir` to one GGUF file at `out_path` with llama.cpp's converter.
 
     Every converter line goes to `log`; on failure the ExportError carries the last lines.
-    `converter_root` is where `trainer.export.converter install` put the converter (default: its default).
+    `converter_root` is where `trainer.tools.converter install` put the converter (default: its default).
     """
-    from trainer.export.converter import SCRIPT
+    from trainer.tools.converter import SCRIPT
 
     hf_dir, out_path = Path(hf_dir), Path(out_path)
     if outtype not in OUTTYPES:
@@ -145,7 +145,7 @@ def gguf_convert_adapter(
     converter_root: Path | None = None,
 ) -> Path:
     """The LoRA adapter alone as a GGUF adapter file (llama.cpp's convert_lora_to_gguf.py)."""
-    from trainer.export.converter import LORA_SCRIPT
+    from trainer.tools.converter import LORA_SCRIPT
 
     adapter_dir, out_path = Path(adapter_dir), Path(out_path)
     _code_check(Path(base_dir))
@@ -175,7 +175,7 @@ def _converter_run(
     converter_root: Path | None,
 ) -> None:
     """Run one of the pinned converter scripts into `partial`; ExportError with its last lines on failure."""
-    from trainer.export.converter import converter_dir
+    from trainer.tools.converter import converter_dir
 
     tool = converter_dir(converter_root)
     partial.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ The converter that matches the serving engine ships inside llama-cpp-python's so
 (`vendor/llama.cpp/`). At install time we take that sdist from pip's cache (or from a file in an
 offline bundle) and unpack only the converter into `<dest>/llama.cpp-<version>/`.
 
-    python -m trainer.export.converter install [--dest DIR] [--sdist PATH | --from DIR]
+    python -m trainer.tools.converter install [--dest DIR] [--sdist PATH | --from DIR]
 
 (The bundle builder in `packaging/` is a folder of scripts, not a Python package: a top-level
 package named `packaging` would shadow the third-party library that transformers and pip import.)
@@ -76,7 +76,7 @@ def converter_dir(dest: Path | None = None) -> Path:
     if not _installed_at(target, version):
         raise ExportError(
             f"The GGUF converter for llama-cpp-python {version} is not installed (looked in {target}). "
-            "Run `make install`, or `python -m trainer.export.converter install`."
+            "Run `make install`, or `python -m trainer.tools.converter install`."
         )
     return target
 
@@ -213,7 +213,7 @@ def converter_install_from(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m trainer.export.converter", description=__doc__.split("\n")[0]
+        prog="python -m trainer.tools.converter", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     install = sub.add_parser("install", help="unpack the converter matching the installed llama-cpp-python")
