@@ -109,7 +109,9 @@ def test_trainer_imports_follow_the_stage_order():
 
 def test_the_stage_order_check_sees_a_violation(tmp_path):
     (tmp_path / "trainer" / "tools").mkdir(parents=True)
-    (tmp_path / "trainer" / "tools" / "gguf.py").write_text("def f():\n    from trainer.export import services\n")
+    (tmp_path / "trainer" / "tools" / "gguf.py").write_text(
+        "def f():\n    from trainer.export import services\n"
+    )
     (tmp_path / "trainer" / "models").mkdir()
     (tmp_path / "trainer" / "models" / "x.py").write_text("from trainer import pipeline\n")
     assert stage_order_violations(tmp_path) == [

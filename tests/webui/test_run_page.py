@@ -64,7 +64,12 @@ def test_everything_about_the_run_is_in_the_live_panel(admin_client, rows):
 
     run = rows
     TrainingRun.objects.filter(pk=run.pk).update(
-        status="succeeded", step=86, total_steps=86, worker="worker-host pid 4321", attempts=1, method="lora-fp32"
+        status="succeeded",
+        step=86,
+        total_steps=86,
+        worker="worker-host pid 4321",
+        attempts=1,
+        method="lora-fp32",
     )
     page, _ = _pages(admin_client, run)
     assert "All fields" not in page
