@@ -10,6 +10,7 @@ from typing import NamedTuple
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString
 
+from trainer.datasets.split import HASH_REASONS
 from webui.admin_display import digest_short
 
 # How many secret hits and held-out files the page lists; the dataset's files list has them all.
@@ -83,6 +84,39 @@ class DatasetReport:
     secret_hits: list[SecretHit]
     heldout_count: int
     heldout_files: list[HeldOutFile]
+    split_rule: str  # one sentence: which files were held out and why; "" for reports before it was recorded
+
+
+def _split_rule(report: dict) -> str:
+    """The held-out rule in a plain sentence, from the report's `split` entry."""
+    split = report.get("split") or {}
+    by_repo, percent = split.get("by_repo") or {}, split.get("percent", 0)
+    if not by_repo:
+        return ""
+    recent = {k: v.get("heldout_since") for k, v in by_repo.items() if v["method"] == "recent"}
+    hashed = {
+        k: HASH_REASONS.get(v.get("reason", ""), "") for k, v in by_repo.items() if v["method"] == "hash"
+    }
+    if not hashed:
+        since = (
+            f"since {next(iter(recent.values()))}"
+            if len(recent) == 1
+            else "; ".join(f"{k} since {d}" for k, d in recent.items())
+        )
+        return (
+            f"Held out: the {percent}% of files changed most recently ({since}), "
+            "so evaluation looks like tomorrow's code."
+        )
+    why = (
+        "; ".join(f"{k}: {r}" for k, r in hashed.items()) if len(by_repo) > 1 else next(iter(hashed.values()))
+    )
+    if not recent:
+        return f"Held out: a fixed {percent}% of files chosen by hash ({why})."
+    return (
+        f"Held out: {percent}% of files per repository, those changed most recently where the history "
+        f"tells them apart ({'; '.join(f'{k} since {d}' for k, d in recent.items())}), "
+        f"a fixed share chosen by hash elsewhere ({why})."
+    )
 
 
 def _figures(report: dict) -> tuple[list[Split], list[LeftOut], list[Language], list[RepositoryFigures]]:
@@ -141,6 +175,7 @@ def dataset_report_read(report: dict) -> DatasetReport | None:
         secret_hits=[SecretHit(h["repo"], h["path"], h["line"], h["kind"]) for h in s["hits"][:HITS_SHOWN]],
         heldout_count=report["heldout_files"],
         heldout_files=[HeldOutFile(h["repo"], h["path"]) for h in report["heldout"][:HELDOUT_SHOWN]],
+        split_rule=_split_rule(report),
     )
 
 

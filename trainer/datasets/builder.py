@@ -8,7 +8,6 @@ secret scrubbing (kept files only), near-duplicate MinHash, split, write.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -20,7 +19,8 @@ from pathlib import Path, PurePosixPath
 from appliance.errors import DatasetError, MirrorError
 from appliance.paths import sha256_file
 from trainer.datasets import dedup, filters
-from trainer.mirrors.git import TreeEntry, blobs_read, tree_list
+from trainer.datasets.split import SPLIT_METHODS, split_plan
+from trainer.mirrors.git import History, TreeEntry, blobs_read, history_read, tree_list
 from trainer.tools.languages import ALL_LANGUAGES
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ class DatasetOptions:
     max_duplicate_ratio: float = 0.5
     near_dup_threshold: float = 0.85
     near_duplicates: str = "drop"  # drop: keep one file per cluster; keep: keep all, one side of the split
+    # auto: per repository, hold out the files changed most recently where its history tells them
+    # apart, else a fixed share by hash; recent: the same, failing where a history cannot; hash: never recency
+    split: str = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.heldout_percent <= 50:
@@ -66,6 +69,8 @@ class DatasetOptions:
             raise DatasetError("near_duplicates must be 'drop' or 'keep'.")
         if self.min_tokens < 0:
             raise DatasetError("min_tokens cannot be negative.")
+        if self.split not in SPLIT_METHODS:
+            raise DatasetError(f"split must be one of {', '.join(SPLIT_METHODS)}.")
 
 
 @dataclass
@@ -100,6 +105,7 @@ class BuildResult:
     secret_hits: list[dict] = field(default_factory=list)
     dropped: list[dict] = field(default_factory=list)
     heldout: list[dict] = field(default_factory=list)
+    split: dict = field(default_factory=dict)  # the rule that chose the held-out files, per repository
     files: list[dict] = field(default_factory=list)  # every file seen: the rows of the searchable list
     phases: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -144,14 +150,10 @@ class BuildResult:
             "dropped": self.dropped[:cap],
             "dropped_truncated": cap is not None and len(self.dropped) > cap,
             "heldout": self.heldout[:cap],
+            "split": self.split,
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "seconds": self.seconds,
         }
-
-
-def _split_score(repo: str, path: str) -> int:
-    digest = hashlib.sha256(f"{repo}:{path}".encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:4], "big")
 
 
 def display_path(path: str) -> str:
@@ -215,6 +217,7 @@ class _Builder:
         self.clusters = dedup.Clusters()
         self.exact: dict[str, str] = {}
         self.kept: list[_Kept] = []
+        self.histories: dict[str, History] = {}
         self.dup_exact = self.dup_near = self.dedup_checked = 0
         self.result: BuildResult
 
@@ -252,6 +255,7 @@ class _Builder:
                     f"Sync it again (mirror_sync {source.name}) or remove it from the dataset."
                 ) from exc
             listed.append((source, sorted(entries, key=lambda e: e.path)))
+            self._history(source)
         self.total = sum(len(e) for _, e in listed)
         self.done = 0
         self.result.phases["list"] += time.monotonic() - t
@@ -260,6 +264,17 @@ class _Builder:
         self._finish()
         self.result.seconds = round(time.monotonic() - started, 3)
         return self.result
+
+    def _history(self, source: SourceRepo) -> None:
+        """When each file was last changed (one `git log` pass), for the split by recency."""
+        if self.options.split == "hash":
+            return
+        t = time.monotonic()
+        try:
+            self.histories[source.name] = history_read(source.mirror, source.sha)
+        except MirrorError as exc:
+            raise DatasetError(f"The history of repository {source.name} cannot be read: {exc}") from exc
+        self.result.phases["history"] += time.monotonic() - t
 
     def _tick(self, n: int = 1) -> None:
         self.done += n
@@ -376,20 +391,10 @@ class _Builder:
     def _finish(self) -> None:
         r, o = self.result, self.options
         t = time.monotonic()
-        # Split by cluster root: near-twins kept in "keep" mode land on the same side.
-        cluster_score = {}
-        for k in self.kept:
-            if k.cluster not in cluster_score:
-                repo, _, path = k.cluster.partition(":")
-                cluster_score[k.cluster] = _split_score(repo, path)
-        heldout_clusters = {c for c, score in cluster_score.items() if score % 100 < o.heldout_percent}
-        per_repo: dict[str, list[_Kept]] = defaultdict(list)
-        for k in self.kept:
-            per_repo[k.repo].append(k)
-        for files in per_repo.values():  # a small repository still holds out one cluster
-            clusters = {k.cluster for k in files}
-            if len(files) >= 2 and len(clusters) >= 2 and not clusters & heldout_clusters:
-                heldout_clusters.add(min(clusters, key=cluster_score.__getitem__))
+        # Split by cluster: near-twins kept in "keep" mode land on the same side.
+        heldout_clusters, r.split = split_plan(
+            self.kept, self.histories, percent=o.heldout_percent, option=o.split
+        )
         with (
             (self.out_dir / "train.jsonl").open("w") as train,
             (self.out_dir / "heldout.jsonl").open("w") as held,
@@ -502,15 +507,16 @@ def dataset_build_files(
 
 def dataset_manifest_fields(result: BuildResult, options: DatasetOptions, out_dir: Path) -> dict:
     """What the dataset's manifest records (the stage runner writes it, with the libraries and the
-    timings): the commits read, the options, the counts and the files written, by sha256."""
+    timings): the commits read, the options, the counts, the split's rule and the files written, by sha256."""
     return {
         "commits": result.commits,
         "options": asdict(options),
         "counts": {
             k: v
             for k, v in result.report().items()
-            if k not in {"dropped", "commits", "heldout", "secrets", "by_repo", "by_language"}
+            if k not in {"dropped", "commits", "heldout", "secrets", "by_repo", "by_language", "split"}
         },
+        "split": result.split,
         "files": {
             name: sha256_file(out_dir / name) for name in ("train.jsonl", "heldout.jsonl", "report.json")
         },

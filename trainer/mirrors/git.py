@@ -228,6 +228,48 @@ def blobs_read(mirror: Path, oids: list[str]) -> Iterator[tuple[str, bytes]]:
         writer.join(timeout=30)
 
 
+@dataclass(frozen=True)
+class History:
+    """When each path was last changed on a branch, as its commits record it."""
+
+    changed: dict[str, int]  # path (surrogateescape) -> commit time, seconds since the epoch
+    commits: int
+
+
+def history_read(mirror: Path, sha: str) -> History:
+    """The commit time of the last commit on the first-parent line to `sha` that changed each path,
+    in one `git log` pass (a merge counts as the change of what it brought onto the branch). Paths
+    deleted later are listed too; callers look up the paths they hold."""
+    out = git(
+        "log",
+        "-z",
+        "--first-parent",
+        "-m",
+        "--no-renames",
+        "--name-only",
+        "--format=%x00%ct",
+        sha,
+        "--",
+        cwd=mirror,
+    )
+    changed: dict[str, int] = {}
+    commits, when, header, first = 0, 0, False, False
+    # Tokens: "" then a commit time starts each commit; its first path carries a leading newline.
+    for token in out.split(b"\0"):
+        if header:
+            commits, when, header, first = commits + 1, int(token), False, True
+        elif not token:
+            header = True
+        else:
+            path = (token[1:] if first and token.startswith(b"\n") else token).decode(
+                "utf-8", errors="surrogateescape"
+            )
+            first = False
+            if when > changed.get(path, -1):
+                changed[path] = when
+    return History(changed, commits)
+
+
 def remote_head_branch(mirror: Path, auth: GitAuth | None = None) -> str | None:
     """The branch the remote's HEAD points at, asked afresh (it can change after the first clone)."""
     out = git("ls-remote", "--symref", "origin", "HEAD", cwd=mirror, auth=auth, timeout=120).decode()
