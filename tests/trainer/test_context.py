@@ -150,14 +150,16 @@ def test_the_cursor_query_stays_put_while_a_line_is_typed(tmp_path):
     index_build(tmp_path / "i.sqlite", LEDGER_FILES)
     index = ContextIndex(tmp_path / "i.sqlite")
     typed = [
-        context_snippets(index, above + word, filepath="pay/statement.py", language="python")
+        context_snippets(
+            index, above + word, filepath="pay/statement.py", language="python", retrieval="chunks"
+        )
         for word in ("", "    t", "    total = ")
     ]
     assert typed[0] == typed[1] == typed[2] and typed[0]  # the prompt's front is the same at each keystroke
     paths = [p for p, _ in typed[0]]
     assert "web/ledger.js" not in paths  # same language only
     assert paths[-1] == "pay/ledger.py"  # the best snippet goes last, nearest the cursor
-    own = context_snippets(index, above, filepath="pay/ledger.py", language="python")
+    own = context_snippets(index, above, filepath="pay/ledger.py", language="python", retrieval="chunks")
     assert "pay/ledger.py" not in [p for p, _ in own]
 
 
@@ -224,3 +226,124 @@ def test_a_share_of_training_samples_carry_other_files_never_their_own(micro_dir
 
 def _stdlib_rows(n: int) -> list[dict]:
     return [{"path": p, "text": t} for p, t in stdlib_files(CODE_FILES[:n]).items()]
+
+
+def _numbered(prefix: str, n: int) -> str:
+    return "\n".join(f"{prefix}_{i} = {prefix}_source({i})" for i in range(n)) + "\n"
+
+
+def test_windows_carry_the_lines_that_follow_them():
+    from trainer.context.index import CONTINUATION_LINES, WINDOW_LINES, WINDOW_STRIDE, windows_split
+
+    text = _numbered("row", 45)
+    windows = windows_split("r", "m.py", "python", text)
+    lines = text.split("\n")
+    assert [w.start_line for w in windows] == [
+        1,
+        1 + WINDOW_STRIDE,
+        1 + 2 * WINDOW_STRIDE,
+        1 + 3 * WINDOW_STRIDE,
+    ]
+    for w in windows:
+        a = w.start_line - 1
+        assert w.text == "\n".join(lines[a : a + WINDOW_LINES]).strip("\n")
+        assert (
+            w.continuation
+            == "\n".join(lines[a + WINDOW_LINES : a + WINDOW_LINES + CONTINUATION_LINES]).rstrip()
+        )
+    assert windows[0].continuation.split("\n")[0] == "row_20 = row_source(20)"
+    assert windows[0].snippet == windows[0].text + "\n" + windows[0].continuation
+    assert windows[-1].continuation == ""  # the last window reaches the end of the file
+
+
+WINDOW_FILES = [
+    {
+        "repo": "r",
+        "path": "pay/ledger.py",
+        "language": "python",
+        "text": "def ledger_open(account_id):\n    entries = ledger_entries(account_id)\n"
+        "    balance = entries_total(entries)\n    return ledger_close(balance)\n",
+    },
+    {
+        "repo": "r",
+        "path": "pay/invoice.py",
+        "language": "python",
+        "text": "def invoice_open(account_id):\n    entries = ledger_entries(account_id)\n"
+        "    lines = invoice_lines(entries)\n    return invoice_total(lines)\n",
+    },
+    {
+        "repo": "r",
+        "path": "ui/theme.py",
+        "language": "python",
+        "text": "def palette_pick(theme):\n    return THEMES[theme]['primary_color']\n",
+    },
+]
+
+
+def test_windows_rank_the_one_most_like_the_last_lines_first_and_bring_its_continuation(tmp_path):
+    from trainer.context.index import ContextIndex, context_snippets, index_build
+
+    stats = index_build(tmp_path / "i.sqlite", WINDOW_FILES)
+    assert stats["windows"] == 3
+    index = ContextIndex(tmp_path / "i.sqlite")
+    query = "def statement(account_id):\n    entries = ledger_entries(account_id)\n    balance = entries_total(entries)\n"
+    for rerank in (False, True):
+        hits = index.search_windows(query, k=3, rerank=rerank)
+        assert hits[0].path == "pay/ledger.py" and "ui/theme.py" not in [h.path for h in hits]
+    snippets = context_snippets(index, query + "    return ", filepath="pay/statement.py", language="python")
+    assert snippets[-1] == (
+        "pay/ledger.py",
+        WINDOW_FILES[0]["text"].rstrip("\n"),
+    )  # best last, with its return
+    chunks = context_snippets(
+        index, query, filepath="pay/statement.py", language="python", retrieval="chunks"
+    )
+    assert chunks and all(p != "ui/theme.py" for p, _ in chunks)
+
+
+def test_windows_never_come_from_the_current_file_or_an_excluded_path(tmp_path):
+    from trainer.context.index import ContextIndex, context_snippets, index_build
+
+    index_build(tmp_path / "i.sqlite", WINDOW_FILES)
+    index = ContextIndex(tmp_path / "i.sqlite")
+    query = "    entries = ledger_entries(account_id)\n    balance = entries_total(entries)\n"
+    own = context_snippets(index, query, filepath="pay/ledger.py", language="python")
+    assert own and "pay/ledger.py" not in [p for p, _ in own]
+    kept = context_snippets(
+        index, query, filepath="x.py", language="python", keep=lambda p: p != "pay/invoice.py"
+    )
+    assert [p for p, _ in kept] == ["pay/ledger.py"]
+
+
+@pytest.mark.django_db
+def test_held_out_files_never_come_back_as_windows(tmp_path):
+    from trainer.context.services import context_index_open
+    from trainer.datasets.builder import DatasetOptions
+    from trainer.datasets.services import dataset_build
+    from trainer.mirrors.services import repository_register
+    from trainer.tools.dataset_files import dataset_files_read
+
+    repo = repository_register(source=str(git_repo_make(tmp_path / "rep", stdlib_files(CODE_FILES))))
+    dataset = dataset_build(repositories=[repo], options=DatasetOptions(heldout_percent=30))
+    heldout = dataset_files_read(Path(dataset.path), "heldout")
+    assert heldout
+    index = context_index_open(dataset.pk)
+    rows = sqlite3.connect(index.path).execute("SELECT DISTINCT path FROM windows").fetchall()
+    assert {p for (p,) in rows} == {f["path"] for f in dataset_files_read(Path(dataset.path), "train")}
+    for f in heldout:  # asked with a held-out file's own lines, the index still answers other files
+        lines = f["text"].split("\n")
+        for hit in index.search_windows("\n".join(lines[:30]), k=4):
+            assert hit.path not in {h["path"] for h in heldout}
+
+
+def test_window_snippets_are_the_same_at_each_keystroke_of_a_line(tmp_path):
+    from trainer.context.index import ContextIndex, context_snippets, index_build
+
+    index_build(tmp_path / "i.sqlite", WINDOW_FILES)
+    index = ContextIndex(tmp_path / "i.sqlite")
+    above = "def statement(account_id):\n    entries = ledger_entries(account_id)\n"
+    typed = [
+        context_snippets(index, above + word, filepath="pay/statement.py", language="python")
+        for word in ("", "    b", "    balance = entries_", "    balance = entries_total(invoice_lines")
+    ]
+    assert typed[0] and all(t == typed[0] for t in typed)
