@@ -9,7 +9,7 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 # The CPU build of torch; a GPU host sets TORCH_SPEC (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install ldap demo test test-slow test-browser test-offline test-scaleout bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving bench-onebox lint clean
+.PHONY: install ldap demo test test-slow test-browser test-offline test-scaleout bundle serve bench bench-dataset bench-context bench-training bench-export bench-serving bench-onebox gpu-check lint clean
 
 install: $(STAMP)
 
@@ -87,6 +87,11 @@ clean:
 
 bench-training: install
 	$(BIN)/python benchmarks/bench_training.py
+
+# On a CUDA host: train the micro model a few steps with full, LoRA and QLoRA, export each to GGUF and
+# serve it with llama.cpp on the GPU, one line per check (docs/training.md). Without CUDA it says so.
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py
 
 bench-export: install
 	$(BIN)/python benchmarks/bench_export.py

@@ -1,5 +1,7 @@
-"""`make bench-training`: Hearth's trainer against a plain Hugging Face Trainer + peft baseline,
-same base, same data, same machine, in one run. Prints JSON lines {metric, value, goal}."""
+"""`make bench-training`: Hearth's trainer with each training method side by side (full fine-tuning,
+LoRA, and QLoRA where CUDA is present or `--methods` asks for it: bitsandbytes' CPU backend is slow),
+and its LoRA against a plain Hugging Face Trainer + peft baseline, same base, same data, same machine,
+in one run. Prints JSON lines {metric, value, goal}."""
 
 from __future__ import annotations
 
@@ -81,12 +83,19 @@ def baseline_tokens_per_s(
     return real * (steps - 1) / steps / elapsed, 1 - real / padded
 
 
-def hearth_tokens_per_s(hf_path: str, files: list[dict], seq_len: int, steps: int, batch: int, out: Path):
+def hearth_tokens_per_s(
+    hf_path: str, files: list[dict], seq_len: int, steps: int, batch: int, out: Path, method: str = "lora"
+):
+    """Tokens/s of Hearth's loop with `method` (full, lora or qlora), and its padding fraction."""
+    import shutil
+
     from trainer.training.config import LoraSettings
     from trainer.training.loop import train
     from trainer.training.modeling import method_choose
 
+    shutil.rmtree(out, ignore_errors=True)
     settings = LoraSettings(
+        method=method,
         max_steps=steps,
         seq_len=seq_len,
         batch_size=batch,
@@ -102,7 +111,7 @@ def hearth_tokens_per_s(hf_path: str, files: list[dict], seq_len: int, steps: in
         train_files=files,
         heldout_files=files[:1],
         settings=settings,
-        method=method_choose(settings.quantization),
+        method=method_choose(settings.method),
         out_dir=out,
         log=lambda m: None,
         on_progress=lambda p: times.append((time.perf_counter(), p.step)),
@@ -119,6 +128,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument(
+        "--methods", default="", help="Comma-separated methods; default full,lora (and qlora with CUDA)."
+    )
     args = parser.parse_args()
     home = django_setup()
     if args.base == "micro":
@@ -130,14 +142,29 @@ def main() -> None:
 
         hf_path = basemodel_fetch_default(log=lambda m: None).hf_path
     files = code_files(400_000)
-    hearth, hearth_pad = hearth_tokens_per_s(
-        hf_path, files, args.seq_len, args.steps, args.batch, home / "bench-run"
-    )
+    rates = {}
+    for method in _methods(args.methods):
+        rates[method], pad = hearth_tokens_per_s(
+            hf_path, files, args.seq_len, args.steps, args.batch, home / f"bench-run-{method}", method
+        )
+        emit(f"hearth_{method}_tokens_per_s", round(rates[method], 1), "higher is better", base=args.base)
+        hearth_pad = pad  # the same samples and packing for every method
+    if "full" in rates and "lora" in rates:
+        emit("full_vs_lora_speed", round(rates["full"] / rates["lora"], 3), "reference", base=args.base)
+    hearth = rates.get("lora") or next(iter(rates.values()))
     base, base_pad = baseline_tokens_per_s(hf_path, files, args.seq_len, args.steps, args.batch)
     emit("hearth_train_tokens_per_s", round(hearth, 1), "higher is better", base=args.base)
     emit("hf_trainer_tokens_per_s", round(base, 1), "reference", base=args.base)
     emit("trainer_vs_hf_baseline", round(hearth / base, 3), ">= 1.3", base=args.base)
     emit("padding_fraction", round(hearth_pad, 4), "<= 0.02", baseline_padding_fraction=round(base_pad, 4))
+
+
+def _methods(asked: str) -> list[str]:
+    if asked:
+        return [m.strip() for m in asked.split(",") if m.strip()]
+    import torch
+
+    return ["full", "lora"] + (["qlora"] if torch.cuda.is_available() else [])
 
 
 if __name__ == "__main__":

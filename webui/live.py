@@ -162,6 +162,7 @@ def _settings_rows(values: dict) -> list[tuple[str, object]]:
 
 # What a finished run's summary says, in the order an admin reads it (the rest stays in summary.json).
 SUMMARY_ROWS = (
+    ("method_reason", "Method chosen because"),
     ("train_tokens", "Training tokens"),
     ("tokens_seen", "Tokens seen"),
     ("tokens_per_s", "Tokens/s"),

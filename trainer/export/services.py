@@ -1,5 +1,6 @@
-"""Export: merge the adapter into the full-precision base, convert to GGUF with the pinned
-converter, quantize, write FIM keys, verify each file loads, record sha256s."""
+"""Export: merge the adapter into the full-precision base (a fully fine-tuned run's model folder is
+converted as it is), convert to GGUF with the pinned converter, quantize, write FIM keys, verify
+each file loads, record sha256s."""
 
 from __future__ import annotations
 
@@ -33,17 +34,13 @@ def model_version_export(
         gguf_verify,
     )
     from trainer.tools.tokenizers import tokenizer_load
-    from trainer.training.modeling import adapter_merge
 
     run = version.run
     out = Path(version.path)
     timings = {}
     started = time.monotonic()
-    t = time.monotonic()
-    merged = out / "merged"
-    fmt = adapter_merge(run.base.hf_path, Path(run.adapter_path), merged)
-    timings["merge_s"] = round(time.monotonic() - t, 2)
-    log(f"merged adapter into the base in {timings['merge_s']} s")
+    full = run_is_full(run)
+    merged, fmt = _model_folder(run, out, timings, log)
 
     t = time.monotonic()
     f16 = gguf_convert(merged, out / "model-f16.gguf", outtype="f16", log=logger.debug)
@@ -61,7 +58,9 @@ def model_version_export(
     verified = {name: gguf_verify(path, probe_text=probe) for name, path in files.items()}
     log(f"converted and quantized ({', '.join(files)}); all load in llama.cpp")
     probe_ids, agreement = _agreement(run, merged, files, timings, log)
-    adapter_gguf = _adapter_gguf(run, out, log)
+    adapter_gguf = (
+        {"unsupported": "a full fine-tune has no adapter"} if full else _adapter_gguf(run, out, log)
+    )
     timings["seconds"] = round(time.monotonic() - started, 2)
     manifest = manifest_write(
         out,
@@ -71,7 +70,10 @@ def model_version_export(
         dataset=run.dataset_id,
         fim_format=fmt.name,
         fim_token_ids=fim_ids,
-        adapter={p.name: sha256_file(p) for p in sorted(Path(run.adapter_path).iterdir()) if p.is_file()},
+        method=run.method,
+        adapter={}
+        if full
+        else {p.name: sha256_file(p) for p in sorted(Path(run.adapter_path).iterdir()) if p.is_file()},
         merged={p.name: sha256_file(p) for p in sorted(merged.iterdir()) if p.is_file()},
         gguf={name: sha256_file(path) for name, path in files.items()},
         verify=verified,
@@ -88,6 +90,35 @@ def model_version_export(
     if not served.exists():
         raise ExportError(f"{served} is missing after quantization.")
     return version
+
+
+def run_is_full(run) -> bool:
+    """A full fine-tune: its run folder holds a whole model, exported without a merge."""
+    return (run.method or "").startswith("full")
+
+
+def _model_folder(run, out: Path, timings: dict, log) -> tuple[Path, object]:
+    """The HF folder to convert and its FIM format: the run's own model (full fine-tuning), or the
+    adapter merged into the base under `out/merged`."""
+    from appliance.llm.fim import fim_format_detect
+    from trainer.tools.tokenizers import tokenizer_load
+    from trainer.training.modeling import adapter_merge
+
+    if run_is_full(run):
+        model = Path(run.adapter_path)
+        fmt = fim_format_detect(tokenizer_load(str(model)).get_vocab())
+        if fmt is None:
+            raise ExportError(
+                f"The fine-tuned model in {model.name}/ has no FIM tokens; the run is incomplete."
+            )
+        log(f"full fine-tune ({run.method}): converting its model folder, no merge")
+        return model, fmt
+    t = time.monotonic()
+    merged = out / "merged"
+    fmt = adapter_merge(run.base.hf_path, Path(run.adapter_path), merged)
+    timings["merge_s"] = round(time.monotonic() - t, 2)
+    log(f"merged adapter into the base in {timings['merge_s']} s")
+    return merged, fmt
 
 
 def _agreement(run, merged: Path, files: dict[str, Path], timings: dict, log) -> tuple[list[int], dict]:

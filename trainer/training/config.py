@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from appliance.errors import TrainingError
+from trainer.training.methods import METHODS
 
+FULL_LR_SMALL = 1e-4  # full fine-tuning under 0.5B parameters (docs/training.md: how it was tuned)
 QUANTIZATION_CHOICES = ("auto", "nf4", "none")
 SCHEDULES = ("cosine", "linear", "constant")
 PRESETS = ("quick", "standard", "thorough")
@@ -68,13 +70,19 @@ class LoraSettings:
     preset: str = _f(
         "standard", "quick, standard or thorough: how many passes over the data.", choices=PRESETS
     )
+    method: str = _f(
+        "auto",
+        "auto (full fine-tuning when the base's weights, gradients and optimizer state fit the device's "
+        "memory, else LoRA, else QLoRA), full (every weight), lora or qlora (LoRA on a 4-bit NF4 base).",
+        choices=METHODS,
+    )
     rank: int = _f(16, "LoRA rank r of every adapted projection.")
     alpha: int = _f(32, "LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = _f(0.05, "Dropout on the LoRA path.")
     learning_rate: float = _f(
         0.0,
-        "Peak learning rate of AdamW; 0 picks one by the base's size "
-        "(2e-3 under 0.5B parameters, 1e-3 under 3B, 2e-4 above).",
+        "Peak learning rate of AdamW; 0 picks one by the method and the base's size (LoRA: 2e-3 "
+        "under 0.5B parameters, 1e-3 under 3B, 2e-4 above; full fine-tuning: 1e-4 under 0.5B, 5e-5 under 3B, 2e-5 above).",
     )
     schedule: str = _f(
         "cosine", "Learning-rate schedule after warm-up: cosine, linear or constant.", choices=SCHEDULES
@@ -99,7 +107,7 @@ class LoraSettings:
     )
     quantization: str = _f(
         "auto",
-        "auto (NF4 4-bit on CUDA, bf16 LoRA on CPU), nf4 (force QLoRA) or none.",
+        "auto (the method decides), nf4 (4-bit base: QLoRA, as method qlora) or none (never 4-bit).",
         choices=QUANTIZATION_CHOICES,
     )
     eval_every_steps: int = _f(0, "Held-out loss every N steps; 0 picks about 8 evaluations per run.")
@@ -133,6 +141,15 @@ class LoraSettings:
         ):
             if getattr(self, name) not in choices:
                 out[name] = f"{label(name)} must be one of {', '.join(choices)}."
+        if self.method not in METHODS:
+            out["method"] = f"Method must be one of {', '.join(METHODS)}."
+        elif self.quantization == "nf4" and self.method in ("full", "lora"):
+            out["quantization"] = (
+                f"Quantization nf4 trains LoRA on a 4-bit base (method qlora); it cannot go with method "
+                f"{self.method}."
+            )
+        elif self.quantization == "none" and self.method == "qlora":
+            out["quantization"] = "Quantization none rules out method qlora, which trains on a 4-bit base."
         return out
 
     @classmethod
@@ -149,11 +166,14 @@ class LoraSettings:
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.as_dict(), indent=2))
 
-    def learning_rate_for(self, n_params: int) -> float:
-        """The set learning rate, or by model size: small bases take (and need) larger steps to
-        learn a repository in a short run; billion-parameter bases keep the usual QLoRA rate."""
+    def learning_rate_for(self, n_params: int, method: str = "lora") -> float:
+        """The set learning rate, or by method and model size. Full fine-tuning moves every weight and
+        wants a rate 10-20× lower than LoRA's; small bases take (and need) larger steps to learn a
+        repository in a short run; billion-parameter bases keep the usual QLoRA rate."""
         if self.learning_rate:
             return self.learning_rate
+        if method == "full":
+            return FULL_LR_SMALL if n_params < 500_000_000 else 5e-5 if n_params < 3_000_000_000 else 2e-5
         if n_params < 500_000_000:
             return 2e-3
         return 1e-3 if n_params < 3_000_000_000 else 2e-4

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from django.conf import settings as django_settings
@@ -58,6 +58,7 @@ def train_distributed(
     settings: LoraSettings,
     device: str,
     out_dir: Path,
+    method=None,
     on_progress: Callable[[Progress], None],
     should_stop: Callable[[], bool],
     log: Callable[[str], None],
@@ -77,6 +78,8 @@ def train_distributed(
                 "dataset_dir": str(dataset_dir),
                 "out_dir": str(out_dir),
                 "settings": settings.as_dict(),
+                # Every rank trains with the method the worker chose (and recorded on the run).
+                "method": asdict(method) if method is not None else None,
                 "events": str(events),
                 "stop_file": str(stop),
             }

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.tools.dataset_files import dataset_files_read
     from trainer.training.config import LoraSettings
     from trainer.training.loop import TrainingCancelled, train
-    from trainer.training.modeling import method_choose
+    from trainer.training.methods import TrainingMethod, method_choose
 
     master = os.environ.get("RANK", "0") == "0"
     events = Path(spec["events"]) if spec.get("events") else None
@@ -48,13 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     stop_file = Path(spec["stop_file"]) if spec.get("stop_file") else None
     settings = LoraSettings.from_dict(spec.get("settings", {}))
     dataset = Path(spec["dataset_dir"])
+    chosen = spec.get("method")
+    method = (
+        TrainingMethod(**chosen)
+        if chosen
+        else method_choose(settings.method, quantization=settings.quantization, hf_path=spec["hf_path"])
+    )
     try:
         summary = train(
             hf_path=spec["hf_path"],
             train_files=dataset_files_read(dataset, "train"),
             heldout_files=dataset_files_read(dataset, "heldout"),
             settings=settings,
-            method=method_choose(settings.quantization),
+            method=method,
             out_dir=Path(spec["out_dir"]),
             on_progress=lambda p: event("progress", asdict(p)),
             should_stop=lambda: stop_file is not None and stop_file.exists(),

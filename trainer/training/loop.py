@@ -1,11 +1,14 @@
-"""The training loop: packed FIM sequences, LoRA, held-out loss, best checkpoint, resumable.
+"""The training loop: packed FIM sequences, LoRA or full fine-tuning, held-out loss, best checkpoint,
+resumable.
 
 Pure stage code: paths and callbacks in, a summary dict out. The caller owns the database.
 Read `train` first, then `_loop`; every other function is one step of theirs.
 
 On disk, in `out_dir`: `checkpoint/` (state.pt: trainable weights, optimizer, scheduler; meta.json:
-the `TrainState`), replaced crash-safely every `checkpoint_every_s` and deleted at the end;
-`adapter/` (the best held-out checkpoint, with its meta.json); `summary.json`.
+the `TrainState`; under full fine-tuning every weight), replaced crash-safely every `checkpoint_every_s`
+and deleted at the end; the best held-out checkpoint with its meta.json: `adapter/` (LoRA, QLoRA) or
+`model/` (full fine-tuning: a whole HF model folder with its tokenizer, exported without a merge);
+`summary.json`.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ class Ddp:
 
 @dataclass
 class Job:
-    """What one run trains with; `model` is `core` (the peft model) or its DDP wrapper."""
+    """What one run trains with; `model` is `core` (the peft model, or the plain model under full
+    fine-tuning) or its DDP wrapper; `output` the folder name of what is kept (adapter or model)."""
 
     model: Any
     core: Any
@@ -121,6 +125,7 @@ class Job:
     added: list[int]
     device: str
     autocast: Any
+    method: TrainingMethod | None = None
     rows: list[list[int]] = field(default_factory=list)
     eval_rows: list[list[int]] = field(default_factory=list)
     pack_stats: dict = field(default_factory=dict)
@@ -160,7 +165,8 @@ def train(
     log: Callable[[str], None] = logger.info,
     progress_every_s: float = 3.0,
 ) -> dict:
-    """Fine-tune and write `out_dir/adapter` (the best held-out checkpoint). Resumes from
+    """Fine-tune and write `out_dir/adapter` or, under full fine-tuning, `out_dir/model` (the best
+    held-out checkpoint). Resumes from
     `out_dir/checkpoint` when one exists. Under torchrun every process trains its share of each
     step; rank 0 alone logs, reports progress and writes files."""
     import torch
@@ -182,7 +188,7 @@ def train(
         stopped_early = _loop(
             job, state, meter, settings, ddp, out_dir, on_progress, should_stop, log, progress_every_s
         )
-        if not (out_dir / "adapter").exists():
+        if not (out_dir / method.output).exists():
             adapter_save(out_dir, job, state, settings, ddp)
         ddp.barrier()
         if ddp.master:
@@ -292,7 +298,8 @@ def job_load(
     log: Callable[[str], None],
     t0: float,
 ) -> Job:
-    """The base with LoRA, on its device, wrapped for DDP when there are several processes."""
+    """The base with LoRA (or every weight trainable), on its device, wrapped for DDP when there are
+    several processes."""
     import torch
 
     core, tokenizer, fmt, added = base_load_for_training(hf_path, settings, method)
@@ -304,15 +311,16 @@ def job_load(
 
         on_gpu = method.device == "cuda"
         model = DistributedDataParallel(core, device_ids=[ddp.local_rank] if on_gpu else None)
-    bf16 = method.autocast_bf16 or method.device == "cuda"
+    bf16 = method.autocast_bf16 or (method.device == "cuda" and method.four_bit)
     autocast = (
         torch.autocast(device_type=method.device, dtype=torch.bfloat16)
         if bf16
         else torch.autocast(device_type=method.device, enabled=False)
     )
+    trainable = sum(p.numel() for p in core.parameters() if p.requires_grad)
     log(
         f"loaded base ({method.name} on {method.device}) in {time.monotonic() - t0:.1f} s; "
-        f"FIM format {fmt.name}{' (tokens added: ' + str(len(added)) + ')' if added else ''}"
+        f"{trainable:,} of {sum(p.numel() for p in core.parameters()):,} parameters trainable; FIM format {fmt.name}{' (tokens added: ' + str(len(added)) + ')' if added else ''}"
     )
     return Job(
         model=model,
@@ -322,6 +330,7 @@ def job_load(
         added=added,
         device=method.device,
         autocast=autocast,
+        method=method,
     )
 
 
@@ -398,8 +407,12 @@ def data_prepare(
     if not job.rows:
         raise TrainingError("The dataset produced no training tokens.")
     job.total = settings.steps_for(job.pack_stats["tokens"], processes=ddp.world)
-    frozen = sum(p.numel() for p in job.core.parameters() if not p.requires_grad)
-    job.learning_rate = settings.learning_rate_for(frozen)
+    if job.method is not None and job.method.full:
+        n_params = sum(p.numel() for p in job.core.parameters())
+        job.learning_rate = settings.learning_rate_for(n_params, "full")
+    else:
+        frozen = sum(p.numel() for p in job.core.parameters() if not p.requires_grad)
+        job.learning_rate = settings.learning_rate_for(frozen)
     log(
         f"{job.pack_stats['tokens']} training tokens in {len(job.rows)} packed sequences of {settings.seq_len} "
         f"(padding {job.pack_stats['padding_fraction']:.3f}); {job.total} steps"
@@ -409,7 +422,8 @@ def data_prepare(
 
 
 def optimizer_make(job: Job, settings: LoraSettings) -> None:
-    """AdamW on the trainable (LoRA and new-token) weights, with warm-up then the set schedule."""
+    """AdamW on the trainable weights (LoRA and new-token rows, or all of them), with warm-up then the
+    set schedule."""
     import torch
 
     job.trainable = [p for p in job.model.parameters() if p.requires_grad]
@@ -544,6 +558,10 @@ def summary_make(
     return {
         "method": method.name,
         "device": method.device,
+        "method_reason": method.reason,
+        "output": method.output,
+        "parameters": sum(p.numel() for p in job.core.parameters()),
+        "trainable_parameters": sum(p.numel() for p in job.trainable),
         "fim_format": job.fmt.name,
         "fim_tokens_added": len(job.added),
         "steps": state.step,
@@ -564,7 +582,7 @@ def summary_make(
     }
 
 
-# --- checkpoints (resume) and the adapter (the best checkpoint) ----------------------------------
+# --- checkpoints (resume) and the adapter or model (the best checkpoint) -------------------------
 
 
 def _meta(job: Job, state: TrainState, ddp: Ddp) -> dict:
@@ -599,7 +617,7 @@ def checkpoint_load(out_dir: Path, job: Job, ddp: Ddp, log: Callable[[str], None
     import torch
 
     if ddp.master:
-        for name in ("checkpoint", "adapter"):
+        for name in ("checkpoint", _output(job)):
             paths.atomic_dir_recover(out_dir / name)
     ddp.barrier()
     ckpt = out_dir / "checkpoint"
@@ -622,8 +640,9 @@ def _checkpoint_delete(out_dir: Path) -> None:
 
 
 def adapter_save(out_dir: Path, job: Job, state: TrainState, settings: LoraSettings, ddp: Ddp) -> None:
-    """Replace `adapter/` (crash-safe) with the current LoRA weights, tokenizer, training settings
-    and meta.json (step and held-out loss). Rank 0 only."""
+    """Replace `adapter/` (crash-safe) with the current LoRA weights, or `model/` with the whole
+    model (full fine-tuning), and the tokenizer, training settings and meta.json (step and held-out
+    loss). Rank 0 only."""
     if not ddp.master:
         return
 
@@ -633,7 +652,11 @@ def adapter_save(out_dir: Path, job: Job, state: TrainState, settings: LoraSetti
         settings.save(folder / "training_settings.json")
         (folder / "meta.json").write_text(json.dumps(_meta(job, state, ddp), indent=2))
 
-    paths.atomic_dir_replace(out_dir / "adapter", write)
+    paths.atomic_dir_replace(out_dir / _output(job), write)
+
+
+def _output(job: Job) -> str:
+    return job.method.output if job.method is not None else "adapter"
 
 
 def _trainable_state(model) -> dict:

@@ -1,62 +1,29 @@
-"""Load a base for training (NF4 4-bit or full precision), add FIM tokens when it has none,
-wrap it with LoRA on every linear projection, and merge an adapter back for export."""
+"""Load a base for training (NF4 4-bit or full precision), add FIM tokens when it has none, wrap
+it with LoRA on every linear projection (or leave every weight trainable for full fine-tuning),
+and merge an adapter back for export."""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import TrainingError
 from appliance.llm.fim import FimFormat, fim_format_detect
 from trainer.tools.tokenizers import fim_tokens_ensure, tokenizer_load
 from trainer.training.config import LoraSettings
+from trainer.training.methods import TrainingMethod, method_choose
+
+__all__ = ["LORA_TARGETS", "TrainingMethod", "adapter_merge", "base_load_for_training", "method_choose"]
 
 logger = logging.getLogger(__name__)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-@dataclass
-class TrainingMethod:
-    name: str  # qlora-nf4 | lora-bf16 | lora-fp32
-    device: str
-    reason: str
-
-    @property
-    def four_bit(self) -> bool:
-        return self.name == "qlora-nf4"
-
-    @property
-    def autocast_bf16(self) -> bool:
-        return self.name == "lora-bf16"
-
-
-def method_choose(quantization: str) -> TrainingMethod:
-    """NF4 QLoRA on CUDA; on CPU bf16-autocast LoRA unless 4-bit is asked for explicitly."""
-    import torch
-
-    if torch.cuda.is_available():
-        if quantization == "none":
-            return TrainingMethod("lora-bf16", "cuda", "4-bit quantization switched off in the settings")
-        return TrainingMethod(
-            "qlora-nf4", "cuda", "CUDA present: base in 4-bit NF4, double quantization, bf16 compute"
-        )
-    if quantization == "nf4":
-        return TrainingMethod("qlora-nf4", "cpu", "NF4 4-bit requested on CPU (bitsandbytes CPU backend)")
-    bf16 = torch.backends.mkldnn.is_available()
-    return TrainingMethod(
-        "lora-bf16" if bf16 else "lora-fp32",
-        "cpu",
-        "no CUDA: full-precision base with LoRA"
-        + (" under bf16 autocast, faster than NF4 on this CPU" if bf16 else "")
-        + " (quantization=nf4 forces QLoRA)",
-    )
-
-
 def base_load_for_training(hf_path: str, settings: LoraSettings, method: TrainingMethod):
-    """(peft model, tokenizer, fim format, added token ids) ready to train."""
+    """(model, tokenizer, fim format, added token ids) ready to train: a peft model for LoRA and
+    QLoRA, the plain model with every weight trainable for full fine-tuning."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -89,7 +56,11 @@ def base_load_for_training(hf_path: str, settings: LoraSettings, method: Trainin
         _bnb_cpu_training_fix(model)
     elif settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+        if not method.full:
+            model.enable_input_require_grads()
+    if method.full:
+        model.requires_grad_(True)
+        return model, tokenizer, fmt, added
     config = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,

@@ -113,10 +113,9 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
 def _train(run: TrainingRun, stage: Stage) -> dict:
     from trainer.training.distributed import train_distributed
     from trainer.training.loop import TrainingCancelled, train
-    from trainer.training.modeling import method_choose
 
     settings = LoraSettings.from_dict(run.settings)
-    method = method_choose(settings.quantization)
+    method = training_method_for(run, settings)
     run.method, run.device = method.name, method.device
     run.save(update_fields=["method", "device"])
     processes = django_settings.HEARTH_TRAINING_GPUS
@@ -139,6 +138,7 @@ def _train(run: TrainingRun, stage: Stage) -> dict:
                 hf_path=run.base.hf_path,
                 dataset_dir=dataset_dir,
                 device=method.device,
+                method=method,
                 **common,
             )
         else:
@@ -151,11 +151,26 @@ def _train(run: TrainingRun, stage: Stage) -> dict:
             )
     except TrainingCancelled as exc:
         raise StageCancelled("Cancelled by an admin.") from exc
-    run.adapter_path = str(Path(run.path) / "adapter")
+    run.adapter_path = str(Path(run.path) / method.output)
     run.summary = summary
     run.save(update_fields=["adapter_path", "summary"])
     _manifest_record(run, stage, dataset_dir, settings, method, summary)
     return summary
+
+
+def training_method_for(run: TrainingRun, settings: LoraSettings):
+    """The method a run trains with: the one its first attempt chose (a resumed run must load the
+    checkpoint it wrote), else chosen now from the settings, the base's size and the free memory."""
+    from trainer.training.methods import activation_bytes, method_choose, method_named
+
+    if run.method and run.device:
+        return method_named(run.method, run.device)
+    return method_choose(
+        settings.method,
+        quantization=settings.quantization,
+        hf_path=run.base.hf_path,
+        activations=activation_bytes(run.base.hf_path, settings.batch_size, settings.seq_len),
+    )
 
 
 def _progress_record(run: TrainingRun, p) -> None:
@@ -177,7 +192,7 @@ def _progress_record(run: TrainingRun, p) -> None:
 def _finish(run: TrainingRun, summary: dict) -> None:
     run.transition(TrainingRun.Status.SUCCEEDED)
     run.log_line(
-        f"done: {summary['steps']} steps at {summary['tokens_per_s']} tok/s, "
+        f"done ({summary.get('method', run.method)}): {summary['steps']} steps at {summary['tokens_per_s']} tok/s, "
         f"best held-out loss {summary['best_eval_loss']}"
     )
 
@@ -201,7 +216,12 @@ def _manifest_record(
             "base_files": run.base.manifest.get("files", {}),
         },
         settings=settings.as_dict(),
-        method={"name": method.name, "device": method.device},
+        method={
+            "name": method.name,
+            "device": method.device,
+            "reason": method.reason,
+            "output": method.output,
+        },
         adapter={p.name: sha256_file(p) for p in sorted(adapter.iterdir()) if p.is_file()}
         if adapter.is_dir()
         else {},

@@ -15,6 +15,19 @@ def _flag_type(f):
     return {"int": int, "float": float}.get(str(f.type), str)
 
 
+def method_line(run) -> str:
+    """The run's method and why it was chosen, as its training stage logged it."""
+    reason = (run.summary or {}).get("method_reason") or next(
+        (
+            ln.split(" — ", 1)[1]
+            for ln in reversed(run.log.splitlines())
+            if f"{run.method} on " in ln and " — " in ln
+        ),
+        "",
+    )
+    return f"{run.method} on {run.device}" + (f" ({reason})" if reason else "")
+
+
 class Command(BaseCommand):
     help = (
         "Start a custom model: a dataset from ready repositories, then a fine-tune as a job (a worker must "
@@ -76,7 +89,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"Training run {run.pk} queued on dataset {run.dataset_id} ({run.dataset.train_files} "
-            f"training files)."
+            f"training files); method {settings.method}"
+            f"{' (full fine-tuning where it fits the memory, else LoRA, else QLoRA)' if settings.method == 'auto' else ''}."
         )
         if not opts["no_follow"]:
             self._follow(run)
@@ -87,8 +101,12 @@ class Command(BaseCommand):
         from trainer.pipeline import run_follow
 
         bar = tqdm(total=None, unit="step", desc=f"run {run.pk}", file=self.stderr._out)
+        said: list[str] = []
 
         def log(line: str) -> None:
+            if run.method and not said:  # run_follow refreshes `run`: the method is chosen as it starts
+                said.append(run.method)
+                bar.write(f"method: {method_line(run)}", file=self.stdout._out)
             run.refresh_from_db(fields=["step", "total_steps"])
             if run.total_steps and bar.total != run.total_steps:
                 bar.total = run.total_steps
@@ -102,6 +120,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         finally:
             bar.close()
+        if not said:
+            run.refresh_from_db()
+            self.stdout.write(f"method: {method_line(run)}")
         report = version.reports.order_by("-created_at").first()
         self.stdout.write(
             self.style.SUCCESS(
