@@ -67,7 +67,7 @@ def test_repository_to_served_completion(code_repo, micro_base, live_server, set
     run = training_run_start(dataset=dataset, base=micro_base, settings=settings_)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.SUCCEEDED, run.status_reason
-    assert run.progress.count() >= 1 and run.method in {"lora-bf16", "lora-fp32"}
+    assert run.progress.count() >= 1 and run.method in {"full-fp32", "full-bf16", "lora-bf16", "lora-fp32"}
     version = ModelVersion.objects.get(run=run)
     assert version.status in {"candidate", "promoted"}, version.status_reason
     report = version.reports.get()
