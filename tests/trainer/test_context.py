@@ -290,7 +290,9 @@ def test_windows_rank_the_one_most_like_the_last_lines_first_and_bring_its_conti
     for rerank in (False, True):
         hits = index.search_windows(query, k=3, rerank=rerank)
         assert hits[0].path == "pay/ledger.py" and "ui/theme.py" not in [h.path for h in hits]
-    snippets = context_snippets(index, query + "    return ", filepath="pay/statement.py", language="python")
+    snippets = context_snippets(
+        index, query + "    return ", filepath="pay/statement.py", language="python", retrieval="windows"
+    )
     assert snippets[-1] == (
         "pay/ledger.py",
         WINDOW_FILES[0]["text"].rstrip("\n"),
@@ -307,10 +309,15 @@ def test_windows_never_come_from_the_current_file_or_an_excluded_path(tmp_path):
     index_build(tmp_path / "i.sqlite", WINDOW_FILES)
     index = ContextIndex(tmp_path / "i.sqlite")
     query = "    entries = ledger_entries(account_id)\n    balance = entries_total(entries)\n"
-    own = context_snippets(index, query, filepath="pay/ledger.py", language="python")
+    own = context_snippets(index, query, filepath="pay/ledger.py", language="python", retrieval="windows")
     assert own and "pay/ledger.py" not in [p for p, _ in own]
     kept = context_snippets(
-        index, query, filepath="x.py", language="python", keep=lambda p: p != "pay/invoice.py"
+        index,
+        query,
+        filepath="x.py",
+        language="python",
+        keep=lambda p: p != "pay/invoice.py",
+        retrieval="windows",
     )
     assert [p for p, _ in kept] == ["pay/ledger.py"]
 
@@ -343,7 +350,9 @@ def test_window_snippets_are_the_same_at_each_keystroke_of_a_line(tmp_path):
     index = ContextIndex(tmp_path / "i.sqlite")
     above = "def statement(account_id):\n    entries = ledger_entries(account_id)\n"
     typed = [
-        context_snippets(index, above + word, filepath="pay/statement.py", language="python")
+        context_snippets(
+            index, above + word, filepath="pay/statement.py", language="python", retrieval="windows"
+        )
         for word in ("", "    b", "    balance = entries_", "    balance = entries_total(invoice_lines")
     ]
     assert typed[0] and all(t == typed[0] for t in typed)
