@@ -75,6 +75,9 @@ HEARTH_ENGINE_CTX = int(_env("ENGINE_CTX", "2048"))
 HEARTH_PROMOTION_MARGIN = float(_env("PROMOTION_MARGIN", "0.0"))
 # The promotion gate also needs a paired, significant win: an exact McNemar test at this level.
 HEARTH_PROMOTION_ALPHA = float(_env("PROMOTION_ALPHA", "0.05"))
+# The gate refuses a candidate that forgot general code: its exact match on the standard library's
+# held-out lines fell below the base's by more than this, significantly at the level above.
+HEARTH_FORGETTING_MAX_DROP = float(_env("FORGETTING_MAX_DROP", "0.02"))
 # Repository context: evaluation scores every model with and without snippets of the dataset's code
 # index as well (the "+context" arms); "auto" writes snippets in the model's own file-separator
 # format where its vocabulary has one, "comments" always as path-comment blocks.

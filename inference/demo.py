@@ -59,8 +59,19 @@ class DemoResult:
             "arms": {arm: scores.arm_summary(arm) for arm in scores.arms if arm in DEMO_ARMS},
             "served_arm": version.served_arm or "tuned",
             "split": (self.pipeline.dataset.report.get("split") or {}).get("method"),
+            "general": _general_summary(scores),
             "seconds": self.seconds,
         }
+
+
+def _general_summary(scores) -> dict:
+    """Exact match on general code (the standard library's held-out lines), base and candidate: what
+    fine-tuning forgot; None where an arm was not scored."""
+    general = scores.general
+    return {
+        key: round(general.arm(arm).exact_match, 4) if general and general.has_arm(arm) else None
+        for key, arm in (("base", "base"), ("candidate", "tuned"))
+    }
 
 
 def _round(value: float | None) -> float | None:

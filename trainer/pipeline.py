@@ -77,6 +77,7 @@ def _version_export_and_gate(stage: Stage) -> PromotionDecision:
         margin=settings.HEARTH_PROMOTION_MARGIN,
         alpha=settings.HEARTH_PROMOTION_ALPHA,
         served_arm=("served+context" if served.serves_context else "served") if served else None,
+        forgetting_max_drop=settings.HEARTH_FORGETTING_MAX_DROP,
     )
     version.served_arm = decision.arm
     version.gate_passed = decision.promote

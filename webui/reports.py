@@ -10,7 +10,7 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from trainer.evaluation.services import decision_split
+from trainer.evaluation.services import code_tradeoff, decision_split
 from trainer.tools.scores import Scores
 from webui.charts import bar_chart
 
@@ -168,6 +168,37 @@ def _arm_rows(scores: Scores, served_arm: str) -> list[tuple]:
     return rows
 
 
+def _general_rows(scores: Scores) -> list[tuple]:
+    """The general-code arms ("general:base", "general:tuned"): lines of the standard library, code the
+    customer did not write, to show whether fine-tuning forgot general code."""
+    general = scores.general
+    if general is None or not general.has_arm("base"):
+        return []
+    base = general.arm("base")
+    rows = []
+    for name in ("base", "tuned"):
+        if not general.has_arm(name):
+            continue
+        score = general.arm(name)
+        lo, hi = score.exact_match_ci95
+        rows.append(
+            (
+                f"general:{name}",
+                _bar(score.exact_match),
+                f"{lo:.3f}–{hi:.3f}",
+                f"{score.exact_match - base.exact_match:+.3f}",
+                f"{score.edit_similarity:.3f}",
+            )
+        )
+    return rows
+
+
+def tradeoff_html(scores: Scores) -> SafeString | str:
+    """ "Against the base model: your code: +x points; general code: -y points", or "" without a candidate."""
+    text = code_tradeoff(scores)
+    return render_to_string("admin/hearth/_tradeoff.html", {"tradeoff": text}) if text else ""
+
+
 def decision_html(decision: str) -> SafeString:
     """The gate's sentence, with its statistics one click away (a stored decision is both)."""
     sentence, details = decision_split(decision)
@@ -182,6 +213,7 @@ def report_html(metrics: dict, decision: str = "", served_arm: str = "") -> Safe
     labels = _labels(scores)
     example_labels, examples = _example_rows(scores)
     arms = _arm_rows(scores, served_arm)
+    general_rows = _general_rows(scores)
     return render_to_string(
         "admin/hearth/_evaluation_report.html",
         {
@@ -191,6 +223,10 @@ def report_html(metrics: dict, decision: str = "", served_arm: str = "") -> Safe
             # The arms table only when there is more than the base to compare.
             "arms": arms if len(arms) > 1 else [],
             "served_arm_shown": served_arm in scores.arms,
+            "tradeoff": tradeoff_html(scores),
+            "general_rows": general_rows,
+            "general": scores.general,
+            "general_tasks": scores.general.arm("base").tasks if general_rows else 0,
             "charts": report_charts(scores),
             "mode_rows": _mode_rows(scores),
             "perplexity": [

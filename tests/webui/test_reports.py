@@ -104,6 +104,43 @@ def test_report_is_a_comparison_table(admin_client, report, page):
     assert "single line, prefix only, with repository context" in html
 
 
+@pytest.mark.parametrize("page", ["report", "version"])
+def test_both_pages_show_your_code_against_general_code(admin_client, report, page):
+    general = {"mode": "prefix", "tasks": 120, "hits": [1] * 30 + [0] * 90}
+    report.metrics["general"] = {
+        "source": "the Python 3.11 standard library",
+        "files": 24,
+        "mode": "prefix",
+        "tasks": 120,
+        "models": {
+            "base": {**_score(0.25, 120), **general},
+            "candidate": {**_score(0.225, 120), **general, "hits": [1] * 27 + [0] * 93},
+        },
+    }
+    report.save(update_fields=["metrics"])
+    url = (
+        f"/admin/trainer/evaluationreport/{report.pk}/change/"
+        if page == "report"
+        else f"/admin/trainer/modelversion/{report.version.pk}/change/"
+    )
+    html = admin_client.get(url).content.decode()
+    # Against the base: the served arm (tuned+context, 0.21 against 0.037) and the plain arm on general code.
+    assert "<b>Against the base model:</b> your code: +17.3 points; general code: -2.5 points." in html
+    if page == "report":
+        table = html[html.index("General code (120 held-out lines of 24 files of the Python 3.11") :]
+        assert "<td>general:base</td>" in table and "<td>general:tuned</td>" in table and "-0.025" in table
+
+
+def test_a_report_without_general_code_shows_your_code_alone():
+    from trainer.tools.scores import Scores
+    from webui.reports import tradeoff_html
+
+    metrics = {"mode": "prefix", "models": {"base": {"line_completion": {"prefix": _score(0.1)}}}}
+    assert tradeoff_html(Scores.from_metrics(metrics)) == ""
+    metrics["models"]["candidate"] = {"line_completion": {"prefix": _score(0.2)}}
+    assert "your code: +10 points." in tradeoff_html(Scores.from_metrics(metrics))
+
+
 def test_versions_and_reports_cannot_be_edited_or_added_by_hand(admin_client, report):
     html = admin_client.get(f"/admin/trainer/modelversion/{report.version.pk}/change/").content.decode()
     assert 'name="gguf_path"' not in html and 'name="base"' not in html and 'name="fim_format"' not in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from appliance.manifests import manifest_sha256
 from appliance.paths import sha256_file
 from appliance.stages import Stage, stage_run
 from trainer.context.services import context_index_open
+from trainer.evaluation.general import GENERAL_TASKS, general_files, general_score, general_tasks_build
 from trainer.evaluation.harness import Candidate, models_compare
 from trainer.evaluation.metrics import mcnemar_exact_p, paired_difference_ci
 from trainer.evaluation.tasks import line_tasks_build, span_tasks_build
@@ -95,6 +97,9 @@ def _evaluate(stage: Stage, base: BaseModel, version: ModelVersion | None, argum
         index=index,
         context_format=settings.HEARTH_CONTEXT_FORMAT,
     )
+    general = _general_evaluate(models, dataset, heldout, metrics["mode"], arguments, both)
+    if general is not None:
+        metrics["general"] = general
     report.mode, report.metrics = metrics["mode"], metrics
     report.save(update_fields=["mode", "metrics", "updated_at"])
     stage.manifest(
@@ -103,9 +108,30 @@ def _evaluate(stage: Stage, base: BaseModel, version: ModelVersion | None, argum
         inputs={
             "dataset_manifest": manifest_sha256(Path(dataset.path)),
             **{m.label: sha256_file(m.gguf) for m in models},
+            "general_sample": (general or {}).get("sample_sha256"),
         },
         settings=arguments,
     )
+
+
+def _general_evaluate(
+    models: list[Candidate], dataset: Dataset, heldout: list[dict], mode: str, arguments: dict, log
+) -> dict | None:
+    """The general-code arm (trainer/evaluation/general.py): the base and the candidate on lines of
+    the standard library, none of them a file of the dataset. None when the interpreter ships no
+    sources to sample (the gate then cannot check forgetting, and says so)."""
+    customer = [f["text"] for f in heldout]
+    if "train" not in arguments["splits"]:
+        customer += [f["text"] for f in dataset_files_read(Path(dataset.path), "train")]
+    files = general_files(exclude_texts=customer)
+    tasks = general_tasks_build(files, max_tasks=min(GENERAL_TASKS, arguments["max_tasks"]))
+    if not tasks:
+        log("no standard-library sources on this appliance: the general-code arm is left out")
+        return None
+    block = general_score(models, tasks, mode=mode, files=len(files), log=log)
+    sample = "\n".join(f"{f['path']} {hashlib.sha256(f['text'].encode()).hexdigest()}" for f in files)
+    block["sample_sha256"] = hashlib.sha256(sample.encode()).hexdigest()
+    return block
 
 
 def _candidates(base: BaseModel, version: ModelVersion | None) -> list[Candidate]:
@@ -198,6 +224,89 @@ def _verdict(
     )
 
 
+@dataclass(frozen=True)
+class Forgetting:
+    """General code (trainer/evaluation/general.py): the candidate's plain arm against the base it was
+    trained from, on the same lines of code the customer did not write."""
+
+    source: str  # "the Python 3.11 standard library"
+    tasks: int
+    before: int  # lines the base completed exactly
+    after: int  # lines the candidate completed exactly
+    wins: int
+    losses: int
+    change: float  # exact match, candidate minus base (negative: it forgot)
+    p: float
+    forgot: bool  # a drop over the allowed one, and significant
+
+    @property
+    def phrase(self) -> str:
+        """-3.5 points on the Python 3.11 standard library"""
+        return f"{_points(self.change)} points on {self.source}"
+
+
+def forgetting_judge(scores: Scores, *, max_drop: float, alpha: float) -> Forgetting | None:
+    """Did the candidate forget general code? Only when its exact match there fell by more than
+    `max_drop` below the base's and an exact McNemar test on the lines where exactly one of them is
+    right rejects "no worse" at `alpha` (two-sided, as the gate's own test): a few lines' loss is
+    noise, as a few lines' lead is. None when the report has no paired general-code arms."""
+    general = scores.general
+    if general is None or not general.paired():
+        return None
+    cand, base = general.arm("tuned"), general.arm("base")
+    wins = sum(1 for c, b in zip(cand.hits, base.hits) if c and not b)
+    losses = sum(1 for c, b in zip(cand.hits, base.hits) if b and not c)
+    p = mcnemar_exact_p(wins, losses)
+    change = general.change
+    return Forgetting(
+        general.source,
+        cand.tasks,
+        sum(base.hits),
+        sum(cand.hits),
+        wins,
+        losses,
+        change,
+        p,
+        forgot=-change > max_drop and p < alpha,
+    )
+
+
+def _with_general(
+    verdict: str, forgetting: Forgetting | None, *, won: bool, gain: float, head: str, reference: str
+) -> str:
+    """The gate's sentence with general code in it: a win on the customer's code that forgot general
+    code is refused for it; a promotion states both figures; a refusal for another reason that also
+    forgot says so. General code is always measured against the base model: said so when the gain on
+    the customer's code is against a served version."""
+    if forgetting is None:
+        return verdict
+    if won and forgetting.forgot:
+        return (
+            f"Not promoted: {head}; gain {_points(gain)} points on your code, but it forgot general code: "
+            f"{forgetting.phrase} (the base model completed {forgetting.before:,} of {forgetting.tasks:,} "
+            f"lines exactly, the custom model {forgetting.after:,})."
+        )
+    if won:
+        return (
+            f"{verdict} Your code: {_points(gain)} points; general code: {_points(forgetting.change)} points "
+            f"{'' if reference == 'base' else 'against the base model '}on {forgetting.source}."
+        )
+    if forgetting.forgot:
+        return f"{verdict} It also forgot general code: {forgetting.phrase}."
+    return verdict
+
+
+def _forgetting_details(forgetting: Forgetting | None, max_drop: float, alpha: float) -> str:
+    if forgetting is None:
+        return " General code was not scored: forgetting was not checked."
+    return (
+        f" General code ({forgetting.source}, {forgetting.tasks} lines, tuned against base): exact match "
+        f"{forgetting.after / max(1, forgetting.tasks):.3f} against {forgetting.before / max(1, forgetting.tasks):.3f}; "
+        f"{forgetting.wins} better, {forgetting.losses} worse; McNemar exact p = {forgetting.p:.3g}. A candidate "
+        f"is refused for forgetting when it falls by more than {max_drop:.3f} with p < {alpha:g}."
+    )
+
+
 def promotion_decide(
     scores: Scores,
     *,
@@ -205,15 +314,18 @@ def promotion_decide(
     alpha: float = 0.05,
     served_arm: str | None = None,
     served_pk: int | None = None,
+    forgetting_max_drop: float = 0.02,
 ) -> PromotionDecision:
-    """Promote only on a paired, significant win on exact match over the arm served now.
+    """Promote only on a paired, significant win on exact match over the arm served now, without a
+    significant loss on general code.
 
     The candidate competes with its best arm (with or without repository context, the one it would
     be served as). The reference is the served version's arm (`served_arm`: "served" or
     "served+context"), or the base as it is served without a version: without context. All arms
     answered the same held-out tasks, so the comparison is paired: the candidate must beat the
     reference by more than `margin`, and an exact McNemar test on the tasks where exactly one of them
-    is right must reject "no better" at `alpha` (two-sided). A few lines' lead is noise.
+    is right must reject "no better" at `alpha` (two-sided). A few lines' lead is noise. Then it must
+    not have forgotten general code (`forgetting_judge`, with `forgetting_max_drop`).
     `served_pk` names the version served now in the sentence (looked up when a version is served
     and it is not given).
     """
@@ -233,7 +345,9 @@ def promotion_decide(
     p = mcnemar_exact_p(wins, losses) if paired else 1.0
     lo, hi = paired_difference_ci(list(cand.hits), list(ref.hits)) if paired else (0.0, 0.0)
     gain = cand.exact_match - ref.exact_match
-    promote = paired and gain > margin and p < alpha
+    won = paired and gain > margin and p < alpha
+    forgetting = forgetting_judge(scores, max_drop=forgetting_max_drop, alpha=alpha)
+    promote = won and not (forgetting and forgetting.forgot)
 
     ref_name = _reference_name(reference, served_pk, version_served)
     # The candidate's arm in parentheses, as the arms table below the decision names it.
@@ -245,10 +359,12 @@ def promotion_decide(
         f"{ref_name} {ref_lines:,}"
     )
     changed = f"{wins:,} lines got better and {losses:,} worse"
-    summary = _verdict(
+    verdict = _verdict(
         completed, changed, paired=paired, gain=gain, p=p, interval=(lo, hi), alpha=alpha, margin=margin
     )
-
+    summary = _with_general(
+        verdict, forgetting, won=won, gain=gain, head=f"{completed}; {changed}", reference=reference
+    )
     evidence = (
         f"{wins} better, {losses} worse; gain {gain:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}); "
         f"McNemar exact p = {p:.3g}"
@@ -265,7 +381,22 @@ def promotion_decide(
             f" {f'Version {served_pk}' if served_pk else 'A version'} is served now but was not scored "
             "(it is built on another base model): the base model is the reference."
         )
+    details += _forgetting_details(forgetting, forgetting_max_drop, alpha)
     return PromotionDecision(promote, summary, reference, cand.exact_match, ref.exact_match, p, arm, details)
+
+
+def code_tradeoff(scores: Scores) -> str:
+    """What fine-tuning did, against the base model it started from, as pages show it: "your code:
+    +12 points; general code: -1.5 points" (the candidate's served arm on the held-out lines, its plain
+    arm on the standard library). Empty for a report without a candidate."""
+    if not (scores.has_arm("tuned") and scores.has_arm("base")):
+        return ""
+    own = scores.arm(scores.best_arm("tuned")).exact_match - scores.arm("base").exact_match
+    text = f"your code: {_points(own)} points"
+    general = scores.general
+    if general is not None and general.has_arm("base") and general.has_arm("tuned"):
+        text += f"; general code: {_points(general.change)} points"
+    return text
 
 
 @dataclass(frozen=True)

@@ -62,12 +62,55 @@ class ModelScores:
 
 
 @dataclass(frozen=True)
+class GeneralScores:
+    """The general-code arms: the base and the candidate on held-out lines of code the customer did not
+    write (the standard library), to see whether fine-tuning forgot general code."""
+
+    source: str  # "the Python 3.11 standard library"
+    files: int
+    lines: dict[str, LineScore]  # by report label: "base", "candidate"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GeneralScores:
+        mode = data.get("mode", "")
+        return cls(
+            source=data.get("source", "general code"),
+            files=int(data.get("files", 0)),
+            lines={
+                label: LineScore.from_dict({"mode": mode, **score})
+                for label, score in (data.get("models") or {}).items()
+            },
+        )
+
+    def arm(self, name: str) -> LineScore:
+        """ "base" or "tuned" (the arms "general:base" and "general:tuned")."""
+        return self.lines[_ARM_MODEL[name]]
+
+    def has_arm(self, name: str) -> bool:
+        return name in _ARM_MODEL and _ARM_MODEL[name] in self.lines
+
+    def paired(self) -> bool:
+        """Both arms scored, line by line, on the same lines."""
+        if not (self.has_arm("base") and self.has_arm("tuned")):
+            return False
+        base, tuned = self.arm("base").hits, self.arm("tuned").hits
+        return bool(tuned) and len(tuned) == len(base)
+
+    @property
+    def change(self) -> float:
+        """The candidate's exact match on general code minus the base's (negative: it forgot)."""
+        return self.arm("tuned").exact_match - self.arm("base").exact_match
+
+
+@dataclass(frozen=True)
 class Scores:
-    """The report's metrics: the common mode, and each model's scores by label."""
+    """The report's metrics: the common mode, each model's scores by label, and the general-code arms
+    when they were scored."""
 
     mode: str
     tasks: int
     models: dict[str, ModelScores]
+    general: GeneralScores | None = None
 
     @classmethod
     def from_metrics(cls, metrics: dict) -> Scores:
@@ -77,6 +120,7 @@ class Scores:
             models={
                 label: ModelScores.from_dict(label, m) for label, m in (metrics.get("models") or {}).items()
             },
+            general=GeneralScores.from_dict(metrics["general"]) if metrics.get("general") else None,
         )
 
     @property
