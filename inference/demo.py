@@ -58,6 +58,7 @@ class DemoResult:
             "training_tokens_per_s": run.summary.get("tokens_per_s"),
             "arms": {arm: scores.arm_summary(arm) for arm in scores.arms if arm in DEMO_ARMS},
             "served_arm": version.served_arm or "tuned",
+            "method": run.method,
             "split": (self.pipeline.dataset.report.get("split") or {}).get("method"),
             "general": _general_summary(scores),
             "seconds": self.seconds,
