@@ -112,7 +112,7 @@ def test_a_run_with_two_processes_is_trained_exported_evaluated_and_gated_like_a
     assert "in 2 processes" in run.log and "launching 2 training processes (torchrun, gloo)" in run.log
     assert "training tokens" in run.log  # rank 0's own log lines reach the run's log
     assert run.progress.filter(step=6).exists()  # and its progress, as points on the run's chart
-    meta = json.loads((Path(run.path) / "adapter" / "meta.json").read_text())
+    meta = json.loads((Path(run.adapter_path) / "meta.json").read_text())  # adapter/ or model/ (full)
     assert meta["processes"] == 2
     assert not (Path(run.path) / "checkpoint").exists()
     version = ModelVersion.objects.get(run=run)
