@@ -38,6 +38,9 @@ JOB_FUNCTIONS = frozenset(
         "trainer.tasks.training_run_execute",
     }
 )
+# Jobs Hearth no longer runs: old migrations still name them, a later migration removes their
+# schedules, and the worker refuses them like any unlisted function.
+RETIRED_JOBS = frozenset({"trainer.training.tasks.training_watchdog"})  # migration trainer 0012
 # Result hooks (django-q2 calls one with the task's row when the row is saved): Hearth uses none.
 JOB_HOOKS: frozenset[str] = frozenset()
 

@@ -25,6 +25,7 @@ def test_two_process_gloo_training(micro_dir, tmp_path):
                 "dataset_dir": str(data),
                 "out_dir": str(tmp_path / "run"),
                 "settings": {
+                    "method": "lora",  # the adapter path; the Django-run test below takes auto's full fine-tune
                     "max_steps": 4,
                     "seq_len": 64,
                     "grad_accum": 1,
