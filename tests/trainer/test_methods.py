@@ -33,9 +33,7 @@ def test_auto_falls_back_to_lora_then_qlora():
     assert qlora.four_bit and "QLoRA" in qlora.reason
     # Activations count too: the same base fits without them and not with them.
     assert method_choose("auto", n_params=10**8, available_bytes=2 * GB, cuda=False).full
-    assert not method_choose(
-        "auto", n_params=10**8, available_bytes=2 * GB, activations=GB, cuda=False
-    ).full
+    assert not method_choose("auto", n_params=10**8, available_bytes=2 * GB, activations=GB, cuda=False).full
     # quantization=none never goes 4-bit; nf4 (the old setting) still forces QLoRA.
     assert method_choose("auto", quantization="none", n_params=7 * 10**9, available_bytes=GB).kind == "lora"
     assert method_choose("auto", quantization="nf4", n_params=1, available_bytes=GB).four_bit
