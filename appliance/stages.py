@@ -128,7 +128,7 @@ def stage_run(
         stage_claim(row, claim_to=claim_to)
     ctx = Stage(row, stage)
     try:
-        with heartbeat_keep(row, claimed=True):
+        with heartbeat_keep(row):
             result = work(ctx)
             ctx.manifest_flush()
             if finish is not None:

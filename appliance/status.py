@@ -64,8 +64,9 @@ class StatusRow(models.Model):
 class WorkedRow(StatusRow):
     """A StatusRow whose `WORKING` states belong to one live worker process at a time.
 
-    The worker claims the row and keeps its heartbeat fresh with `heartbeat_keep(row)`, which stamps
-    `worker` (host and pid) and `heartbeat_at`; moving into a working state clears both. A row whose worker died keeps its working state
+    The worker claims the row with `appliance.stages.stage_claim`, which stamps `worker` (host and
+    pid) and `heartbeat_at`, and keeps the heartbeat fresh with `heartbeat_keep(row)`; moving into a
+    working state clears both. A row whose worker died keeps its working state
     forever unless `stuck_rows_release` moves it to `STUCK_TO`, from which the admin retries it.
     """
 
@@ -91,7 +92,7 @@ class WorkedRow(StatusRow):
 
     def transition(self, to: str, *, reason: str = "") -> None:
         super().transition(to, reason=reason)
-        if to in self.WORKING:  # unclaimed until a worker's `heartbeat_keep` (a retry may wait queued)
+        if to in self.WORKING:  # unclaimed until a worker's `stage_claim` (a retry may wait queued)
             self.heartbeat_at, self.worker = None, ""
             type(self).objects.filter(pk=self.pk).update(heartbeat_at=None, worker="")
 
@@ -104,9 +105,9 @@ def worker_name() -> str:
 
 
 @contextmanager
-def heartbeat_keep(row: WorkedRow, interval_s: float | None = None, *, claimed: bool = False):
+def heartbeat_keep(row: WorkedRow, interval_s: float | None = None):
     """Refresh `row.heartbeat_at` every `interval_s` (HEARTH_WORK_HEARTBEAT_S) while the block runs.
-    `claimed`: the row already carries this worker's name and first heartbeat (`stage_claim`)."""
+    The row is already this worker's: `appliance.stages.stage_claim` wrote its name and first beat."""
     import threading
 
     from django.conf import settings
@@ -114,9 +115,6 @@ def heartbeat_keep(row: WorkedRow, interval_s: float | None = None, *, claimed: 
 
     interval = interval_s if interval_s is not None else settings.HEARTH_WORK_HEARTBEAT_S
     model, pk, stop = type(row), row.pk, threading.Event()
-    if not claimed:
-        row.heartbeat_at, row.worker = timezone.now(), worker_name()  # claimed: the watchdog may watch it
-        model.objects.filter(pk=pk).update(heartbeat_at=row.heartbeat_at, worker=row.worker)
 
     def beat() -> None:
         try:

@@ -22,10 +22,11 @@ from tests.conftest import child_env
 WORKER = """
 import sys, time, django
 django.setup()
+from appliance.stages import stage_claim
 from appliance.status import heartbeat_keep
 from trainer.models import Repository
 repo = Repository.objects.get(pk=int(sys.argv[1]))
-repo.transition(Repository.Status.SYNCING)
+stage_claim(repo, claim_to=Repository.Status.SYNCING)
 with heartbeat_keep(repo):
     print("claimed", flush=True)
     time.sleep(120)
