@@ -68,7 +68,7 @@ def _version_export_and_gate(stage: Stage) -> PromotionDecision:
     from trainer.versions import served_version
 
     version: ModelVersion = stage.row
-    model_version_export(version=version, log=stage.log)
+    model_version_export(stage=stage)
     report = evaluation_run(dataset=version.run.dataset, version=version, log=stage.log)
     _serving_mode_choose(version, report)
     served = served_version()

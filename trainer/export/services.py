@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ExportError
 from appliance.paths import sha256_file
+from appliance.stages import Stage
 from trainer.models import ModelVersion
 from trainer.tools.tokenizers import fim_token_ids
 
@@ -20,13 +20,9 @@ logger = logging.getLogger(__name__)
 QUANTIZATIONS = ("q8_0", "q4_k_m")
 
 
-def model_version_export(
-    *,
-    version: ModelVersion,
-    log: Callable[[str], None] = logger.info,
-    quantizations: tuple[str, ...] = QUANTIZATIONS,
-) -> ModelVersion:
-    from appliance.manifests import manifest_write
+def model_version_export(*, stage: Stage, quantizations: tuple[str, ...] = QUANTIZATIONS) -> ModelVersion:
+    """The export part of a model version's stage: the run's output to GGUF, quantized, each file
+    checked in llama.cpp, and the stage's manifest (written by the runner's own writer)."""
     from trainer.tools.gguf import (
         gguf_convert,
         gguf_quantize,
@@ -35,10 +31,11 @@ def model_version_export(
     )
     from trainer.tools.tokenizers import tokenizer_load
 
+    version: ModelVersion = stage.row
+    log = stage.log
     run = version.run
     out = Path(version.path)
     timings = {}
-    started = time.monotonic()
     full = run_is_full(run)
     merged, fmt = _model_folder(run, out, timings, log)
 
@@ -61,10 +58,8 @@ def model_version_export(
     adapter_gguf = (
         {"unsupported": "a full fine-tune has no adapter"} if full else _adapter_gguf(run, out, log)
     )
-    timings["seconds"] = round(time.monotonic() - started, 2)
-    manifest = manifest_write(
+    stage.manifest(
         out,
-        stage="export",
         base={"slug": run.base.slug, "manifest_files": run.base.manifest.get("files", {})},
         run=run.pk,
         dataset=run.dataset_id,
@@ -82,6 +77,7 @@ def model_version_export(
         timings=timings,
         served_file=served.name,
     )
+    manifest = stage.manifest_flush()
     version.gguf_path = str(served)
     version.gguf_sha256 = manifest["gguf"][served.name]
     version.fim_format = fmt.name
