@@ -143,6 +143,12 @@ class CompletionRecord(models.Model):
         null=True, blank=True, help_text="ModelVersion pk; empty = base."
     )
     language = models.CharField(max_length=32, default="unknown")
+    filepath = models.CharField(
+        max_length=1000, blank=True, help_text="The file the IDE named (stored only with the prompt)."
+    )
+    arm = models.CharField(
+        max_length=16, default="served", help_text="served, or canary: the share trying a candidate."
+    )
     latency_ms = models.FloatField()
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)

@@ -60,8 +60,11 @@ def completion_record(
     filters: list[str],
     prompt: str,
     suggestion: str,
+    filepath: str = "",
+    arm: str = "served",
 ) -> None:
-    """Store one completion's row; `result` is None when the engine was not asked (an excluded file)."""
+    """Store one completion's row; `result` is None when the engine was not asked (an excluded file).
+    The prompt, the suggestion and the file's path are kept only while content is allowed."""
     if not policy.telemetry_enabled:
         return
     if result is None:
@@ -75,6 +78,8 @@ def completion_record(
             model=result.model,
             model_version=result.version,
             language=language,
+            filepath=filepath[:1000] if policy.telemetry_content else "",
+            arm=arm,
             latency_ms=latency_ms,
             prompt_tokens=choice.prompt_tokens,
             completion_tokens=choice.completion_tokens,

@@ -62,6 +62,7 @@ class Served:
     outcome: str  # ok | empty | excluded | filtered | superseded
     filters: list[str] = field(default_factory=list)
     superseded: bool = False
+    arm: str = "served"  # served, or canary: the model that answered is the candidate on trial
 
     @property
     def text(self) -> str:
@@ -164,6 +165,8 @@ def _finish(
         filters=acted,
         prompt="" if excluded else req.prefix + ("" if req.suffix is None else "<|suffix|>" + req.suffix),
         suggestion="" if excluded else served.text,
+        filepath="" if excluded else req.filepath,
+        arm=served.arm,
     )
     return served
 

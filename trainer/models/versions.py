@@ -49,8 +49,24 @@ class ModelVersion(WorkedRow):
         help_text="Why an admin served it although the gate did not promote it (empty: the gate's choice).",
     )
 
+    # A canary: a candidate served to a share of developers (chosen per user, so each keeps one model)
+    # beside the served model, until an admin promotes it to everyone or rolls it back.
+    canary_percent = models.PositiveSmallIntegerField(
+        default=0, help_text="Share of developers (1–99 %) served this candidate as a canary; 0: no canary."
+    )
+    canary_started_at = models.DateTimeField(null=True, blank=True)
+    canary_verdict = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="The live comparison's answer once it became significant: better or worse (notified once).",
+    )
+
     def __str__(self) -> str:
         return f"v{self.pk} ({self.base.slug})"
+
+    @property
+    def is_canary(self) -> bool:
+        return self.status == self.Status.CANDIDATE and self.canary_percent > 0
 
     @property
     def served_against_gate(self) -> bool:
