@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 JOB_FUNCTIONS = frozenset(
     {
         "appliance.directory_tasks.directory_check_task",
+        "inference.tasks.canary_check_task",
         "inference.tasks.telemetry_purge_task",
         "trainer.datasets.tasks.dataset_build_task",
         "trainer.datasets.tasks.dataset_execute_task",

@@ -40,16 +40,19 @@ NO_CONTEXT = ServedContext()
 
 def served_context_lookup() -> ServedContext:
     """The served version and, when it serves with context, its dataset (None version: the base)."""
-    from trainer.models import TrainingRun
     from trainer.versions import served_version
 
-    version = served_version()
+    return version_context(served_version())
+
+
+def version_context(version) -> ServedContext:
+    """What serving needs to know of `version` (None: the base): its dataset when it serves with context."""
+    from trainer.models import Repository, TrainingRun
+
     if version is None:
         return NO_CONTEXT
     if not version.serves_context:
         return ServedContext(version.pk, False, None)
-    from trainer.models import Repository
-
     dataset_pk = TrainingRun.objects.filter(pk=version.run_id).values_list("dataset_id", flat=True).first()
     repos = tuple(
         Repository.objects.filter(datasets=dataset_pk).order_by("name").values_list("name", "source")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from inference.context import NO_CONTEXT, ServedContext, served_context_lookup
+from inference.context import NO_CONTEXT, ServedContext, served_context_lookup, version_context
 from inference.filters import VerbatimIndex, verbatim_index
 from inference.models import ServingPolicy
 
@@ -25,6 +25,20 @@ class ServingRules:
     index: VerbatimIndex
     filters: frozenset[str]  # the response filters in force
     served: ServedContext = NO_CONTEXT  # looked up only while the repository-context switch is on
+    # The candidate tried on a share of developers (its context looked up like the served one's).
+    canary: ServedContext | None = None
+    canary_percent: int = 0
+
+    def arm_for(self, user_id: int | None) -> str:
+        """ "canary" for a user in the running canary's share, else "served" (see inference.canary)."""
+        from inference.canary import in_canary
+
+        if self.canary is None or user_id is None:
+            return "served"
+        return "canary" if in_canary(user_id, self.canary.version_pk, self.canary_percent) else "served"
+
+    def context_for(self, arm: str) -> ServedContext:
+        return self.canary if arm == "canary" and self.canary is not None else self.served
 
 
 _lock = threading.Lock()
@@ -42,13 +56,20 @@ def serving_rules() -> ServingRules:
     with _lock:
         if _cached is not None and now - _cached[0] < settings.HEARTH_POLICY_CACHE_S:
             return _cached[1]
+    from trainer.versions import canary_version
+
     policy = policy_get()
+    canary = canary_version()
     rules = ServingRules(
         policy=policy,
         globs=policy.globs,
         index=verbatim_index(),
         filters=frozenset(policy.response_filters or ()),
         served=served_context_lookup() if policy.repository_context else NO_CONTEXT,
+        canary=None
+        if canary is None
+        else (version_context(canary) if policy.repository_context else ServedContext(canary.pk)),
+        canary_percent=canary.canary_percent if canary is not None else 0,
     )
     with _lock:
         _cached = (now, rules)

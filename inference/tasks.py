@@ -13,3 +13,9 @@ def telemetry_purge_task() -> dict:
     deleted = telemetry_purge()
     logger.info("telemetry purge: %s", deleted)
     return deleted
+
+
+def canary_check_task() -> str:
+    from inference.canary import canary_check
+
+    return canary_check()

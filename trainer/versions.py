@@ -24,6 +24,91 @@ def served_version(*, exclude_pk: int | None = None) -> ModelVersion | None:
     )
 
 
+def canary_version() -> ModelVersion | None:
+    """The candidate served to a share of developers beside the served model, or None."""
+    return (
+        ModelVersion.objects.filter(status=ModelVersion.Status.CANDIDATE, canary_percent__gt=0)
+        .select_related("base")
+        .order_by("-canary_started_at")
+        .first()
+    )
+
+
+CANARY_PERCENT_RANGE = (1, 99)
+
+
+def model_version_canary_start(
+    *, version: ModelVersion, percent: int, reason: str = "", actor: str = "", ip: str | None = None
+) -> ModelVersion:
+    """Serve `version` to `percent` % of developers (chosen per user) beside the served model.
+
+    One canary at a time; changing the share of the running canary keeps its start (the same users
+    stay in it as it grows). A version the gate kept needs a reason, as for a promotion."""
+    from appliance.audit import audit_record
+
+    low, high = CANARY_PERCENT_RANGE
+    if not isinstance(percent, int) or not low <= percent <= high:
+        raise HearthError(
+            f"The canary's share must be a whole percentage from {low} to {high} (it is {percent})."
+        )
+    if version.status != ModelVersion.Status.CANDIDATE:
+        raise HearthError(f"Version {version.pk} is {version.status}: only a candidate can be a canary.")
+    if not version.gguf_path or not Path(version.gguf_path).is_file():
+        raise HearthError(f"Version {version.pk} has no GGUF file on disk; it cannot be served.")
+    reason = reason.strip()
+    if version.gate_passed is not True and not reason:
+        raise PromotionNeedsReason(
+            f"Version {version.pk} did not pass the promotion gate: give a reason for trying it on developers."
+        )
+    with transaction.atomic():
+        other = (
+            ModelVersion.objects.select_for_update()
+            .filter(status=ModelVersion.Status.CANDIDATE, canary_percent__gt=0)
+            .exclude(pk=version.pk)
+            .first()
+        )
+        if other is not None:
+            raise HearthError(
+                f"Version {other.pk} is the canary now: promote it or roll it back before starting another."
+            )
+        row = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        before = row.canary_percent
+        row.canary_percent = percent
+        if not before:
+            row.canary_started_at, row.canary_verdict = timezone.now(), ""
+        row.save(update_fields=["canary_percent", "canary_started_at", "canary_verdict"])
+        detail = f"{before}% → {percent}% of developers" + (f"; reason: {reason}" if reason else "")
+        audit_record(
+            action="version.canary", actor=actor, target=f"version {version.pk}", detail=detail, ip=ip
+        )
+    version.refresh_from_db()
+    return version
+
+
+def model_version_canary_end(
+    *, version: ModelVersion, actor: str = "", ip: str | None = None
+) -> ModelVersion:
+    """Roll the canary back: every developer gets the served model again; the version stays a candidate."""
+    from appliance.audit import audit_record
+
+    with transaction.atomic():
+        row = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if not row.canary_percent:
+            return row
+        share = row.canary_percent
+        row.canary_percent = 0
+        row.save(update_fields=["canary_percent"])
+        audit_record(
+            action="version.canary_rollback",
+            actor=actor,
+            target=f"version {version.pk}",
+            detail=f"was served to {share}% of developers",
+            ip=ip,
+        )
+    version.refresh_from_db()
+    return version
+
+
 class PromotionNeedsReason(HearthError):
     """Serving a version the gate did not promote needs the admin's reason."""
 
@@ -59,7 +144,8 @@ def model_version_promote(
         version.transition(ModelVersion.Status.PROMOTED)
         version.promoted_at = timezone.now()
         version.override_reason = reason if against_gate else ""
-        version.save(update_fields=["promoted_at", "override_reason"])
+        version.canary_percent = 0  # a canary promoted to everyone is simply served
+        version.save(update_fields=["promoted_at", "override_reason", "canary_percent"])
         if against_gate:
             detail = f"served against the promotion gate; reason: {reason}"
             audit_record(
@@ -79,6 +165,8 @@ def model_version_promote(
 
 def model_version_retire(*, version: ModelVersion) -> ModelVersion:
     """Stop serving `version`; with no promoted version the engine serves the base model."""
+    if version.canary_percent:
+        model_version_canary_end(version=version)
     version.transition(ModelVersion.Status.RETIRED, reason="retired by an admin; the base model is served")
     return version
 

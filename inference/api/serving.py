@@ -41,6 +41,7 @@ class CompletionRequest:
     n: int = 1
     sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(trim_lines=True))
     prompt_field: str = "prompt"  # the dialect's name for the prompt, for errors
+    arm: str = "served"  # set by the gateway: served, or canary for a user in the canary's share
     id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
 
     def __post_init__(self) -> None:
@@ -91,6 +92,7 @@ def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules,
     dropped = len(req.context) - len(context)
     ctx.excluded = ctx.excluded or dropped > 0  # the body holds an excluded file's text
     ctx.step("exclusion", excluded=False, context_files=len(req.context), context_dropped=dropped)
+    req.arm = rules.arm_for(ctx.token.user_id)
     merged = _repository_context(ctx, req, rules, context)
     request = EngineRequest(
         user=ctx.user_key,
@@ -99,9 +101,10 @@ def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules,
         context=tuple(merged),
         filepath=req.filepath,
         retrieved=len(merged) - len(context),
-        retrieved_for=rules.served.version_pk if len(merged) > len(context) else None,
+        retrieved_for=rules.context_for(req.arm).version_pk if len(merged) > len(context) else None,
         n=req.n,
         sampling=req.sampling,
+        canary=req.arm == "canary",
     )
     return rules, request
 
@@ -109,18 +112,20 @@ def _prepare(ctx: RequestContext, req: CompletionRequest) -> tuple[ServingRules,
 def _repository_context(
     ctx: RequestContext, req: CompletionRequest, rules: ServingRules, client: list[tuple[str, str]]
 ) -> list[tuple[str, str]]:
-    """What the client sent, with snippets of the served version's repositories before it when the
-    policy is on and the version was measured better with them."""
+    """What the client sent, with snippets of the answering version's repositories (the served one's,
+    or the canary's for a user in its share) before it when the policy is on and the version was
+    measured better with them."""
+    served = rules.context_for(req.arm)
     if not rules.policy.repository_context:
         ctx.step("context", retrieved=0, sent=0, skipped="policy")
         return client
-    if not rules.served.serves_context:
+    if not served.serves_context:
         ctx.step("context", retrieved=0, sent=0, skipped="served model")
         return client
     started = time.monotonic()
-    repository = request_repository(rules.served, git_url=req.git_url, filepath=req.filepath)
+    repository = request_repository(served, git_url=req.git_url, filepath=req.filepath)
     retrieved = context_retrieve(
-        rules.served,
+        served,
         prefix=req.prefix,
         filepath=req.filepath,
         language=req.language,
@@ -171,6 +176,12 @@ def _finish(
     return served
 
 
+def _arm(rules: ServingRules, result: EngineResult) -> str:
+    """Which arm answered: the canary only when its model did (an engine not serving it yet answers
+    with the served model, and the record says so)."""
+    return "canary" if rules.canary is not None and result.version == rules.canary.version_pk else "served"
+
+
 def _outcome(choices: list[EngineChoice], acted: list[str], superseded: bool) -> str:
     if superseded:
         return "superseded"
@@ -205,7 +216,13 @@ def completion_serve(ctx: RequestContext, req: CompletionRequest) -> Served:
         acted += outcome.acted
         choices.append(_served_choice(choice, outcome.text, outcome.acted))
     served = Served(
-        cid, result.model, choices, _outcome(choices, acted, result.superseded), acted, result.superseded
+        cid,
+        result.model,
+        choices,
+        _outcome(choices, acted, result.superseded),
+        acted,
+        result.superseded,
+        _arm(rules, result),
     )
     return _finish(ctx, req, rules, served, result)
 
@@ -269,7 +286,9 @@ def completion_stream(ctx: RequestContext, req: CompletionRequest) -> Iterator[t
             _engine_step(ctx, result)
             choices = [_served_choice(result.choices[0], guard.sent, guard.acted)]
             outcome = _outcome(choices, guard.acted, result.superseded)
-            served = Served(cid, result.model, choices, outcome, guard.acted, result.superseded)
+            served = Served(
+                cid, result.model, choices, outcome, guard.acted, result.superseded, _arm(rules, result)
+            )
             yield "done", _finish(ctx, req, rules, served, result)
             return
         out = guard.feed(message.text)

@@ -68,6 +68,9 @@ class EngineRequest:
     n: int = 1
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     stream: bool = False
+    # The gateway put this user in the canary's share: an engine serving a canary answers with it;
+    # one that is not (the canary ended, or has not loaded yet) answers with the served model.
+    canary: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", tuple((str(p), str(t)) for p, t in self.context))
@@ -97,6 +100,8 @@ class EngineRequest:
             )
         if not isinstance(self.sampling, SamplingOptions):
             raise EngineRequestError("'sampling' must be sampling options.", field="sampling")
+        if not isinstance(self.canary, bool):
+            raise EngineRequestError("'canary' must be true or false.", field="canary")
         if self.sampling.max_tokens > MAX_TOKENS_CAP:
             raise EngineRequestError(f"'max_tokens' must be at most {MAX_TOKENS_CAP}.", field="max_tokens")
         if len(self.sampling.stop) > MAX_STOPS:
@@ -124,6 +129,7 @@ class EngineRequest:
             "n": self.n,
             "sampling": sampling,
             "stream": self.stream,
+            "canary": self.canary,
         }
 
     @classmethod
@@ -132,7 +138,7 @@ class EngineRequest:
         if not isinstance(body, dict):
             raise EngineRequestError("The request must be a JSON object.")
         known = {"user", "prefix", "suffix", "context", "filepath", "retrieved", "retrieved_for", "n"}
-        unknown = set(body) - known - {"sampling", "stream"}
+        unknown = set(body) - known - {"sampling", "stream", "canary"}
         if unknown:
             raise EngineRequestError(f"Unknown field {min(unknown)!r}.", field=min(unknown))
         context = body.get("context") or []
@@ -153,6 +159,7 @@ class EngineRequest:
             n=body.get("n", 1),
             sampling=sampling_from_json(body.get("sampling", {})),
             stream=body.get("stream", False),
+            canary=body.get("canary", False),
         )
 
 

@@ -161,12 +161,13 @@ class Scheduler:
             self._execute(job.slot, pool, job)
         return self._answer(job)
 
-    def wait(self, job: Job, timeout: float | None = None) -> EngineResult:
-        """The result of a job sent with `submit` (a slot worker runs it)."""
+    @staticmethod
+    def wait(job: Job, timeout: float | None = None) -> EngineResult:
+        """The result of a job sent with `submit` (a slot worker runs it), whichever scheduler took it."""
         if not job.done.wait(timeout):
             job.cancel.set()
             raise EngineError("The engine did not answer in time.")
-        return self._answer(job)
+        return Scheduler._answer(job)
 
     @staticmethod
     def _answer(job: Job) -> EngineResult:
@@ -309,6 +310,22 @@ class Scheduler:
                 self._done(job)
                 self.cond.notify_all()
                 self._dispatch()
+
+    def retire(self, *, drain_timeout: float = 300.0) -> None:
+        """Stop for good once the queued and running jobs are answered, then unload the model (a canary
+        that ended: its users are sent to the served model meanwhile, so nothing new arrives)."""
+        with self.lock:
+            deadline = time.monotonic() + drain_timeout
+            while self.queue or any(r is not None for r in self.running):
+                if not self.cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    logger.warning(
+                        "a retired model is still busy after %.0f s; closing it anyway", drain_timeout
+                    )
+                    break
+            pool, self.pool = self.pool, None
+        self.close()
+        if pool is not None:
+            pool.close()
 
     def close(self) -> None:
         with self.lock:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from trainer.models import BaseModel
-from trainer.versions import served_version
+from trainer.versions import canary_version, served_version
 
 
 @dataclass(frozen=True)
@@ -35,3 +35,21 @@ def served_model_select(*, exclude_version: int | None = None) -> ServedModel | 
     if base is None:
         return None
     return ServedModel(base.slug, base.gguf_path, base.fim_format if base.can_infill else "", None, base.slug)
+
+
+@dataclass(frozen=True)
+class CanaryModel:
+    """The candidate served to `percent` % of developers beside the served model."""
+
+    served: ServedModel
+    percent: int
+
+
+def canary_model_select() -> CanaryModel | None:
+    version = canary_version()
+    if version is None:
+        return None
+    served = ServedModel(
+        f"hearth-v{version.pk}", version.gguf_path, version.fim_format, version.pk, version.base.slug
+    )
+    return CanaryModel(served, version.canary_percent)

@@ -29,7 +29,7 @@ from inference.engine.request import MAX_PROMPT_CHARS, EngineRequest, EngineRequ
 from inference.engine.result import EngineChoice, EngineResult, StreamDelta, StreamDone, Timings
 from inference.engine.rolling import swap_turn, swap_turn_holder
 from inference.engine.scheduler import Job, Pool, Scheduler
-from inference.engine.selection import ServedModel, served_model_select
+from inference.engine.selection import ServedModel, canary_model_select, served_model_select
 
 logger = logging.getLogger(__name__)
 
@@ -138,21 +138,31 @@ class Engine:
         self.failed_version: int | None = None
         self.swaps = 0
         self.stopping = threading.Event()
+        # A canary: a candidate served beside the model above to the share of users the gateway
+        # marks `canary`, in slots of its own; loaded only while the canary runs.
+        self.canary: Scheduler | None = None
+        self.canary_percent = 0
+        self.canary_error = ""
+        self.failed_canary: int | None = None
 
     @property
     def pool(self) -> Pool | None:
         return self.scheduler.pool
 
     def refresh(self) -> None:
-        """Load whatever the database says should be served, if it is not loaded already.
-
-        The new model loads beside the old one, which keeps answering; the switch is atomic and
-        the old model is closed only after its running requests finish. A model that fails to
-        load is remembered and skipped, so the next poll falls back to the base model.
-        """
+        """Load whatever the database says should be served (and tried as a canary), if it is not
+        loaded already."""
         from django.db import close_old_connections
 
         close_old_connections()
+        self._refresh_served()
+        self._refresh_canary()
+
+    def _refresh_served(self) -> None:
+        """The new model loads beside the old one, which keeps answering; the switch is atomic and
+        the old model is closed only after its running requests finish. A model that fails to
+        load is remembered and skipped, so the next poll falls back to the base model. A canary
+        promoted to everyone is already loaded: its slots become the served ones."""
         wanted = served_model_select()
         if wanted is not None and wanted.version_pk is not None and wanted.version_pk == self.failed_version:
             wanted = served_model_select(exclude_version=self.failed_version)  # still broken: keep the base
@@ -163,6 +173,13 @@ class Engine:
             return
         current = self.pool
         if current is not None and current.served == wanted:
+            return
+        canary = self.canary
+        if canary is not None and canary.pool is not None and canary.pool.served == wanted:
+            old, self.scheduler, self.canary, self.canary_percent = self.scheduler, canary, None, 0
+            self.swaps += 1
+            logger.info("serving %s to everyone: the canary's slots are the served ones now", wanted.id)
+            threading.Thread(target=old.retire, daemon=True, name="retire-served").start()
             return
         if current is None:  # a first load takes nothing away from anyone: no turn needed
             self._load(wanted)
@@ -177,19 +194,60 @@ class Engine:
             self.waiting_for = ""
             self._load(wanted)
 
+    def _refresh_canary(self) -> None:
+        """Load the canary beside the served model while one runs; unload it once it ends. A canary
+        that fails to load is skipped (its users get the served model) until another is started."""
+        wanted = canary_model_select()
+        if wanted is not None and wanted.served.version_pk == self.failed_canary:
+            wanted = None
+        elif wanted is not None:
+            self.failed_canary = None
+        current = self.canary
+        if wanted is None:
+            if current is not None:
+                self.canary, self.canary_percent = None, 0
+                logger.info(
+                    "the canary ended: unloading %s", current.pool.served.id if current.pool else "it"
+                )
+                threading.Thread(target=current.retire, daemon=True, name="retire-canary").start()
+            return
+        self.canary_percent = wanted.percent
+        if current is not None and current.pool is not None and current.pool.served == wanted.served:
+            return
+        with swap_turn(self.name) as mine:
+            if not mine:
+                return  # another replica is loading a model: this one loads the canary next poll
+            pool = self._pool_new(wanted.served)
+            if pool is None:
+                self.canary_error, self.failed_canary = self.last_error, wanted.served.version_pk
+                self.last_error = ""
+                return
+            self.canary_error = ""
+            if current is None:
+                current = Scheduler(slots=self.slots, run=job_run, switch=slot_switch)
+            current.swap(pool)
+            self.canary = current
+            logger.info("canary %s loaded for %d%% of users", wanted.served.id, wanted.percent)
+
+    def _pool_new(self, wanted: ServedModel) -> Pool | None:
+        """`wanted` loaded, or None with `last_error` saying why."""
+        try:
+            return pool_load(
+                wanted,
+                slots=self.slots,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                kv_cache_mb=self.kv_cache_mb,
+            )
+        except HearthError as exc:
+            logger.error("could not load %s: %s", wanted.id, exc)
+            self.last_error = str(exc)
+            return None
+
     def _load(self, wanted: ServedModel) -> None:
         with self.swap_lock:
-            try:
-                new = pool_load(
-                    wanted,
-                    slots=self.slots,
-                    n_ctx=self.n_ctx,
-                    n_threads=self.n_threads,
-                    kv_cache_mb=self.kv_cache_mb,
-                )
-            except HearthError as exc:
-                logger.error("could not load %s: %s", wanted.id, exc)
-                self.last_error = str(exc)
+            new = self._pool_new(wanted)
+            if new is None:
                 if wanted.version_pk is not None:
                     self.failed_version = wanted.version_pk  # fall back to the base next poll
                 return
@@ -216,19 +274,41 @@ class Engine:
         """Stop polling and let the slot workers exit (tests, and a clean shutdown)."""
         self.stopping.set()
         self.scheduler.close()
+        if self.canary is not None:
+            self.canary.close()
 
-    def _job(self, request: EngineRequest, on_token=None, on_done=None) -> Job:
-        if self.pool is None:
+    def _job(self, request: EngineRequest, on_token=None, on_done=None) -> tuple[Scheduler, Job]:
+        """The job, and the slots that run it: the canary's for a user the gateway put in its share
+        while a canary is loaded, else the served model's."""
+        canary = self.canary if request.canary else None
+        scheduler = canary if canary is not None and canary.pool is not None else self.scheduler
+        if scheduler.pool is None:
             raise EngineError(self.last_error or "The engine has no model loaded yet.")
-        return Job(user=request.user, body=request, on_token=on_token, on_done=on_done)
+        return scheduler, Job(user=request.user, body=request, on_token=on_token, on_done=on_done)
 
     def submit(self, request: EngineRequest, on_token=None, on_done=None) -> Job:
         """Queue the request for a slot worker to run (a stream: the caller writes the pieces)."""
-        return self.scheduler.submit(self._job(request, on_token, on_done))
+        scheduler, job = self._job(request, on_token, on_done)
+        return scheduler.submit(job)
 
     def complete(self, request: EngineRequest, on_token=None) -> EngineResult:
         """Run the request in this thread once it has a slot (no slot worker in between)."""
-        return self.scheduler.run(self._job(request, on_token), timeout=JOB_TIMEOUT_S)
+        scheduler, job = self._job(request, on_token)
+        return scheduler.run(job, timeout=JOB_TIMEOUT_S)
+
+    def _canary_health(self) -> dict | None:
+        canary = self.canary
+        pool = canary.pool if canary is not None else None
+        if pool is None:
+            return {"error": self.canary_error, "version": self.failed_canary} if self.canary_error else None
+        return {
+            "model": pool.served.id,
+            "version": pool.served.version_pk,
+            "percent": self.canary_percent,
+            "load_seconds": round(pool.load_seconds, 3),
+            "error": self.canary_error,
+            **canary.snapshot(),
+        }
 
     def health(self) -> dict:
         pool = self.pool
@@ -245,6 +325,7 @@ class Engine:
             "swap_waiting_for": self.waiting_for,  # a promotion rolls through replicas one at a time
             "kv_store": pool.kv.stats if pool and pool.kv else None,
             "batches": dict(pool.stats) if pool and pool.stats else None,  # decode steps and tokens in them
+            "canary": self._canary_health(),  # a candidate served to a share of users, if one runs
             **self.scheduler.snapshot(),
         }
 
@@ -360,7 +441,7 @@ class EngineHandler(BaseHTTPRequestHandler):
                     chunk(StreamDelta(text[len(sent) :]).to_dict())
                     sent = text
             try:
-                result = self.engine.scheduler.wait(job, timeout=1)
+                result = Scheduler.wait(job, timeout=1)
                 chunk(StreamDone(result, streamed=sent).to_dict())
             except EngineError as exc:
                 chunk({"error": str(exc)})
