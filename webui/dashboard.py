@@ -93,12 +93,19 @@ def override_flag(version) -> SafeString | None:
     )
 
 
+def _canary(version) -> dict:
+    from webui.canary import canary_summary
+
+    return canary_summary(version)
+
+
 def dashboard_context() -> dict:
     from trainer.models import BaseModel, TrainingRun
-    from trainer.versions import served_version
+    from trainer.versions import canary_version, served_version
     from webui.usage import usage_charts, usage_overview
 
     served = served_version()
+    canary = canary_version()
     base = BaseModel.objects.filter(slug=settings.HEARTH_BASE_MODEL).first() if not served else None
     now = timezone.now()
     usage = usage_overview(now)
@@ -106,6 +113,7 @@ def dashboard_context() -> dict:
         "served": served,
         "served_flag": override_flag(served),
         "served_base": base,
+        **(_canary(canary) if canary is not None else {}),
         "runs_active": TrainingRun.objects.filter(
             status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
         ).select_related("base"),

@@ -33,15 +33,55 @@ def figures_shown(figures: dict | None) -> dict:
         value = figures.get(key)
         return "–" if value is None else f"{value:,.0f}"
 
-    rate = figures.get("acceptance_rate")
+    rate, interval, survived = (
+        figures.get("acceptance_rate"),
+        figures.get("acceptance_interval"),
+        figures.get("survived"),
+    )
+    if rate is None:
+        # Nothing reported shown or accepted: these clients send no events (a 0% would be a lie).
+        acceptance = "no events reported" if figures.get("requests") else "–"
+    else:
+        acceptance = f"{rate:.0%}" + (f" ({interval[0]:.0%}–{interval[1]:.0%})" if interval else "")
     return {
         "requests": f"{figures.get('requests', 0):,}",
         "viewed": f"{figures.get('viewed', 0):,}",
         "accepted": f"{figures.get('accepted', 0):,}",
-        "acceptance_rate": "–" if rate is None else f"{rate:.0%}",
+        "acceptance_rate": acceptance,
         "p50": ms("latency_ms_p50"),
         "p95": ms("latency_ms_p95"),
+        "survived": "–" if survived is None else f"{survived:.0%} of {figures.get('snapshots', 0):,}",
     }
+
+
+MODEL_HEADERS = (
+    "model",
+    "requests",
+    "shown",
+    "accepted",
+    "acceptance (95% interval)",
+    "p50 / p95 ms",
+    "accepted text still there later",
+)
+
+
+def model_rows(by_model: dict[str, dict]) -> list[tuple]:
+    """One row per model: requests, acceptance with its interval, latency and survival."""
+    rows = []
+    for name, figures in sorted(by_model.items()):
+        f = figures_shown(figures)
+        rows.append(
+            (
+                name or "unknown",
+                f["requests"],
+                f["viewed"],
+                f["accepted"],
+                f["acceptance_rate"],
+                f"{f['p50']} / {f['p95']}",
+                f["survived"],
+            )
+        )
+    return rows
 
 
 def _period_cells(figures: dict) -> tuple[str, str, str]:
@@ -85,12 +125,13 @@ def usage_overview(now: datetime | None = None) -> dict:
     return {
         "telemetry_on": telemetry_on(),
         "recorded": summaries[PERIODS[-1]]["overall"]["requests"] > 0,
+        "events_reported": summaries[PERIODS[-1]]["overall"]["viewed"] > 0,
         "periods_table": html_table(
             ("", "requests", "shown", "accepted", "acceptance rate", "p50 latency, ms", "p95 latency, ms"),
             periods,
         ),
         "by_language_table": breakdown("by_language", "language"),
-        "by_model_table": breakdown("by_model", "model"),
+        "by_model_table": html_table(MODEL_HEADERS, model_rows(summaries[PERIODS[-1]]["by_model"])),
         "filters_table": html_table(
             ("filter", *(f"acted, {d} days" for d in PERIODS)),
             [(name, *(f"{summaries[d]['filters'].get(name, 0):,}" for d in PERIODS)) for name in filters],

@@ -101,6 +101,7 @@ class ModelVersionAdmin(
 
     def get_urls(self):
         from webui import views
+        from webui.canary import version_canary_view
 
         return (
             admin_urls(
@@ -113,6 +114,7 @@ class ModelVersionAdmin(
                         views.version_action_permission,
                     ),
                     ("<int:pk>/download/<str:name>", views.version_download_view, "download", "view"),
+                    ("<int:pk>/canary/", version_canary_view, "canary", "change"),
                 ],
             )
             + super().get_urls()
@@ -129,7 +131,9 @@ class ModelVersionAdmin(
         now = {
             ModelVersion.Status.PROMOTED: "served to every developer"
             + (f" since {obj.promoted_at:%Y-%m-%d %H:%M} UTC" if obj.promoted_at else ""),
-            ModelVersion.Status.CANDIDATE: "a candidate, not served",
+            ModelVersion.Status.CANDIDATE: f"a canary: served to {obj.canary_percent}% of developers"
+            if obj.is_canary
+            else "a candidate, not served",
             ModelVersion.Status.RETIRED: "retired, not served",
         }.get(obj.status)
         return render_to_string(
@@ -157,6 +161,15 @@ class ModelVersionAdmin(
             for action, label, status in moves
             if obj.can_transition(status)
         ]
+        if obj.status == ModelVersion.Status.CANDIDATE:
+            label = (
+                f"Canary: {obj.canary_percent}% of developers (compare, promote or roll back)"
+                if obj.is_canary
+                else "Try on a share of developers first"
+            )
+            buttons.insert(
+                0, {"url": reverse("admin:trainer_modelversion_canary", args=[obj.pk]), "label": label}
+            )
         delete_url = reverse("admin:trainer_modelversion_action", args=[obj.pk, "delete"])
         return render_to_string(
             "admin/hearth/_version_actions.html", {"buttons": buttons, "delete_url": delete_url}
