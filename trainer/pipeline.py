@@ -261,7 +261,7 @@ def dataset_preview(
 
     from trainer.datasets.builder import DatasetRejected, dataset_build_files
     from trainer.datasets.services import dataset_options_effective, repository_sources
-    from trainer.tools.dataset_files import dataset_files_read
+    from trainer.tools.dataset_files import dataset_accepted_read, dataset_files_read
     from trainer.training.plan import after_training_s, training_tokens
 
     not_ready = [r.name for r in repositories if r.status != Repository.Status.READY or not r.head_sha]
@@ -279,7 +279,10 @@ def dataset_preview(
             result, rejected = exc.result, str(exc)
         if not rejected:
             train_tokens = training_tokens(
-                hf_path=base.hf_path, train_files=dataset_files_read(Path(tmp), "train"), settings=settings
+                hf_path=base.hf_path,
+                train_files=dataset_files_read(Path(tmp), "train"),
+                settings=settings,
+                accepted_files=dataset_accepted_read(Path(tmp)),
             )
     last = (
         TrainingRun.objects.filter(base=base, status=TrainingRun.Status.SUCCEEDED)

@@ -69,6 +69,42 @@ class Duplicates:
 
 
 @dataclass(frozen=True)
+class AcceptedFigures:
+    """What a dataset took of the completions developers accepted (training only)."""
+
+    since: str  # the day the retention window began
+    read: int
+    kept: int
+    developers: int  # a count: the report never names one
+    duplicates: int
+    languages: list[tuple[str, int]]
+    left_out: list[tuple[str, int]]
+    from_snapshots: int  # trained on the code that survived, as a later snapshot showed it
+    edited: int  # of those, changed by the developer after accepting
+    secrets: int
+
+
+def accepted_figures(report: dict) -> AcceptedFigures | None:
+    """The accepted completions' figures of a report; None when the dataset was built without them."""
+    a = report.get("accepted") or {}
+    if not a:
+        return None
+    snapshots = a.get("snapshots") or {}
+    return AcceptedFigures(
+        since=a["since"][:10],
+        read=a["read"],
+        kept=a["kept"],
+        developers=a["developers"],
+        duplicates=a["duplicates"],
+        languages=sorted(a["by_language"].items(), key=lambda kv: -kv[1]),
+        left_out=list(a["left_out"].items()),
+        from_snapshots=snapshots.get("used", 0),
+        edited=snapshots.get("edited", 0),
+        secrets=sum(a.get("secrets", {}).values()),
+    )
+
+
+@dataclass(frozen=True)
 class DatasetReport:
     splits: list[Split]
     tokens_train: int
@@ -85,6 +121,7 @@ class DatasetReport:
     heldout_count: int
     heldout_files: list[HeldOutFile]
     split_rule: str  # one sentence: which files were held out and why; "" for reports before it was recorded
+    accepted: AcceptedFigures | None = None  # None: built without accepted completions
 
 
 def _split_rule(report: dict) -> str:
@@ -176,6 +213,7 @@ def dataset_report_read(report: dict) -> DatasetReport | None:
         heldout_count=report["heldout_files"],
         heldout_files=[HeldOutFile(h["repo"], h["path"]) for h in report["heldout"][:HELDOUT_SHOWN]],
         split_rule=_split_rule(report),
+        accepted=accepted_figures(report),
     )
 
 

@@ -80,6 +80,12 @@ class TrainingStartForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="Files to leave out, one pattern a line (gitignore syntax), on top of each repository's own.",
     )
+    accepted_completions = forms.BooleanField(
+        required=False,
+        label="Include accepted completions",
+        help_text="Code developers accepted in their IDEs trains too, as fill-in-the-middle samples: scrubbed and "
+        "excluded like repository files, never from a held-out file, never held out or evaluated on.",
+    )
     base = BaseChoiceField(
         queryset=None,
         label="Base model",
@@ -120,7 +126,24 @@ class TrainingStartForm(forms.Form):
             or bases.first()
         )
         self.fields["submission"].initial = uuid.uuid4().hex
+        self._accepted_field()
         self.fields.update(settings_fields())
+
+    def _accepted_field(self) -> None:
+        """The accepted-completions box names the retention window, and is off with the reason while
+        the telemetry policy does not collect content (a disabled field ignores what is posted)."""
+        from appliance.errors import DatasetError
+        from trainer.datasets.accepted import accepted_provider
+
+        field = self.fields["accepted_completions"]
+        try:
+            policy = accepted_provider().policy()
+        except DatasetError as exc:
+            field.disabled, field.help_text = True, str(exc)
+            return
+        field.label = policy.label
+        if policy.refusal:
+            field.disabled, field.help_text = True, policy.refusal
 
     @cached_property
     def base_missing(self) -> str:
@@ -190,6 +213,7 @@ class TrainingStartForm(forms.Form):
         return DatasetOptions(
             languages=tuple(data.get("languages") or ()),
             exclude_globs=tuple(g for g in globs if g and not g.startswith("#")),
+            accepted_completions=bool(data.get("accepted_completions")),
         )
 
 

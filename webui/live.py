@@ -172,6 +172,8 @@ SUMMARY_ROWS = (
     ("final_loss", "Final loss"),
     ("best_eval_loss", "Best held-out loss"),
     ("early_stopped", "Stopped early"),
+    ("accepted_completions", "Accepted completions used"),
+    ("accepted_developers", "Developers they came from"),
 )
 
 

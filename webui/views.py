@@ -53,6 +53,7 @@ def training_start_view(request, admin_site):
     its live page; the same form submitted twice opens the run the first submit started."""
     from trainer.pipeline import dataset_preview, training_start
     from trainer.training.services import RetrainLimited
+    from webui.dataset_report import accepted_figures
     from webui.forms import TrainingStartForm
 
     form = TrainingStartForm(request.POST or None)
@@ -100,6 +101,7 @@ def training_start_view(request, admin_site):
         "title": "Start a custom model",
         "form": form,
         "preview": preview,
+        "accepted": accepted_figures(preview.report) if preview else None,
         "rate_limit": limit,
         "limit_run": refused_by or limit_run,
         "opts": TrainingRun._meta,

@@ -297,3 +297,65 @@ def test_the_start_button_turns_busy_and_a_double_click_starts_one_run(
         assert TrainingRun.objects.count() == 1
         assert tab.locator(".hearth-status").inner_text() == "queued"
         browser.close()
+
+
+def test_accepted_completions_are_offered_only_while_content_is_collected(admin_client, bases, ready_repo):
+    from inference.models import ServingPolicy
+    from trainer.models import TrainingRun
+
+    def box(page: str) -> str:
+        return re.search(r'<input type="checkbox" name="accepted_completions"[^>]*>', page).group(0)
+
+    policy = {"telemetry_enabled": True, "telemetry_content": False, "retention_days": 14}
+    ServingPolicy.objects.update_or_create(pk=1, defaults=policy)
+    page = admin_client.get(URL).content.decode()
+    assert "Include accepted completions (last 14 days)" in page and "disabled" in box(page)
+    assert "the telemetry policy does not collect content" in page and "Telemetry content" in page
+    data = {**_defaults(), "repositories": [ready_repo.pk], "base": bases["default"].pk}
+    admin_client.post(URL, {**data, "accepted_completions": "on", "start": "1", "submission": "a1"})
+    assert TrainingRun.objects.get(submission="a1").dataset.options["accepted_completions"] is False
+
+    ServingPolicy.objects.filter(pk=1).update(telemetry_content=True)
+    page = admin_client.get(URL).content.decode()
+    assert "disabled" not in box(page) and "does not collect content" not in page
+    admin_client.post(URL, {**data, "accepted_completions": "on", "start": "1", "submission": "b2"})
+    assert TrainingRun.objects.get(submission="b2").dataset.options["accepted_completions"] is True
+
+
+def test_the_preview_and_the_dataset_page_count_accepted_completions(
+    admin_client, micro_base, ready_repo, settings
+):
+    from django.contrib.auth import get_user_model
+
+    from inference.models import CompletionEvent, CompletionRecord, ServingPolicy
+    from trainer.datasets.builder import DatasetOptions
+    from trainer.datasets.services import dataset_build
+
+    settings.HEARTH_SHOW_TEST_BASES = True
+    ServingPolicy.objects.update_or_create(
+        pk=1, defaults={"telemetry_enabled": True, "telemetry_content": True}
+    )
+    for n, name in enumerate(("dev-anastasia", "dev-benedikt")):
+        user = get_user_model().objects.create(username=name)
+        CompletionRecord.objects.create(
+            completion_id=f"c{n}",
+            user=user,
+            dialect="tabby",
+            model="m",
+            language="python",
+            filepath=f"/home/{name}/proj/app.py",
+            latency_ms=1.0,
+            outcome="ok",
+            prompt=f"def f{n}(x):\n    y = x * 2\n    <|suffix|>\n",
+            suggestion="return y + 1",
+        )
+        CompletionEvent.objects.create(completion_id=f"c{n}", user=user, kind="select")
+    data = {**_defaults(), "repositories": [ready_repo.pk], "base": micro_base.pk, "lora_seq_len": 64}
+    page = admin_client.post(URL, {**data, "accepted_completions": "on", "preview": "1"}).content.decode()
+    text = re.search(r'<p class="hearth-accepted">(.*?)</p>', page, re.DOTALL).group(1)
+    assert "2 of 2 completions accepted since" in text and "from 2 developers" in text
+    assert "anastasia" not in page and "benedikt" not in page  # neither names nor paths
+
+    dataset = dataset_build(repositories=[ready_repo], options=DatasetOptions(accepted_completions=True))
+    page = admin_client.get(f"/admin/trainer/dataset/{dataset.pk}/change/").content.decode()
+    assert "Accepted completions (training only)" in page and "<td>python</td><td>2</td>" in page

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from appliance.errors import DatasetError, MirrorError
 from appliance.paths import sha256_file
-from trainer.datasets import dedup, filters
+from trainer.datasets import accepted, dedup, filters
 from trainer.datasets.split import SPLIT_METHODS, split_plan
 from trainer.mirrors.git import History, TreeEntry, blobs_read, history_read, tree_list
 from trainer.tools.languages import ALL_LANGUAGES
@@ -52,6 +52,9 @@ class DatasetOptions:
     # auto: per repository, hold out the files changed most recently where its history tells them
     # apart, else a fixed share by hash; recent: the same, failing where a history cannot; hash: never recency
     split: str = "auto"
+    # Completions developers accepted within the telemetry retention window, as training-only samples
+    # (trainer/datasets/accepted.py); needs a telemetry policy that collects content.
+    accepted_completions: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.heldout_percent <= 50:
@@ -107,6 +110,7 @@ class BuildResult:
     heldout: list[dict] = field(default_factory=list)
     split: dict = field(default_factory=dict)  # the rule that chose the held-out files, per repository
     files: list[dict] = field(default_factory=list)  # every file seen: the rows of the searchable list
+    accepted: dict = field(default_factory=dict)  # accepted completions' counts; empty: not asked for
     phases: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -151,6 +155,7 @@ class BuildResult:
             "dropped_truncated": cap is not None and len(self.dropped) > cap,
             "heldout": self.heldout[:cap],
             "split": self.split,
+            "accepted": self.accepted,
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "seconds": self.seconds,
         }
@@ -205,10 +210,15 @@ class _Kept:
 
 
 class _Builder:
-    def __init__(self, options: DatasetOptions, out_dir: Path, progress) -> None:
+    def __init__(
+        self, options: DatasetOptions, out_dir: Path, progress, feed: accepted.AcceptedFeed | None = None
+    ) -> None:
         from trainer.datasets.secrets import SecretScrubber
 
         self.options = options
+        self.feed = feed
+        self.sources: list[SourceRepo] = []
+        self.heldout_files: list[dict] = []
         self.out_dir = out_dir
         self.progress = progress
         self.languages = frozenset(options.languages)
@@ -259,9 +269,13 @@ class _Builder:
         self.total = sum(len(e) for _, e in listed)
         self.done = 0
         self.result.phases["list"] += time.monotonic() - t
+        self.sources = sources
         for source, entries in listed:
             self._source(source, entries)
-        self._finish()
+        ratio = self._finish()
+        if self.feed is not None:
+            self._accepted(self.feed)
+        self._check(ratio)
         self.result.seconds = round(time.monotonic() - started, 3)
         return self.result
 
@@ -388,7 +402,8 @@ class _Builder:
             )
         )
 
-    def _finish(self) -> None:
+    def _finish(self) -> float:
+        """Split and write train/heldout JSONL; returns the duplicate ratio `_check` judges."""
         r, o = self.result, self.options
         t = time.monotonic()
         # Split by cluster: near-twins kept in "keep" mode land on the same side.
@@ -408,6 +423,8 @@ class _Builder:
                     r.heldout_bytes += k.size
                     r.heldout_tokens += k.tokens
                     r.heldout.append({"repo": k.repo, "path": display_path(k.path)})
+                    if self.feed is not None:  # accepted completions are checked against them
+                        self.heldout_files.append(json.loads(k.record))
                 else:
                     r.train_files += 1
                     r.train_bytes += k.size
@@ -447,7 +464,23 @@ class _Builder:
             ),
         }
         r.phases["split-write"] += time.monotonic() - t
-        self._check(ratio)
+        return ratio
+
+    def _accepted(self, feed: accepted.AcceptedFeed) -> None:
+        """accepted.jsonl: the accepted completions that may train, checked against the held-out files."""
+        t = time.monotonic()
+        prepared = accepted.accepted_prepare(
+            feed.records,
+            heldout=accepted.HeldOut(self.heldout_files),
+            exclude_globs=[*self.options.exclude_globs, *(g for s in self.sources for g in s.exclude_globs)],
+            policy_globs=feed.policy_globs,
+            languages=self.options.languages,
+            since=feed.since,
+            scrubber=self.scrubber,
+        )
+        accepted.accepted_write(self.out_dir, prepared)
+        self.result.accepted = prepared.report()
+        self.result.phases["accepted"] += time.monotonic() - t
 
     def _check(self, ratio: float) -> None:
         try:
@@ -491,10 +524,12 @@ def dataset_build_files(
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildResult:
     """Read every source at its SHA, keep clean source files, write train/heldout JSONL, the full
-    report (the stage runner writes the manifest). Raises DatasetError with the numbers when the result is unusable."""
+    report (the stage runner writes the manifest). Raises DatasetError with the numbers when the result is unusable.
+    With `accepted_completions`, the provider's accepted completions go to accepted.jsonl (training only)."""
+    feed = accepted.accepted_feed() if options.accepted_completions else None  # refused before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        result = _Builder(options, out_dir, progress).run(sources)
+        result = _Builder(options, out_dir, progress, feed).run(sources)
     except DatasetRejected as exc:
         (out_dir / "report.json").write_text(
             json.dumps(exc.result.report(full=True), indent=1, ensure_ascii=False)
@@ -518,6 +553,8 @@ def dataset_manifest_fields(result: BuildResult, options: DatasetOptions, out_di
         },
         "split": result.split,
         "files": {
-            name: sha256_file(out_dir / name) for name in ("train.jsonl", "heldout.jsonl", "report.json")
+            name: sha256_file(out_dir / name)
+            for name in ("train.jsonl", "heldout.jsonl", accepted.ACCEPTED_FILE, "report.json")
+            if (out_dir / name).exists()
         },
     }

@@ -15,6 +15,7 @@ from appliance import paths
 from appliance.errors import DatasetError
 from appliance.stages import Stage, stage_refuse, stage_run
 from trainer.context.services import context_index_build
+from trainer.datasets.accepted import accepted_built_line, accepted_policy_check
 from trainer.datasets.builder import (
     BuildResult,
     DatasetOptions,
@@ -44,8 +45,11 @@ def dataset_build(
 def dataset_create(*, repositories: list[Repository], options: DatasetOptions | None = None) -> Dataset:
     """A pending Dataset row for `repositories` at their synced commits, created before any work so
     that whatever happens next is recorded on it. Global exclusion patterns (`dataset_exclude_globs`)
-    are added to the options' own."""
+    are added to the options' own. Accepted completions are refused here already while the telemetry
+    policy does not collect content."""
     options = dataset_options_effective(options=options)
+    if options.accepted_completions:
+        accepted_policy_check()
     dataset = Dataset.objects.create(
         options=asdict(options), commits={r.name: r.head_sha for r in repositories}
     )
@@ -107,6 +111,8 @@ def _dataset_fill(
         f"about {result.train_tokens + result.heldout_tokens:,} tokens, in {result.seconds:.1f} s; "
         f"code index {index['chunks']} chunks in {index['seconds']:.1f} s"
     )
+    if result.accepted:
+        stage.log(accepted_built_line(result.accepted))
     logger.info("dataset %s built in %.1f s: %s", dataset.pk, result.seconds, dict(result.phases))
 
 

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.spec.read_text())
 
     from appliance.errors import HearthError
-    from trainer.tools.dataset_files import dataset_files_read
+    from trainer.tools.dataset_files import dataset_accepted_read, dataset_files_read
     from trainer.training.config import LoraSettings
     from trainer.training.loop import TrainingCancelled, train
     from trainer.training.methods import TrainingMethod, method_choose
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             hf_path=spec["hf_path"],
             train_files=dataset_files_read(dataset, "train"),
             heldout_files=dataset_files_read(dataset, "heldout"),
+            accepted_files=dataset_accepted_read(dataset),
             settings=settings,
             method=method,
             out_dir=Path(spec["out_dir"]),

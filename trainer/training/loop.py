@@ -22,7 +22,7 @@ import random
 import resource
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,12 +36,13 @@ from trainer.context.index import context_snippets
 from trainer.training.config import LoraSettings
 from trainer.training.modeling import TrainingMethod, base_load_for_training
 from trainer.training.samples import CONTEXT_SHARE as SAMPLE_CONTEXT_SHARE
-from trainer.training.samples import PieceEncoder, pack, samples_build
+from trainer.training.samples import PieceEncoder, accepted_samples, pack, samples_build
 
 logger = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN_GUESS = 3.0
 LOSS_WINDOW = 8  # steps averaged into the reported training loss
+ACCEPTED_SEED = 7  # accepted completions' dice (FIM order) apart from the files'
 
 
 class TrainingCancelled(TrainingError):
@@ -129,6 +130,7 @@ class Job:
     rows: list[list[int]] = field(default_factory=list)
     eval_rows: list[list[int]] = field(default_factory=list)
     pack_stats: dict = field(default_factory=dict)
+    accepted: int = 0  # accepted completions among the training samples
     total: int = 0
     learning_rate: float = 0.0
     optimizer: Any = None
@@ -158,6 +160,7 @@ def train(
     train_files: list[dict],
     heldout_files: list[dict],
     settings: LoraSettings,
+    accepted_files: list[dict] | None = None,
     method: TrainingMethod,
     out_dir: Path,
     on_progress: Callable[[Progress], None] = lambda p: None,
@@ -167,7 +170,8 @@ def train(
 ) -> dict:
     """Fine-tune and write `out_dir/adapter` or, under full fine-tuning, `out_dir/model` (the best
     held-out checkpoint). Resumes from
-    `out_dir/checkpoint` when one exists. Under torchrun every process trains its share of each
+    `out_dir/checkpoint` when one exists. `accepted_files` (a dataset's accepted completions) join the
+    training samples only. Under torchrun every process trains its share of each
     step; rank 0 alone logs, reports progress and writes files."""
     import torch
 
@@ -181,7 +185,7 @@ def train(
         if not ddp.master:
             log = on_progress = _quiet
         job = job_load(hf_path, settings, method, ddp, log, t0)
-        data_prepare(job, out_dir, train_files, heldout_files, settings, ddp, log)
+        data_prepare(job, out_dir, train_files, heldout_files, settings, ddp, log, accepted_files or [])
         optimizer_make(job, settings)
         state = checkpoint_load(out_dir, job, ddp, log) or TrainState()
         meter = Meter()
@@ -335,10 +339,18 @@ def job_load(
 
 
 def sequences_prepare(
-    files: list[dict], tokenizer, fmt, eot_id: int, settings: LoraSettings, seed: int, index=None
+    files: list[dict],
+    tokenizer,
+    fmt,
+    eot_id: int,
+    settings: LoraSettings,
+    seed: int,
+    index=None,
+    accepted: Sequence[dict] = (),
 ):
     """Packed token rows of `files`; with `index` (a code index of the training files), a share of
-    the samples carry retrieved snippets of other files, never of their own."""
+    the samples carry retrieved snippets of other files, never of their own. `accepted` (accepted
+    completions) add one FIM sample each (prefix completion when `fim_rate` is 0)."""
     window_chars = int(settings.seq_len * CHARS_PER_TOKEN_GUESS)
     context_of = None
     if index is not None and settings.context_rate > 0:
@@ -363,6 +375,13 @@ def sequences_prepare(
         context_rate=settings.context_rate,
         context_of=context_of,
         file_sep=file_sep_token(tokenizer, fmt),
+    )
+    samples += accepted_samples(
+        accepted,
+        fmt if settings.fim_rate > 0 else None,
+        random.Random(seed + ACCEPTED_SEED),
+        spm_rate=settings.spm_rate,
+        window_chars=window_chars,
     )
     return pack(PieceEncoder(tokenizer, eot_id).encode_many(samples), settings.seq_len)
 
@@ -391,13 +410,16 @@ def data_prepare(
     settings: LoraSettings,
     ddp: Ddp,
     log: Callable[[str], None],
+    accepted: Sequence[dict] = (),
 ) -> None:
-    """Packed training and held-out sequences, the step count and the learning rate."""
+    """Packed training and held-out sequences, the step count and the learning rate. Accepted
+    completions join the training sequences only."""
     eot_id = job.tokenizer.convert_tokens_to_ids(job.fmt.eot)
     index = training_index_build(out_dir, train_files, ddp.rank) if settings.context_rate > 0 else None
     job.rows, job.pack_stats = sequences_prepare(
-        train_files, job.tokenizer, job.fmt, eot_id, settings, settings.seed, index=index
+        train_files, job.tokenizer, job.fmt, eot_id, settings, settings.seed, index=index, accepted=accepted
     )
+    job.accepted = len(accepted)
     if index is not None:
         index.path.unlink(missing_ok=True)  # only sample construction reads it
     eval_rows, _ = sequences_prepare(
@@ -418,6 +440,7 @@ def data_prepare(
         f"(padding {job.pack_stats['padding_fraction']:.3f}); {job.total} steps"
         f"{f' on {ddp.world} processes' if ddp.world > 1 else ''} at learning rate {job.learning_rate:g}; "
         f"held-out sequences {len(job.eval_rows)}"
+        + (f"; {job.accepted} accepted completions among the training samples" if job.accepted else "")
     )
 
 
@@ -577,6 +600,7 @@ def summary_make(
         "best_eval_loss": state.best_eval,
         "eval_history": state.history,
         "early_stopped": stopped_early,
+        **({"accepted_completions": job.accepted} if job.accepted else {}),
         "seconds": round(time.monotonic() - t0, 1),
         "settings": asdict(settings),
     }

@@ -5,13 +5,17 @@ and evaluation add afterwards (from the last measured model version of the base)
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from trainer.training.config import LoraSettings
 
 
-def training_tokens(*, hf_path: str, train_files: list[dict], settings: LoraSettings) -> int:
-    """The training tokens the run will count: `train` builds exactly these samples and packs them."""
+def training_tokens(
+    *, hf_path: str, train_files: list[dict], settings: LoraSettings, accepted_files: Sequence[dict] = ()
+) -> int:
+    """The training tokens the run will count: `train` builds exactly these samples (the files', and
+    one per accepted completion) and packs them."""
     from appliance import paths
     from trainer.tools.tokenizers import fim_tokens_ensure, tokenizer_load
     from trainer.training.loop import sequences_prepare, training_index_build
@@ -22,7 +26,7 @@ def training_tokens(*, hf_path: str, train_files: list[dict], settings: LoraSett
     with tempfile.TemporaryDirectory(dir=paths.private_tmp_dir(), prefix="plan-") as tmp:
         index = training_index_build(Path(tmp), train_files, 0) if settings.context_rate > 0 else None
         _, stats = sequences_prepare(
-            train_files, tokenizer, fmt, eot_id, settings, settings.seed, index=index
+            train_files, tokenizer, fmt, eot_id, settings, settings.seed, index=index, accepted=accepted_files
         )
     return int(stats["tokens"])
 

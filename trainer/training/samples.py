@@ -61,11 +61,50 @@ def fim_pieces(
     if span is None:
         return None
     start, end = span
-    prefix, middle, suffix = text[:start], text[start:end], text[end:]
+    return fim_arrange(text[:start], text[start:end], text[end:], fmt, spm=spm)
+
+
+def fim_arrange(prefix: str, middle: str, suffix: str, fmt: FimFormat, *, spm: bool) -> list[Piece]:
+    """One FIM sample in `fmt`: prefix-suffix-middle order, or suffix-prefix-middle with `spm`."""
     P, S, M = Piece(fmt.prefix, True), Piece(fmt.suffix, True), Piece(fmt.middle, True)
     if spm:
         return [P, S, Piece(suffix), M, Piece(prefix), Piece(middle)]
     return [P, Piece(prefix), S, Piece(suffix), M, Piece(middle)]
+
+
+# An accepted completion's share of a window: its middle at most half, then the prefix twice the suffix.
+ACCEPTED_MIDDLE_SHARE = 0.5
+ACCEPTED_PREFIX_SHARE = 2 / 3
+
+
+def _accepted_fit(record: dict, window_chars: int) -> tuple[str, str, str]:
+    """Prefix, middle and suffix cut to about `window_chars`: the code nearest the cursor kept, the
+    prefix from a line's start and the suffix to a line's end where there is room for a whole line."""
+    middle = record["middle"][: int(window_chars * ACCEPTED_MIDDLE_SHARE)]
+    room = max(0, window_chars - len(middle))
+    prefix = record["prefix"][max(0, len(record["prefix"]) - int(room * ACCEPTED_PREFIX_SHARE)) :]
+    suffix = record["suffix"][: room - len(prefix)]
+    if len(prefix) < len(record["prefix"]) and "\n" in prefix[:-1]:
+        prefix = prefix[prefix.index("\n") + 1 :]
+    if len(suffix) < len(record["suffix"]) and "\n" in suffix[1:]:
+        suffix = suffix[: suffix.rindex("\n") + 1]
+    return prefix, middle, suffix
+
+
+def accepted_samples(
+    records: Iterable[dict], fmt: FimFormat | None, rng: random.Random, *, spm_rate: float, window_chars: int
+) -> list[list[Piece]]:
+    """One sample per accepted completion (a dataset's accepted.jsonl): its prefix, its accepted (or
+    surviving) text as the middle and its suffix, in the base's FIM format, cut to a window. Without a
+    format (or with FIM off), the prefix then the middle, as left-to-right completion."""
+    samples = []
+    for record in records:
+        prefix, middle, suffix = _accepted_fit(record, window_chars)
+        if fmt is None:
+            samples.append([Piece(prefix + middle)])
+        else:
+            samples.append(fim_arrange(prefix, middle, suffix, fmt, spm=rng.random() < spm_rate))
+    return samples
 
 
 # Snippets take this share of a context sample's characters; its own code the rest.

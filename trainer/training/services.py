@@ -15,8 +15,9 @@ from appliance import paths
 from appliance.errors import HearthError, TrainingError
 from appliance.jobs import job_enqueue
 from appliance.stages import Stage, StageCancelled, stage_claim, stage_run
+from trainer.datasets.accepted import accepted_used
 from trainer.models import BaseModel, Dataset, ProgressPoint, TrainingRun
-from trainer.tools.dataset_files import dataset_files_read
+from trainer.tools.dataset_files import dataset_accepted_read, dataset_files_read
 from trainer.training.config import LoraSettings
 
 logger = logging.getLogger(__name__)
@@ -146,11 +147,15 @@ def _train(run: TrainingRun, stage: Stage) -> dict:
                 hf_path=run.base.hf_path,
                 train_files=dataset_files_read(dataset_dir, "train"),
                 heldout_files=dataset_files_read(dataset_dir, "heldout"),
+                accepted_files=dataset_accepted_read(dataset_dir),
                 method=method,
                 **common,
             )
     except TrainingCancelled as exc:
         raise StageCancelled("Cancelled by an admin.") from exc
+    if summary.get("accepted_completions"):  # how many developers they came from: the dataset knows
+        summary["accepted_developers"] = (run.dataset.report.get("accepted") or {}).get("developers", 0)
+        stage.log(accepted_used(summary))
     run.adapter_path = str(Path(run.path) / method.output)
     run.summary = summary
     run.save(update_fields=["adapter_path", "summary"])

@@ -46,6 +46,13 @@ class Command(BaseCommand):
             "--exclude", action="append", default=[], help="Glob to leave out (gitignore syntax)."
         )
         parser.add_argument(
+            "--accepted-completions",
+            action="store_true",
+            help="Include the completions developers accepted within the telemetry retention window (28 days "
+            "unless the Policies page says otherwise) as training-only samples; needs a telemetry policy that "
+            "collects content.",
+        )
+        parser.add_argument(
             "--override-reason", default="", help="Start despite the retrain rate limit, saying why."
         )
         parser.add_argument("--no-follow", action="store_true", help="Queue the run and return.")
@@ -61,10 +68,13 @@ class Command(BaseCommand):
             )
 
     def handle(self, *args, **opts):
+        from trainer.datasets.accepted import accepted_refusal
         from trainer.datasets.builder import DatasetOptions
         from trainer.models import Repository
         from trainer.pipeline import base_model_resolve, training_start
 
+        if opts["accepted_completions"] and (refusal := accepted_refusal()):
+            raise CommandError(refusal)
         ready = Repository.objects.filter(status=Repository.Status.READY)
         repos = list(ready.filter(name__in=opts["repo"]) if opts["repo"] else ready)
         missing = sorted(set(opts["repo"]) - {r.name for r in repos})
@@ -81,7 +91,9 @@ class Command(BaseCommand):
                 settings=settings,
                 override_reason=opts["override_reason"],
                 options=DatasetOptions(
-                    languages=tuple(opts["language"]), exclude_globs=tuple(opts["exclude"])
+                    languages=tuple(opts["language"]),
+                    exclude_globs=tuple(opts["exclude"]),
+                    accepted_completions=opts["accepted_completions"],
                 ),
                 actor="manage.py",
             )
@@ -98,6 +110,7 @@ class Command(BaseCommand):
     def _follow(self, run) -> None:
         from tqdm import tqdm
 
+        from trainer.datasets.accepted import accepted_used
         from trainer.pipeline import run_follow
 
         bar = tqdm(total=None, unit="step", desc=f"run {run.pk}", file=self.stderr._out)
@@ -120,9 +133,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         finally:
             bar.close()
+        run.refresh_from_db()
         if not said:
-            run.refresh_from_db()
             self.stdout.write(f"method: {method_line(run)}")
+        if used := accepted_used(run.summary or {}):
+            self.stdout.write(f"Training {used}.")
         report = version.reports.order_by("-created_at").first()
         self.stdout.write(
             self.style.SUCCESS(
