@@ -65,7 +65,7 @@ def canary_summary(version: ModelVersion) -> dict:
                 f["requests"],
                 f["viewed"],
                 f["accepted"],
-                f["acceptance_rate"],
+                f["acceptance_interval"],
                 f"{f['p50']} / {f['p95']}",
                 f["survived"],
             )

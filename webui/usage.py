@@ -40,14 +40,17 @@ def figures_shown(figures: dict | None) -> dict:
     )
     if rate is None:
         # Nothing reported shown or accepted: these clients send no events (a 0% would be a lie).
-        acceptance = "no events reported" if figures.get("requests") else "–"
+        plain = "no events reported" if figures.get("requests") else "–"
+        acceptance = plain
     else:
-        acceptance = f"{rate:.0%}" + (f" ({interval[0]:.0%}–{interval[1]:.0%})" if interval else "")
+        plain = f"{rate:.0%}"
+        acceptance = plain + (f" ({interval[0]:.0%}–{interval[1]:.0%})" if interval else "")
     return {
         "requests": f"{figures.get('requests', 0):,}",
         "viewed": f"{figures.get('viewed', 0):,}",
         "accepted": f"{figures.get('accepted', 0):,}",
-        "acceptance_rate": acceptance,
+        "acceptance_rate": plain,
+        "acceptance_interval": acceptance,  # the rate with its 95% interval
         "p50": ms("latency_ms_p50"),
         "p95": ms("latency_ms_p95"),
         "survived": "–" if survived is None else f"{survived:.0%} of {figures.get('snapshots', 0):,}",
@@ -76,7 +79,7 @@ def model_rows(by_model: dict[str, dict]) -> list[tuple]:
                 f["requests"],
                 f["viewed"],
                 f["accepted"],
-                f["acceptance_rate"],
+                f["acceptance_interval"],
                 f"{f['p50']} / {f['p95']}",
                 f["survived"],
             )

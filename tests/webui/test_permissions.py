@@ -31,6 +31,7 @@ ROUTES = {
         ("post", {"pk": "version", "action": "delete"}, "delete", 302),
         ("get", {"pk": "version", "action": "delete"}, "delete", 200),  # the confirmation page
     ],
+    "trainer_modelversion_canary": [("get", {"pk": "version"}, "change", 200)],  # its POST: same check
     "trainer_modelversion_download": [("get", {"pk": "version", "name": "model.gguf"}, "view", 200)],
     "inference_apitoken_new": [("get", {}, "add", 200)],
     "inference_servingpolicy_policies": [("get", {}, "view", 200)],
