@@ -81,8 +81,13 @@ def acceptance_compare(
         return Comparison(ca, cs, sa, ss, None, None, None, verdict)
     pc, ps = ca / cs, sa / ss
     diff = pc - ps
-    se = math.sqrt(pc * (1 - pc) / cs + ps * (1 - ps) / ss)
-    interval = (diff - Z95 * se, diff + Z95 * se)
+    # Newcombe's interval for a difference of proportions (from the two Wilson intervals): it stays
+    # within −100%…+100% and holds for small counts, where the plain normal interval does not.
+    (lc, uc), (ls, us) = wilson_interval(ca, cs), wilson_interval(sa, ss)
+    interval = (
+        diff - math.sqrt((pc - lc) ** 2 + (us - ps) ** 2),
+        diff + math.sqrt((uc - pc) ** 2 + (ps - ls) ** 2),
+    )
     pooled = (ca + sa) / (cs + ss)
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / cs + 1 / ss))
     if se0 == 0:

@@ -42,6 +42,8 @@ def test_wilson_interval_and_the_two_proportion_test():
     close = acceptance_compare((32, 100), (30, 100))
     assert close.verdict == "unknown" and close.interval[0] < 0 < close.interval[1]
     assert "Not known yet" in close.sentence
+    low, high = acceptance_compare((8, 8), (2, 8)).interval  # small counts: still within ±100%
+    assert 0 < low < 0.75 < high <= 1
     none = acceptance_compare((0, 0), (0, 0))
     assert none.verdict == "no-events" and "no acceptance was reported" in none.sentence
 
@@ -110,6 +112,39 @@ def test_promoting_the_canary_serves_it_to_everyone(candidate):
     candidate.refresh_from_db()
     assert candidate.status == ModelVersion.Status.PROMOTED and candidate.canary_percent == 0
     assert canary_version() is None
+
+
+def test_the_check_notifies_once_when_the_answer_becomes_significant(candidate):
+    from appliance.models import Notification
+    from inference.canary import canary_check
+    from inference.models import CompletionEvent, CompletionRecord
+    from trainer.versions import model_version_canary_start
+
+    assert canary_check() == "no canary"
+    model_version_canary_start(version=candidate, percent=50)
+
+    def served(n: int, arm: str, accepted: int) -> None:
+        for i in range(n):
+            cid = f"{arm}-{CompletionRecord.objects.count()}"
+            CompletionRecord.objects.create(
+                completion_id=cid, dialect="tabby", model="m", latency_ms=5, outcome="ok", arm=arm
+            )
+            CompletionEvent.objects.create(completion_id=cid, kind="view")
+            if i < accepted:
+                CompletionEvent.objects.create(completion_id=cid, kind="select")
+
+    served(10, "canary", 3)
+    served(10, "served", 3)
+    assert canary_check() == "unknown" and not Notification.objects.exists()
+    served(30, "canary", 3)  # the canary's rate falls to 6 of 40
+    served(30, "served", 25)  # the served model's rises to 28 of 40
+    assert canary_check() == "worse"
+    assert canary_check() == "worse"
+    note = Notification.objects.get()
+    assert note.title == f"Canary version {candidate.pk}: developers accept its suggestions less"
+    assert note.level == "error" and "Promote it to everyone or roll it back" in note.body
+    candidate.refresh_from_db()
+    assert candidate.canary_verdict == "worse"
 
 
 # ------------------------------------------------------------------ through the real API and engine

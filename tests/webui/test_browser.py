@@ -297,3 +297,51 @@ def test_admin_flow_in_a_browser(
     page.click("#hearth-inbox-link")  # the version's notification waits unread in the header's inbox
     assert page.locator("#content").inner_text().count("Model version") >= 1
     _shot(page, "12-inbox")
+
+
+def test_a_canary_in_a_browser(live_server, page, engine, micro_base, django_user_model, tmp_path):
+    """From a candidate's page: try it on 40% of developers, read the comparison once their IDEs have
+    reported what they accepted, see it on the dashboard, roll it back."""
+    import shutil
+
+    from inference.models import ServingPolicy
+    from tests.inference.conftest import model_version_make
+    from tests.inference.test_canary import developers
+    from tests.inference.test_feedback import Ide
+    from trainer.versions import canary_version
+
+    ServingPolicy.objects.update_or_create(pk=1, defaults={"telemetry_enabled": True})
+    gguf = tmp_path / "candidate.gguf"
+    shutil.copy(micro_base.gguf_path, gguf)
+    version = model_version_make(base=micro_base, gguf_path=str(gguf))
+    django_user_model.objects.create_superuser("root", "root@hearth.invalid", "a-long-password-1")
+    url = live_server.url
+    page.goto(f"{url}/admin/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "a-long-password-1")
+    page.click("input[type=submit]")
+    page.goto(f"{url}/admin/trainer/modelversion/{version.pk}/change/")
+    page.click("text=Try on a share of developers first")
+    page.fill("#id_percent", "40")
+    page.click("#canary-start")
+    assert "is served to 40% of developers" in page.inner_text("#content-start, body")
+    _until(page, lambda: (engine.health()["canary"] or {}).get("model"), 60, "the canary to load")
+
+    inside, outside = developers(2, version.pk, 40)
+    for token in inside + outside:
+        ide = Ide(live_server.url, token)
+        for i in range(4):
+            cid = ide.complete("/src/app.py", f"def total_{i}(items):\n    return ")
+            ide.event("view", cid)
+            if token in inside or i == 0:
+                ide.event("select", cid)
+    page.reload()
+    verdict = page.inner_text("#canary-verdict")
+    assert verdict.startswith("Better:") and "8 of 8 shown accepted" in verdict and "2 of 8" in verdict
+    _shot(page, "12-canary")
+    page.goto(f"{url}/admin/")
+    assert "Canary:" in page.inner_text("#dashboard-canary")
+    _shot(page, "13-dashboard-canary")
+    page.goto(f"{url}/admin/trainer/modelversion/{version.pk}/canary/")
+    page.click("#canary-rollback")
+    assert "rolled back" in page.inner_text("body") and canary_version() is None
