@@ -193,3 +193,71 @@ def test_a_promotion_rolls_through_the_replicas_one_at_a_time(micro_base, tmp_pa
             engine.stop()
         for watcher in watchers:
             watcher.join(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replicas_load_a_canary_in_turn_and_promote_it_without_a_second_load(
+    micro_base, tmp_path, monkeypatch
+):
+    """With two models served at once, the replicas still take turns: each loads the canary in its own
+    turn; promoting the canary then hands each replica's canary slots to the served side, no load."""
+    import shutil
+    import threading
+    from dataclasses import replace
+
+    from appliance.llm.sampling import SamplingOptions
+    from inference.engine import server
+    from inference.engine.request import EngineRequest
+    from inference.engine.server import Engine
+    from tests.inference.conftest import model_version_make
+    from trainer.versions import model_version_canary_start, model_version_promote
+
+    loads: list[tuple[str, float, float]] = []
+    real_load = server.pool_load
+
+    def slow_load(served, **kwargs):
+        started = time.monotonic()
+        time.sleep(1.0)
+        pool = real_load(served, **kwargs)
+        loads.append((threading.current_thread().name, started, time.monotonic()))
+        return pool
+
+    engines = [Engine(n_ctx=256, n_threads=1, slots=1, poll_s=0.1, name=f"replica-{i}") for i in range(2)]
+    watchers = []
+
+    def settle(check, what):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(check(engine.health()) for engine in engines):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}: {[e.health() for e in engines]}")
+
+    try:
+        for engine in engines:
+            engine.refresh()
+        monkeypatch.setattr(server, "pool_load", slow_load)
+        for engine in engines:
+            watchers.append(threading.Thread(target=engine.watch, name=engine.name, daemon=True))
+            watchers[-1].start()
+        gguf = shutil.copy(micro_base.gguf_path, tmp_path / "custom.gguf")
+        version = model_version_make(base=micro_base, gguf_path=str(gguf))
+        model_version_canary_start(version=version, percent=25)
+        settle(lambda h: (h["canary"] or {}).get("model") == f"hearth-v{version.pk}", "the canary")
+        (_, _, first_done), (_, second_started, _) = sorted(loads, key=lambda load: load[1])
+        assert second_started >= first_done, f"the two replicas loaded the canary at once: {loads}"
+        for engine in engines:  # both models answer, each its own share
+            ask = EngineRequest(
+                user="u", prefix="def f():\n    return ", sampling=SamplingOptions(max_tokens=2)
+            )
+            assert engine.complete(ask).version is None
+            assert engine.complete(replace(ask, canary=True)).version == version.pk
+
+        model_version_promote(version=version)
+        settle(lambda h: h["version"] == version.pk and h["canary"] is None, "the promotion")
+        assert len(loads) == 2  # the canary's slots became the served ones: nothing loaded again
+    finally:
+        for engine in engines:
+            engine.stop()
+        for watcher in watchers:
+            watcher.join(timeout=10)
