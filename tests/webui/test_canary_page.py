@@ -9,8 +9,6 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.webui.test_promotion import make_version  # noqa: F401  (a fixture)
-
 pytestmark = pytest.mark.django_db
 
 

@@ -19,10 +19,6 @@ pytestmark = pytest.mark.django_db
 # 30-41: 12 lines better, 5 worse, +7 lines in 300.
 BASE = [1] * 30 + [0] * 270
 CANDIDATE = [0] * 5 + [1] * 37 + [0] * 258
-NOT_PROMOTED = (
-    "Not promoted: the custom model (tuned) completed 37 of 300 held-out lines exactly, the base model "
-    "(served now) 30; 12 lines got better and 5 worse — too close to call."
-)
 
 
 def _line_score(hits: list[int]) -> dict:
@@ -46,43 +42,6 @@ def _metrics(served_gguf: str = "", **hits: list[int]) -> dict:
     if served_gguf:
         models["served"]["gguf"] = served_gguf
     return {"mode": "prefix", "tasks": len(BASE), "models": models}
-
-
-@pytest.fixture
-def make_version(tmp_path):
-    """A candidate version with a GGUF on disk, gated as told, with an evaluation report."""
-    from trainer.models import BaseModel, Dataset, EvaluationReport, ModelVersion, TrainingRun
-
-    base = BaseModel.objects.create(slug="tiny", display_name="Tiny", status="ready")
-    dataset = Dataset.objects.create(status="ready")
-
-    def make(*, gate_passed: bool | None, metrics: dict | None = None, status: str = "candidate"):
-        run = TrainingRun.objects.create(base=base, dataset=dataset, status="succeeded")
-        folder = tmp_path / f"version-{run.pk}"
-        folder.mkdir()
-        (folder / "model.gguf").write_bytes(b"GGUF")
-        version = ModelVersion.objects.create(
-            base=base,
-            run=run,
-            status=status,
-            gate_passed=gate_passed,
-            path=str(folder),
-            gguf_path=str(folder / "model.gguf"),
-            served_arm="tuned",
-        )
-        if metrics is not None:
-            EvaluationReport.objects.create(
-                dataset=dataset,
-                version=version,
-                status="done",
-                mode="prefix",
-                metrics=metrics,
-                decision=("Promoted: the custom model won." if gate_passed else NOT_PROMOTED)
-                + "\nStatistics: tuned against base",
-            )
-        return version
-
-    return make
 
 
 def _action_url(version, action: str = "promote") -> str:

@@ -4,25 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('trainer', '0012_training_on_worked_rows'),
+        ("trainer", "0012_training_on_worked_rows"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='modelversion',
-            name='canary_percent',
-            field=models.PositiveSmallIntegerField(default=0, help_text='Share of developers (1–99 %) served this candidate as a canary; 0: no canary.'),
+            model_name="modelversion",
+            name="canary_percent",
+            field=models.PositiveSmallIntegerField(
+                default=0,
+                help_text="Share of developers (1–99 %) served this candidate as a canary; 0: no canary.",
+            ),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='canary_started_at',
+            model_name="modelversion",
+            name="canary_started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='canary_verdict',
-            field=models.CharField(blank=True, help_text="The live comparison's answer once it became significant: better or worse (notified once).", max_length=16),
+            model_name="modelversion",
+            name="canary_verdict",
+            field=models.CharField(
+                blank=True,
+                help_text="The live comparison's answer once it became significant: better or worse (notified once).",
+                max_length=16,
+            ),
         ),
     ]
