@@ -140,6 +140,27 @@ def test_one_replica_at_a_time_holds_the_swap_turn():
     assert swap_turn_holder() == ""  # given back on the way out
 
 
+def _slow_loads(monkeypatch) -> list[tuple[str, float, float]]:
+    """From now on each model load takes a second more, as a real model's does; returns the list of
+    (thread, started, done) each load appends to."""
+    import threading
+
+    from inference.engine import server
+
+    loads: list[tuple[str, float, float]] = []
+    real_load = server.pool_load
+
+    def slow_load(served, **kwargs):
+        started = time.monotonic()
+        time.sleep(1.0)
+        pool = real_load(served, **kwargs)
+        loads.append((threading.current_thread().name, started, time.monotonic()))
+        return pool
+
+    monkeypatch.setattr(server, "pool_load", slow_load)
+    return loads
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_promotion_rolls_through_the_replicas_one_at_a_time(micro_base, tmp_path, monkeypatch):
     """Two engine replicas poll the same database; each loads the promoted model in its own turn, the
@@ -147,20 +168,9 @@ def test_a_promotion_rolls_through_the_replicas_one_at_a_time(micro_base, tmp_pa
     import shutil
     import threading
 
-    from inference.engine import server
     from inference.engine.server import Engine
     from tests.inference.conftest import model_version_make
     from trainer.versions import model_version_promote
-
-    loads: list[tuple[str, float, float]] = []
-    real_load = server.pool_load
-
-    def slow_load(served, **kwargs):  # a load that takes a while, as a real model's does
-        started = time.monotonic()
-        time.sleep(1.0)
-        pool = real_load(served, **kwargs)
-        loads.append((threading.current_thread().name, started, time.monotonic()))
-        return pool
 
     engines = [Engine(n_ctx=256, n_threads=1, slots=1, poll_s=0.1, name=f"replica-{i}") for i in range(2)]
     watchers = []
@@ -168,7 +178,7 @@ def test_a_promotion_rolls_through_the_replicas_one_at_a_time(micro_base, tmp_pa
         for engine in engines:
             engine.refresh()
             assert engine.health()["model"] == "hearth-micro-test"
-        monkeypatch.setattr(server, "pool_load", slow_load)
+        loads = _slow_loads(monkeypatch)
         for engine in engines:
             watchers.append(threading.Thread(target=engine.watch, name=engine.name, daemon=True))
             watchers[-1].start()
@@ -206,21 +216,10 @@ def test_replicas_load_a_canary_in_turn_and_promote_it_without_a_second_load(
     from dataclasses import replace
 
     from appliance.llm.sampling import SamplingOptions
-    from inference.engine import server
     from inference.engine.request import EngineRequest
     from inference.engine.server import Engine
     from tests.inference.conftest import model_version_make
     from trainer.versions import model_version_canary_start, model_version_promote
-
-    loads: list[tuple[str, float, float]] = []
-    real_load = server.pool_load
-
-    def slow_load(served, **kwargs):
-        started = time.monotonic()
-        time.sleep(1.0)
-        pool = real_load(served, **kwargs)
-        loads.append((threading.current_thread().name, started, time.monotonic()))
-        return pool
 
     engines = [Engine(n_ctx=256, n_threads=1, slots=1, poll_s=0.1, name=f"replica-{i}") for i in range(2)]
     watchers = []
@@ -236,7 +235,7 @@ def test_replicas_load_a_canary_in_turn_and_promote_it_without_a_second_load(
     try:
         for engine in engines:
             engine.refresh()
-        monkeypatch.setattr(server, "pool_load", slow_load)
+        loads = _slow_loads(monkeypatch)
         for engine in engines:
             watchers.append(threading.Thread(target=engine.watch, name=engine.name, daemon=True))
             watchers[-1].start()

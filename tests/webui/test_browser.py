@@ -117,6 +117,15 @@ def _until(page, predicate, timeout: float, what: str, every: float = 1.0, reloa
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def _login(page, url: str, django_user_model) -> None:
+    """A superuser, signed in through the login form."""
+    django_user_model.objects.create_superuser("root", "root@hearth.invalid", "a-long-password-1")
+    page.goto(f"{url}/admin/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "a-long-password-1")
+    page.click("input[type=submit]")
+
+
 def _watch_training(page) -> list[int]:
     """Progress values seen while the run trains, without reloading (the page polls by itself)."""
     seen: list[int] = []
@@ -142,12 +151,8 @@ def test_admin_flow_in_a_browser(
 
     settings.HEARTH_SHOW_TEST_BASES = True  # the micro base is a test base
 
-    django_user_model.objects.create_superuser("root", "root@hearth.invalid", "a-long-password-1")
     url = live_server.url
-    page.goto(f"{url}/admin/")
-    page.fill("#id_username", "root")
-    page.fill("#id_password", "a-long-password-1")
-    page.click("input[type=submit]")
+    _login(page, url, django_user_model)
     page.wait_for_selector("#content")
     # A fresh appliance says what to do first: a checklist, its first step adding a repository.
     steps = page.locator("#first-steps")
@@ -314,12 +319,8 @@ def test_a_canary_in_a_browser(live_server, page, engine, micro_base, django_use
     gguf = tmp_path / "candidate.gguf"
     shutil.copy(micro_base.gguf_path, gguf)
     version = model_version_make(base=micro_base, gguf_path=str(gguf))
-    django_user_model.objects.create_superuser("root", "root@hearth.invalid", "a-long-password-1")
     url = live_server.url
-    page.goto(f"{url}/admin/")
-    page.fill("#id_username", "root")
-    page.fill("#id_password", "a-long-password-1")
-    page.click("input[type=submit]")
+    _login(page, url, django_user_model)
     page.goto(f"{url}/admin/trainer/modelversion/{version.pk}/change/")
     page.click("text=Try on a share of developers first")
     page.fill("#id_percent", "40")
