@@ -4,20 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('inference', '0009_admin_names'),
+        ("inference", "0009_admin_names"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='completionrecord',
-            name='arm',
-            field=models.CharField(default='served', help_text='served, or canary: the share trying a candidate.', max_length=16),
+            model_name="completionrecord",
+            name="arm",
+            field=models.CharField(
+                default="served", help_text="served, or canary: the share trying a candidate.", max_length=16
+            ),
         ),
         migrations.AddField(
-            model_name='completionrecord',
-            name='filepath',
-            field=models.CharField(blank=True, help_text='The file the IDE named (stored only with the prompt).', max_length=1000),
+            model_name="completionrecord",
+            name="filepath",
+            field=models.CharField(
+                blank=True, help_text="The file the IDE named (stored only with the prompt).", max_length=1000
+            ),
         ),
     ]
