@@ -244,3 +244,25 @@ def test_promoting_the_canary_moves_its_slots_without_a_second_load(hearth, engi
     assert engine_live.health()["canary"] is None
     _, outside = developers(1, candidate.pk, 30)
     assert _tabby(hearth, outside[0], "x = ")["id"]
+
+
+def test_the_command_starts_shows_and_rolls_back_a_canary(candidate):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from trainer.versions import canary_version
+
+    out = StringIO()
+    with pytest.raises(CommandError, match="not a canary"):
+        call_command("model_canary", str(candidate.pk), stdout=out)
+    with pytest.raises(CommandError, match="from 1 to 99"):
+        call_command("model_canary", str(candidate.pk), "--percent", "150", stdout=out)
+    call_command("model_canary", str(candidate.pk), "--percent", "15", stdout=out)
+    assert canary_version() == candidate
+    call_command("model_canary", str(candidate.pk), stdout=out)
+    sentence, figures = out.getvalue().strip().splitlines()[-2:]
+    assert sentence.startswith("Not known: no acceptance was reported")
+    assert json.loads(figures)["percent"] == 15 and json.loads(figures)["verdict"] == "no-events"
+    call_command("model_canary", str(candidate.pk), "--rollback", stdout=out)
+    assert canary_version() is None
