@@ -45,6 +45,10 @@ def test_start_a_canary_from_the_version_page(admin_client, make_version):
     assert "Not known: no acceptance was reported for either model yet" in text
     assert 'id="canary-rollback"' in r.content.decode() and "Promote to everyone" in text
 
+    version_page = _text(
+        admin_client.get(reverse("admin:trainer_modelversion_change", args=[version.pk])).content.decode()
+    )
+    assert "a canary: served to 20% of developers. Not known: no acceptance was reported" in version_page
     dashboard = _text(admin_client.get(reverse("admin:index")).content.decode())
     assert f"Canary: version {version.pk} for 20% of developers" in dashboard
 

@@ -131,7 +131,7 @@ class ModelVersionAdmin(
         now = {
             ModelVersion.Status.PROMOTED: "served to every developer"
             + (f" since {obj.promoted_at:%Y-%m-%d %H:%M} UTC" if obj.promoted_at else ""),
-            ModelVersion.Status.CANDIDATE: f"a canary: served to {obj.canary_percent}% of developers"
+            ModelVersion.Status.CANDIDATE: self._canary_now(obj)
             if obj.is_canary
             else "a candidate, not served",
             ModelVersion.Status.RETIRED: "retired, not served",
@@ -144,6 +144,14 @@ class ModelVersionAdmin(
                 "now": now,
             },
         )
+
+    @staticmethod
+    def _canary_now(obj) -> str:
+        """A canary's share and what its developers' acceptance says so far."""
+        from inference.canary import canary_comparison
+
+        _, comparison = canary_comparison(obj)
+        return f"a canary: served to {obj.canary_percent}% of developers. {comparison.sentence}"
 
     @admin.display(description="actions")
     def lifecycle(self, obj):
