@@ -141,8 +141,8 @@ def run_live_context(run: TrainingRun) -> dict:
         "log_tail": _tail(run.log),
         "can_cancel": run.status in ACTIVE,
         "worker": (
-            f"pid {run.worker_pid}, last sign of life {_since(run.heartbeat_at)} ago"
-            if run.status == RunStatus.RUNNING and run.worker_pid
+            f"{run.worker}, last sign of life {_since(run.heartbeat_at)} ago"  # host and pid
+            if run.status == RunStatus.RUNNING and run.worker
             else ""
         ),
         "settings_rows": _settings_rows(run.settings),
