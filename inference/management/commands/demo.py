@@ -29,6 +29,12 @@ class Command(BaseCommand):
             "--preset", default="thorough", help="quick, standard or thorough (passes over the data)."
         )
         parser.add_argument(
+            "--method",
+            default="auto",
+            choices=("auto", "full", "lora", "qlora"),
+            help="Training method (auto: every weight where the base fits, else LoRA, else QLoRA).",
+        )
+        parser.add_argument(
             "--serve", action="store_true", help="Keep the engine and web server running at the end."
         )
         parser.add_argument("--port", type=int, default=settings.HEARTH_WEB_PORT, help="Web port.")
@@ -42,7 +48,7 @@ class Command(BaseCommand):
         sigterm_as_interrupt()
         say = lambda msg: self.stdout.write(f"[{time.monotonic() - t0:7.1f}s] {msg}")
         try:
-            lora = LoraSettings(preset=opts["preset"], max_steps=opts["max_steps"])
+            lora = LoraSettings(preset=opts["preset"], max_steps=opts["max_steps"], method=opts["method"])
             result = demo_run(
                 source=opts["repo"],
                 base_slug=opts["base"],
