@@ -33,6 +33,28 @@ def test_not_a_git_repository_is_refused_clearly(tmp_path):
 
 
 @pytest.mark.django_db
+def test_a_detached_head_uses_the_only_branch_or_says_what_to_do(code_repo, tmp_path):
+    from trainer.mirrors.services import repository_register
+
+    sha = git_run(code_repo, "rev-parse", "HEAD").strip()
+    git_run(code_repo, "checkout", "-q", "--detach", sha)
+    (code_repo / "loose.py").write_text("x = 1\n")  # a commit on no branch: the clone's HEAD stays detached
+    git_run(code_repo, "add", "loose.py")
+    git_run(code_repo, "commit", "-qm", "loose")
+    repo = repository_register(source=str(code_repo), name="one-branch")
+    assert (repo.status, repo.default_branch, repo.head_sha) == ("ready", "main", sha)
+
+    git_run(code_repo, "branch", "feature", sha)
+    try:
+        repo = repository_register(source=str(code_repo), name="two-branches")
+        reason = repo.status_reason
+    except MirrorError as exc:
+        reason = str(exc)
+    assert "HEAD is detached (it names no branch) and it has 2 branches (feature, main)" in reason
+    assert "set the repository's branch" in reason
+
+
+@pytest.mark.django_db
 def test_mirror_add_command_reports_error_without_traceback(tmp_path):
     from django.core.management import CommandError, call_command
 

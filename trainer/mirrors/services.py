@@ -228,7 +228,22 @@ def mirror_schedule_ensure() -> str:
 
 
 def _default_branch(mirror: Path) -> str:
-    ref = git("symbolic-ref", "--quiet", "HEAD", cwd=mirror).decode().strip()
+    """The branch the source's HEAD names; with a detached HEAD, its only branch, else a clear error."""
+    try:
+        ref = git("symbolic-ref", "--quiet", "HEAD", cwd=mirror).decode().strip()
+    except MirrorError:
+        listed = git("for-each-ref", "--format=%(refname:short)", "refs/heads/", cwd=mirror).decode().split()
+        if len(listed) == 1:
+            return listed[0]
+        raise MirrorError(
+            "The repository's HEAD is detached (it names no branch) and it has "
+            + (
+                f"{len(listed)} branches ({', '.join(listed[:5])}{'…' if len(listed) > 5 else ''})"
+                if listed
+                else "no branch"
+            )
+            + ": set the repository's branch, or check a branch out in the source."
+        ) from None
     branch = ref.removeprefix("refs/heads/")
     if not git("for-each-ref", f"refs/heads/{branch}", cwd=mirror).strip():
         raise MirrorError(f"The repository has no commits on its default branch {branch!r}.")
