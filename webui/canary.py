@@ -14,7 +14,7 @@ from appliance.audit import request_client_ip
 from appliance.errors import HearthError
 from trainer.models import ModelVersion
 from webui.reports import html_table
-from webui.usage import MODEL_HEADERS, figures_shown
+from webui.usage import MODEL_HEADERS, model_row
 
 DEFAULT_PERCENT = 10
 
@@ -56,20 +56,7 @@ def canary_summary(version: ModelVersion) -> dict:
 
     figures, comparison = canary_comparison(version)
     labels = {"canary": f"canary: version {version.pk}", "served": "served model (everyone else)"}
-    rows = []
-    for arm in ("canary", "served"):
-        f = figures_shown(figures[arm])
-        rows.append(
-            (
-                labels[arm],
-                f["requests"],
-                f["viewed"],
-                f["accepted"],
-                f["acceptance_interval"],
-                f"{f['p50']} / {f['p95']}",
-                f["survived"],
-            )
-        )
+    rows = [model_row(labels[arm], figures[arm]) for arm in ("canary", "served")]
     return {
         "canary_version": version,
         "canary_table": html_table(("arm", *MODEL_HEADERS[1:]), rows),

@@ -68,23 +68,22 @@ MODEL_HEADERS = (
 )
 
 
+def model_row(label: str, figures: dict) -> tuple:
+    """A model's (or a canary arm's) row: requests, acceptance with its interval, latency, survival."""
+    f = figures_shown(figures)
+    return (
+        label,
+        f["requests"],
+        f["viewed"],
+        f["accepted"],
+        f["acceptance_interval"],
+        f"{f['p50']} / {f['p95']}",
+        f["survived"],
+    )
+
+
 def model_rows(by_model: dict[str, dict]) -> list[tuple]:
-    """One row per model: requests, acceptance with its interval, latency and survival."""
-    rows = []
-    for name, figures in sorted(by_model.items()):
-        f = figures_shown(figures)
-        rows.append(
-            (
-                name or "unknown",
-                f["requests"],
-                f["viewed"],
-                f["accepted"],
-                f["acceptance_interval"],
-                f"{f['p50']} / {f['p95']}",
-                f["survived"],
-            )
-        )
-    return rows
+    return [model_row(name or "unknown", figures) for name, figures in sorted(by_model.items())]
 
 
 def _period_cells(figures: dict) -> tuple[str, str, str]:
