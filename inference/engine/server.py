@@ -198,9 +198,11 @@ class Engine:
         """Load the canary beside the served model while one runs; unload it once it ends. A canary
         that fails to load is skipped (its users get the served model) until another is started."""
         wanted = canary_model_select()
-        if wanted is not None and wanted.served.version_pk == self.failed_canary:
+        if wanted is None:  # no canary (or it ended): a later one, even of the same version, gets its chance
+            self.failed_canary, self.canary_error = None, ""
+        elif wanted.served.version_pk == self.failed_canary:
             wanted = None
-        elif wanted is not None:
+        else:
             self.failed_canary = None
         current = self.canary
         if wanted is None:

@@ -266,3 +266,32 @@ def test_the_command_starts_shows_and_rolls_back_a_canary(candidate):
     assert json.loads(figures)["percent"] == 15 and json.loads(figures)["verdict"] == "no-events"
     call_command("model_canary", str(candidate.pk), "--rollback", stdout=out)
     assert canary_version() is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_canary_that_cannot_load_is_reported_and_gets_its_chance_again(
+    hearth, engine_live, candidate, micro_base
+):
+    from pathlib import Path
+
+    from inference.models import CompletionRecord
+    from inference.policy import policy_get
+    from trainer.versions import model_version_canary_end, model_version_canary_start
+
+    policy = policy_get()
+    policy.telemetry_enabled = True
+    policy.save()
+    good = Path(candidate.gguf_path).read_bytes()
+    Path(candidate.gguf_path).write_bytes(b"GGUF not really")
+    model_version_canary_start(version=candidate, percent=99)
+    _until(lambda: (engine_live.health()["canary"] or {}).get("error"))
+    assert engine_live.health()["canary"]["version"] == candidate.pk
+    inside, _ = developers(1, candidate.pk, 99)
+    cid = _tabby(hearth, inside[0], "x = ")["id"]
+    assert CompletionRecord.objects.get(completion_id=cid).arm == "served"  # the served model answered
+
+    model_version_canary_end(version=candidate)
+    _until(lambda: engine_live.health()["canary"] is None)
+    Path(candidate.gguf_path).write_bytes(good)
+    model_version_canary_start(version=candidate, percent=99)
+    _until(lambda: (engine_live.health()["canary"] or {}).get("model"))
